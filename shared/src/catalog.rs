@@ -1,0 +1,362 @@
+//! The catalog: tables (columns, partition keys, location) and their
+//! partitions. A small trait with a local implementation kept in the lake
+//! itself (`_sluice/catalog/`); the Glue implementation serves the same trait.
+//!
+//! The local catalog is lock-free and safe for concurrent writers: every
+//! entry is its own object, created with a conditional put (`PutMode::Create`),
+//! and an entry that already exists with the same content is success. Two
+//! `sluice run` processes on one lake can therefore never corrupt it.
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::commit::{ColumnDef, CommitRecord};
+use crate::error::{Error, Result};
+use crate::store::Location;
+
+/// Where the local catalog lives, under the lake root.
+pub const CATALOG_DIR: &str = "_sluice/catalog";
+
+/// A table as the catalog knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableDef {
+    pub name: String,
+    /// The table's folder, relative to the lake root (`clickstream`).
+    pub location: String,
+    /// Data columns, in file order.
+    pub columns: Vec<ColumnDef>,
+    /// Partition columns, in path order.
+    pub partition_keys: Vec<ColumnDef>,
+    /// Always `parquet`.
+    pub format: String,
+}
+
+/// A partition of a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionDef {
+    /// Values in the order of the partition keys.
+    pub values: Vec<Option<String>>,
+    /// `k=v/...` relative to the table's location.
+    pub path: String,
+}
+
+/// Tables and partitions.
+#[async_trait]
+pub trait Catalog: Send + Sync {
+    /// Create the table, or check it matches. New columns appended at the end
+    /// are added; any other change is an error naming the column.
+    async fn ensure_table(&self, table: &TableDef) -> Result<()>;
+    /// Add partitions; one that exists already is success. Returns how many were new.
+    async fn add_partitions(&self, table: &str, partitions: &[PartitionDef]) -> Result<usize>;
+    /// A table, if it exists.
+    async fn table(&self, name: &str) -> Result<Option<TableDef>>;
+    /// All tables, by name.
+    async fn tables(&self) -> Result<Vec<TableDef>>;
+    /// A table's partitions, by path.
+    async fn partitions(&self, table: &str) -> Result<Vec<PartitionDef>>;
+}
+
+/// What a commit record means for the catalog: its table and partitions.
+pub fn commit_entries(commit: &CommitRecord) -> (TableDef, Vec<PartitionDef>) {
+    let table = TableDef {
+        name: commit.table.clone(),
+        location: commit.table.clone(),
+        columns: commit.columns.clone(),
+        partition_keys: commit.partition_keys.clone(),
+        format: "parquet".into(),
+    };
+    let mut parts: Vec<PartitionDef> = Vec::new();
+    if !commit.partition_keys.is_empty() {
+        for f in &commit.files {
+            if !parts.iter().any(|p| p.path == f.partition_path) {
+                parts.push(PartitionDef {
+                    values: f.partition.clone(),
+                    path: f.partition_path.clone(),
+                });
+            }
+        }
+    }
+    (table, parts)
+}
+
+/// Apply a commit record to a catalog.
+pub async fn register_commit(catalog: &dyn Catalog, commit: &CommitRecord) -> Result<usize> {
+    let (table, parts) = commit_entries(commit);
+    catalog.ensure_table(&table).await?;
+    catalog.add_partitions(&table.name, &parts).await
+}
+
+/// Decide whether `existing` can become `wanted`: the same partition keys,
+/// and the same columns with new ones only appended. Returns the merged table.
+pub fn evolve(existing: &TableDef, wanted: &TableDef) -> Result<TableDef> {
+    let t = &existing.name;
+    if existing.partition_keys != wanted.partition_keys {
+        return Err(Error::Catalog(format!(
+            "table '{t}': partition keys are ({}) in the catalog but ({}) now; a table's partitioning cannot change",
+            keys(&existing.partition_keys),
+            keys(&wanted.partition_keys)
+        )));
+    }
+    let mut merged = existing.clone();
+    for c in &wanted.columns {
+        match existing.columns.iter().find(|e| e.name == c.name) {
+            Some(e) if e.hive_type == c.hive_type => {}
+            Some(e) => {
+                return Err(Error::Catalog(format!(
+                    "table '{t}', column '{}': type is {} in the catalog but {} now; incompatible type change",
+                    c.name, e.hive_type, c.hive_type
+                )));
+            }
+            None => merged.columns.push(c.clone()),
+        }
+    }
+    Ok(merged)
+}
+
+fn keys(k: &[ColumnDef]) -> String {
+    k.iter()
+        .map(|c| format!("{} {}", c.name, c.hive_type))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The catalog kept in the lake under `_sluice/catalog/`.
+#[derive(Debug, Clone)]
+pub struct LocalCatalog {
+    lake: Location,
+}
+
+impl LocalCatalog {
+    pub fn new(lake: &Location) -> Self {
+        LocalCatalog { lake: lake.clone() }
+    }
+
+    fn table_path(&self, name: &str) -> Result<object_store::path::Path> {
+        self.lake.child(&format!("{CATALOG_DIR}/{name}/table.json"))
+    }
+
+    async fn read_json<T: for<'de> Deserialize<'de>>(
+        &self,
+        path: &object_store::path::Path,
+    ) -> Result<Option<T>> {
+        match self.lake.store.get(path).await {
+            Ok(r) => {
+                let bytes = r.bytes().await?;
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| Error::Catalog(format!("{}: {e}", self.lake.url_of(path))))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn create() -> PutOptions {
+    PutOptions {
+        mode: PutMode::Create,
+        ..Default::default()
+    }
+}
+
+#[async_trait]
+impl Catalog for LocalCatalog {
+    async fn ensure_table(&self, table: &TableDef) -> Result<()> {
+        let path = self.table_path(&table.name)?;
+        let body = serde_json::to_vec_pretty(table).expect("serializes");
+        for _ in 0..10 {
+            match self
+                .lake
+                .store
+                .put_opts(&path, PutPayload::from(body.clone()), create())
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(object_store::Error::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let Some(existing) = self.read_json::<TableDef>(&path).await? else {
+                continue;
+            };
+            let merged = evolve(&existing, table)?;
+            if merged == existing {
+                return Ok(());
+            }
+            let body = serde_json::to_vec_pretty(&merged).expect("serializes");
+            self.lake.store.put(&path, PutPayload::from(body)).await?;
+            return Ok(());
+        }
+        Err(Error::Catalog(format!(
+            "table '{}': could not create its definition",
+            table.name
+        )))
+    }
+
+    async fn add_partitions(&self, table: &str, partitions: &[PartitionDef]) -> Result<usize> {
+        let mut added = 0;
+        for p in partitions {
+            let id = hex::encode(&Sha256::digest(p.path.as_bytes())[..12]);
+            let path = self
+                .lake
+                .child(&format!("{CATALOG_DIR}/{table}/partitions/{id}.json"))?;
+            let body = serde_json::to_vec(p).expect("serializes");
+            match self
+                .lake
+                .store
+                .put_opts(&path, PutPayload::from(body), create())
+                .await
+            {
+                Ok(_) => added += 1,
+                Err(object_store::Error::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(added)
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<TableDef>> {
+        self.read_json(&self.table_path(name)?).await
+    }
+
+    async fn tables(&self) -> Result<Vec<TableDef>> {
+        let prefix = self.lake.child(CATALOG_DIR)?;
+        let listed = self.lake.store.list_with_delimiter(Some(&prefix)).await?;
+        let mut out = Vec::new();
+        for dir in listed.common_prefixes {
+            if let Some(name) = dir.filename()
+                && let Some(t) = self.table(name).await?
+            {
+                out.push(t);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn partitions(&self, table: &str) -> Result<Vec<PartitionDef>> {
+        let prefix = self
+            .lake
+            .child(&format!("{CATALOG_DIR}/{table}/partitions"))?;
+        let metas: Vec<_> = self.lake.store.list(Some(&prefix)).try_collect().await?;
+        let mut out: Vec<PartitionDef> = Vec::with_capacity(metas.len());
+        for m in metas {
+            if let Some(p) = self.read_json::<PartitionDef>(&m.location).await? {
+                out.push(p);
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(n: &str, t: &str) -> ColumnDef {
+        ColumnDef {
+            name: n.into(),
+            hive_type: t.into(),
+        }
+    }
+
+    fn table(cols: Vec<ColumnDef>) -> TableDef {
+        TableDef {
+            name: "t".into(),
+            location: "t".into(),
+            columns: cols,
+            partition_keys: vec![col("dt", "date")],
+            format: "parquet".into(),
+        }
+    }
+
+    /// The contract every catalog keeps; run against each implementation.
+    pub async fn contract(c: &dyn Catalog) {
+        let t = table(vec![col("a", "bigint")]);
+        c.ensure_table(&t).await.unwrap();
+        c.ensure_table(&t).await.unwrap();
+        assert_eq!(c.table("t").await.unwrap(), Some(t.clone()));
+        assert_eq!(c.table("missing").await.unwrap(), None);
+        // A new column is added; a changed type is refused, naming the column.
+        let wider = table(vec![col("a", "bigint"), col("b", "string")]);
+        c.ensure_table(&wider).await.unwrap();
+        assert_eq!(c.table("t").await.unwrap().unwrap().columns.len(), 2);
+        let e = c
+            .ensure_table(&table(vec![col("a", "string")]))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("column 'a'") && e.contains("bigint"), "{e}");
+        let p = |v: &str| PartitionDef {
+            values: vec![Some(v.into())],
+            path: format!("dt={v}"),
+        };
+        assert_eq!(
+            c.add_partitions("t", &[p("2026-01-01"), p("2026-01-02")])
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            c.add_partitions("t", &[p("2026-01-02"), p("2026-01-03")])
+                .await
+                .unwrap(),
+            1
+        );
+        let got: Vec<_> = c
+            .partitions("t")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.path)
+            .collect();
+        assert_eq!(got, ["dt=2026-01-01", "dt=2026-01-02", "dt=2026-01-03"]);
+        assert_eq!(c.tables().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn local_catalog_keeps_the_contract_in_memory_and_on_disk() {
+        contract(&LocalCatalog::new(&Location::memory())).await;
+        let dir = tempfile::tempdir().unwrap();
+        contract(&LocalCatalog::new(
+            &Location::open(dir.path().to_str().unwrap(), true).unwrap(),
+        ))
+        .await;
+    }
+
+    #[tokio::test]
+    async fn concurrent_writers_agree() {
+        let lake = Location::memory();
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let c = LocalCatalog::new(&lake);
+            tasks.push(tokio::spawn(async move {
+                let t = table(vec![col("a", "bigint")]);
+                c.ensure_table(&t).await.unwrap();
+                let parts: Vec<_> = (0..20)
+                    .map(|d| PartitionDef {
+                        values: vec![Some(format!("{}", (d + i) % 20))],
+                        path: format!("dt={}", (d + i) % 20),
+                    })
+                    .collect();
+                c.add_partitions("t", &parts).await.unwrap()
+            }));
+        }
+        let mut added = 0;
+        for t in tasks {
+            added += t.await.unwrap();
+        }
+        assert_eq!(added, 20);
+        assert_eq!(
+            LocalCatalog::new(&lake)
+                .partitions("t")
+                .await
+                .unwrap()
+                .len(),
+            20
+        );
+    }
+}

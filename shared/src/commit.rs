@@ -1,0 +1,244 @@
+//! Commit records: the small JSON document a chunk writes after all its
+//! files, listing them. The catalog acts only on commit records; files
+//! without one are debris that no catalog-based reader sees.
+
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::plan::Chunk;
+
+/// Where commit records live, under the lake root.
+pub const COMMITS_DIR: &str = "_sluice/commits";
+
+/// A column as the catalog sees it: a name and a Hive type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnDef {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub hive_type: String,
+}
+
+/// The source object a chunk came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    pub url: String,
+    pub size: u64,
+    #[serde(default)]
+    pub e_tag: Option<String>,
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+/// One Parquet file a chunk wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileInfo {
+    /// Path relative to the lake root.
+    pub path: String,
+    /// Partition values, in the order of the table's partition keys.
+    pub partition: Vec<Option<String>>,
+    /// `k=v/...`, relative to the table's location.
+    pub partition_path: String,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// What one chunk wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitRecord {
+    pub version: u32,
+    pub table: String,
+    pub source: SourceInfo,
+    pub chunk: Chunk,
+    pub chunk_id: String,
+    /// Data columns (those in the files).
+    pub columns: Vec<ColumnDef>,
+    /// Partition columns (those in the paths).
+    pub partition_keys: Vec<ColumnDef>,
+    pub schema_fingerprint: String,
+    pub files: Vec<FileInfo>,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub rows_rejected: u64,
+    pub bytes_in: u64,
+}
+
+impl CommitRecord {
+    /// Where this record is stored, relative to the lake root.
+    pub fn path(table: &str, chunk_id: &str) -> String {
+        format!("{COMMITS_DIR}/{table}/{chunk_id}.json")
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("commit records serialize")
+    }
+
+    pub fn from_json(bytes: &[u8], path: &str) -> Result<CommitRecord> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| Error::Catalog(format!("bad commit record {path}: {e}")))
+    }
+}
+
+/// The identity of a chunk: depends only on the source object's identity
+/// (URL, and its ETag or version, else its size) and the byte range, so a
+/// retried chunk writes the same names.
+pub fn chunk_id(source: &SourceInfo, chunk: &Chunk) -> String {
+    let mut h = Sha256::new();
+    h.update(source.url.as_bytes());
+    h.update([0]);
+    match (&source.version, &source.e_tag) {
+        (Some(v), _) => h.update(format!("v:{v}")),
+        (None, Some(e)) => h.update(format!("e:{e}")),
+        (None, None) => h.update(format!("s:{}", source.size)),
+    }
+    h.update([0]);
+    h.update(format!("{}:{}", chunk.start, chunk.end));
+    hex::encode(&h.finalize()[..12])
+}
+
+/// A fingerprint of the columns and partition keys.
+pub fn schema_fingerprint(columns: &[ColumnDef], keys: &[ColumnDef]) -> String {
+    let mut h = Sha256::new();
+    for c in columns.iter().chain(keys) {
+        h.update(c.name.as_bytes());
+        h.update([0]);
+        h.update(c.hive_type.as_bytes());
+        h.update([1]);
+    }
+    hex::encode(&h.finalize()[..8])
+}
+
+/// The Hive type of an Arrow type, as Glue and Athena name it.
+pub fn hive_type(dt: &DataType) -> Option<String> {
+    Some(match dt {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "string".into(),
+        DataType::Boolean => "boolean".into(),
+        DataType::Int8 => "tinyint".into(),
+        DataType::Int16 | DataType::UInt8 => "smallint".into(),
+        DataType::Int32 | DataType::UInt16 => "int".into(),
+        DataType::Int64 | DataType::UInt32 => "bigint".into(),
+        DataType::Float32 => "float".into(),
+        DataType::Float64 => "double".into(),
+        DataType::Date32 | DataType::Date64 => "date".into(),
+        DataType::Timestamp(_, _) => "timestamp".into(),
+        DataType::Decimal128(p, s) => format!("decimal({p},{s})"),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "binary".into(),
+        DataType::List(f) | DataType::LargeList(f) | DataType::ListView(f) => {
+            format!("array<{}>", hive_type(f.data_type())?)
+        }
+        DataType::Struct(fields) => format!(
+            "struct<{}>",
+            fields
+                .iter()
+                .map(|f| Some(format!("{}:{}", f.name(), hive_type(f.data_type())?)))
+                .collect::<Option<Vec<_>>>()?
+                .join(",")
+        ),
+        DataType::Map(f, _) => match f.data_type() {
+            DataType::Struct(kv) if kv.len() == 2 => format!(
+                "map<{},{}>",
+                hive_type(kv[0].data_type())?,
+                hive_type(kv[1].data_type())?
+            ),
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
+
+/// The Arrow type of a Hive scalar type (for partition columns).
+pub fn arrow_type(hive: &str) -> Option<DataType> {
+    Some(match hive {
+        "string" => DataType::Utf8,
+        "boolean" => DataType::Boolean,
+        "tinyint" => DataType::Int8,
+        "smallint" => DataType::Int16,
+        "int" => DataType::Int32,
+        "bigint" => DataType::Int64,
+        "float" => DataType::Float32,
+        "double" => DataType::Float64,
+        "date" => DataType::Date32,
+        "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, Some(crate::config::UTC.into())),
+        _ => {
+            let inner = hive.strip_prefix("decimal(")?.strip_suffix(')')?;
+            let (p, s) = inner.split_once(',')?;
+            DataType::Decimal128(p.trim().parse().ok()?, s.trim().parse().ok()?)
+        }
+    })
+}
+
+/// Column definitions of a schema; fails naming a column whose type has no Hive equivalent.
+pub fn column_defs(table: &str, schema: &Schema) -> Result<Vec<ColumnDef>> {
+    schema
+        .fields()
+        .iter()
+        .map(|f: &std::sync::Arc<Field>| {
+            Ok(ColumnDef {
+                name: f.name().clone(),
+                hive_type: hive_type(f.data_type()).ok_or_else(|| {
+                    Error::transform(
+                        table,
+                        format!(
+                            "column '{}' has type {}, which Glue and Athena cannot read; cast it in the sql",
+                            f.name(),
+                            f.data_type()
+                        ),
+                    )
+                })?,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::Fields;
+    use std::sync::Arc;
+
+    #[test]
+    fn chunk_ids_depend_on_identity_only() {
+        let s = SourceInfo {
+            url: "s3://b/k.jsonl".into(),
+            size: 10,
+            e_tag: Some("\"abc\"".into()),
+            version: None,
+        };
+        let c = Chunk {
+            index: 0,
+            start: 0,
+            end: 10,
+        };
+        assert_eq!(chunk_id(&s, &c), chunk_id(&s.clone(), &c));
+        let mut other = s.clone();
+        other.e_tag = Some("\"def\"".into());
+        assert_ne!(chunk_id(&s, &c), chunk_id(&other, &c));
+        let c2 = Chunk {
+            index: 1,
+            start: 10,
+            end: 20,
+        };
+        assert_ne!(chunk_id(&s, &c), chunk_id(&s, &c2));
+        assert_eq!(chunk_id(&s, &c).len(), 24);
+    }
+
+    #[test]
+    fn hive_types() {
+        assert_eq!(
+            hive_type(&DataType::Decimal128(10, 2)).unwrap(),
+            "decimal(10,2)"
+        );
+        let st = DataType::Struct(Fields::from(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new_list("b", Field::new("item", DataType::Utf8, true), true),
+        ]));
+        assert_eq!(hive_type(&st).unwrap(), "struct<a:bigint,b:array<string>>");
+        assert_eq!(hive_type(&DataType::Duration(TimeUnit::Second)), None);
+        assert_eq!(
+            arrow_type("decimal(10,2)"),
+            Some(DataType::Decimal128(10, 2))
+        );
+        let _ = Arc::new(0);
+    }
+}

@@ -1,0 +1,728 @@
+//! The pipeline file (TOML): the lake, and per table its source, format,
+//! schema, SQL transform, partitioning and Parquet options.
+//!
+//! Raw serde structs (`deny_unknown_fields`, so a misspelt key is an error),
+//! then [`PipelineConfig::validate`] turns them into typed [`Pipeline`]
+//! settings. Every error names the table and the key.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use indexmap::IndexMap;
+use parquet::basic::{Compression, ZstdLevel};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// The time zone every `timestamp` column is normalised to.
+pub const UTC: &str = "UTC";
+
+/// Metadata key marking a string column that holds JSON text (`json` type).
+pub const JSON_EXTENSION: &str = "sluice.json";
+
+/// The whole pipeline file, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Where the lake lives.
+    #[serde(default)]
+    pub lake: LakeConfig,
+    /// Where raw files are read from by `sluice run`.
+    #[serde(default)]
+    pub input: InputConfig,
+    /// The tables; each raw file belongs to the first table whose `source` matches.
+    #[serde(default)]
+    pub tables: Vec<TableConfig>,
+}
+
+/// `[lake]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LakeConfig {
+    /// A path, `file://` or `s3://` URL. `--lake` overrides it.
+    #[serde(default = "default_lake_root")]
+    pub root: String,
+}
+
+fn default_lake_root() -> String {
+    "./lake".to_string()
+}
+
+impl Default for LakeConfig {
+    fn default() -> Self {
+        LakeConfig {
+            root: default_lake_root(),
+        }
+    }
+}
+
+/// `[input]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    /// The folder or URL that tables' `source` prefixes are relative to. `--input` overrides it.
+    pub root: Option<String>,
+}
+
+/// `[[tables]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// Table name: lower case letters, digits and `_`, starting with a letter or `_`.
+    pub name: String,
+    /// A prefix under the input root (`clickstream/`) or a glob (`clickstream/**/*.jsonl.gz`).
+    pub source: String,
+    /// `jsonl`, `csv` or `parquet`.
+    pub format: String,
+    /// `auto` (from the file name: `.gz`, `.zst`), `none`, `gzip` or `zstd`.
+    #[serde(default)]
+    pub compression: Option<String>,
+    /// Columns of the transformed rows that make up the Hive partition path, in order.
+    #[serde(default)]
+    pub partition_by: Vec<String>,
+    /// Optional SQL over the table `input`; its result is what is written.
+    #[serde(default)]
+    pub sql: Option<String>,
+    /// Column name to type: string, bool, int32, int64, float64, date, timestamp, decimal(p,s), json.
+    #[serde(default)]
+    pub schema: IndexMap<String, String>,
+    /// CSV options.
+    #[serde(default)]
+    pub csv: CsvConfig,
+    /// Parquet output options.
+    #[serde(default)]
+    pub parquet: ParquetConfig,
+}
+
+/// `[tables.csv]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvConfig {
+    /// Whether the first line names the columns (default true). Columns are matched by name.
+    #[serde(default = "yes")]
+    pub header: bool,
+    /// Field delimiter, one ASCII character (default `,`).
+    #[serde(default = "default_delimiter")]
+    pub delimiter: String,
+    /// Quote character, one ASCII character (default `"`).
+    #[serde(default = "default_quote")]
+    pub quote: String,
+    /// Field texts read as null (default `[""]`).
+    #[serde(default = "default_null_values")]
+    pub null_values: Vec<String>,
+    /// Whether quoted values may contain newlines; such files are read as one chunk.
+    #[serde(default)]
+    pub newlines_in_values: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_delimiter() -> String {
+    ",".into()
+}
+fn default_quote() -> String {
+    "\"".into()
+}
+fn default_null_values() -> Vec<String> {
+    vec![String::new()]
+}
+
+impl Default for CsvConfig {
+    fn default() -> Self {
+        CsvConfig {
+            header: true,
+            delimiter: default_delimiter(),
+            quote: default_quote(),
+            null_values: default_null_values(),
+            newlines_in_values: false,
+        }
+    }
+}
+
+/// `[tables.parquet]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParquetConfig {
+    /// `zstd` (level 3), `zstd(N)` with N in 1..=22, `snappy` or `none`.
+    #[serde(default = "default_compression")]
+    pub compression: String,
+    /// Rows per row group (default 1,048,576).
+    #[serde(default = "default_row_group_rows")]
+    pub row_group_rows: usize,
+    /// A file is closed and the next one started once it reaches this size (default 256 MB).
+    #[serde(default = "default_target_file_mb")]
+    pub target_file_mb: u64,
+}
+
+fn default_compression() -> String {
+    "zstd".into()
+}
+fn default_row_group_rows() -> usize {
+    1024 * 1024
+}
+fn default_target_file_mb() -> u64 {
+    256
+}
+
+impl Default for ParquetConfig {
+    fn default() -> Self {
+        ParquetConfig {
+            compression: default_compression(),
+            row_group_rows: default_row_group_rows(),
+            target_file_mb: default_target_file_mb(),
+        }
+    }
+}
+
+/// Input formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    JsonLines,
+    Csv,
+    Parquet,
+}
+
+/// Stream compression of a text input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Codec {
+    /// The codec a file name implies (`.gz`, `.gzip`, `.zst`, `.zstd`).
+    pub fn from_name(key: &str) -> Codec {
+        let lower = key.to_ascii_lowercase();
+        if lower.ends_with(".gz") || lower.ends_with(".gzip") {
+            Codec::Gzip
+        } else if lower.ends_with(".zst") || lower.ends_with(".zstd") {
+            Codec::Zstd
+        } else {
+            Codec::None
+        }
+    }
+}
+
+/// The declared type of a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    String,
+    Bool,
+    Int32,
+    Int64,
+    Float64,
+    Date,
+    Timestamp,
+    Decimal(u8, i8),
+    Json,
+}
+
+impl ColumnType {
+    /// Parse a type name as written in `[tables.schema]`.
+    pub fn parse(text: &str) -> Option<ColumnType> {
+        let t = text.trim().to_ascii_lowercase();
+        Some(match t.as_str() {
+            "string" | "str" | "utf8" | "varchar" => ColumnType::String,
+            "bool" | "boolean" => ColumnType::Bool,
+            "int32" | "int" | "integer" => ColumnType::Int32,
+            "int64" | "bigint" | "long" => ColumnType::Int64,
+            "float64" | "double" | "float" => ColumnType::Float64,
+            "date" => ColumnType::Date,
+            "timestamp" => ColumnType::Timestamp,
+            "json" => ColumnType::Json,
+            _ => {
+                let inner = t.strip_prefix("decimal(")?.strip_suffix(')')?;
+                let (p, s) = inner.split_once(',')?;
+                let p: u8 = p.trim().parse().ok()?;
+                let s: i8 = s.trim().parse().ok()?;
+                if p == 0 || p > 38 || s < 0 || s as u8 > p {
+                    return None;
+                }
+                ColumnType::Decimal(p, s)
+            }
+        })
+    }
+
+    /// The Arrow type values of this column have.
+    pub fn arrow(self) -> DataType {
+        match self {
+            ColumnType::String | ColumnType::Json => DataType::Utf8,
+            ColumnType::Bool => DataType::Boolean,
+            ColumnType::Int32 => DataType::Int32,
+            ColumnType::Int64 => DataType::Int64,
+            ColumnType::Float64 => DataType::Float64,
+            ColumnType::Date => DataType::Date32,
+            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
+            ColumnType::Decimal(p, s) => DataType::Decimal128(p, s),
+        }
+    }
+}
+
+/// One declared column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    pub ty: ColumnType,
+}
+
+/// CSV settings, checked.
+#[derive(Debug, Clone)]
+pub struct CsvOptions {
+    pub header: bool,
+    pub delimiter: u8,
+    pub quote: u8,
+    pub null_values: Vec<String>,
+    pub newlines_in_values: bool,
+}
+
+/// Parquet output settings, checked.
+#[derive(Debug, Clone)]
+pub struct ParquetOptions {
+    pub compression: Compression,
+    pub row_group_rows: usize,
+    pub target_file_bytes: u64,
+}
+
+/// Where a table's files come from: a prefix, or a glob under the input root.
+#[derive(Debug, Clone)]
+pub enum SourceMatch {
+    Prefix(String),
+    Glob(glob::Pattern),
+}
+
+impl SourceMatch {
+    /// Whether `relative` (a key relative to the input root) belongs to this source.
+    pub fn matches(&self, relative: &str) -> bool {
+        match self {
+            SourceMatch::Prefix(p) => relative.starts_with(p.as_str()),
+            SourceMatch::Glob(g) => g.matches_with(
+                relative,
+                glob::MatchOptions {
+                    case_sensitive: true,
+                    require_literal_separator: true,
+                    require_literal_leading_dot: false,
+                },
+            ),
+        }
+    }
+
+    /// The longest literal prefix, used to list only what can match.
+    pub fn list_prefix(&self) -> &str {
+        match self {
+            SourceMatch::Prefix(p) => p,
+            SourceMatch::Glob(g) => {
+                let s = g.as_str();
+                let end = s.find(['*', '?', '[']).unwrap_or(s.len());
+                match s[..end].rfind('/') {
+                    Some(i) => &s[..=i],
+                    None => "",
+                }
+            }
+        }
+    }
+}
+
+/// A table's settings, checked.
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub name: String,
+    pub source: SourceMatch,
+    pub format: Format,
+    /// `None` means: from the file name.
+    pub compression: Option<Codec>,
+    pub partition_by: Vec<String>,
+    pub sql: Option<String>,
+    /// Declared columns, in order.
+    pub columns: Vec<Column>,
+    pub csv: CsvOptions,
+    pub parquet: ParquetOptions,
+}
+
+impl Table {
+    /// The Arrow schema of the `input` table the SQL sees (the declared columns).
+    pub fn input_schema(&self) -> SchemaRef {
+        arrow_schema(&self.columns)
+    }
+
+    /// The codec for an object key.
+    pub fn codec_for(&self, key: &str) -> Codec {
+        self.compression.unwrap_or_else(|| Codec::from_name(key))
+    }
+}
+
+/// The Arrow schema of declared columns; `json` columns are strings marked
+/// with [`JSON_EXTENSION`] metadata.
+pub fn arrow_schema(columns: &[Column]) -> SchemaRef {
+    Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|c| {
+                let f = Field::new(&c.name, c.ty.arrow(), true);
+                if c.ty == ColumnType::Json {
+                    f.with_metadata([(JSON_EXTENSION.to_string(), "true".to_string())].into())
+                } else {
+                    f
+                }
+            })
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// The checked pipeline.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub lake_root: String,
+    pub input_root: Option<String>,
+    pub tables: Vec<Table>,
+}
+
+impl Pipeline {
+    /// Read and check a pipeline file.
+    pub fn from_file(path: &Path) -> Result<Pipeline> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        Pipeline::from_toml(&text)
+            .map_err(|e| Error::Config(format!("{}: {}", path.display(), strip_prefix(&e))))
+    }
+
+    /// Parse and check pipeline TOML.
+    pub fn from_toml(text: &str) -> Result<Pipeline> {
+        let raw: PipelineConfig =
+            toml::from_str(text).map_err(|e| Error::Config(e.to_string().trim().to_string()))?;
+        raw.validate()
+    }
+
+    /// The table named `name`.
+    pub fn table(&self, name: &str) -> Option<&Table> {
+        self.tables.iter().find(|t| t.name == name)
+    }
+
+    /// The first table whose source matches `relative` (a key relative to the input root).
+    pub fn table_for(&self, relative: &str) -> Option<&Table> {
+        self.tables.iter().find(|t| t.source.matches(relative))
+    }
+}
+
+fn strip_prefix(e: &Error) -> String {
+    let s = e.to_string();
+    s.strip_prefix("config: ").unwrap_or(&s).to_string()
+}
+
+/// Whether `name` is a valid table or partition column name.
+fn valid_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 128
+}
+
+fn one_byte(table: &str, key: &str, value: &str) -> Result<u8> {
+    match value.as_bytes() {
+        [b] if b.is_ascii() => Ok(*b),
+        [b'\\', b't'] => Ok(b'\t'),
+        _ => Err(Error::config(
+            Some(table),
+            key,
+            format!("must be one ASCII character, not {value:?}"),
+        )),
+    }
+}
+
+/// Parse a Parquet compression setting: `zstd`, `zstd(N)`, `snappy`, `none`.
+pub fn parse_compression(text: &str) -> Option<Compression> {
+    let t = text.trim().to_ascii_lowercase();
+    match t.as_str() {
+        "zstd" => Some(Compression::ZSTD(ZstdLevel::try_new(3).ok()?)),
+        "snappy" => Some(Compression::SNAPPY),
+        "none" | "uncompressed" => Some(Compression::UNCOMPRESSED),
+        _ => {
+            let level: i32 = t
+                .strip_prefix("zstd(")?
+                .strip_suffix(')')?
+                .trim()
+                .parse()
+                .ok()?;
+            if !(1..=22).contains(&level) {
+                return None;
+            }
+            Some(Compression::ZSTD(ZstdLevel::try_new(level).ok()?))
+        }
+    }
+}
+
+impl PipelineConfig {
+    /// Check every table and turn the file into typed settings.
+    pub fn validate(self) -> Result<Pipeline> {
+        if self.tables.is_empty() {
+            return Err(Error::config(
+                None,
+                "tables",
+                "the file declares no [[tables]]",
+            ));
+        }
+        if self.lake.root.trim().is_empty() {
+            return Err(Error::config(None, "lake.root", "must not be empty"));
+        }
+        let mut tables: Vec<Table> = Vec::new();
+        for t in self.tables {
+            let name = t.name.clone();
+            let n = Some(name.as_str());
+            if !valid_identifier(&name) {
+                return Err(Error::config(
+                    n,
+                    "name",
+                    "must be lower case letters, digits and '_', starting with a letter or '_'",
+                ));
+            }
+            if tables.iter().any(|o| o.name == name) {
+                return Err(Error::config(n, "name", "declared twice"));
+            }
+            let format = match t.format.trim().to_ascii_lowercase().as_str() {
+                "jsonl" | "ndjson" | "json" => Format::JsonLines,
+                "csv" => Format::Csv,
+                "parquet" => Format::Parquet,
+                other => {
+                    return Err(Error::config(
+                        n,
+                        "format",
+                        format!("unknown format {other:?}: use jsonl, csv or parquet"),
+                    ));
+                }
+            };
+            let compression = match t
+                .compression
+                .as_deref()
+                .map(|c| c.trim().to_ascii_lowercase())
+            {
+                None => None,
+                Some(c) => match c.as_str() {
+                    "auto" => None,
+                    "none" => Some(Codec::None),
+                    "gzip" | "gz" => Some(Codec::Gzip),
+                    "zstd" | "zst" => Some(Codec::Zstd),
+                    other => {
+                        return Err(Error::config(
+                            n,
+                            "compression",
+                            format!("unknown compression {other:?}: use auto, none, gzip or zstd"),
+                        ));
+                    }
+                },
+            };
+            if format == Format::Parquet && matches!(compression, Some(Codec::Gzip | Codec::Zstd)) {
+                return Err(Error::config(
+                    n,
+                    "compression",
+                    "Parquet files carry their own compression; leave this key out",
+                ));
+            }
+            let source = t.source.trim().trim_start_matches('/').to_string();
+            if source.is_empty() {
+                return Err(Error::config(n, "source", "must not be empty"));
+            }
+            let source = if source.contains(['*', '?', '[']) {
+                SourceMatch::Glob(glob::Pattern::new(&source).map_err(|e| {
+                    Error::config(n, "source", format!("invalid glob {source:?}: {e}"))
+                })?)
+            } else {
+                SourceMatch::Prefix(source)
+            };
+            let mut columns = Vec::new();
+            for (col, ty) in &t.schema {
+                if col.is_empty() {
+                    return Err(Error::config(n, "schema", "a column name is empty"));
+                }
+                let ty = ColumnType::parse(ty).ok_or_else(|| {
+                    Error::config(
+                        n,
+                        &format!("schema.{col}"),
+                        format!(
+                            "unknown type {ty:?}: use string, bool, int32, int64, float64, date, timestamp, decimal(p,s) or json"
+                        ),
+                    )
+                })?;
+                columns.push(Column {
+                    name: col.clone(),
+                    ty,
+                });
+            }
+            if columns.is_empty() {
+                return Err(Error::config(
+                    n,
+                    "schema",
+                    "the table needs [tables.schema] with at least one column (column = \"type\")",
+                ));
+            }
+            for (i, p) in t.partition_by.iter().enumerate() {
+                if !valid_identifier(p) {
+                    return Err(Error::config(
+                        n,
+                        "partition_by",
+                        format!(
+                            "{p:?} is not a valid partition column name (lower case letters, digits, '_')"
+                        ),
+                    ));
+                }
+                if t.partition_by[..i].contains(p) {
+                    return Err(Error::config(
+                        n,
+                        "partition_by",
+                        format!("{p:?} is listed twice"),
+                    ));
+                }
+            }
+            let sql = t.sql.filter(|s| !s.trim().is_empty());
+            let csv = CsvOptions {
+                header: t.csv.header,
+                delimiter: one_byte(&name, "csv.delimiter", &t.csv.delimiter)?,
+                quote: one_byte(&name, "csv.quote", &t.csv.quote)?,
+                null_values: t.csv.null_values,
+                newlines_in_values: t.csv.newlines_in_values,
+            };
+            let compression_out = parse_compression(&t.parquet.compression).ok_or_else(|| {
+                Error::config(
+                    n,
+                    "parquet.compression",
+                    format!(
+                        "unknown compression {:?}: use zstd, zstd(1..22), snappy or none",
+                        t.parquet.compression
+                    ),
+                )
+            })?;
+            if t.parquet.row_group_rows == 0 {
+                return Err(Error::config(
+                    n,
+                    "parquet.row_group_rows",
+                    "must be at least 1",
+                ));
+            }
+            if t.parquet.target_file_mb == 0 {
+                return Err(Error::config(
+                    n,
+                    "parquet.target_file_mb",
+                    "must be at least 1",
+                ));
+            }
+            tables.push(Table {
+                name,
+                source,
+                format,
+                compression,
+                partition_by: t.partition_by,
+                sql,
+                columns,
+                csv,
+                parquet: ParquetOptions {
+                    compression: compression_out,
+                    row_group_rows: t.parquet.row_group_rows,
+                    target_file_bytes: t.parquet.target_file_mb * 1_000_000,
+                },
+            });
+        }
+        Ok(Pipeline {
+            lake_root: self.lake.root,
+            input_root: self.input.root,
+            tables,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [lake]
+        root = "./lake"
+        [[tables]]
+        name = "clickstream"
+        source = "clickstream/"
+        format = "jsonl"
+        partition_by = ["dt", "event_type"]
+        sql = "SELECT *, CAST(event_time AS DATE) AS dt FROM input"
+        [tables.schema]
+        event_time = "timestamp"
+        event_type = "string"
+        price = "decimal(10,2)"
+        properties = "json"
+        [tables.parquet]
+        compression = "zstd(5)"
+    "#;
+
+    #[test]
+    fn parses_a_good_file_in_column_order() {
+        let p = Pipeline::from_toml(GOOD).unwrap();
+        let t = &p.tables[0];
+        assert_eq!(t.format, Format::JsonLines);
+        let names: Vec<_> = t.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["event_time", "event_type", "price", "properties"]);
+        assert_eq!(t.columns[2].ty, ColumnType::Decimal(10, 2));
+        assert_eq!(
+            t.parquet.compression,
+            Compression::ZSTD(ZstdLevel::try_new(5).unwrap())
+        );
+        assert_eq!(t.parquet.target_file_bytes, 256_000_000);
+        assert!(t.csv.header);
+    }
+
+    fn err(text: &str) -> String {
+        Pipeline::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let e = err(&GOOD.replace("partition_by", "partition_on"));
+        assert!(e.contains("partition_on"), "{e}");
+        let e = err(&GOOD.replace("compression = \"zstd(5)\"", "codec = \"zstd\""));
+        assert!(e.contains("codec"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_table_and_key() {
+        let e = err(&GOOD.replace("\"timestamp\"", "\"datetime\""));
+        assert!(
+            e.contains("table 'clickstream'") && e.contains("schema.event_time"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("format = \"jsonl\"", "format = \"xml\""));
+        assert!(e.contains("'format'") && e.contains("xml"), "{e}");
+        let e = err(&GOOD.replace("zstd(5)", "zstd(99)"));
+        assert!(e.contains("parquet.compression"), "{e}");
+        let e = err(&GOOD.replace("name = \"clickstream\"", "name = \"Click Stream\""));
+        assert!(e.contains("'name'"), "{e}");
+        let e = err(&GOOD.replace("[\"dt\", \"event_type\"]", "[\"dt\", \"dt\"]"));
+        assert!(e.contains("partition_by") && e.contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn types_parse() {
+        assert_eq!(
+            ColumnType::parse("decimal(38, 10)"),
+            Some(ColumnType::Decimal(38, 10))
+        );
+        assert_eq!(ColumnType::parse("decimal(39,1)"), None);
+        assert_eq!(ColumnType::parse("decimal(5,6)"), None);
+        assert_eq!(ColumnType::parse("INT64"), Some(ColumnType::Int64));
+    }
+
+    #[test]
+    fn sources_match_prefixes_and_globs() {
+        let p = SourceMatch::Prefix("clickstream/".into());
+        assert!(p.matches("clickstream/2026/a.jsonl"));
+        assert!(!p.matches("orders/a.jsonl"));
+        let g = SourceMatch::Glob(glob::Pattern::new("raw/*/events-*.csv.gz").unwrap());
+        assert!(g.matches("raw/x/events-1.csv.gz"));
+        assert!(!g.matches("raw/x/y/events-1.csv.gz"));
+        assert_eq!(g.list_prefix(), "raw/");
+    }
+
+    #[test]
+    fn codecs_from_names() {
+        assert_eq!(Codec::from_name("a.jsonl.gz"), Codec::Gzip);
+        assert_eq!(Codec::from_name("a.CSV.ZST"), Codec::Zstd);
+        assert_eq!(Codec::from_name("a.jsonl"), Codec::None);
+    }
+}

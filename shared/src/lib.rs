@@ -1,0 +1,35 @@
+//! # Sluice: the engine
+//!
+//! Turns raw files (JSON Lines, CSV, Parquet; gzip or zstd) into a Hive-
+//! partitioned, zstd-compressed Parquet lake with a catalog. The same engine
+//! runs in the `sluice` command and in the Lambda functions; it knows nothing
+//! about Lambda.
+//!
+//! The parts, in the order data flows through them:
+//! - [`config`]: the pipeline file, checked into typed settings;
+//! - [`plan`]: objects cut into chunks (pure);
+//! - [`read`]: chunk readers yielding Arrow batches with bounded memory;
+//! - [`transform`]: the table's SQL, run by DataFusion;
+//! - [`partition`]: rows split by partition values, Hive paths escaped;
+//! - [`write`]: Parquet files per partition, with deterministic names;
+//! - [`commit`]: the commit record each chunk writes after its files;
+//! - [`catalog`]: tables and partitions (local, in the lake);
+//! - [`pipeline`]: all of it for a whole input, chunks in parallel;
+//! - [`query`]: SQL over the lake's tables;
+//! - [`generate`]: deterministic sample data.
+
+pub mod catalog;
+pub mod commit;
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod partition;
+pub mod pipeline;
+pub mod plan;
+pub mod query;
+pub mod read;
+pub mod store;
+pub mod transform;
+pub mod write;
+
+pub use error::{Error, Result};

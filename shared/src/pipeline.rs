@@ -1,0 +1,390 @@
+//! The local pipeline: discover → plan → (read → transform → partition →
+//! write → commit → register) per chunk, with a bounded number of chunks in
+//! flight. The Lambda functions run the same per-chunk step one at a time.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::{StreamExt, TryStreamExt};
+use object_store::{ObjectStoreExt, PutPayload};
+use tokio::sync::mpsc;
+
+use crate::catalog::{Catalog, register_commit};
+use crate::commit::{CommitRecord, SourceInfo, chunk_id, column_defs, schema_fingerprint};
+use crate::config::{Codec, Format, Pipeline, Table};
+use crate::error::{Error, Result};
+use crate::partition::Splitter;
+use crate::plan::{Chunk, plan_parquet, plan_text};
+use crate::read::{ReadOptions, SourceObject, parquet_row_groups, read_chunk};
+use crate::store::Location;
+use crate::transform::Transform;
+use crate::write::ChunkWriter;
+
+/// Live counters, for progress reporting while a run goes on.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub bytes_in: AtomicU64,
+    pub rows_in: AtomicU64,
+    pub rows_out: AtomicU64,
+    pub chunks_done: AtomicU64,
+    pub chunks_total: AtomicU64,
+    pub bytes_total: AtomicU64,
+}
+
+/// Run settings.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Chunks processed at once.
+    pub workers: usize,
+    /// Chunk size in bytes.
+    pub chunk_size: u64,
+    pub read: ReadOptions,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    pub files_in: u64,
+    pub bytes_in: u64,
+    pub chunks: u64,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub rows_rejected: u64,
+    pub partitions: u64,
+    pub files_out: u64,
+    pub bytes_out: u64,
+    pub seconds: f64,
+    /// Objects under the input that no table claims.
+    pub unmatched: Vec<String>,
+}
+
+/// A table with its checked transform: everything needed to process its chunks.
+#[derive(Debug, Clone)]
+pub struct PreparedTable {
+    pub table: Table,
+    pub transform: Transform,
+    pub splitter_keys: Vec<String>,
+}
+
+/// The pipeline, with every table's SQL checked.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub pipeline: Pipeline,
+    pub tables: Vec<PreparedTable>,
+}
+
+impl Engine {
+    /// Check every table's transform before reading anything.
+    pub async fn new(pipeline: Pipeline) -> Result<Engine> {
+        let mut tables = Vec::new();
+        for t in &pipeline.tables {
+            let transform = Transform::plan(t).await?;
+            let data =
+                crate::partition::without_columns(transform.output_schema(), &t.partition_by);
+            column_defs(&t.name, &data)?;
+            tables.push(PreparedTable {
+                table: t.clone(),
+                transform,
+                splitter_keys: t.partition_by.clone(),
+            });
+        }
+        Ok(Engine { pipeline, tables })
+    }
+
+    /// The prepared table named `name`.
+    pub fn table(&self, name: &str) -> Option<&PreparedTable> {
+        self.tables.iter().find(|t| t.table.name == name)
+    }
+}
+
+/// One unit of work: a chunk of an object of a table.
+#[derive(Debug, Clone)]
+pub struct ChunkTask {
+    pub table: String,
+    pub object: SourceObject,
+    pub chunk: Chunk,
+}
+
+fn hidden(relative: &str) -> bool {
+    relative
+        .split('/')
+        .any(|seg| seg.starts_with('.') || seg.starts_with('_'))
+}
+
+/// Find the objects under `input` and the table each belongs to.
+pub async fn discover(
+    engine: &Engine,
+    input: &Location,
+) -> Result<(Vec<(String, SourceObject)>, Vec<String>)> {
+    let mut found = Vec::new();
+    let mut unmatched = Vec::new();
+    let prefix = if input.prefix.as_ref().is_empty() {
+        None
+    } else {
+        Some(&input.prefix)
+    };
+    let mut listing = input.store.list(prefix);
+    let mut seen = HashSet::new();
+    while let Some(meta) = listing.next().await {
+        let meta = meta.map_err(|e| Error::read(&input.url, e))?;
+        let relative = input.relative(&meta.location);
+        if hidden(&relative) || !seen.insert(meta.location.clone()) {
+            continue;
+        }
+        match engine.pipeline.table_for(&relative) {
+            Some(t) => found.push((
+                t.name.clone(),
+                SourceObject {
+                    store: input.store.clone(),
+                    url: input.url_of(&meta.location),
+                    path: meta.location,
+                    size: meta.size,
+                    e_tag: meta.e_tag,
+                    version: meta.version,
+                },
+            )),
+            None => unmatched.push(relative),
+        }
+    }
+    found.sort_by(|a, b| a.1.path.cmp(&b.1.path));
+    unmatched.sort();
+    Ok((found, unmatched))
+}
+
+/// Cut an object into chunk tasks.
+pub async fn plan_object(
+    table: &Table,
+    object: &SourceObject,
+    chunk_size: u64,
+) -> Result<Vec<ChunkTask>> {
+    let chunks = match table.format {
+        Format::Parquet => {
+            if object.size == 0 {
+                Vec::new()
+            } else {
+                plan_parquet(&parquet_row_groups(object).await?, object.size, chunk_size)
+            }
+        }
+        Format::JsonLines | Format::Csv => {
+            let splittable = table.codec_for(object.path.as_ref()) == Codec::None
+                && !(table.format == Format::Csv && table.csv.newlines_in_values);
+            plan_text(object.size, chunk_size, splittable)
+        }
+    };
+    Ok(chunks
+        .into_iter()
+        .map(|chunk| ChunkTask {
+            table: table.name.clone(),
+            object: object.clone(),
+            chunk,
+        })
+        .collect())
+}
+
+/// Process one chunk: read, transform, split, write its files, then its
+/// commit record, then register it in the catalog. Retrying a chunk writes
+/// the same file names with the same content.
+pub async fn process_chunk(
+    engine: &Engine,
+    lake: &Location,
+    catalog: &dyn Catalog,
+    task: &ChunkTask,
+    options: &ReadOptions,
+    counters: &Arc<Counters>,
+) -> Result<CommitRecord> {
+    let prepared = engine
+        .table(&task.table)
+        .ok_or_else(|| Error::Config(format!("no table '{}' in the pipeline", task.table)))?;
+    let table = &prepared.table;
+    let source = SourceInfo {
+        url: task.object.url.clone(),
+        size: task.object.size,
+        e_tag: task.object.e_tag.clone(),
+        version: task.object.version.clone(),
+    };
+    let id = chunk_id(&source, &task.chunk);
+    let out_schema = prepared.transform.output_schema().clone();
+    let splitter = Splitter::new(&out_schema, &prepared.splitter_keys)?;
+    let columns = column_defs(&table.name, splitter.data_schema())?;
+    let key_indices: Vec<usize> = prepared
+        .splitter_keys
+        .iter()
+        .map(|k| out_schema.index_of(k).expect("checked at planning"))
+        .collect();
+    let partition_keys = column_defs(
+        &table.name,
+        &out_schema
+            .project(&key_indices)
+            .map_err(|e| Error::transform(&table.name, e))?,
+    )?;
+
+    // Reader task → channel → DataFusion → splitter → writers.
+    let (tx, mut rx) =
+        mpsc::channel::<std::result::Result<RecordBatch, datafusion::error::DataFusionError>>(4);
+    let reader = {
+        let table = table.clone();
+        let object = task.object.clone();
+        let chunk = task.chunk;
+        let options = *options;
+        tokio::spawn(async move {
+            let r = read_chunk(&table, &object, chunk, options, &tx).await;
+            if let Err(e) = &r {
+                let _ = tx
+                    .send(Err(datafusion::error::DataFusionError::External(
+                        e.to_string().into(),
+                    )))
+                    .await;
+            }
+            r
+        })
+    };
+    let live = counters.clone();
+    let input = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).inspect(move |b| {
+        if let Ok(b) = b {
+            live.rows_in
+                .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+        }
+    });
+    let input = Box::pin(RecordBatchStreamAdapter::new(table.input_schema(), input));
+    let mut writer = ChunkWriter::new(
+        lake,
+        &table.name,
+        &id,
+        &prepared.splitter_keys,
+        splitter.data_schema().clone(),
+        &table.parquet,
+    );
+    let written: Result<u64> = async {
+        let mut output = prepared.transform.run(input).await?;
+        let mut rows_out = 0u64;
+        while let Some(batch) = output.next().await {
+            let batch = batch.map_err(|e| Error::transform(&table.name, e))?;
+            rows_out += batch.num_rows() as u64;
+            counters
+                .rows_out
+                .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            for slice in splitter.split(&batch)? {
+                writer.write(slice).await?;
+            }
+        }
+        Ok(rows_out)
+    }
+    .await;
+    let read = reader
+        .await
+        .map_err(|e| Error::read(&task.object.url, format!("reader task failed: {e}")))?;
+    let (stats, rows_out) = match (read, written) {
+        (Err(e), _) | (Ok(_), Err(e)) => {
+            // Files already closed by this chunk have no commit record; remove them.
+            for path in writer.started() {
+                if let Ok(p) = lake.child(&path) {
+                    let _ = lake.store.delete(&p).await;
+                }
+            }
+            return Err(e);
+        }
+        (Ok(stats), Ok(rows_out)) => (stats, rows_out),
+    };
+    let files = writer.finish().await?;
+
+    let record = CommitRecord {
+        version: 1,
+        table: table.name.clone(),
+        source,
+        chunk: task.chunk,
+        chunk_id: id.clone(),
+        schema_fingerprint: schema_fingerprint(&columns, &partition_keys),
+        columns,
+        partition_keys,
+        files,
+        rows_in: stats.rows,
+        rows_out,
+        rows_rejected: 0,
+        bytes_in: stats.bytes,
+    };
+    let commit_path = lake.child(&CommitRecord::path(&table.name, &id))?;
+    // A previous run of this chunk may have rolled files differently: remove
+    // the files it listed that this run did not write again.
+    if let Ok(previous) = lake.store.get(&commit_path).await {
+        let bytes = previous.bytes().await?;
+        if let Ok(old) = CommitRecord::from_json(&bytes, commit_path.as_ref()) {
+            for f in old.files {
+                if !record.files.iter().any(|n| n.path == f.path) {
+                    let _ = lake.store.delete(&lake.child(&f.path)?).await;
+                }
+            }
+        }
+    }
+    lake.store
+        .put(&commit_path, PutPayload::from(record.to_json()))
+        .await
+        .map_err(|e| Error::write(lake.url_of(&commit_path), e))?;
+    register_commit(catalog, &record).await?;
+    Ok(record)
+}
+
+/// Run the whole pipeline over `input` into `lake`.
+pub async fn run(
+    engine: &Engine,
+    input: &Location,
+    lake: &Location,
+    catalog: &dyn Catalog,
+    options: &RunOptions,
+    counters: &Arc<Counters>,
+) -> Result<Summary> {
+    let started = Instant::now();
+    let (objects, unmatched) = discover(engine, input).await?;
+    let mut tasks = Vec::new();
+    let mut summary = Summary {
+        files_in: objects.len() as u64,
+        unmatched,
+        ..Default::default()
+    };
+    for (table, object) in &objects {
+        let table = &engine.table(table).expect("discovered for a table").table;
+        summary.bytes_in += object.size;
+        tasks.extend(plan_object(table, object, options.chunk_size).await?);
+    }
+    counters
+        .chunks_total
+        .store(tasks.len() as u64, Ordering::Relaxed);
+    counters
+        .bytes_total
+        .store(summary.bytes_in, Ordering::Relaxed);
+    summary.chunks = tasks.len() as u64;
+    let records: Vec<CommitRecord> = futures::stream::iter(tasks.iter())
+        .map(|task| async move {
+            let r = process_chunk(engine, lake, catalog, task, &options.read, counters).await;
+            counters.chunks_done.fetch_add(1, Ordering::Relaxed);
+            if r.is_ok() {
+                let size = if task.chunk.end == u64::MAX {
+                    task.object.size
+                } else {
+                    task.chunk.end - task.chunk.start
+                };
+                counters.bytes_in.fetch_add(size, Ordering::Relaxed);
+            }
+            r
+        })
+        .buffer_unordered(options.workers.max(1))
+        .try_collect()
+        .await?;
+    let mut partitions = HashSet::new();
+    for r in &records {
+        summary.rows_in += r.rows_in;
+        summary.rows_out += r.rows_out;
+        summary.rows_rejected += r.rows_rejected;
+        for f in &r.files {
+            summary.files_out += 1;
+            summary.bytes_out += f.bytes;
+            partitions.insert((r.table.clone(), f.partition_path.clone()));
+        }
+    }
+    summary.partitions = partitions.len() as u64;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}

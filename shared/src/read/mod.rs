@@ -1,0 +1,443 @@
+//! Chunk readers: JSON Lines, CSV and Parquet, gzip and zstd decompressed as
+//! a stream, all fed by byte streams from `object_store`, yielding Arrow
+//! batches of the table's declared schema.
+//!
+//! Memory is bounded and does not grow with the file: one piece of the
+//! object stream (object_store yields pieces of at most a few MiB), its
+//! decompressed bytes, one partial record (at most `max_record_bytes`) and
+//! one batch being built (`batch_rows` rows).
+
+mod csv;
+mod frame;
+mod json;
+mod parquet_io;
+mod rows;
+
+use std::io::Write;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::compute::cast;
+use arrow::datatypes::SchemaRef;
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+use tokio::sync::mpsc;
+
+pub use self::csv::CsvDecoder;
+pub use self::frame::{LineFramer, RecordTooLong, trim_newline};
+pub use self::json::JsonDecoder;
+pub use self::rows::{BatchBuilder, parse_date, parse_timestamp, type_name};
+
+use crate::config::{Codec, Format, Table};
+use crate::error::{Error, Result};
+use crate::plan::Chunk;
+
+/// One object to read: where it is and what identifies its version.
+#[derive(Debug, Clone)]
+pub struct SourceObject {
+    pub store: Arc<dyn ObjectStore>,
+    pub path: Path,
+    /// For messages and commit records: `s3://bucket/key`, `file:///…`.
+    pub url: String,
+    pub size: u64,
+    pub e_tag: Option<String>,
+    pub version: Option<String>,
+}
+
+/// Reader limits.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadOptions {
+    /// Rows per batch handed on.
+    pub batch_rows: usize,
+    /// A record longer than this fails the chunk.
+    pub max_record_bytes: usize,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            batch_rows: 8192,
+            max_record_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// What a chunk read took in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadStats {
+    /// Records decoded.
+    pub rows: u64,
+    /// Bytes fetched from the store.
+    pub bytes: u64,
+}
+
+/// Where batches go: the transform's input.
+pub type BatchSender =
+    mpsc::Sender<std::result::Result<RecordBatch, datafusion::error::DataFusionError>>;
+
+/// Read the records of `chunk` of `obj` as batches of the table's schema,
+/// sending them to `tx`. Stops early (without error) if the receiver is gone.
+pub async fn read_chunk(
+    table: &Table,
+    obj: &SourceObject,
+    chunk: Chunk,
+    options: ReadOptions,
+    tx: &BatchSender,
+) -> Result<ReadStats> {
+    match table.format {
+        Format::Parquet => read_parquet(table, obj, chunk, options, tx).await,
+        Format::JsonLines | Format::Csv => read_text(table, obj, chunk, options, tx).await,
+    }
+}
+
+enum Inflate {
+    None,
+    Gzip(flate2::write::MultiGzDecoder<Vec<u8>>),
+    Zstd(Box<zstd::stream::write::Decoder<'static, Vec<u8>>>),
+}
+
+impl Inflate {
+    fn new(codec: Codec) -> std::io::Result<Self> {
+        Ok(match codec {
+            Codec::None => Inflate::None,
+            Codec::Gzip => Inflate::Gzip(flate2::write::MultiGzDecoder::new(Vec::new())),
+            Codec::Zstd => Inflate::Zstd(Box::new(zstd::stream::write::Decoder::new(Vec::new())?)),
+        })
+    }
+
+    /// Decompress `data`; the output is handed to `f`.
+    fn push<'a>(&'a mut self, data: &'a [u8]) -> std::io::Result<&'a [u8]> {
+        match self {
+            Inflate::None => Ok(data),
+            Inflate::Gzip(d) => {
+                d.get_mut().clear();
+                d.write_all(data)?;
+                d.flush()?;
+                Ok(d.get_ref())
+            }
+            Inflate::Zstd(d) => {
+                d.get_mut().clear();
+                d.write_all(data)?;
+                d.flush()?;
+                Ok(d.get_ref())
+            }
+        }
+    }
+
+    /// The stream ended: the last output, or an error if it was cut short.
+    fn finish(&mut self) -> std::io::Result<Vec<u8>> {
+        match self {
+            Inflate::None => Ok(Vec::new()),
+            Inflate::Gzip(d) => {
+                d.get_mut().clear();
+                d.try_finish()?;
+                Ok(std::mem::take(d.get_mut()))
+            }
+            Inflate::Zstd(d) => {
+                d.get_mut().clear();
+                d.flush()?;
+                Ok(std::mem::take(d.get_mut()))
+            }
+        }
+    }
+}
+
+enum TextDecoder {
+    Json(JsonDecoder),
+    Csv(Box<CsvDecoder>),
+}
+
+impl TextDecoder {
+    fn line(&mut self, line: &[u8], out: &mut BatchBuilder) -> std::result::Result<bool, String> {
+        match self {
+            TextDecoder::Json(d) => d.decode_line(trim_newline(line), out),
+            TextDecoder::Csv(d) => d.decode_line(line, out),
+        }
+    }
+}
+
+/// The first line of an object (a CSV header), read in small ranges.
+pub async fn first_line(obj: &SourceObject, max_record_bytes: usize) -> Result<Vec<u8>> {
+    let mut line = Vec::new();
+    let mut offset = 0u64;
+    let step = 64 * 1024u64;
+    while offset < obj.size {
+        let end = (offset + step).min(obj.size);
+        let bytes = obj
+            .store
+            .get_range(&obj.path, offset..end)
+            .await
+            .map_err(|e| Error::read(&obj.url, e))?;
+        if let Some(i) = memchr::memchr(b'\n', &bytes) {
+            line.extend_from_slice(&bytes[..=i]);
+            return Ok(line);
+        }
+        line.extend_from_slice(&bytes);
+        if line.len() > max_record_bytes {
+            return Err(Error::read(
+                &obj.url,
+                "the header line is longer than the record limit",
+            ));
+        }
+        offset = end;
+    }
+    Ok(line)
+}
+
+/// A record that failed, before it is given the file and table names.
+enum LineError {
+    Record(u64, String),
+    TooLong(RecordTooLong),
+}
+
+impl From<RecordTooLong> for LineError {
+    fn from(e: RecordTooLong) -> Self {
+        LineError::TooLong(e)
+    }
+}
+
+impl LineError {
+    fn into_error(self, file: &str, table: &str) -> Error {
+        match self {
+            LineError::Record(offset, message) => Error::Record {
+                file: file.to_string(),
+                table: table.to_string(),
+                offset,
+                message,
+            },
+            LineError::TooLong(e) => Error::Record {
+                file: file.to_string(),
+                table: table.to_string(),
+                offset: e.offset,
+                message: format!("the record is longer than the limit of {} bytes", e.limit),
+            },
+        }
+    }
+}
+
+struct LineSink {
+    decoder: TextDecoder,
+    builder: BatchBuilder,
+    rows: u64,
+}
+
+impl LineSink {
+    fn line(&mut self, line: &[u8], offset: u64) -> std::result::Result<(), LineError> {
+        match self.decoder.line(line, &mut self.builder) {
+            Ok(true) => {
+                self.rows += 1;
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(message) => Err(LineError::Record(offset, message)),
+        }
+    }
+}
+
+async fn read_text(
+    table: &Table,
+    obj: &SourceObject,
+    chunk: Chunk,
+    options: ReadOptions,
+    tx: &BatchSender,
+) -> Result<ReadStats> {
+    let file = obj.url.as_str();
+    let table_name = table.name.as_str();
+    let codec = table.codec_for(obj.path.as_ref());
+    let builder = BatchBuilder::new(table.input_schema(), &table.columns);
+    let decoder = match table.format {
+        Format::JsonLines => TextDecoder::Json(JsonDecoder::new(&builder)),
+        _ => {
+            let header = if table.csv.header && chunk.start > 0 {
+                Some(first_line(obj, options.max_record_bytes).await?)
+            } else {
+                None
+            };
+            TextDecoder::Csv(Box::new(
+                CsvDecoder::new(&table.csv, &builder, header.as_deref())
+                    .map_err(|e| Error::read(file, e))?,
+            ))
+        }
+    };
+    let mut sink = LineSink {
+        decoder,
+        builder,
+        rows: 0,
+    };
+    let mut inflate = Inflate::new(codec).map_err(|e| Error::read(file, e))?;
+    let from = LineFramer::read_from(chunk.start);
+    let mut framer = LineFramer::new(chunk.start, chunk.end, options.max_record_bytes);
+    let mut bytes = 0u64;
+    if from >= obj.size {
+        return Ok(ReadStats::default());
+    }
+    let get = obj
+        .store
+        .get_opts(
+            &obj.path,
+            GetOptions {
+                range: Some(GetRange::Offset(from)),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| Error::read(file, e))?;
+    let mut stream = get.into_stream();
+    let mut ended = false;
+    while !framer.is_done() {
+        let piece = match stream.next().await {
+            Some(p) => p.map_err(|e| Error::read(file, e))?,
+            None => {
+                ended = true;
+                break;
+            }
+        };
+        bytes += piece.len() as u64;
+        let data = inflate
+            .push(&piece)
+            .map_err(|e| Error::read(file, format!("cannot decompress: {e}")))?;
+        framer
+            .push(data, &mut |l, o| sink.line(l, o))
+            .map_err(|e| e.into_error(file, table_name))?;
+        if sink.builder.rows() >= options.batch_rows
+            && tx.send(Ok(sink.builder.finish_batch())).await.is_err()
+        {
+            return Ok(ReadStats {
+                rows: sink.rows,
+                bytes,
+            });
+        }
+    }
+    drop(stream);
+    if ended {
+        let tail = inflate.finish().map_err(|e| {
+            Error::read(
+                file,
+                format!("cannot decompress (is the file cut short?): {e}"),
+            )
+        })?;
+        framer
+            .push(&tail, &mut |l, o| sink.line(l, o))
+            .map_err(|e| e.into_error(file, table_name))?;
+        framer
+            .finish(&mut |l, o| sink.line(l, o))
+            .map_err(|e| e.into_error(file, table_name))?;
+        if let TextDecoder::Csv(d) = &mut sink.decoder {
+            match d.finish(&mut sink.builder) {
+                Ok(true) => sink.rows += 1,
+                Ok(false) => {}
+                Err(m) => return Err(LineError::Record(obj.size, m).into_error(file, table_name)),
+            }
+        }
+    }
+    if sink.builder.rows() > 0 {
+        let _ = tx.send(Ok(sink.builder.finish_batch())).await;
+    }
+    Ok(ReadStats {
+        rows: sink.rows,
+        bytes,
+    })
+}
+
+/// Row groups of a Parquet file as `(start offset, compressed size)`, for planning.
+pub async fn parquet_row_groups(obj: &SourceObject) -> Result<Vec<(u64, u64)>> {
+    let reader = parquet_io::ObjectReader::new(obj);
+    let builder = ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(|e| Error::read(&obj.url, format!("not a readable Parquet file: {e}")))?;
+    Ok(builder
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|rg| (row_group_start(rg), rg.compressed_size() as u64))
+        .collect())
+}
+
+fn row_group_start(rg: &parquet::file::metadata::RowGroupMetaData) -> u64 {
+    rg.columns()
+        .iter()
+        .map(|c| c.byte_range().0)
+        .min()
+        .unwrap_or(0)
+}
+
+async fn read_parquet(
+    table: &Table,
+    obj: &SourceObject,
+    chunk: Chunk,
+    options: ReadOptions,
+    tx: &BatchSender,
+) -> Result<ReadStats> {
+    let file = obj.url.as_str();
+    let reader = parquet_io::ObjectReader::new(obj);
+    let builder = ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(|e| Error::read(file, format!("not a readable Parquet file: {e}")))?;
+    let selected: Vec<usize> = builder
+        .metadata()
+        .row_groups()
+        .iter()
+        .enumerate()
+        .filter(|(_, rg)| (chunk.start..chunk.end).contains(&row_group_start(rg)))
+        .map(|(i, _)| i)
+        .collect();
+    let file_schema = builder.schema().clone();
+    let target: SchemaRef = table.input_schema();
+    let mut roots = Vec::new();
+    for f in target.fields() {
+        let i = file_schema.index_of(f.name()).map_err(|_| {
+            Error::read(
+                file,
+                format!(
+                    "table '{}': the file has no column '{}'",
+                    table.name,
+                    f.name()
+                ),
+            )
+        })?;
+        roots.push(i);
+    }
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
+    let mut stream = builder
+        .with_row_groups(selected)
+        .with_projection(mask)
+        .with_batch_size(options.batch_rows)
+        .build()
+        .map_err(|e| Error::read(file, e))?;
+    let mut stats = ReadStats { rows: 0, bytes: 0 };
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|e| Error::read(file, e))?;
+        let mut columns = Vec::with_capacity(target.fields().len());
+        for f in target.fields() {
+            let col = batch.column_by_name(f.name()).expect("projected");
+            let col = cast(col, f.data_type()).map_err(|e| {
+                Error::read(
+                    file,
+                    format!(
+                        "table '{}', field '{}': cannot read {} as {}: {e}",
+                        table.name,
+                        f.name(),
+                        col.data_type(),
+                        f.data_type()
+                    ),
+                )
+            })?;
+            columns.push(col);
+        }
+        let out =
+            RecordBatch::try_new(target.clone(), columns).map_err(|e| Error::read(file, e))?;
+        stats.rows += out.num_rows() as u64;
+        if tx.send(Ok(out)).await.is_err() {
+            break;
+        }
+    }
+    stats.bytes = if chunk.end == u64::MAX {
+        obj.size
+    } else {
+        chunk.end.min(obj.size) - chunk.start
+    };
+    Ok(stats)
+}

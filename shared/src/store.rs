@@ -1,0 +1,113 @@
+//! Opening storage from a URL or a path: `s3://bucket/prefix`, `file:///dir`,
+//! a plain path, or `memory://` (tests). Everything else in the engine talks
+//! to `Arc<dyn ObjectStore>` and a prefix.
+
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use url::Url;
+
+use crate::error::{Error, Result};
+
+/// A store and the prefix inside it that is the root of a lake or an input.
+#[derive(Debug, Clone)]
+pub struct Location {
+    pub store: Arc<dyn ObjectStore>,
+    pub prefix: Path,
+    /// The URL the location was opened from, without a trailing `/`.
+    pub url: String,
+}
+
+impl Location {
+    /// Open a location. A plain path is a local folder; with `create` it is
+    /// made if missing (a lake), otherwise it must exist (an input).
+    pub fn open(spec: &str, create: bool) -> Result<Location> {
+        let spec = spec.trim();
+        if spec.starts_with("s3://") || spec.starts_with("s3a://") {
+            let url = Url::parse(spec)
+                .map_err(|e| Error::Config(format!("invalid URL {spec:?}: {e}")))?;
+            let bucket = url
+                .host_str()
+                .ok_or_else(|| Error::Config(format!("no bucket in {spec:?}")))?;
+            let store = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()
+                .map_err(|e| Error::Config(format!("cannot open {spec}: {e}")))?;
+            let prefix = Path::parse(url.path())
+                .map_err(|e| Error::Config(format!("bad path in {spec:?}: {e}")))?;
+            return Ok(Location {
+                store: Arc::new(store),
+                url: format!("s3://{bucket}/{prefix}")
+                    .trim_end_matches('/')
+                    .to_string(),
+                prefix,
+            });
+        }
+        if spec.starts_with("memory://") {
+            return Ok(Location {
+                store: Arc::new(InMemory::new()),
+                prefix: Path::default(),
+                url: "memory://".into(),
+            });
+        }
+        let path = match spec.strip_prefix("file://") {
+            Some(p) => std::path::PathBuf::from(p),
+            None => std::path::PathBuf::from(spec),
+        };
+        if create {
+            std::fs::create_dir_all(&path).map_err(|e| {
+                Error::Config(format!("cannot create the folder {}: {e}", path.display()))
+            })?;
+        }
+        let dir = std::fs::canonicalize(&path)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        if !dir.is_dir() {
+            return Err(Error::Config(format!("{} is not a folder", path.display())));
+        }
+        let store = LocalFileSystem::new_with_prefix(&dir)
+            .map_err(|e| Error::Config(format!("cannot open {}: {e}", dir.display())))?
+            .with_automatic_cleanup(true);
+        Ok(Location {
+            store: Arc::new(store),
+            prefix: Path::default(),
+            url: format!("file://{}", dir.display()),
+        })
+    }
+
+    /// An in-memory location (for tests).
+    pub fn memory() -> Location {
+        Location::open("memory://", false).expect("memory store")
+    }
+
+    /// The path of `relative` (already-safe `/`-separated segments) under the prefix.
+    pub fn child(&self, relative: &str) -> Result<Path> {
+        let joined = if self.prefix.as_ref().is_empty() {
+            relative.to_string()
+        } else {
+            format!("{}/{}", self.prefix, relative)
+        };
+        Path::parse(&joined).map_err(|e| Error::write(&joined, e))
+    }
+
+    /// `path` relative to the prefix.
+    pub fn relative(&self, path: &Path) -> String {
+        let full = path.as_ref();
+        let p = self.prefix.as_ref();
+        if p.is_empty() {
+            return full.to_string();
+        }
+        full.strip_prefix(p)
+            .map(|r| r.trim_start_matches('/'))
+            .unwrap_or(full)
+            .to_string()
+    }
+
+    /// The full URL of a path in this store.
+    pub fn url_of(&self, path: &Path) -> String {
+        format!("{}/{}", self.url, self.relative(path))
+    }
+}
