@@ -26,7 +26,7 @@ const REFERRERS: [&str; 4] = [
     "https://www.bing.com/",
 ];
 /// 2026-11-18T00:00:00Z, the first day of generated events.
-const START_MICROS: i64 = 1_763_424_000_000_000;
+const START_MICROS: i64 = 1_794_960_000_000_000;
 const SPAN_MICROS: i64 = 7 * 86_400 * 1_000_000;
 
 /// The CSV header of generated data.

@@ -230,8 +230,17 @@ pub async fn process_chunk(
         let object = task.object.clone();
         let chunk = task.chunk;
         let options = *options;
+        let counters = counters.clone();
         tokio::spawn(async move {
-            let r = read_chunk(&table, &object, chunk, options, &tx).await;
+            let r = read_chunk(
+                &table,
+                &object,
+                chunk,
+                options,
+                &tx,
+                Some(&counters.bytes_in),
+            )
+            .await;
             if let Err(e) = &r {
                 let _ = tx
                     .send(Err(datafusion::error::DataFusionError::External(
@@ -360,14 +369,6 @@ pub async fn run(
         .map(|task| async move {
             let r = process_chunk(engine, lake, catalog, task, &options.read, counters).await;
             counters.chunks_done.fetch_add(1, Ordering::Relaxed);
-            if r.is_ok() {
-                let size = if task.chunk.end == u64::MAX {
-                    task.object.size
-                } else {
-                    task.chunk.end - task.chunk.start
-                };
-                counters.bytes_in.fetch_add(size, Ordering::Relaxed);
-            }
             r
         })
         .buffer_unordered(options.workers.max(1))

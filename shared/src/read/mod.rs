@@ -15,6 +15,7 @@ mod rows;
 
 use std::io::Write;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::RecordBatch;
 use arrow::compute::cast;
@@ -80,16 +81,26 @@ pub type BatchSender =
 
 /// Read the records of `chunk` of `obj` as batches of the table's schema,
 /// sending them to `tx`. Stops early (without error) if the receiver is gone.
+/// `progress`, if given, is advanced by the bytes fetched as they arrive.
 pub async fn read_chunk(
     table: &Table,
     obj: &SourceObject,
     chunk: Chunk,
     options: ReadOptions,
     tx: &BatchSender,
+    progress: Option<&AtomicU64>,
 ) -> Result<ReadStats> {
     match table.format {
-        Format::Parquet => read_parquet(table, obj, chunk, options, tx).await,
-        Format::JsonLines | Format::Csv => read_text(table, obj, chunk, options, tx).await,
+        Format::Parquet => {
+            let stats = read_parquet(table, obj, chunk, options, tx).await?;
+            if let Some(p) = progress {
+                p.fetch_add(stats.bytes, Ordering::Relaxed);
+            }
+            Ok(stats)
+        }
+        Format::JsonLines | Format::Csv => {
+            read_text(table, obj, chunk, options, tx, progress).await
+        }
     }
 }
 
@@ -243,6 +254,7 @@ async fn read_text(
     chunk: Chunk,
     options: ReadOptions,
     tx: &BatchSender,
+    progress: Option<&AtomicU64>,
 ) -> Result<ReadStats> {
     let file = obj.url.as_str();
     let table_name = table.name.as_str();
@@ -296,6 +308,9 @@ async fn read_text(
             }
         };
         bytes += piece.len() as u64;
+        if let Some(p) = progress {
+            p.fetch_add(piece.len() as u64, Ordering::Relaxed);
+        }
         let data = inflate
             .push(&piece)
             .map_err(|e| Error::read(file, format!("cannot decompress: {e}")))?;
