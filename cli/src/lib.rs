@@ -1,0 +1,497 @@
+//! `sluice`: run the pipeline on a laptop, inspect and query a lake.
+//!
+//! The command lives in this library so that the end-to-end tests can build
+//! the very same binary (`tests/src/bin/`) in the same cargo invocation.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use sluice::catalog::{Catalog, LocalCatalog};
+use sluice::config::Pipeline;
+use sluice::pipeline::{Counters, Engine, RunOptions, Summary};
+use sluice::read::ReadOptions;
+use sluice::store::Location;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Raw files in, a partitioned Parquet lake out."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Turn the raw files under the input into the lake: plan, transform, write, register.
+    Run {
+        /// The pipeline file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Folder or URL of the raw files (default: `[input] root` of the config).
+        #[arg(long)]
+        input: Option<String>,
+        /// Folder or URL of the lake (default: `[lake] root` of the config).
+        #[arg(long)]
+        lake: Option<String>,
+        /// Chunks processed at once (default: the number of cores).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Chunk size: bytes, or with a unit (`64MiB`, `1GB`).
+        #[arg(long, default_value = "128MiB", value_parser = parse_size)]
+        chunk_size: u64,
+    },
+    /// List the lake's tables.
+    Tables {
+        #[command(flatten)]
+        lake: LakeArg,
+    },
+    /// List a table's partitions, with their files and sizes.
+    Partitions {
+        /// The table.
+        table: String,
+        #[command(flatten)]
+        lake: LakeArg,
+    },
+    /// Run SQL over the lake's tables.
+    Query {
+        /// The query, e.g. "SELECT dt, count(*) FROM clickstream GROUP BY dt".
+        sql: String,
+        #[command(flatten)]
+        lake: LakeArg,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+    /// Write deterministic sample clickstream data.
+    Generate {
+        /// The folder to write into (files go to `<out>/clickstream/`).
+        #[arg(long)]
+        out: PathBuf,
+        /// Total size of the data (`10MB`, `1GiB`).
+        #[arg(long, default_value = "10MB", value_parser = parse_size)]
+        size: u64,
+        /// `jsonl` or `csv`.
+        #[arg(long, value_enum, default_value_t = GenFormat::Jsonl)]
+        format: GenFormat,
+        /// Number of files to spread the data over.
+        #[arg(long, default_value_t = 1)]
+        files: u32,
+        /// Compress the files.
+        #[arg(long, value_enum, default_value_t = GenCompression::None)]
+        compress: GenCompression,
+        /// Random seed: the same seed gives the same rows.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+}
+
+#[derive(clap::Args)]
+struct LakeArg {
+    /// Folder or URL of the lake.
+    #[arg(long)]
+    lake: Option<String>,
+    /// Or: take the lake from this pipeline file.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+impl LakeArg {
+    fn open(&self) -> Result<Location> {
+        let root = match (&self.lake, &self.config) {
+            (Some(l), _) => l.clone(),
+            (None, Some(c)) => Pipeline::from_file(c)?.lake_root,
+            (None, None) => "./lake".to_string(),
+        };
+        if !root.contains("://") && !std::path::Path::new(&root).is_dir() {
+            bail!("no lake at {root}: run `sluice run` first, or pass --lake");
+        }
+        Ok(Location::open(&root, false)?)
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum GenFormat {
+    Jsonl,
+    Csv,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum GenCompression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    if let Ok(n) = t.parse::<u64>() {
+        return Ok(n);
+    }
+    t.parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("{s:?} is not a size (use bytes or a unit: 4096, 64MiB, 1GB): {e}"))
+}
+
+/// The `sluice` command: parse the arguments, run, exit non-zero with one line on error.
+pub fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let workers = match &cli.command {
+        Command::Run { workers, .. } => workers.unwrap_or_else(num_cores),
+        _ => num_cores(),
+    }
+    .max(1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if let Err(e) = runtime.block_on(dispatch(cli, workers)) {
+        eprintln!("error: {}", one_line(&format!("{e:#}")));
+        std::process::exit(1);
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn num_cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+async fn dispatch(cli: Cli, workers: usize) -> Result<()> {
+    match cli.command {
+        Command::Run {
+            config,
+            input,
+            lake,
+            chunk_size,
+            ..
+        } => run(&config, input, lake, workers, chunk_size).await,
+        Command::Tables { lake } => tables(&lake.open()?).await,
+        Command::Partitions { table, lake } => partitions(&lake.open()?, &table).await,
+        Command::Query { sql, lake, format } => query(&lake.open()?, &sql, format).await,
+        Command::Generate {
+            out,
+            size,
+            format,
+            files,
+            compress,
+            seed,
+        } => generate(&out, size, format, files, compress, seed),
+    }
+}
+
+async fn run(
+    config: &PathBuf,
+    input: Option<String>,
+    lake: Option<String>,
+    workers: usize,
+    chunk_size: u64,
+) -> Result<()> {
+    let pipeline = Pipeline::from_file(config)?;
+    let input_root = input
+        .or_else(|| pipeline.input_root.clone())
+        .ok_or_else(|| {
+            anyhow!(
+                "no input: pass --input or set [input] root in {}",
+                config.display()
+            )
+        })?;
+    let lake_root = lake.unwrap_or_else(|| pipeline.lake_root.clone());
+    if chunk_size == 0 {
+        bail!("--chunk-size must be at least 1 byte");
+    }
+    let engine = Engine::new(pipeline).await?;
+    let input =
+        Location::open(&input_root, false).with_context(|| format!("input {input_root}"))?;
+    let lake = Location::open(&lake_root, true).with_context(|| format!("lake {lake_root}"))?;
+    let catalog = LocalCatalog::new(&lake);
+    let options = RunOptions {
+        workers,
+        chunk_size,
+        read: ReadOptions::default(),
+    };
+    let counters = Arc::new(Counters::default());
+    let reporter = tokio::spawn(report_progress(counters.clone()));
+    let result = sluice::pipeline::run(&engine, &input, &lake, &catalog, &options, &counters).await;
+    reporter.abort();
+    let _ = reporter.await;
+    let summary = result?;
+    print_summary(&summary, &lake);
+    Ok(())
+}
+
+async fn report_progress(counters: Arc<Counters>) {
+    let started = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let bar = if tty {
+        let b = ProgressBar::new(0);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}",
+            )
+            .expect("template"),
+        );
+        Some(b)
+    } else {
+        None
+    };
+    let _finish = FinishOnDrop(bar.clone());
+    let mut last_log = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let secs = started.elapsed().as_secs_f64().max(1e-3);
+        let bytes = counters.bytes_in.load(Ordering::Relaxed);
+        let total = counters.bytes_total.load(Ordering::Relaxed);
+        let rows = counters.rows_in.load(Ordering::Relaxed);
+        let done = counters.chunks_done.load(Ordering::Relaxed);
+        let chunks = counters.chunks_total.load(Ordering::Relaxed);
+        let msg = format!(
+            "{:.1} MB/s, {:.0} rows/s, chunks {done}/{chunks}",
+            bytes as f64 / 1e6 / secs,
+            rows as f64 / secs
+        );
+        match &bar {
+            Some(b) => {
+                b.set_length(total);
+                b.set_position(bytes.min(total));
+                b.set_message(msg);
+            }
+            None if last_log.elapsed() >= Duration::from_secs(5) => {
+                last_log = Instant::now();
+                eprintln!(
+                    "progress: {:.1}/{:.1} MB, {rows} rows, {msg}",
+                    bytes as f64 / 1e6,
+                    total as f64 / 1e6
+                );
+            }
+            None => {}
+        }
+    }
+}
+
+struct FinishOnDrop(Option<ProgressBar>);
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        if let Some(b) = &self.0 {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn print_summary(s: &Summary, lake: &Location) {
+    let mb = |b: u64| b as f64 / 1e6;
+    println!("sluice run: done in {:.2} s", s.seconds);
+    println!(
+        "  in:  {} files, {:.1} MB, {} chunks, {} rows",
+        s.files_in,
+        mb(s.bytes_in),
+        s.chunks,
+        s.rows_in
+    );
+    println!(
+        "  out: {} rows ({} rejected), {} partitions, {} files, {:.1} MB",
+        s.rows_out,
+        s.rows_rejected,
+        s.partitions,
+        s.files_out,
+        mb(s.bytes_out)
+    );
+    println!(
+        "  throughput: {:.1} MB/s, {:.0} rows/s",
+        mb(s.bytes_in) / s.seconds.max(1e-9),
+        s.rows_in as f64 / s.seconds.max(1e-9)
+    );
+    println!("  lake: {}", lake.url);
+    if !s.unmatched.is_empty() {
+        println!(
+            "  skipped {} files that match no table's source, e.g. {}",
+            s.unmatched.len(),
+            s.unmatched[0]
+        );
+    }
+}
+
+async fn tables(lake: &Location) -> Result<()> {
+    let catalog = LocalCatalog::new(lake);
+    let tables = catalog.tables().await?;
+    if tables.is_empty() {
+        println!("no tables in {}", lake.url);
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:>8} {:>11}  {:<28} location",
+        "table", "columns", "partitions", "partition keys"
+    );
+    for t in tables {
+        let n = catalog.partitions(&t.name).await?.len();
+        let keys = t
+            .partition_keys
+            .iter()
+            .map(|k| format!("{} {}", k.name, k.hive_type))
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!(
+            "{:<24} {:>8} {:>11}  {:<28} {}/{}/",
+            t.name,
+            t.columns.len(),
+            n,
+            keys,
+            lake.url,
+            t.location
+        );
+    }
+    Ok(())
+}
+
+async fn partitions(lake: &Location, table: &str) -> Result<()> {
+    let catalog = LocalCatalog::new(lake);
+    let Some(def) = catalog.table(table).await? else {
+        let names: Vec<_> = catalog
+            .tables()
+            .await?
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        bail!(
+            "no table '{table}' in {} (tables: {})",
+            lake.url,
+            if names.is_empty() {
+                "none".into()
+            } else {
+                names.join(", ")
+            }
+        );
+    };
+    let parts = catalog.partitions(table).await?;
+    println!("{:<48} {:>6} {:>12}", "partition", "files", "bytes");
+    let (mut files, mut bytes) = (0u64, 0u64);
+    for p in &parts {
+        let prefix = lake.child(&format!("{}/{}", def.location, p.path))?;
+        let mut listing = lake.store.list(Some(&prefix));
+        let (mut f, mut b) = (0u64, 0u64);
+        while let Some(m) = listing.next().await {
+            let m = m?;
+            if m.location.as_ref().ends_with(".parquet") {
+                f += 1;
+                b += m.size;
+            }
+        }
+        files += f;
+        bytes += b;
+        println!("{:<48} {:>6} {:>12}", p.path, f, b);
+    }
+    println!("{} partitions, {files} files, {bytes} bytes", parts.len());
+    Ok(())
+}
+
+async fn query(lake: &Location, sql: &str, format: OutputFormat) -> Result<()> {
+    let catalog = LocalCatalog::new(lake);
+    let ctx = sluice::query::lake_context(lake, &catalog).await?;
+    let df = ctx.sql(sql).await.map_err(|e| anyhow!("query: {e}"))?;
+    let batches = df.collect().await.map_err(|e| anyhow!("query: {e}"))?;
+    let stdout = std::io::stdout();
+    match format {
+        OutputFormat::Table => {
+            println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
+        }
+        OutputFormat::Csv => {
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(stdout.lock());
+            for b in &batches {
+                w.write(b)?;
+            }
+        }
+        OutputFormat::Json => {
+            let mut w = arrow::json::LineDelimitedWriter::new(stdout.lock());
+            for b in &batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+        }
+    }
+    Ok(())
+}
+
+fn generate(
+    out: &PathBuf,
+    size: u64,
+    format: GenFormat,
+    files: u32,
+    compress: GenCompression,
+    seed: u64,
+) -> Result<()> {
+    use std::io::Write;
+    let dir = out.join("clickstream");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let files = files.max(1);
+    let per_file = size.div_ceil(files as u64);
+    let mut generator = sluice::generate::Generator::new(seed);
+    let mut rows = 0;
+    for i in 0..files {
+        let ext = match format {
+            GenFormat::Jsonl => "jsonl",
+            GenFormat::Csv => "csv",
+        };
+        let suffix = match compress {
+            GenCompression::None => "",
+            GenCompression::Gzip => ".gz",
+            GenCompression::Zstd => ".zst",
+        };
+        let path = dir.join(format!("events-{i:05}.{ext}{suffix}"));
+        let file = std::fs::File::create(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        let mut w: Box<dyn Write> = match compress {
+            GenCompression::None => Box::new(std::io::BufWriter::new(file)),
+            GenCompression::Gzip => Box::new(flate2::write::GzEncoder::new(
+                std::io::BufWriter::new(file),
+                flate2::Compression::default(),
+            )),
+            GenCompression::Zstd => Box::new(
+                zstd::stream::write::Encoder::new(std::io::BufWriter::new(file), 3)?.auto_finish(),
+            ),
+        };
+        rows += sluice::generate::write_events(
+            &mut generator,
+            format == GenFormat::Csv,
+            per_file,
+            &mut w,
+        )?;
+        w.flush()?;
+        drop(w);
+    }
+    println!("wrote {rows} rows in {files} files under {}", dir.display());
+    Ok(())
+}

@@ -1,0 +1,472 @@
+//! The `sluice` command end to end, on real files, read back with DuckDB and pyarrow.
+
+use std::path::Path;
+
+use serde_json::Value;
+use sluice_tests::{files_under, python_json, repo_root, sluice, sluice_err, sluice_ok};
+
+const EXAMPLE: &str = "examples/clickstream/sluice.toml";
+
+/// Per (dt, event_type): rows, sum of price, distinct event ids, sum of user ids,
+/// from the lake (DuckDB, Hive partitioning) and from the raw input (DuckDB's
+/// own JSON reader), plus the lake's row count through pyarrow.
+fn compare_script(lake: &Path, raw_glob: &str, raw_reader: &str) -> String {
+    let types = "{'event_id':'VARCHAR','event_time':'VARCHAR','user_id':'BIGINT','event_type':'VARCHAR','price':'DECIMAL(10,2)'}";
+    let source = match raw_reader {
+        "read_csv" => format!("read_csv('{raw_glob}', header=true, types={types})"),
+        _ => format!("read_json('{raw_glob}', columns={types})"),
+    };
+    format!(
+        r#"
+import duckdb, json, pyarrow.dataset as ds
+con = duckdb.connect()
+con.sql("SET TimeZone='UTC'")
+lake = {lake:?}
+q = lambda s: [list(map(str, r)) for r in con.sql(s).fetchall()]
+got = q(f"""SELECT CAST(dt AS VARCHAR), event_type, count(*), sum(price), count(DISTINCT event_id), sum(user_id)
+          FROM read_parquet('{{lake}}/clickstream/**/*.parquet', hive_partitioning=true)
+          GROUP BY ALL ORDER BY ALL""")
+want = q("""SELECT CAST(CAST(event_time AS TIMESTAMPTZ) AS DATE)::VARCHAR, event_type, count(*), sum(price), count(DISTINCT event_id), sum(user_id)
+          FROM {source}
+          GROUP BY ALL ORDER BY ALL""")
+hashes = q(f"""SELECT count(*) FROM read_parquet('{{lake}}/clickstream/**/*.parquet', hive_partitioning=true)
+          WHERE length(ip_hash) <> 64 OR country <> lower(country)""")
+table = ds.dataset(f"{{lake}}/clickstream", format="parquet", partitioning="hive").to_table()
+print(json.dumps({{"got": got, "want": want, "bad": hashes[0][0], "pyarrow_rows": table.num_rows,
+                  "columns": table.schema.names}}))
+"#
+    )
+}
+
+fn check_lake_matches_raw(v: &Value) {
+    let got = v["got"].as_array().unwrap();
+    let want = v["want"].as_array().unwrap();
+    assert!(!want.is_empty());
+    assert_eq!(
+        got, want,
+        "per-partition figures differ between the lake and the raw input"
+    );
+    assert_eq!(
+        v["bad"], "0",
+        "ip_hash and lower(country) were applied to every row"
+    );
+    let total: u64 = want
+        .iter()
+        .map(|r| r[2].as_str().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(v["pyarrow_rows"].as_u64().unwrap(), total);
+}
+
+#[test]
+fn the_example_lake_holds_exactly_the_raw_rows_transformed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    let lake_s = lake.to_str().unwrap();
+    let out = sluice_ok(
+        &repo_root(),
+        &[
+            "run",
+            "--config",
+            EXAMPLE,
+            "--lake",
+            lake_s,
+            "--chunk-size",
+            "200KiB",
+            "--workers",
+            "2",
+        ],
+    );
+    assert!(out.contains("partitions"), "{out}");
+    let v = python_json(
+        &repo_root(),
+        &compare_script(&lake, "examples/clickstream/raw/clickstream/*", "read_json"),
+    );
+    check_lake_matches_raw(&v);
+    let cols: Vec<&str> = v["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(
+        cols.contains(&"ip_hash") && !cols.contains(&"ip"),
+        "{cols:?}"
+    );
+
+    // The catalog knows the table and every partition; queries prune by partition.
+    let tables = sluice_ok(&repo_root(), &["tables", "--lake", lake_s]);
+    assert!(
+        tables.contains("clickstream") && tables.contains("dt date, event_type string"),
+        "{tables}"
+    );
+    let parts = sluice_ok(
+        &repo_root(),
+        &["partitions", "clickstream", "--lake", lake_s],
+    );
+    assert!(parts.contains("56 partitions"), "{parts}");
+    let q = sluice_ok(
+        &repo_root(),
+        &[
+            "query",
+            "--lake",
+            lake_s,
+            "--format",
+            "csv",
+            "SELECT count(*) AS n FROM clickstream WHERE dt = DATE '2026-11-20' AND event_type = 'purchase'",
+        ],
+    );
+    let n: u64 = q.lines().nth(1).unwrap().trim().parse().unwrap();
+    let want = python_json(
+        &repo_root(),
+        r#"
+import duckdb, json
+con = duckdb.connect(); con.sql("SET TimeZone='UTC'")
+print(json.dumps(con.sql("SELECT count(*) FROM read_json('examples/clickstream/raw/clickstream/*') WHERE event_type='purchase' AND CAST(CAST(event_time AS TIMESTAMPTZ) AS DATE) = DATE '2026-11-20'").fetchall()[0][0]))
+"#,
+    );
+    assert_eq!(n, want.as_u64().unwrap());
+}
+
+#[test]
+fn running_the_same_input_twice_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    let lake_s = lake.to_str().unwrap();
+    let args = [
+        "run",
+        "--config",
+        EXAMPLE,
+        "--lake",
+        lake_s,
+        "--chunk-size",
+        "300KiB",
+    ];
+    sluice_ok(&repo_root(), &args);
+    let first = files_under(&lake);
+    let count = |_: ()| {
+        sluice_ok(
+            &repo_root(),
+            &[
+                "query",
+                "--lake",
+                lake_s,
+                "--format",
+                "csv",
+                "SELECT count(*) FROM clickstream",
+            ],
+        )
+    };
+    let n1 = count(());
+    sluice_ok(&repo_root(), &args);
+    assert_eq!(files_under(&lake), first, "a rerun wrote different files");
+    assert_eq!(count(()), n1, "a rerun changed the row count");
+    // The Parquet files are byte-for-byte the same (deterministic output).
+    let parquet: Vec<_> = first.iter().filter(|f| f.ends_with(".parquet")).collect();
+    assert!(parquet.len() > 56);
+}
+
+#[test]
+fn two_runs_at_once_leave_the_catalog_intact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    let lake_s = lake.to_str().unwrap().to_string();
+    let spawn = || {
+        std::process::Command::new(sluice_tests::sluice_bin())
+            .args([
+                "run",
+                "--config",
+                EXAMPLE,
+                "--lake",
+                &lake_s,
+                "--chunk-size",
+                "100KiB",
+                "--workers",
+                "2",
+            ])
+            .current_dir(repo_root())
+            .output()
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(spawn);
+        let b = s.spawn(spawn);
+        (a.join().unwrap().unwrap(), b.join().unwrap().unwrap())
+    });
+    for o in [&a, &b] {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    // Every catalog entry parses, and the catalog lists exactly the partitions on disk.
+    let catalog = files_under(&lake.join("_sluice/catalog"));
+    for f in &catalog {
+        let text = std::fs::read_to_string(lake.join("_sluice/catalog").join(f)).unwrap();
+        serde_json::from_str::<Value>(&text).unwrap_or_else(|e| panic!("{f} is corrupt: {e}"));
+    }
+    let parts = sluice_ok(
+        &repo_root(),
+        &["partitions", "clickstream", "--lake", &lake_s],
+    );
+    assert!(parts.contains("56 partitions"), "{parts}");
+    let v = python_json(
+        &repo_root(),
+        &compare_script(&lake, "examples/clickstream/raw/clickstream/*", "read_json"),
+    );
+    check_lake_matches_raw(&v);
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn csv_gzip_and_zstd_inputs_land_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let raw = root.join("raw");
+    let raw_s = raw.to_str().unwrap();
+    sluice_ok(
+        root,
+        &[
+            "generate", "--out", raw_s, "--size", "700KB", "--format", "csv", "--files", "2",
+            "--seed", "5",
+        ],
+    );
+    sluice_ok(
+        root,
+        &[
+            "generate",
+            "--out",
+            root.join("gz").to_str().unwrap(),
+            "--size",
+            "300KB",
+            "--format",
+            "csv",
+            "--compress",
+            "gzip",
+            "--seed",
+            "6",
+        ],
+    );
+    sluice_ok(
+        root,
+        &[
+            "generate",
+            "--out",
+            root.join("zst").to_str().unwrap(),
+            "--size",
+            "300KB",
+            "--format",
+            "csv",
+            "--compress",
+            "zstd",
+            "--seed",
+            "7",
+        ],
+    );
+    std::fs::rename(
+        root.join("gz/clickstream/events-00000.csv.gz"),
+        raw.join("clickstream/more.csv.gz"),
+    )
+    .unwrap();
+    std::fs::rename(
+        root.join("zst/clickstream/events-00000.csv.zst"),
+        raw.join("clickstream/more.csv.zst"),
+    )
+    .unwrap();
+    let config = root.join("csv.toml");
+    let example = std::fs::read_to_string(repo_root().join(EXAMPLE)).unwrap();
+    write(
+        &config,
+        &example
+            .replace("format = \"jsonl\"", "format = \"csv\"")
+            .replace(
+                "root = \"examples/clickstream/raw\"",
+                &format!("root = {raw_s:?}"),
+            ),
+    );
+    let lake = root.join("lake");
+    sluice_ok(
+        root,
+        &[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--lake",
+            lake.to_str().unwrap(),
+            "--chunk-size",
+            "64KiB",
+        ],
+    );
+    let v = python_json(
+        root,
+        &compare_script(&lake, &format!("{raw_s}/clickstream/*"), "read_csv"),
+    );
+    check_lake_matches_raw(&v);
+}
+
+#[test]
+fn errors_are_one_clear_line_naming_table_and_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let raw = root.join("raw");
+    write(
+        &raw.join("t/a.jsonl"),
+        "{\"id\": 1, \"kind\": \"a\"}\n{\"id\": \"two\", \"kind\": \"b\"}\n",
+    );
+    let config = |extra: &str| {
+        let p = root.join("p.toml");
+        write(
+            &p,
+            &format!(
+                "[input]\nroot = {:?}\n[lake]\nroot = {:?}\n[[tables]]\nname = \"t\"\nsource = \"t/\"\nformat = \"jsonl\"\n{extra}\n[tables.schema]\nid = \"int64\"\nkind = \"string\"\n",
+                raw.to_str().unwrap(),
+                root.join("lake").to_str().unwrap()
+            ),
+        );
+        p.to_str().unwrap().to_string()
+    };
+    let one_line = |e: &str| {
+        assert_eq!(e.trim_end().lines().count(), 1, "not one line: {e}");
+        assert!(e.starts_with("error: "), "{e}");
+    };
+
+    // A bad query fails before any data is read: no lake is written.
+    let e = sluice_err(
+        root,
+        &[
+            "run",
+            "--config",
+            &config("sql = \"SELECT nope FROM input\""),
+        ],
+    );
+    one_line(&e);
+    assert!(e.contains("table 't'") && e.contains("nope"), "{e}");
+    assert!(!root.join("lake/t").exists());
+
+    let e = sluice_err(
+        root,
+        &["run", "--config", &config("partition_by = [\"day\"]")],
+    );
+    one_line(&e);
+    assert!(
+        e.contains("table 't'") && e.contains("partition column 'day'"),
+        "{e}"
+    );
+
+    let e = sluice_err(
+        root,
+        &["run", "--config", &config("partitoin_by = [\"kind\"]")],
+    );
+    one_line(&e);
+    assert!(e.contains("partitoin_by"), "{e}");
+
+    // A record that does not fit names the file, where it is, and the field.
+    let e = sluice_err(
+        root,
+        &["run", "--config", &config("partition_by = [\"kind\"]")],
+    );
+    one_line(&e);
+    assert!(
+        e.contains("a.jsonl")
+            && e.contains("byte 23")
+            && e.contains("field 'id'")
+            && e.contains("table 't'"),
+        "{e}"
+    );
+    assert!(
+        files_under(&root.join("lake/_sluice/commits")).is_empty(),
+        "no commit for a failed chunk"
+    );
+
+    let e = sluice_err(
+        root,
+        &["run", "--config", &config(""), "--chunk-size", "12parsecs"],
+    );
+    assert!(e.contains("12parsecs"), "{e}");
+}
+
+#[test]
+fn partition_values_cannot_move_files_out_of_the_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let raw = root.join("raw");
+    let values = [
+        "../../escape",
+        "a/b",
+        "k=v",
+        "50%",
+        "new york",
+        "café",
+        "..",
+        "x\ty",
+    ];
+    let mut text = String::new();
+    for (i, v) in values.iter().enumerate() {
+        text.push_str(&serde_json::json!({"id": i, "kind": v}).to_string());
+        text.push('\n');
+    }
+    text.push_str("{\"id\": 99, \"kind\": null}\n");
+    write(&raw.join("t/a.jsonl"), &text);
+    let p = root.join("p.toml");
+    write(
+        &p,
+        &format!(
+            "[input]\nroot = {:?}\n[[tables]]\nname = \"t\"\nsource = \"t/\"\nformat = \"jsonl\"\npartition_by = [\"kind\"]\n[tables.schema]\nid = \"int64\"\nkind = \"string\"\n",
+            raw.to_str().unwrap()
+        ),
+    );
+    let lake = root.join("lake");
+    sluice_ok(
+        root,
+        &[
+            "run",
+            "--config",
+            p.to_str().unwrap(),
+            "--lake",
+            lake.to_str().unwrap(),
+        ],
+    );
+    let files: Vec<_> = files_under(&lake)
+        .into_iter()
+        .filter(|f| f.ends_with(".parquet"))
+        .collect();
+    assert_eq!(files.len(), values.len() + 1, "{files:?}");
+    for f in &files {
+        let parts: Vec<_> = f.split('/').collect();
+        assert_eq!(parts.len(), 3, "{f} is not <table>/<kind=..>/<file>");
+        assert_eq!(parts[0], "t");
+        assert!(parts[1].starts_with("kind="), "{f}");
+    }
+    assert!(
+        files.contains(&"t/kind=..%2F..%2Fescape".to_string())
+            || files
+                .iter()
+                .any(|f| f.starts_with("t/kind=..%2F..%2Fescape/"))
+    );
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with("t/kind=__HIVE_DEFAULT_PARTITION__/"))
+    );
+    assert!(!root.join("escape").exists() && !root.join("a").exists());
+    // pyarrow reads every row back, partition values decoded.
+    let v = python_json(
+        root,
+        r#"
+import json, pyarrow.dataset as ds
+t = ds.dataset("lake/t", format="parquet", partitioning="hive").to_table()
+print(json.dumps(sorted([str(k) for k in t.column("kind").to_pylist()])))
+"#,
+    );
+    let mut want: Vec<String> = values.iter().map(|s| s.to_string()).collect();
+    // pyarrow reads Hive's null partition back as null.
+    want.push("None".into());
+    want.sort();
+    let got: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, want);
+    let _ = sluice(root, &["tables", "--lake", lake.to_str().unwrap()]);
+}
