@@ -213,7 +213,7 @@ async fn dispatch(cli: Cli, workers: usize) -> Result<()> {
 }
 
 async fn run(
-    config: &PathBuf,
+    config: &std::path::Path,
     input: Option<String>,
     lake: Option<String>,
     workers: usize,
@@ -446,7 +446,7 @@ async fn query(lake: &Location, sql: &str, format: OutputFormat) -> Result<()> {
 }
 
 fn generate(
-    out: &PathBuf,
+    out: &std::path::Path,
     size: u64,
     format: GenFormat,
     files: u32,

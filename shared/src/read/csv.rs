@@ -167,9 +167,8 @@ impl CsvDecoder {
         out.begin_row();
         let mut start = 0;
         let mut result = Ok(());
-        for i in 0..n {
-            let end = self.ends[i];
-            if let Some(col) = mapping[i] {
+        for (&end, target) in self.ends[..n].iter().zip(mapping) {
+            if let Some(col) = *target {
                 let bytes = &self.fields[start..end];
                 let r = match std::str::from_utf8(bytes) {
                     Err(_) => Err("not UTF-8".to_string()),

@@ -106,7 +106,7 @@ pub async fn read_chunk(
 
 enum Inflate {
     None,
-    Gzip(flate2::write::MultiGzDecoder<Vec<u8>>),
+    Gzip(Box<flate2::write::MultiGzDecoder<Vec<u8>>>),
     Zstd(Box<zstd::stream::write::Decoder<'static, Vec<u8>>>),
 }
 
@@ -114,7 +114,7 @@ impl Inflate {
     fn new(codec: Codec) -> std::io::Result<Self> {
         Ok(match codec {
             Codec::None => Inflate::None,
-            Codec::Gzip => Inflate::Gzip(flate2::write::MultiGzDecoder::new(Vec::new())),
+            Codec::Gzip => Inflate::Gzip(Box::new(flate2::write::MultiGzDecoder::new(Vec::new()))),
             Codec::Zstd => Inflate::Zstd(Box::new(zstd::stream::write::Decoder::new(Vec::new())?)),
         })
     }
