@@ -1,8 +1,16 @@
 //! SQL over a lake: every table in the catalog is registered with DataFusion
 //! as a Hive-partitioned Parquet listing table, so filters on partition
 //! columns prune whole folders.
+//!
+//! Partition values are read as text and exposed through a view that turns
+//! Hive's `__HIVE_DEFAULT_PARTITION__` into null and casts to the column's
+//! type; filters on the view still prune, since they involve only partition
+//! columns.
 
 use std::sync::Arc;
+
+use arrow::datatypes::DataType;
+use datafusion::catalog::TableProvider;
 
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -12,6 +20,11 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::catalog::Catalog;
 use crate::commit::arrow_type;
+use crate::partition::HIVE_DEFAULT_PARTITION;
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
 use crate::error::{Error, Result};
 use crate::store::Location;
 
@@ -39,13 +52,13 @@ pub async fn lake_context(lake: &Location, catalog: &dyn Catalog) -> Result<Sess
             ListingTableUrl::parse(&url).map_err(|e| Error::Catalog(format!("{url}: {e}")))?;
         let mut partition_cols = Vec::new();
         for k in &table.partition_keys {
-            let dt = arrow_type(&k.hive_type).ok_or_else(|| {
-                Error::Catalog(format!(
+            if arrow_type(&k.hive_type).is_none() {
+                return Err(Error::Catalog(format!(
                     "table '{}': partition column '{}' has type {} that cannot be queried",
                     table.name, k.name, k.hive_type
-                ))
-            })?;
-            partition_cols.push((k.name.clone(), dt));
+                )));
+            }
+            partition_cols.push((k.name.clone(), DataType::Utf8));
         }
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
             .with_file_extension(".parquet")
@@ -63,7 +76,36 @@ pub async fn lake_context(lake: &Location, catalog: &dyn Catalog) -> Result<Sess
             .with_schema(schema);
         let provider = ListingTable::try_new(config)
             .map_err(|e| Error::Catalog(format!("table '{}': {e}", table.name)))?;
-        ctx.register_table(table.name.as_str(), Arc::new(provider))
+        let data_columns: Vec<String> = provider
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .filter(|n| !table.partition_keys.iter().any(|k| &k.name == n))
+            .collect();
+        let raw = format!("__sluice_files_{}", table.name);
+        ctx.register_table(raw.as_str(), Arc::new(provider))
+            .map_err(|e| Error::Catalog(format!("table '{}': {e}", table.name)))?;
+        let mut select: Vec<String> = data_columns.iter().map(|c| quote(c)).collect();
+        for k in &table.partition_keys {
+            let value = format!("NULLIF({}, '{HIVE_DEFAULT_PARTITION}')", quote(&k.name));
+            select.push(match k.hive_type.as_str() {
+                "string" => format!("{value} AS {}", quote(&k.name)),
+                t => format!(
+                    "CAST({value} AS {}) AS {}",
+                    t.to_ascii_uppercase(),
+                    quote(&k.name)
+                ),
+            });
+        }
+        let view = format!(
+            "CREATE VIEW {} AS SELECT {} FROM {}",
+            quote(&table.name),
+            select.join(", "),
+            quote(&raw)
+        );
+        ctx.sql(&view)
+            .await
             .map_err(|e| Error::Catalog(format!("table '{}': {e}", table.name)))?;
     }
     Ok(ctx)
