@@ -334,6 +334,12 @@ fn print_summary(s: &Summary, lake: &Location) {
         s.rows_in as f64 / s.seconds.max(1e-9)
     );
     println!("  lake: {}", lake.url);
+    if s.rows_rejected > 0 {
+        println!(
+            "  rejected records (with file, byte offset and reason): {}/_quarantine/",
+            lake.url
+        );
+    }
     if !s.unmatched.is_empty() {
         println!(
             "  skipped {} files that match no table's source, e.g. {}",

@@ -9,6 +9,9 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::plan::Chunk;
 
+/// Where rejected records go, under the lake root: `<dir>/<table>/<chunk id>.jsonl`.
+pub const QUARANTINE_DIR: &str = "_quarantine";
+
 /// Where commit records live, under the lake root.
 pub const COMMITS_DIR: &str = "_sluice/commits";
 
@@ -62,6 +65,9 @@ pub struct CommitRecord {
     pub rows_out: u64,
     pub rows_rejected: u64,
     pub bytes_in: u64,
+    /// The quarantine file of this chunk's rejected records, relative to the lake root.
+    #[serde(default)]
+    pub quarantine: Option<String>,
 }
 
 impl CommitRecord {

@@ -93,6 +93,13 @@ pub struct TableConfig {
     /// Parquet output options.
     #[serde(default)]
     pub parquet: ParquetConfig,
+    /// Share of a chunk's records that may be quarantined before the chunk fails (default 0.1).
+    #[serde(default = "default_max_rejected_ratio")]
+    pub max_rejected_ratio: f64,
+}
+
+fn default_max_rejected_ratio() -> f64 {
+    0.1
 }
 
 /// `[tables.csv]`
@@ -339,6 +346,8 @@ pub struct Table {
     pub columns: Vec<Column>,
     pub csv: CsvOptions,
     pub parquet: ParquetOptions,
+    /// Share of a chunk's records that may be quarantined before the chunk fails.
+    pub max_rejected_ratio: f64,
 }
 
 impl Table {
@@ -599,6 +608,13 @@ impl PipelineConfig {
                     "must be at least 1",
                 ));
             }
+            if !(0.0..=1.0).contains(&t.max_rejected_ratio) {
+                return Err(Error::config(
+                    n,
+                    "max_rejected_ratio",
+                    "must be between 0 and 1",
+                ));
+            }
             if t.parquet.target_file_mb == 0 {
                 return Err(Error::config(
                     n,
@@ -620,6 +636,7 @@ impl PipelineConfig {
                     row_group_rows: t.parquet.row_group_rows,
                     target_file_bytes: t.parquet.target_file_mb * 1_000_000,
                 },
+                max_rejected_ratio: t.max_rejected_ratio,
             });
         }
         Ok(Pipeline {

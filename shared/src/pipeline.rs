@@ -14,7 +14,9 @@ use object_store::{ObjectStoreExt, PutPayload};
 use tokio::sync::mpsc;
 
 use crate::catalog::{Catalog, register_commit};
-use crate::commit::{CommitRecord, SourceInfo, chunk_id, column_defs, schema_fingerprint};
+use crate::commit::{
+    CommitRecord, QUARANTINE_DIR, SourceInfo, chunk_id, column_defs, schema_fingerprint,
+};
 use crate::config::{Codec, Format, Pipeline, Table};
 use crate::error::{Error, Result};
 use crate::partition::Splitter;
@@ -30,6 +32,7 @@ pub struct Counters {
     pub bytes_in: AtomicU64,
     pub rows_in: AtomicU64,
     pub rows_out: AtomicU64,
+    pub rows_rejected: AtomicU64,
     pub chunks_done: AtomicU64,
     pub chunks_total: AtomicU64,
     pub bytes_total: AtomicU64,
@@ -299,6 +302,26 @@ pub async fn process_chunk(
         (Ok(stats), Ok(rows_out)) => (stats, rows_out),
     };
     let files = writer.finish().await?;
+    let rows_rejected = stats.rejected.len() as u64;
+    counters
+        .rows_rejected
+        .fetch_add(rows_rejected, Ordering::Relaxed);
+    let quarantine = if stats.rejected.is_empty() {
+        None
+    } else {
+        let relative = format!("{QUARANTINE_DIR}/{}/{id}.jsonl", table.name);
+        let mut body = Vec::new();
+        for entry in &stats.rejected {
+            serde_json::to_writer(&mut body, entry).expect("entries serialize");
+            body.push(b'\n');
+        }
+        let path = lake.child(&relative)?;
+        lake.store
+            .put(&path, PutPayload::from(body))
+            .await
+            .map_err(|e| Error::write(lake.url_of(&path), e))?;
+        Some(relative)
+    };
 
     let record = CommitRecord {
         version: 1,
@@ -312,8 +335,9 @@ pub async fn process_chunk(
         files,
         rows_in: stats.rows,
         rows_out,
-        rows_rejected: 0,
+        rows_rejected,
         bytes_in: stats.bytes,
+        quarantine,
     };
     let commit_path = lake.child(&CommitRecord::path(&table.name, &id))?;
     // A previous run of this chunk may have rolled files differently: remove
@@ -325,6 +349,11 @@ pub async fn process_chunk(
                 if !record.files.iter().any(|n| n.path == f.path) {
                     let _ = lake.store.delete(&lake.child(&f.path)?).await;
                 }
+            }
+            if let Some(q) = old.quarantine
+                && record.quarantine.is_none()
+            {
+                let _ = lake.store.delete(&lake.child(&q)?).await;
             }
         }
     }

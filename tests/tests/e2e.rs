@@ -554,3 +554,81 @@ print(json.dumps({"rows": t.num_rows, "distinct": len(pc.unique(t["id"])), "sum"
     assert!(files.len() > 5, "{files:?}");
     assert!(check["max_mb"].as_f64().unwrap() < 2.0, "{check}");
 }
+
+#[test]
+fn bad_records_are_quarantined_with_their_reason_and_the_rest_lands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let mut text = String::new();
+    for i in 0..20 {
+        text.push_str(&format!("{{\"id\": {i}, \"kind\": \"k{}\"}}\n", i % 3));
+    }
+    let bad_json_at = text.len();
+    text.push_str("{\"id\": 20, \"kind\": \n");
+    let bad_type_at = text.len();
+    text.push_str("{\"id\": \"twenty-one\", \"kind\": \"k0\"}\n");
+    write(&root.join("raw/t/a.jsonl"), &text);
+    write(
+        &root.join("p.toml"),
+        "[input]\nroot = \"raw\"\n[[tables]]\nname = \"t\"\nsource = \"t/\"\nformat = \"jsonl\"\npartition_by = [\"kind\"]\n[tables.schema]\nid = \"int64\"\nkind = \"string\"\n",
+    );
+    let out = sluice_ok(root, &["run", "--config", "p.toml", "--lake", "lake"]);
+    assert!(out.contains("20 rows (2 rejected)"), "{out}");
+    let quarantine = files_under(&root.join("lake/_quarantine/t"));
+    assert_eq!(quarantine.len(), 1, "{quarantine:?}");
+    let read_q =
+        || std::fs::read_to_string(root.join("lake/_quarantine/t").join(&quarantine[0])).unwrap();
+    let entries: Vec<Value> = read_q()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0]["offset"], bad_json_at as u64);
+    assert_eq!(entries[0]["raw"], "{\"id\": 20, \"kind\": ");
+    assert_eq!(entries[1]["offset"], bad_type_at as u64);
+    assert!(
+        entries[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("field 'id'"),
+        "{}",
+        entries[1]
+    );
+    assert!(
+        entries[1]["source"]
+            .as_str()
+            .unwrap()
+            .ends_with("raw/t/a.jsonl")
+    );
+    assert_eq!(entries[1]["table"], "t");
+    let commits = files_under(&root.join("lake/_sluice/commits/t"));
+    let commit: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("lake/_sluice/commits/t").join(&commits[0])).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(commit["rows_rejected"], 2);
+    let v = python_json(
+        root,
+        "import duckdb, json\nprint(json.dumps(duckdb.sql(\"SELECT count(*), sum(id) FROM read_parquet('lake/t/**/*.parquet', hive_partitioning=true)\").fetchall()[0]))",
+    );
+    assert_eq!(v, serde_json::json!([20, 190]));
+    // A rerun leaves the same quarantine, not a second copy.
+    let before = read_q();
+    sluice_ok(root, &["run", "--config", "p.toml", "--lake", "lake"]);
+    assert_eq!(files_under(&root.join("lake/_quarantine/t")), quarantine);
+    assert_eq!(read_q(), before);
+
+    // Past max_rejected_ratio the chunk fails, naming the table, the share and the first reason.
+    write(
+        &root.join("p.toml"),
+        "[input]\nroot = \"raw\"\n[[tables]]\nname = \"t\"\nsource = \"t/\"\nformat = \"jsonl\"\nmax_rejected_ratio = 0.05\n[tables.schema]\nid = \"int64\"\nkind = \"string\"\n",
+    );
+    let e = sluice_err(root, &["run", "--config", "p.toml", "--lake", "lake2"]);
+    assert!(
+        e.contains("table 't'")
+            && e.contains("2 of 22 records rejected")
+            && e.contains("max_rejected_ratio = 0.05"),
+        "{e}"
+    );
+    assert!(!root.join("lake2/_quarantine").exists());
+}

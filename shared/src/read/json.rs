@@ -41,11 +41,22 @@ impl JsonDecoder {
             out,
         }
         .deserialize(&mut de)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| within_record(&e))?;
         de.end()
             .map_err(|e| format!("text after the object: {e}"))?;
         out.finish_row();
         Ok(true)
+    }
+}
+
+/// serde_json says "at line 1 column N": within one record, only the column matters.
+fn within_record(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rsplit_once(" at line ") {
+        Some((message, _)) if e.column() > 0 => {
+            format!("{message} (column {} of the record)", e.column())
+        }
+        _ => text,
     }
 }
 

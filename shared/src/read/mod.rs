@@ -67,12 +67,61 @@ impl Default for ReadOptions {
 }
 
 /// What a chunk read took in.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadStats {
     /// Records decoded.
     pub rows: u64,
     /// Bytes fetched from the store.
     pub bytes: u64,
+    /// Records that could not be decoded or did not fit the schema.
+    pub rejected: Vec<QuarantineEntry>,
+}
+
+/// A record set aside: where it was, why, and its raw text.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QuarantineEntry {
+    pub table: String,
+    pub source: String,
+    #[serde(default)]
+    pub e_tag: Option<String>,
+    /// Byte offset of the record in the (decompressed) object.
+    pub offset: u64,
+    pub reason: String,
+    /// The record as read (invalid UTF-8 replaced).
+    pub raw: String,
+}
+
+/// Below this many rejected records a chunk is never failed early; past it,
+/// a chunk whose rejected share already exceeds the limit stops at once.
+const EARLY_FAIL_AFTER: usize = 1000;
+
+fn too_many_rejected(
+    table: &Table,
+    file: &str,
+    entries: &[QuarantineEntry],
+    rows: u64,
+    at_end: bool,
+) -> Option<Error> {
+    let rejected = entries.len();
+    let total = rejected as f64 + rows as f64;
+    if rejected == 0 || (!at_end && rejected < EARLY_FAIL_AFTER) {
+        return None;
+    }
+    let ratio = rejected as f64 / total;
+    (ratio > table.max_rejected_ratio).then(|| {
+        Error::read(
+            file,
+            format!(
+                "table '{}': {rejected} of {} records rejected ({:.1}%), more than max_rejected_ratio = {}; the first, at byte {}: {}",
+                table.name,
+                total as u64,
+                ratio * 100.0,
+                table.max_rejected_ratio,
+                entries[0].offset,
+                entries[0].reason
+            ),
+        )
+    })
 }
 
 /// Where batches go: the transform's input.
@@ -198,33 +247,25 @@ pub async fn first_line(obj: &SourceObject, max_record_bytes: usize) -> Result<V
     Ok(line)
 }
 
-/// A record that failed, before it is given the file and table names.
-enum LineError {
-    Record(u64, String),
-    TooLong(RecordTooLong),
-}
+/// A record longer than the limit, before it is given the file and table names.
+struct LineError(RecordTooLong);
 
 impl From<RecordTooLong> for LineError {
     fn from(e: RecordTooLong) -> Self {
-        LineError::TooLong(e)
+        LineError(e)
     }
 }
 
 impl LineError {
     fn into_error(self, file: &str, table: &str) -> Error {
-        match self {
-            LineError::Record(offset, message) => Error::Record {
-                file: file.to_string(),
-                table: table.to_string(),
-                offset,
-                message,
-            },
-            LineError::TooLong(e) => Error::Record {
-                file: file.to_string(),
-                table: table.to_string(),
-                offset: e.offset,
-                message: format!("the record is longer than the limit of {} bytes", e.limit),
-            },
+        Error::Record {
+            file: file.to_string(),
+            table: table.to_string(),
+            offset: self.0.offset,
+            message: format!(
+                "the record is longer than the limit of {} bytes",
+                self.0.limit
+            ),
         }
     }
 }
@@ -233,6 +274,10 @@ struct LineSink {
     decoder: TextDecoder,
     builder: BatchBuilder,
     rows: u64,
+    rejected: Vec<QuarantineEntry>,
+    table: String,
+    source: String,
+    e_tag: Option<String>,
 }
 
 impl LineSink {
@@ -243,8 +288,23 @@ impl LineSink {
                 Ok(())
             }
             Ok(false) => Ok(()),
-            Err(message) => Err(LineError::Record(offset, message)),
+            Err(reason) => {
+                self.reject(trim_newline(line), offset, reason);
+                Ok(())
+            }
         }
+    }
+
+    fn reject(&mut self, raw: &[u8], offset: u64, reason: String) {
+        let entry = QuarantineEntry {
+            table: self.table.clone(),
+            source: self.source.clone(),
+            e_tag: self.e_tag.clone(),
+            offset,
+            reason,
+            raw: String::from_utf8_lossy(raw).into_owned(),
+        };
+        self.rejected.push(entry);
     }
 }
 
@@ -278,6 +338,10 @@ async fn read_text(
         decoder,
         builder,
         rows: 0,
+        rejected: Vec::new(),
+        table: table.name.clone(),
+        source: obj.url.clone(),
+        e_tag: obj.e_tag.clone(),
     };
     let mut inflate = Inflate::new(codec).map_err(|e| Error::read(file, e))?;
     let from = LineFramer::read_from(chunk.start);
@@ -317,12 +381,16 @@ async fn read_text(
         framer
             .push(data, &mut |l, o| sink.line(l, o))
             .map_err(|e| e.into_error(file, table_name))?;
+        if let Some(e) = too_many_rejected(table, file, &sink.rejected, sink.rows, false) {
+            return Err(e);
+        }
         if sink.builder.rows() >= options.batch_rows
             && tx.send(Ok(sink.builder.finish_batch())).await.is_err()
         {
             return Ok(ReadStats {
                 rows: sink.rows,
                 bytes,
+                rejected: sink.rejected,
             });
         }
     }
@@ -344,9 +412,12 @@ async fn read_text(
             match d.finish(&mut sink.builder) {
                 Ok(true) => sink.rows += 1,
                 Ok(false) => {}
-                Err(m) => return Err(LineError::Record(obj.size, m).into_error(file, table_name)),
+                Err(m) => sink.reject(b"", obj.size, m),
             }
         }
+    }
+    if let Some(e) = too_many_rejected(table, file, &sink.rejected, sink.rows, true) {
+        return Err(e);
     }
     if sink.builder.rows() > 0 {
         let _ = tx.send(Ok(sink.builder.finish_batch())).await;
@@ -354,6 +425,7 @@ async fn read_text(
     Ok(ReadStats {
         rows: sink.rows,
         bytes,
+        rejected: sink.rejected,
     })
 }
 
@@ -422,7 +494,7 @@ async fn read_parquet(
         .with_batch_size(options.batch_rows)
         .build()
         .map_err(|e| Error::read(file, e))?;
-    let mut stats = ReadStats { rows: 0, bytes: 0 };
+    let mut stats = ReadStats::default();
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| Error::read(file, e))?;
         let mut columns = Vec::with_capacity(target.fields().len());
