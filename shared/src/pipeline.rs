@@ -70,7 +70,6 @@ pub struct Summary {
 pub struct PreparedTable {
     pub table: Table,
     pub transform: Transform,
-    pub splitter_keys: Vec<String>,
 }
 
 /// The pipeline, with every table's SQL checked.
@@ -92,7 +91,6 @@ impl Engine {
             tables.push(PreparedTable {
                 table: t.clone(),
                 transform,
-                splitter_keys: t.partition_by.clone(),
             });
         }
         Ok(Engine { pipeline, tables })
@@ -211,10 +209,10 @@ pub async fn process_chunk(
     };
     let id = chunk_id(&source, &task.chunk);
     let out_schema = prepared.transform.output_schema().clone();
-    let splitter = Splitter::new(&out_schema, &prepared.splitter_keys)?;
+    let splitter = Splitter::new(&out_schema, &table.partition_by)?;
     let columns = column_defs(&table.name, splitter.data_schema())?;
-    let key_indices: Vec<usize> = prepared
-        .splitter_keys
+    let key_indices: Vec<usize> = table
+        .partition_by
         .iter()
         .map(|k| out_schema.index_of(k).expect("checked at planning"))
         .collect();
@@ -266,7 +264,7 @@ pub async fn process_chunk(
         lake,
         &table.name,
         &id,
-        &prepared.splitter_keys,
+        &table.partition_by,
         splitter.data_schema().clone(),
         &table.parquet,
     );
