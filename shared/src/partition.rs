@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
 use arrow::compute::{cast, take_record_batch};
-use arrow::datatypes::{DataType, Schema, SchemaRef};
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 
 use crate::error::{Error, Result};
@@ -204,23 +204,11 @@ impl Splitter {
     }
 }
 
-/// The schema without the named columns.
-pub fn without_columns(schema: &Schema, drop: &[String]) -> Schema {
-    Schema::new(
-        schema
-            .fields()
-            .iter()
-            .filter(|f| !drop.contains(f.name()))
-            .cloned()
-            .collect::<Vec<_>>(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use arrow::array::{Int32Array, StringArray};
-    use arrow::datatypes::Field;
+    use arrow::datatypes::{Field, Schema};
     use std::sync::Arc;
 
     #[test]

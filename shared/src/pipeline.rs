@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::catalog::{Catalog, register_commit};
 use crate::commit::{
-    CommitRecord, QUARANTINE_DIR, SourceInfo, chunk_id, column_defs, schema_fingerprint,
+    ColumnDef, CommitRecord, QUARANTINE_DIR, SourceInfo, chunk_id, column_defs, schema_fingerprint,
 };
 use crate::config::{Codec, Format, Pipeline, Table};
 use crate::error::{Error, Result};
@@ -70,6 +70,10 @@ pub struct Summary {
 pub struct PreparedTable {
     pub table: Table,
     pub transform: Transform,
+    /// Catalog columns of the data files (the output without the partition columns).
+    pub columns: Vec<ColumnDef>,
+    /// Catalog columns of the partition keys, in path order.
+    pub partition_keys: Vec<ColumnDef>,
 }
 
 /// The pipeline, with every table's SQL checked.
@@ -85,12 +89,23 @@ impl Engine {
         let mut tables = Vec::new();
         for t in &pipeline.tables {
             let transform = Transform::plan(t).await?;
-            let data =
-                crate::partition::without_columns(transform.output_schema(), &t.partition_by);
-            column_defs(&t.name, &data)?;
+            let out_schema = transform.output_schema();
+            let splitter = Splitter::new(out_schema, &t.partition_by)?;
+            let columns = column_defs(&t.name, splitter.data_schema())?;
+            let key_indices: Vec<usize> = t
+                .partition_by
+                .iter()
+                .map(|k| out_schema.index_of(k).expect("checked by Transform::plan"))
+                .collect();
+            let keys_schema = out_schema
+                .project(&key_indices)
+                .map_err(|e| Error::transform(&t.name, e))?;
+            let partition_keys = column_defs(&t.name, &keys_schema)?;
             tables.push(PreparedTable {
                 table: t.clone(),
                 transform,
+                columns,
+                partition_keys,
             });
         }
         Ok(Engine { pipeline, tables })
@@ -208,20 +223,7 @@ pub async fn process_chunk(
         version: task.object.version.clone(),
     };
     let id = chunk_id(&source, &task.chunk);
-    let out_schema = prepared.transform.output_schema().clone();
-    let splitter = Splitter::new(&out_schema, &table.partition_by)?;
-    let columns = column_defs(&table.name, splitter.data_schema())?;
-    let key_indices: Vec<usize> = table
-        .partition_by
-        .iter()
-        .map(|k| out_schema.index_of(k).expect("checked at planning"))
-        .collect();
-    let partition_keys = column_defs(
-        &table.name,
-        &out_schema
-            .project(&key_indices)
-            .map_err(|e| Error::transform(&table.name, e))?,
-    )?;
+    let splitter = Splitter::new(prepared.transform.output_schema(), &table.partition_by)?;
 
     // Reader task → channel → DataFusion → splitter → writers.
     let (tx, mut rx) =
@@ -327,9 +329,9 @@ pub async fn process_chunk(
         source,
         chunk: task.chunk,
         chunk_id: id.clone(),
-        schema_fingerprint: schema_fingerprint(&columns, &partition_keys),
-        columns,
-        partition_keys,
+        schema_fingerprint: schema_fingerprint(&prepared.columns, &prepared.partition_keys),
+        columns: prepared.columns.clone(),
+        partition_keys: prepared.partition_keys.clone(),
         files,
         rows_in: stats.rows,
         rows_out,
