@@ -13,10 +13,12 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use sluice::catalog::{Catalog, LocalCatalog};
+use sluice::catalog::Catalog;
+use sluice::config::CatalogKind;
 use sluice::config::Pipeline;
 use sluice::pipeline::{Counters, Engine, RunOptions, Summary};
 use sluice::read::ReadOptions;
+use sluice::store::AwsOptions;
 use sluice::store::Location;
 
 #[derive(Parser)]
@@ -106,16 +108,26 @@ struct LakeArg {
 }
 
 impl LakeArg {
-    fn open(&self) -> Result<Location> {
-        let root = match (&self.lake, &self.config) {
+    /// The lake, and its catalog: the one the pipeline file names (local or
+    /// Glue) with `--config`, else the local catalog in the lake.
+    async fn open(&self) -> Result<(Location, Arc<dyn Catalog>)> {
+        let pipeline = self
+            .config
+            .as_deref()
+            .map(Pipeline::from_file)
+            .transpose()?;
+        let root = match (&self.lake, &pipeline) {
             (Some(l), _) => l.clone(),
-            (None, Some(c)) => Pipeline::from_file(c)?.lake_root,
+            (None, Some(p)) => p.lake_root.clone(),
             (None, None) => "./lake".to_string(),
         };
         if !root.contains("://") && !std::path::Path::new(&root).is_dir() {
             bail!("no lake at {root}: run `sluice run` first, or pass --lake");
         }
-        Ok(Location::open(&root, false)?)
+        let lake = Location::open(&root, false)?;
+        let kind = pipeline.map(|p| p.catalog).unwrap_or(CatalogKind::Local);
+        let catalog = sluice::catalog::open(&kind, &lake, &AwsOptions::default()).await?;
+        Ok((lake, catalog))
     }
 }
 
@@ -198,9 +210,9 @@ async fn dispatch(cli: Cli, workers: usize) -> Result<()> {
             chunk_size,
             ..
         } => run(&config, input, lake, workers, chunk_size).await,
-        Command::Tables { lake } => tables(&lake.open()?).await,
-        Command::Partitions { table, lake } => partitions(&lake.open()?, &table).await,
-        Command::Query { sql, lake, format } => query(&lake.open()?, &sql, format).await,
+        Command::Tables { lake } => tables(lake.open().await?).await,
+        Command::Partitions { table, lake } => partitions(lake.open().await?, &table).await,
+        Command::Query { sql, lake, format } => query(lake.open().await?, &sql, format).await,
         Command::Generate {
             out,
             size,
@@ -232,11 +244,14 @@ async fn run(
     if chunk_size == 0 {
         bail!("--chunk-size must be at least 1 byte");
     }
+    let catalog_kind = pipeline.catalog.clone();
     let engine = Engine::new(pipeline).await?;
     let input =
         Location::open(&input_root, false).with_context(|| format!("input {input_root}"))?;
     let lake = Location::open(&lake_root, true).with_context(|| format!("lake {lake_root}"))?;
-    let catalog = LocalCatalog::new(&lake);
+    let catalog = sluice::catalog::open(&catalog_kind, &lake, &AwsOptions::default())
+        .await
+        .with_context(|| format!("catalog of lake {lake_root}"))?;
     let options = RunOptions {
         workers,
         chunk_size,
@@ -244,7 +259,15 @@ async fn run(
     };
     let counters = Arc::new(Counters::default());
     let reporter = tokio::spawn(report_progress(counters.clone()));
-    let result = sluice::pipeline::run(&engine, &input, &lake, &catalog, &options, &counters).await;
+    let result = sluice::pipeline::run(
+        &engine,
+        &input,
+        &lake,
+        catalog.as_ref(),
+        &options,
+        &counters,
+    )
+    .await;
     reporter.abort();
     let _ = reporter.await;
     let summary = result?;
@@ -349,8 +372,7 @@ fn print_summary(s: &Summary, lake: &Location) {
     }
 }
 
-async fn tables(lake: &Location) -> Result<()> {
-    let catalog = LocalCatalog::new(lake);
+async fn tables((lake, catalog): (Location, Arc<dyn Catalog>)) -> Result<()> {
     let tables = catalog.tables().await?;
     if tables.is_empty() {
         println!("no tables in {}", lake.url);
@@ -381,8 +403,7 @@ async fn tables(lake: &Location) -> Result<()> {
     Ok(())
 }
 
-async fn partitions(lake: &Location, table: &str) -> Result<()> {
-    let catalog = LocalCatalog::new(lake);
+async fn partitions((lake, catalog): (Location, Arc<dyn Catalog>), table: &str) -> Result<()> {
     let Some(def) = catalog.table(table).await? else {
         let names: Vec<_> = catalog
             .tables()
@@ -422,9 +443,12 @@ async fn partitions(lake: &Location, table: &str) -> Result<()> {
     Ok(())
 }
 
-async fn query(lake: &Location, sql: &str, format: OutputFormat) -> Result<()> {
-    let catalog = LocalCatalog::new(lake);
-    let ctx = sluice::query::lake_context(lake, &catalog).await?;
+async fn query(
+    (lake, catalog): (Location, Arc<dyn Catalog>),
+    sql: &str,
+    format: OutputFormat,
+) -> Result<()> {
+    let ctx = sluice::query::lake_context(&lake, catalog.as_ref()).await?;
     let df = ctx.sql(sql).await.map_err(|e| anyhow!("query: {e}"))?;
     let batches = df.collect().await.map_err(|e| anyhow!("query: {e}"))?;
     let stdout = std::io::stdout();

@@ -32,6 +32,9 @@ pub struct TableDef {
     pub partition_keys: Vec<ColumnDef>,
     /// Always `parquet`.
     pub format: String,
+    /// The Parquet compression codec of the files (`zstd`), for readers that want to know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
 }
 
 /// A partition of a table.
@@ -59,6 +62,34 @@ pub trait Catalog: Send + Sync {
     async fn partitions(&self, table: &str) -> Result<Vec<PartitionDef>>;
 }
 
+/// Open the catalog a pipeline names: the local one in `lake`, or Glue.
+pub async fn open(
+    kind: &crate::config::CatalogKind,
+    lake: &Location,
+    aws: &crate::store::AwsOptions,
+) -> Result<std::sync::Arc<dyn Catalog>> {
+    use crate::config::CatalogKind;
+    Ok(match kind {
+        CatalogKind::Local => std::sync::Arc::new(LocalCatalog::new(lake)),
+        CatalogKind::Glue {
+            database,
+            create_database,
+        } => {
+            if !lake.url.starts_with("s3://") {
+                return Err(Error::Config(format!(
+                    "the Glue catalog needs an s3:// lake (Athena reads tables from S3), not {}",
+                    lake.url
+                )));
+            }
+            let client = aws_sdk_glue::Client::new(&aws.sdk_config().await);
+            std::sync::Arc::new(
+                crate::glue::GlueCatalog::new(client, database, &lake.url, *create_database)
+                    .await?,
+            )
+        }
+    })
+}
+
 /// What a commit record means for the catalog: its table and partitions.
 pub fn commit_entries(commit: &CommitRecord) -> (TableDef, Vec<PartitionDef>) {
     let table = TableDef {
@@ -67,6 +98,7 @@ pub fn commit_entries(commit: &CommitRecord) -> (TableDef, Vec<PartitionDef>) {
         columns: commit.columns.clone(),
         partition_keys: commit.partition_keys.clone(),
         format: "parquet".into(),
+        compression: commit.compression.clone(),
     };
     let mut parts: Vec<PartitionDef> = Vec::new();
     if !commit.partition_keys.is_empty() {
@@ -252,8 +284,11 @@ impl Catalog for LocalCatalog {
     }
 }
 
-#[cfg(test)]
-mod tests {
+/// The contract every catalog keeps, as one suite to run against each
+/// implementation (the local catalog in unit tests, Glue in integration tests
+/// against an S3/Glue API server). Panics on a breach; uses a table named `t`,
+/// so give it an empty catalog (a fresh lake, a fresh Glue database).
+pub mod contract {
     use super::*;
 
     fn col(n: &str, t: &str) -> ColumnDef {
@@ -263,18 +298,20 @@ mod tests {
         }
     }
 
-    fn table(cols: Vec<ColumnDef>) -> TableDef {
+    /// A table `t` partitioned by `dt`, with these columns.
+    pub fn table(cols: Vec<ColumnDef>) -> TableDef {
         TableDef {
             name: "t".into(),
             location: "t".into(),
             columns: cols,
             partition_keys: vec![col("dt", "date")],
             format: "parquet".into(),
+            compression: Some("zstd".into()),
         }
     }
 
-    /// The contract every catalog keeps; run against each implementation.
-    pub async fn contract(c: &dyn Catalog) {
+    /// Run the suite.
+    pub async fn run(c: &dyn Catalog) {
         let t = table(vec![col("a", "bigint")]);
         c.ensure_table(&t).await.unwrap();
         c.ensure_table(&t).await.unwrap();
@@ -283,13 +320,16 @@ mod tests {
         // A new column is added; a changed type is refused, naming the column.
         let wider = table(vec![col("a", "bigint"), col("b", "string")]);
         c.ensure_table(&wider).await.unwrap();
-        assert_eq!(c.table("t").await.unwrap().unwrap().columns.len(), 2);
+        assert_eq!(c.table("t").await.unwrap(), Some(wider.clone()));
         let e = c
             .ensure_table(&table(vec![col("a", "string")]))
             .await
             .unwrap_err()
             .to_string();
         assert!(e.contains("column 'a'") && e.contains("bigint"), "{e}");
+        // An older writer without the new column changes nothing.
+        c.ensure_table(&t).await.unwrap();
+        assert_eq!(c.table("t").await.unwrap(), Some(wider));
         let p = |v: &str| PartitionDef {
             values: vec![Some(v.into())],
             path: format!("dt={v}"),
@@ -306,22 +346,48 @@ mod tests {
                 .unwrap(),
             1
         );
-        let got: Vec<_> = c
-            .partitions("t")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|p| p.path)
-            .collect();
-        assert_eq!(got, ["dt=2026-01-01", "dt=2026-01-02", "dt=2026-01-03"]);
+        // A null partition value round-trips.
+        let null = PartitionDef {
+            values: vec![None],
+            path: "dt=__HIVE_DEFAULT_PARTITION__".into(),
+        };
+        assert_eq!(
+            c.add_partitions("t", std::slice::from_ref(&null))
+                .await
+                .unwrap(),
+            1
+        );
+        // More than one batch (Glue takes at most 100 per call).
+        let many: Vec<_> = (0..230).map(|i| p(&format!("2027-{i:03}"))).collect();
+        assert_eq!(c.add_partitions("t", &many).await.unwrap(), 230);
+        assert_eq!(c.add_partitions("t", &many).await.unwrap(), 0);
+        let got = c.partitions("t").await.unwrap();
+        assert_eq!(got.len(), 234);
+        let paths: Vec<_> = got.iter().take(3).map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["dt=2026-01-01", "dt=2026-01-02", "dt=2026-01-03"]);
+        assert!(got.contains(&null), "{:?}", &got[230..]);
         assert_eq!(c.tables().await.unwrap().len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use super::contract::table;
+
+    fn col(n: &str, t: &str) -> ColumnDef {
+        ColumnDef {
+            name: n.into(),
+            hive_type: t.into(),
+        }
     }
 
     #[tokio::test]
     async fn local_catalog_keeps_the_contract_in_memory_and_on_disk() {
-        contract(&LocalCatalog::new(&Location::memory())).await;
+        contract::run(&LocalCatalog::new(&Location::memory())).await;
         let dir = tempfile::tempdir().unwrap();
-        contract(&LocalCatalog::new(
+        contract::run(&LocalCatalog::new(
             &Location::open(dir.path().to_str().unwrap(), true).unwrap(),
         ))
         .await;

@@ -68,6 +68,9 @@ pub struct CommitRecord {
     /// The quarantine file of this chunk's rejected records, relative to the lake root.
     #[serde(default)]
     pub quarantine: Option<String>,
+    /// The Parquet compression codec of the files.
+    #[serde(default)]
+    pub compression: Option<String>,
 }
 
 impl CommitRecord {

@@ -39,12 +39,39 @@ pub enum Error {
     #[error("catalog: {0}")]
     Catalog(String),
 
+    /// A service (Glue, SQS) is throttling or failing; worth retrying later.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+
     /// Storage (object_store) failed.
     #[error("storage: {0}")]
     Store(#[from] object_store::Error),
 }
 
 impl Error {
+    /// Whether trying the same work again later can succeed: storage and
+    /// service failures can; bad config, bad data and refused schema changes
+    /// cannot, so queues and Step Functions should not retry them.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Unavailable(_) | Error::Write { .. } => true,
+            Error::Store(e) => !matches!(
+                e,
+                object_store::Error::NotFound { .. }
+                    | object_store::Error::InvalidPath { .. }
+                    | object_store::Error::NotSupported { .. }
+                    | object_store::Error::NotImplemented { .. }
+                    | object_store::Error::PermissionDenied { .. }
+                    | object_store::Error::Unauthenticated { .. }
+            ),
+            Error::Config(_)
+            | Error::Read { .. }
+            | Error::Record { .. }
+            | Error::Transform { .. }
+            | Error::Catalog(_) => false,
+        }
+    }
+
     /// A config error about `key` of table `table`.
     pub fn config(table: Option<&str>, key: &str, message: impl fmt::Display) -> Self {
         match table {

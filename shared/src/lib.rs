@@ -13,7 +13,9 @@
 //! - [`partition`]: rows split by partition values, Hive paths escaped;
 //! - [`write`]: Parquet files per partition, with deterministic names;
 //! - [`commit`]: the commit record each chunk writes after its files;
-//! - [`catalog`]: tables and partitions (local, in the lake);
+//! - [`catalog`]: tables and partitions (local, in the lake), and [`glue`]: the same
+//!   on the AWS Glue Data Catalog;
+//! - [`event`]: S3, EventBridge, SQS and direct events decoded into the objects they name;
 //! - [`pipeline`]: all of it for a whole input, chunks in parallel;
 //! - [`query`]: SQL over the lake's tables;
 //! - [`generate`]: deterministic sample data.
@@ -22,7 +24,9 @@ pub mod catalog;
 pub mod commit;
 pub mod config;
 pub mod error;
+pub mod event;
 pub mod generate;
+pub mod glue;
 pub mod partition;
 pub mod pipeline;
 pub mod plan;

@@ -17,6 +17,8 @@ use crate::catalog::{Catalog, register_commit};
 use crate::commit::{
     ColumnDef, CommitRecord, QUARANTINE_DIR, SourceInfo, chunk_id, column_defs, schema_fingerprint,
 };
+use serde::{Deserialize, Serialize};
+
 use crate::config::{Codec, Format, Pipeline, Table};
 use crate::error::{Error, Result};
 use crate::partition::Splitter;
@@ -125,7 +127,68 @@ pub struct ChunkTask {
     pub chunk: Chunk,
 }
 
-fn hidden(relative: &str) -> bool {
+/// A chunk task as it travels between functions: an SQS message body, a
+/// line of a Step Functions manifest, a Map item. Small (a few hundred bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    pub table: String,
+    pub source: SourceInfo,
+    pub chunk: Chunk,
+    /// How many chunks the source object was cut into.
+    pub chunks: usize,
+}
+
+impl ChunkTask {
+    /// The message form of this task.
+    pub fn spec(&self, chunks: usize) -> TaskSpec {
+        TaskSpec {
+            table: self.table.clone(),
+            source: SourceInfo {
+                url: self.object.url.clone(),
+                size: self.object.size,
+                e_tag: self.object.e_tag.clone(),
+                version: self.object.version.clone(),
+            },
+            chunk: self.chunk,
+            chunks,
+        }
+    }
+}
+
+impl TaskSpec {
+    /// The task again, reading from `input` (the source must lie under it).
+    pub fn resolve(&self, input: &Location) -> Result<ChunkTask> {
+        let relative = self
+            .source
+            .url
+            .strip_prefix(&input.url)
+            .and_then(|r| r.strip_prefix('/'))
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "task for table '{}': {} is not under the input root {}",
+                    self.table, self.source.url, input.url
+                ))
+            })?;
+        Ok(ChunkTask {
+            table: self.table.clone(),
+            object: SourceObject {
+                store: input.store.clone(),
+                path: input.child(relative)?,
+                url: self.source.url.clone(),
+                size: self.source.size,
+                e_tag: self.source.e_tag.clone(),
+                version: self.source.version.clone(),
+            },
+            chunk: self.chunk,
+        })
+    }
+}
+
+/// Whether a path (relative to the input root) is hidden: a segment starting
+/// with `.` or `_` (`_SUCCESS`, `.tmp/`), as Hive and Spark treat them.
+pub fn hidden(relative: &str) -> bool {
     relative
         .split('/')
         .any(|seg| seg.starts_with('.') || seg.starts_with('_'))
@@ -202,12 +265,13 @@ pub async fn plan_object(
 }
 
 /// Process one chunk: read, transform, split, write its files, then its
-/// commit record, then register it in the catalog. Retrying a chunk writes
-/// the same file names with the same content.
+/// commit record, then (given a catalog) register it. In AWS the catalog
+/// function registers commit records instead. Retrying a chunk writes the
+/// same file names with the same content.
 pub async fn process_chunk(
     engine: &Engine,
     lake: &Location,
-    catalog: &dyn Catalog,
+    catalog: Option<&dyn Catalog>,
     task: &ChunkTask,
     options: &ReadOptions,
     counters: &Arc<Counters>,
@@ -338,6 +402,7 @@ pub async fn process_chunk(
         rows_rejected,
         bytes_in: stats.bytes,
         quarantine,
+        compression: Some(codec_name(table.parquet.compression).to_string()),
     };
     let commit_path = lake.child(&CommitRecord::path(&table.name, &id))?;
     // A previous run of this chunk may have rolled files differently: remove
@@ -361,7 +426,9 @@ pub async fn process_chunk(
         .put(&commit_path, PutPayload::from(record.to_json()))
         .await
         .map_err(|e| Error::write(lake.url_of(&commit_path), e))?;
-    register_commit(catalog, &record).await?;
+    if let Some(catalog) = catalog {
+        register_commit(catalog, &record).await?;
+    }
     Ok(record)
 }
 
@@ -396,7 +463,7 @@ pub async fn run(
     summary.chunks = tasks.len() as u64;
     let records: Vec<CommitRecord> = futures::stream::iter(tasks.iter())
         .map(|task| async move {
-            let r = process_chunk(engine, lake, catalog, task, &options.read, counters).await;
+            let r = process_chunk(engine, lake, Some(catalog), task, &options.read, counters).await;
             counters.chunks_done.fetch_add(1, Ordering::Relaxed);
             r
         })
@@ -417,4 +484,19 @@ pub async fn run(
     summary.partitions = partitions.len() as u64;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// The name readers use for a Parquet codec (`zstd`, `snappy`, `uncompressed`).
+fn codec_name(c: parquet::basic::Compression) -> &'static str {
+    use parquet::basic::Compression as C;
+    match c {
+        C::UNCOMPRESSED => "uncompressed",
+        C::SNAPPY => "snappy",
+        C::GZIP(_) => "gzip",
+        C::LZO => "lzo",
+        C::BROTLI(_) => "brotli",
+        C::LZ4 => "lz4",
+        C::ZSTD(_) => "zstd",
+        C::LZ4_RAW => "lz4_raw",
+    }
 }

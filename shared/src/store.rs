@@ -4,18 +4,90 @@
 
 use std::sync::Arc;
 
-use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use object_store::chunked::ChunkedStore;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use url::Url;
 
 use crate::error::{Error, Result};
 
 /// Size of the pieces local files are read in.
 const LOCAL_READ_PIECE: usize = 1024 * 1024;
+
+/// How to reach AWS: from the environment (the default: credentials, region
+/// and `AWS_ENDPOINT_URL` as the SDKs read them), or set explicitly, as tests
+/// do to point everything at a local S3/Glue server.
+#[derive(Debug, Clone, Default)]
+pub struct AwsOptions {
+    /// An endpoint for every service (`http://127.0.0.1:5000`).
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Static credentials: (access key id, secret access key).
+    pub credentials: Option<(String, String)>,
+}
+
+impl AwsOptions {
+    /// The S3 store of one bucket.
+    pub fn s3(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
+        let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Some(e) = &self.endpoint {
+            b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
+        }
+        if let Some(r) = &self.region {
+            b = b.with_region(r);
+        }
+        if let Some((id, secret)) = &self.credentials {
+            b = b.with_access_key_id(id).with_secret_access_key(secret);
+        }
+        let store = b
+            .build()
+            .map_err(|e| Error::Config(format!("cannot open s3://{bucket}: {e}")))?;
+        Ok(Arc::new(store))
+    }
+
+    /// The SDK configuration (for Glue and SQS clients).
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(e) = &self.endpoint {
+            loader = loader.endpoint_url(e);
+        }
+        if let Some(r) = &self.region {
+            loader = loader.region(aws_config::Region::new(r.clone()));
+        }
+        if let Some((id, secret)) = &self.credentials {
+            loader = loader.credentials_provider(aws_sdk_glue::config::Credentials::new(
+                id, secret, None, None, "sluice",
+            ));
+        }
+        loader.load().await
+    }
+}
+
+/// Read a whole small text object (a pipeline file) from a path or URL.
+pub async fn read_text(spec: &str, aws: &AwsOptions) -> Result<String> {
+    if spec.starts_with("s3://") {
+        let (dir, name) = spec
+            .rsplit_once('/')
+            .ok_or_else(|| Error::Config(format!("{spec}: not an object URL")))?;
+        let location = Location::open_with(dir, false, aws)?;
+        let path = location.child(name)?;
+        let bytes = location
+            .store
+            .get(&path)
+            .await
+            .map_err(|e| Error::read(spec, e))?
+            .bytes()
+            .await
+            .map_err(|e| Error::read(spec, e))?;
+        return String::from_utf8(bytes.to_vec())
+            .map_err(|e| Error::read(spec, format!("not UTF-8: {e}")));
+    }
+    let path = spec.strip_prefix("file://").unwrap_or(spec);
+    std::fs::read_to_string(path).map_err(|e| Error::read(spec, e))
+}
 
 /// A store and the prefix inside it that is the root of a lake or an input.
 #[derive(Debug, Clone)]
@@ -30,6 +102,11 @@ impl Location {
     /// Open a location. A plain path is a local folder; with `create` it is
     /// made if missing (a lake), otherwise it must exist (an input).
     pub fn open(spec: &str, create: bool) -> Result<Location> {
+        Location::open_with(spec, create, &AwsOptions::default())
+    }
+
+    /// [`Location::open`], reaching S3 as `aws` says.
+    pub fn open_with(spec: &str, create: bool, aws: &AwsOptions) -> Result<Location> {
         let spec = spec.trim();
         if spec.starts_with("s3://") || spec.starts_with("s3a://") {
             let url = Url::parse(spec)
@@ -37,14 +114,11 @@ impl Location {
             let bucket = url
                 .host_str()
                 .ok_or_else(|| Error::Config(format!("no bucket in {spec:?}")))?;
-            let store = AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                .build()
-                .map_err(|e| Error::Config(format!("cannot open {spec}: {e}")))?;
+            let store = aws.s3(bucket)?;
             let prefix = Path::parse(url.path())
                 .map_err(|e| Error::Config(format!("bad path in {spec:?}: {e}")))?;
             return Ok(Location {
-                store: Arc::new(store),
+                store,
                 url: format!("s3://{bucket}/{prefix}")
                     .trim_end_matches('/')
                     .to_string(),

@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+pub mod moto;
+
+use serde_json::Value;
+
 /// The repository's root folder.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -121,4 +125,54 @@ pub fn files_under(dir: &Path) -> Vec<String> {
     }
     out.sort();
     out
+}
+
+/// Per (dt, event_type): rows, sum of price, distinct event ids, sum of user ids,
+/// from the lake (DuckDB, Hive partitioning) and from the raw input (DuckDB's
+/// own JSON reader), plus the lake's row count through pyarrow.
+pub fn compare_script(lake: &Path, raw_glob: &str, raw_reader: &str) -> String {
+    let types = "{'event_id':'VARCHAR','event_time':'VARCHAR','user_id':'BIGINT','event_type':'VARCHAR','price':'DECIMAL(10,2)'}";
+    let source = match raw_reader {
+        "read_csv" => format!("read_csv('{raw_glob}', header=true, types={types})"),
+        _ => format!("read_json('{raw_glob}', columns={types})"),
+    };
+    format!(
+        r#"
+import duckdb, json, pyarrow.dataset as ds
+con = duckdb.connect()
+con.sql("SET TimeZone='UTC'")
+lake = {lake:?}
+q = lambda s: [list(map(str, r)) for r in con.sql(s).fetchall()]
+got = q(f"""SELECT CAST(dt AS VARCHAR), event_type, count(*), sum(price), count(DISTINCT event_id), sum(user_id)
+          FROM read_parquet('{{lake}}/clickstream/**/*.parquet', hive_partitioning=true)
+          GROUP BY ALL ORDER BY ALL""")
+want = q("""SELECT CAST(CAST(event_time AS TIMESTAMPTZ) AS DATE)::VARCHAR, event_type, count(*), sum(price), count(DISTINCT event_id), sum(user_id)
+          FROM {source}
+          GROUP BY ALL ORDER BY ALL""")
+hashes = q(f"""SELECT count(*) FROM read_parquet('{{lake}}/clickstream/**/*.parquet', hive_partitioning=true)
+          WHERE length(ip_hash) <> 64 OR country <> lower(country)""")
+table = ds.dataset(f"{{lake}}/clickstream", format="parquet", partitioning="hive").to_table()
+print(json.dumps({{"got": got, "want": want, "bad": hashes[0][0], "pyarrow_rows": table.num_rows,
+                  "columns": table.schema.names}}))
+"#
+    )
+}
+
+pub fn check_lake_matches_raw(v: &Value) {
+    let got = v["got"].as_array().unwrap();
+    let want = v["want"].as_array().unwrap();
+    assert!(!want.is_empty());
+    assert_eq!(
+        got, want,
+        "per-partition figures differ between the lake and the raw input"
+    );
+    assert_eq!(
+        v["bad"], "0",
+        "ip_hash and lower(country) were applied to every row"
+    );
+    let total: u64 = want
+        .iter()
+        .map(|r| r[2].as_str().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(v["pyarrow_rows"].as_u64().unwrap(), total);
 }

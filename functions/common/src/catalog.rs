@@ -1,0 +1,239 @@
+//! The catalog function: commit records in, tables and partitions registered.
+//!
+//! Triggered by the commit records the transform writes (an S3 notification
+//! or EventBridge event, directly or through SQS), or by a direct payload
+//! (`{"bucket", "prefix"}` over `_sluice/commits/`, as the backfill workflow
+//! sends). The records of one invocation are grouped by table: one
+//! `ensure_table` per table, then all their partitions in batches of 100.
+//! With SQS, a failure is reported for exactly the messages whose records it
+//! concerns.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Instant;
+
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse};
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sluice::catalog::{PartitionDef, TableDef, commit_entries};
+use sluice::commit::{COMMITS_DIR, CommitRecord};
+use sluice::event::{Target, decode, sqs_messages};
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::deps::Deps;
+use crate::error::FunctionError;
+use crate::metrics::{Record, Unit};
+
+/// What the catalog function did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogResponse {
+    /// Commit records read.
+    pub commits: usize,
+    /// Tables created or checked, by name.
+    pub tables: Vec<String>,
+    /// Partitions that were new.
+    pub partitions_added: usize,
+    /// Objects that are not commit records, and events without work.
+    #[serde(default)]
+    pub ignored: Vec<String>,
+}
+
+/// Handle one invocation.
+pub async fn handle(deps: &Deps, event: Value) -> Result<Value, FunctionError> {
+    let started = Instant::now();
+    if let Some(messages) = sqs_messages(&event) {
+        let mut failed: HashSet<String> = HashSet::new();
+        // (message id, its records)
+        let mut loaded: Vec<(String, Vec<CommitRecord>)> = Vec::new();
+        let mut response = CatalogResponse::default();
+        for m in messages {
+            let span = info_span!("sqs_message", message_id = %m.message_id);
+            let result = async {
+                let body: Value = serde_json::from_str(&m.body).map_err(|e| {
+                    FunctionError::permanent(format!(
+                        "SQS message {}: the body is not JSON: {e}",
+                        m.message_id
+                    ))
+                })?;
+                load(deps, &body, &mut response.ignored).await
+            }
+            .instrument(span)
+            .await;
+            match result {
+                Ok(records) => loaded.push((m.message_id, records)),
+                Err(e) => {
+                    warn!(message_id = %m.message_id, error = %e, "message failed");
+                    failed.insert(m.message_id);
+                }
+            }
+        }
+        let all: Vec<&CommitRecord> = loaded.iter().flat_map(|(_, r)| r).collect();
+        let (done, errors) = register(deps, &all, &mut response).await;
+        for (table, e) in &errors {
+            warn!(table = %table, retryable = e.retryable, error = %e, "registration failed");
+            for (id, records) in &loaded {
+                if records.iter().any(|r| &r.table == table) {
+                    failed.insert(id.clone());
+                }
+            }
+        }
+        response.tables = done;
+        emit(&response, failed.len(), started);
+        let mut out = SqsBatchResponse::default();
+        out.batch_item_failures = failed
+            .into_iter()
+            .map(|id| {
+                let mut f = BatchItemFailure::default();
+                f.item_identifier = id;
+                f
+            })
+            .collect();
+        return Ok(serde_json::to_value(out).expect("serializes"));
+    }
+    let mut response = CatalogResponse::default();
+    let records = load(deps, &event, &mut response.ignored).await?;
+    let all: Vec<&CommitRecord> = records.iter().collect();
+    let (done, mut errors) = register(deps, &all, &mut response).await;
+    response.tables = done;
+    emit(&response, errors.len(), started);
+    if let Some((_, e)) = errors.pop() {
+        return Err(e);
+    }
+    info!(
+        commits = response.commits,
+        tables = response.tables.len(),
+        partitions_added = response.partitions_added,
+        "registered"
+    );
+    Ok(serde_json::to_value(response).expect("serializes"))
+}
+
+fn emit(r: &CatalogResponse, failed: usize, started: Instant) {
+    Record::new("catalog")
+        .metric("Commits", r.commits as f64, Unit::Count)
+        .metric("PartitionsAdded", r.partitions_added as f64, Unit::Count)
+        .metric("Failures", failed as f64, Unit::Count)
+        .metric(
+            "Duration",
+            started.elapsed().as_secs_f64() * 1000.0,
+            Unit::Milliseconds,
+        )
+        .emit();
+}
+
+/// Read the commit records an (unwrapped) event names.
+async fn load(
+    deps: &Deps,
+    event: &Value,
+    ignored: &mut Vec<String>,
+) -> Result<Vec<CommitRecord>, FunctionError> {
+    let commits_url = format!("{}/{COMMITS_DIR}/", deps.lake.url);
+    let mut urls = Vec::new();
+    for target in decode(event).map_err(|e| FunctionError::permanent(e.to_string()))? {
+        match target {
+            Target::Ignored(what) => ignored.push(what),
+            Target::Object(o) => {
+                let url = o.url();
+                if url.starts_with(&commits_url) && url.ends_with(".json") {
+                    urls.push(url);
+                } else {
+                    info!(object = %url, "ignored: not a commit record");
+                    ignored.push(format!("{url}: not a commit record under {commits_url}"));
+                }
+            }
+            Target::Prefix { bucket, prefix } => {
+                let url = format!("s3://{bucket}/{prefix}");
+                let relative = url
+                    .strip_prefix(&format!("{}/", deps.lake.url))
+                    .filter(|r| r.starts_with(COMMITS_DIR))
+                    .ok_or_else(|| {
+                        FunctionError::permanent(format!(
+                            "{url} is not under the lake's commit records {commits_url}"
+                        ))
+                    })?;
+                let path = deps.lake.child(relative.trim_end_matches('/'))?;
+                let metas: Vec<_> = deps
+                    .lake
+                    .store
+                    .list(Some(&path))
+                    .try_collect()
+                    .await
+                    .map_err(|e| FunctionError::from(sluice::Error::Store(e)))?;
+                for m in metas {
+                    if m.location.as_ref().ends_with(".json") {
+                        urls.push(deps.lake.url_of(&m.location));
+                    }
+                }
+            }
+        }
+    }
+    let mut records = Vec::with_capacity(urls.len());
+    for url in urls {
+        let relative = &url[deps.lake.url.len() + 1..];
+        let path = deps.lake.child(relative)?;
+        let bytes = match deps.lake.store.get(&path).await {
+            Ok(r) => r
+                .bytes()
+                .await
+                .map_err(|e| FunctionError::from(sluice::Error::Store(e)))?,
+            Err(object_store::Error::NotFound { .. }) => {
+                // A commit record is only ever replaced, never deleted, by the
+                // transform: a missing one is an event that raced its PUT.
+                return Err(FunctionError::retryable(format!(
+                    "commit record {url} does not exist (yet)"
+                )));
+            }
+            Err(e) => return Err(FunctionError::from(sluice::Error::Store(e))),
+        };
+        records.push(CommitRecord::from_json(&bytes, &url)?);
+    }
+    Ok(records)
+}
+
+/// Register records grouped by table. Returns the tables done and, per
+/// table that failed, its error.
+async fn register(
+    deps: &Deps,
+    records: &[&CommitRecord],
+    response: &mut CatalogResponse,
+) -> (Vec<String>, Vec<(String, FunctionError)>) {
+    response.commits += records.len();
+    let mut by_table: BTreeMap<&str, (Vec<TableDef>, Vec<PartitionDef>)> = BTreeMap::new();
+    for r in records {
+        let (def, parts) = commit_entries(r);
+        let entry = by_table.entry(r.table.as_str()).or_default();
+        if !entry.0.contains(&def) {
+            entry.0.push(def);
+        }
+        for p in parts {
+            if !entry.1.iter().any(|q| q.path == p.path) {
+                entry.1.push(p);
+            }
+        }
+    }
+    let mut done = Vec::new();
+    let mut errors = Vec::new();
+    for (table, (defs, parts)) in by_table {
+        let result = async {
+            for def in &defs {
+                deps.catalog.ensure_table(def).await?;
+            }
+            deps.catalog.add_partitions(table, &parts).await
+        }
+        .instrument(info_span!("table", table = %table))
+        .await;
+        match result {
+            Ok(added) => {
+                response.partitions_added += added;
+                Record::new("catalog")
+                    .dimension("Table", table)
+                    .metric("PartitionsAdded", added as f64, Unit::Count)
+                    .emit();
+                done.push(table.to_string());
+            }
+            Err(e) => errors.push((table.to_string(), FunctionError::from(e))),
+        }
+    }
+    (done, errors)
+}

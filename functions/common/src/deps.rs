@@ -1,0 +1,114 @@
+//! What a function reads once at start-up ([`Settings`], from the
+//! environment) and builds once ([`Deps`]: the engine, the stores, the
+//! catalog and the SQS client), then shares across invocations.
+
+use std::sync::Arc;
+
+use sluice::catalog::Catalog;
+use sluice::config::Pipeline;
+use sluice::pipeline::Engine;
+use sluice::plan::DEFAULT_CHUNK_SIZE;
+use sluice::read::ReadOptions;
+use sluice::store::{AwsOptions, Location, read_text};
+
+/// A function's settings.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// The pipeline file: a path or an `s3://` URL (`SLUICE_CONFIG`).
+    pub config: String,
+    /// Overrides `[lake] root` (`SLUICE_LAKE`).
+    pub lake: Option<String>,
+    /// Overrides `[input] root` (`SLUICE_INPUT`).
+    pub input: Option<String>,
+    /// Where the planner sends chunk tasks (`SLUICE_CHUNK_QUEUE_URL`). Without
+    /// it, the planner writes a manifest for every event.
+    pub chunk_queue_url: Option<String>,
+    /// Target chunk size in bytes (`SLUICE_CHUNK_SIZE`, e.g. `128MiB`).
+    pub chunk_size: u64,
+    /// How to reach AWS (from the environment in the functions; explicit in tests).
+    pub aws: AwsOptions,
+}
+
+impl Settings {
+    /// Read the settings from the environment. Only `main` calls this.
+    pub fn from_env() -> anyhow::Result<Settings> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let config = var("SLUICE_CONFIG").ok_or_else(|| {
+            anyhow::anyhow!(
+                "SLUICE_CONFIG is not set: give the pipeline file as a path or an s3:// URL"
+            )
+        })?;
+        let chunk_size = match var("SLUICE_CHUNK_SIZE") {
+            None => DEFAULT_CHUNK_SIZE,
+            Some(s) => s
+                .parse::<bytesize::ByteSize>()
+                .map_err(|e| anyhow::anyhow!("SLUICE_CHUNK_SIZE={s:?}: {e}"))?
+                .as_u64()
+                .max(1),
+        };
+        Ok(Settings {
+            config,
+            lake: var("SLUICE_LAKE"),
+            input: var("SLUICE_INPUT"),
+            chunk_queue_url: var("SLUICE_CHUNK_QUEUE_URL"),
+            chunk_size,
+            aws: AwsOptions::default(),
+        })
+    }
+}
+
+/// Everything a handler needs, built once per container.
+pub struct Deps {
+    pub engine: Engine,
+    /// Where raw files are (`[input] root`): events about other places are skipped.
+    pub input: Location,
+    /// The lake (warehouse) root.
+    pub lake: Location,
+    pub catalog: Arc<dyn Catalog>,
+    pub sqs: aws_sdk_sqs::Client,
+    pub chunk_queue_url: Option<String>,
+    pub chunk_size: u64,
+    pub read: ReadOptions,
+}
+
+impl Deps {
+    /// Load the pipeline and open everything it names.
+    pub async fn new(settings: &Settings) -> sluice::Result<Deps> {
+        let text = read_text(&settings.config, &settings.aws).await?;
+        let mut pipeline = Pipeline::from_toml(&text).map_err(|e| {
+            sluice::Error::Config(format!(
+                "{}: {}",
+                settings.config,
+                e.to_string().trim_start_matches("config: ")
+            ))
+        })?;
+        if let Some(l) = &settings.lake {
+            pipeline.lake_root = l.clone();
+        }
+        if let Some(i) = &settings.input {
+            pipeline.input_root = Some(i.clone());
+        }
+        let input_root = pipeline.input_root.clone().ok_or_else(|| {
+            sluice::Error::Config(format!(
+                "{}: [input] root is required by the functions: the s3:// prefix raw files \
+                 arrive under (or set SLUICE_INPUT)",
+                settings.config
+            ))
+        })?;
+        let input = Location::open_with(&input_root, false, &settings.aws)?;
+        let lake = Location::open_with(&pipeline.lake_root, true, &settings.aws)?;
+        let catalog = sluice::catalog::open(&pipeline.catalog, &lake, &settings.aws).await?;
+        let sqs = aws_sdk_sqs::Client::new(&settings.aws.sdk_config().await);
+        let engine = Engine::new(pipeline).await?;
+        Ok(Deps {
+            engine,
+            input,
+            lake,
+            catalog,
+            sqs,
+            chunk_queue_url: settings.chunk_queue_url.clone(),
+            chunk_size: settings.chunk_size,
+            read: ReadOptions::default(),
+        })
+    }
+}

@@ -1,0 +1,351 @@
+//! The planner: an event about raw objects in, one chunk task per chunk out.
+//!
+//! Events from S3 (notifications), EventBridge and SQS send their tasks to
+//! the chunk queue, ten per `SendMessageBatch`. A direct payload
+//! (`{"bucket", "key"}`, `{"bucket", "prefix"}`, `{"url"}`: what a Step
+//! Functions backfill sends) gets a JSON Lines manifest of its tasks in the
+//! lake, under `_sluice/manifests/`, and the answer says where, for a
+//! Distributed Map's `ItemReader`. An object that matches no table, is
+//! hidden, or lies outside the input root is skipped and logged, not an error.
+
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse};
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use futures::TryStreamExt;
+use object_store::{ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sluice::event::{ObjectRef, Target, decode, sqs_messages};
+use sluice::pipeline::{TaskSpec, hidden, plan_object};
+use sluice::read::SourceObject;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::deps::Deps;
+use crate::error::FunctionError;
+use crate::metrics::{Record, Unit};
+
+/// Where a manifest's tasks were written: the lake-relative path and, for an
+/// S3 lake, the bucket and key a Distributed Map's `ItemReader` reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    pub key: String,
+    pub tasks: usize,
+}
+
+/// What the planner did with an event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanResponse {
+    /// Objects cut into chunks.
+    pub objects: usize,
+    /// Chunk tasks made.
+    pub tasks: usize,
+    /// Tasks sent to the chunk queue.
+    pub queued: usize,
+    /// The manifest, for a direct payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<Manifest>,
+    /// Objects left alone, each with the reason.
+    #[serde(default)]
+    pub skipped: Vec<String>,
+    /// Events that carry no work (`s3:TestEvent`, deletes), each with what it was.
+    #[serde(default)]
+    pub ignored: Vec<String>,
+}
+
+/// Handle one invocation.
+pub async fn handle(deps: &Deps, event: Value) -> Result<Value, FunctionError> {
+    let started = Instant::now();
+    if let Some(messages) = sqs_messages(&event) {
+        let mut failures = Vec::new();
+        let mut total = PlanResponse::default();
+        for m in messages {
+            let span = info_span!("sqs_message", message_id = %m.message_id);
+            let result = async {
+                let body: Value = serde_json::from_str(&m.body).map_err(|e| {
+                    FunctionError::permanent(format!(
+                        "SQS message {}: the body is not JSON: {e}",
+                        m.message_id
+                    ))
+                })?;
+                let planned = plan_event(deps, &body).await?;
+                let queued = send(deps, &planned.tasks).await?;
+                Ok::<_, FunctionError>((planned, queued))
+            }
+            .instrument(span)
+            .await;
+            match result {
+                Ok((planned, queued)) => {
+                    total.objects += planned.response.objects;
+                    total.tasks += planned.tasks.len();
+                    total.queued += queued;
+                    total.skipped.extend(planned.response.skipped);
+                    total.ignored.extend(planned.response.ignored);
+                }
+                Err(e) => {
+                    warn!(message_id = %m.message_id, retryable = e.retryable, error = %e, "message failed");
+                    failures.push(m.message_id);
+                }
+            }
+        }
+        emit(&total, failures.len(), started);
+        let mut response = SqsBatchResponse::default();
+        response.batch_item_failures = failures
+            .into_iter()
+            .map(|id| {
+                let mut f = BatchItemFailure::default();
+                f.item_identifier = id;
+                f
+            })
+            .collect();
+        return Ok(serde_json::to_value(response).expect("serializes"));
+    }
+    let direct = ["bucket", "url"].iter().any(|k| event.get(k).is_some());
+    let planned = plan_event(deps, &event).await?;
+    let mut response = planned.response;
+    response.tasks = planned.tasks.len();
+    if direct || deps.chunk_queue_url.is_none() {
+        response.manifest = Some(write_manifest(deps, &planned.tasks).await?);
+    } else {
+        response.queued = send(deps, &planned.tasks).await?;
+    }
+    emit(&response, 0, started);
+    info!(
+        objects = response.objects,
+        tasks = response.tasks,
+        queued = response.queued,
+        skipped = response.skipped.len(),
+        "planned"
+    );
+    Ok(serde_json::to_value(response).expect("serializes"))
+}
+
+fn emit(r: &PlanResponse, failed: usize, started: Instant) {
+    Record::new("planner")
+        .metric("Objects", r.objects as f64, Unit::Count)
+        .metric("Tasks", r.tasks as f64, Unit::Count)
+        .metric("Skipped", r.skipped.len() as f64, Unit::Count)
+        .metric("MessagesFailed", failed as f64, Unit::Count)
+        .metric(
+            "Duration",
+            started.elapsed().as_secs_f64() * 1000.0,
+            Unit::Milliseconds,
+        )
+        .emit();
+}
+
+struct Planned {
+    response: PlanResponse,
+    tasks: Vec<TaskSpec>,
+}
+
+/// Plan every object an (unwrapped) event names.
+async fn plan_event(deps: &Deps, event: &Value) -> Result<Planned, FunctionError> {
+    let targets = decode(event).map_err(|e| FunctionError::permanent(e.to_string()))?;
+    let mut planned = Planned {
+        response: PlanResponse::default(),
+        tasks: Vec::new(),
+    };
+    for target in targets {
+        match target {
+            Target::Ignored(what) => {
+                info!(event = %what, "ignored: carries no work");
+                planned.response.ignored.push(what);
+            }
+            Target::Object(o) => plan_one(deps, &o, &mut planned).await?,
+            Target::Prefix { bucket, prefix } => {
+                let url = format!("s3://{bucket}/{prefix}");
+                let Some(relative) = under_input(deps, &url) else {
+                    return Err(FunctionError::permanent(format!(
+                        "{url} is not under the input root {}",
+                        deps.input.url
+                    )));
+                };
+                let prefix = deps.input.child(relative.trim_end_matches('/'))?;
+                let prefix = (!prefix.as_ref().is_empty()).then_some(prefix);
+                let metas: Vec<_> = deps
+                    .input
+                    .store
+                    .list(prefix.as_ref())
+                    .try_collect()
+                    .await
+                    .map_err(|e| {
+                        FunctionError::from(sluice::Error::read(&url, format!("listing: {e}")))
+                    })?;
+                for meta in metas {
+                    let key = meta.location.as_ref().to_string();
+                    let o = ObjectRef {
+                        bucket: bucket.clone(),
+                        key,
+                        size: Some(meta.size),
+                        e_tag: meta.e_tag,
+                        version: meta.version,
+                    };
+                    plan_one(deps, &o, &mut planned).await?;
+                }
+            }
+        }
+    }
+    Ok(planned)
+}
+
+/// The part of `url` under the input root, if it is under it.
+fn under_input<'a>(deps: &Deps, url: &'a str) -> Option<&'a str> {
+    url.strip_prefix(deps.input.url.as_str())
+        .and_then(|r| r.strip_prefix('/'))
+}
+
+async fn plan_one(deps: &Deps, o: &ObjectRef, planned: &mut Planned) -> Result<(), FunctionError> {
+    let url = o.url();
+    let span = info_span!("object", object = %url);
+    async {
+        let skip = |planned: &mut Planned, why: String| {
+            info!(reason = %why, "skipped");
+            planned.response.skipped.push(format!("{url}: {why}"));
+        };
+        let Some(relative) = under_input(deps, &url).filter(|r| !r.is_empty()) else {
+            skip(
+                planned,
+                format!("not under the input root {}", deps.input.url),
+            );
+            return Ok(());
+        };
+        if hidden(relative) {
+            skip(planned, "hidden (a path segment starts with . or _)".into());
+            return Ok(());
+        }
+        let Some(table) = deps.engine.pipeline.table_for(relative) else {
+            skip(planned, "matches no table's source".into());
+            return Ok(());
+        };
+        let path = deps.input.child(relative)?;
+        let meta = match deps.input.store.head(&path).await {
+            Ok(m) => m,
+            Err(object_store::Error::NotFound { .. }) => {
+                skip(planned, "no longer exists".into());
+                return Ok(());
+            }
+            Err(e) => return Err(FunctionError::from(sluice::Error::Store(e))),
+        };
+        let object = SourceObject {
+            store: deps.input.store.clone(),
+            path,
+            url: url.clone(),
+            size: meta.size,
+            e_tag: meta.e_tag,
+            version: meta.version,
+        };
+        let tasks = plan_object(table, &object, deps.chunk_size).await?;
+        let n = tasks.len();
+        info!(table = %table.name, bytes = object.size, chunks = n, "planned object");
+        planned.response.objects += 1;
+        planned.tasks.extend(tasks.iter().map(|t| t.spec(n)));
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+/// Send tasks to the chunk queue, ten per call, retrying entries SQS failed.
+async fn send(deps: &Deps, tasks: &[TaskSpec]) -> Result<usize, FunctionError> {
+    if tasks.is_empty() {
+        return Ok(0);
+    }
+    let Some(queue) = &deps.chunk_queue_url else {
+        return Err(FunctionError::permanent(
+            "SLUICE_CHUNK_QUEUE_URL is not set: the planner has no queue to send tasks to",
+        ));
+    };
+    for batch in tasks.chunks(10) {
+        let mut pending: Vec<(String, String)> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (i.to_string(), serde_json::to_string(t).expect("serializes")))
+            .collect();
+        for attempt in 1..=6u32 {
+            let entries = pending
+                .iter()
+                .map(|(id, body)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(id)
+                        .message_body(body)
+                        .build()
+                        .expect("id and body are set")
+                })
+                .collect::<Vec<_>>();
+            let result = deps
+                .sqs
+                .send_message_batch()
+                .queue_url(queue)
+                .set_entries(Some(entries))
+                .send()
+                .await;
+            let failed: Vec<String> = match result {
+                Ok(out) => {
+                    let permanent = out.failed().iter().find(|f| f.sender_fault());
+                    if let Some(f) = permanent {
+                        return Err(FunctionError::permanent(format!(
+                            "SQS refused a task for {queue}: {}: {}",
+                            f.code(),
+                            f.message().unwrap_or("")
+                        )));
+                    }
+                    out.failed().iter().map(|f| f.id().to_string()).collect()
+                }
+                Err(e) if attempt < 6 => {
+                    warn!(attempt, error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "SendMessageBatch failed; retrying");
+                    pending.iter().map(|(id, _)| id.clone()).collect()
+                }
+                Err(e) => {
+                    return Err(FunctionError::retryable(format!(
+                        "sending tasks to {queue}: {}",
+                        aws_sdk_sqs::error::DisplayErrorContext(&e)
+                    )));
+                }
+            };
+            if failed.is_empty() {
+                break;
+            }
+            if attempt == 6 {
+                return Err(FunctionError::retryable(format!(
+                    "sending tasks to {queue}: {} still failing after {attempt} attempts",
+                    failed.len()
+                )));
+            }
+            pending.retain(|(id, _)| failed.contains(id));
+            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+        }
+    }
+    Ok(tasks.len())
+}
+
+/// Write the tasks as JSON Lines under `_sluice/manifests/`, named by their content.
+async fn write_manifest(deps: &Deps, tasks: &[TaskSpec]) -> Result<Manifest, FunctionError> {
+    let mut body = Vec::new();
+    for t in tasks {
+        serde_json::to_writer(&mut body, t).expect("serializes");
+        body.push(b'\n');
+    }
+    let id = hex::encode(&Sha256::digest(&body)[..12]);
+    let path = deps.lake.child(&format!("_sluice/manifests/{id}.jsonl"))?;
+    deps.lake
+        .store
+        .put(&path, PutPayload::from(body))
+        .await
+        .map_err(|e| FunctionError::from(sluice::Error::write(deps.lake.url_of(&path), e)))?;
+    let url = deps.lake.url_of(&path);
+    let bucket = url
+        .strip_prefix("s3://")
+        .and_then(|r| r.split_once('/'))
+        .map(|(b, _)| b.to_string());
+    Ok(Manifest {
+        key: path.as_ref().to_string(),
+        bucket,
+        url,
+        tasks: tasks.len(),
+    })
+}

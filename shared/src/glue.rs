@@ -1,0 +1,477 @@
+//! The [`Catalog`] on the AWS Glue Data Catalog: tables defined as Athena,
+//! Spark and Trino need them for Parquet, partitions added in batches.
+//!
+//! - A table is an `EXTERNAL_TABLE` with `classification=parquet`,
+//!   `ParquetHiveSerDe` and `MapredParquetInputFormat`/`OutputFormat`, Hive
+//!   column types and the partition keys; its location is `<lake>/<table>/`.
+//! - Partitions go in with `BatchCreatePartition`, at most 100 per call; one
+//!   that exists already counts as success.
+//! - Throttling, concurrent modification and internal errors are retried
+//!   with exponential backoff and jitter; what is still failing after that
+//!   is [`Error::Unavailable`] (retryable by the caller).
+//! - New columns are added with `UpdateTable`; a changed type is refused,
+//!   naming the column ([`crate::catalog::evolve`]).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_glue::Client;
+use aws_sdk_glue::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_glue::types::{
+    Column, DatabaseInput, PartitionInput, SerDeInfo, StorageDescriptor, TableInput,
+};
+
+use crate::catalog::{Catalog, PartitionDef, TableDef, evolve};
+use crate::commit::ColumnDef;
+use crate::error::{Error, Result};
+
+/// The value Hive and Glue use for a null partition value.
+pub const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
+
+const INPUT_FORMAT: &str = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat";
+const OUTPUT_FORMAT: &str = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat";
+const SERDE: &str = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe";
+/// BatchCreatePartition takes at most this many partitions per call.
+pub const PARTITION_BATCH: usize = 100;
+const ATTEMPTS: u32 = 8;
+
+/// Tables of one Glue database whose data lives under one lake root.
+#[derive(Debug, Clone)]
+pub struct GlueCatalog {
+    client: Client,
+    database: String,
+    /// `s3://bucket/prefix` (no trailing `/`): table locations are under it.
+    lake_url: String,
+}
+
+impl GlueCatalog {
+    /// A catalog in `database` for the lake at `lake_url`. With
+    /// `create_database`, the database is created if missing.
+    pub async fn new(
+        client: Client,
+        database: &str,
+        lake_url: &str,
+        create_database: bool,
+    ) -> Result<GlueCatalog> {
+        let catalog = GlueCatalog {
+            client,
+            database: database.to_string(),
+            lake_url: lake_url.trim_end_matches('/').to_string(),
+        };
+        if create_database {
+            let input = DatabaseInput::builder()
+                .name(database)
+                .description("Tables written by Sluice")
+                .build()
+                .map_err(|e| Error::Catalog(format!("database '{database}': {e}")))?;
+            let r = retry(&format!("creating Glue database '{database}'"), || {
+                catalog
+                    .client
+                    .create_database()
+                    .database_input(input.clone())
+                    .send()
+            })
+            .await;
+            match r {
+                Ok(_) => {}
+                Err(Failure::Service(code, _)) if code == "AlreadyExistsException" => {}
+                Err(f) => return Err(f.into_error()),
+            }
+        }
+        Ok(catalog)
+    }
+
+    /// The database this catalog writes to.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    fn table_location(&self, table: &TableDef) -> String {
+        format!("{}/{}/", self.lake_url, table.location)
+    }
+
+    fn storage(&self, location: String, columns: &[ColumnDef]) -> Result<StorageDescriptor> {
+        Ok(StorageDescriptor::builder()
+            .set_columns(Some(glue_columns(columns)?))
+            .location(location)
+            .input_format(INPUT_FORMAT)
+            .output_format(OUTPUT_FORMAT)
+            .compressed(false)
+            .serde_info(
+                SerDeInfo::builder()
+                    .serialization_library(SERDE)
+                    .parameters("serialization.format", "1")
+                    .build(),
+            )
+            .build())
+    }
+
+    fn table_input(&self, table: &TableDef) -> Result<TableInput> {
+        let mut b = TableInput::builder()
+            .name(&table.name)
+            .description("Written by Sluice")
+            .table_type("EXTERNAL_TABLE")
+            .parameters("classification", "parquet")
+            .parameters("EXTERNAL", "TRUE")
+            .parameters("sluice.location", &table.location)
+            .storage_descriptor(self.storage(self.table_location(table), &table.columns)?)
+            .set_partition_keys(Some(glue_columns(&table.partition_keys)?));
+        if let Some(c) = &table.compression {
+            b = b.parameters("parquet.compression", c.to_ascii_uppercase());
+        }
+        b.build()
+            .map_err(|e| Error::Catalog(format!("table '{}': {e}", table.name)))
+    }
+
+    fn table_def(&self, t: &aws_sdk_glue::types::Table) -> Result<TableDef> {
+        let name = t.name().to_string();
+        let sd = t.storage_descriptor();
+        let params = t.parameters();
+        let location = params
+            .and_then(|p| p.get("sluice.location").cloned())
+            .or_else(|| {
+                sd.and_then(|s| s.location()).map(|l| {
+                    l.trim_end_matches('/')
+                        .strip_prefix(&format!("{}/", self.lake_url))
+                        .unwrap_or(l)
+                        .to_string()
+                })
+            })
+            .unwrap_or_else(|| name.clone());
+        Ok(TableDef {
+            columns: sluice_columns(sd.map(|s| s.columns()).unwrap_or_default()),
+            partition_keys: sluice_columns(t.partition_keys()),
+            format: params
+                .and_then(|p| p.get("classification").cloned())
+                .unwrap_or_else(|| "parquet".into()),
+            compression: params
+                .and_then(|p| p.get("parquet.compression"))
+                .map(|c| c.to_ascii_lowercase()),
+            location,
+            name,
+        })
+    }
+
+    async fn get(&self, name: &str) -> Result<Option<TableDef>> {
+        let r = retry(
+            &format!("reading Glue table {}.{name}", self.database),
+            || {
+                self.client
+                    .get_table()
+                    .database_name(&self.database)
+                    .name(name)
+                    .send()
+            },
+        )
+        .await;
+        match r {
+            Ok(out) => match out.table() {
+                Some(t) => Ok(Some(self.table_def(t)?)),
+                None => Ok(None),
+            },
+            Err(Failure::Service(code, _)) if code == "EntityNotFoundException" => Ok(None),
+            Err(f) => Err(f.into_error()),
+        }
+    }
+}
+
+#[async_trait]
+impl Catalog for GlueCatalog {
+    async fn ensure_table(&self, table: &TableDef) -> Result<()> {
+        let what = format!("Glue table {}.{}", self.database, table.name);
+        for _ in 0..ATTEMPTS {
+            let Some(existing) = self.get(&table.name).await? else {
+                let input = self.table_input(table)?;
+                let r = retry(&format!("creating {what}"), || {
+                    self.client
+                        .create_table()
+                        .database_name(&self.database)
+                        .table_input(input.clone())
+                        .send()
+                })
+                .await;
+                match r {
+                    Ok(_) => return Ok(()),
+                    // Another writer created it first: check it as an existing table.
+                    Err(Failure::Service(code, _)) if code == "AlreadyExistsException" => continue,
+                    Err(f) => return Err(f.into_error()),
+                }
+            };
+            let merged = evolve(&existing, table)?;
+            if merged == existing {
+                return Ok(());
+            }
+            let input = self.table_input(&merged)?;
+            let r = retry(&format!("adding columns to {what}"), || {
+                self.client
+                    .update_table()
+                    .database_name(&self.database)
+                    .table_input(input.clone())
+                    .send()
+            })
+            .await;
+            match r {
+                Ok(_) => return Ok(()),
+                Err(Failure::Service(code, _)) if code == "ConcurrentModificationException" => {
+                    continue;
+                }
+                Err(f) => return Err(f.into_error()),
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "{what}: kept changing under us; try again"
+        )))
+    }
+
+    async fn add_partitions(&self, table: &str, partitions: &[PartitionDef]) -> Result<usize> {
+        if partitions.is_empty() {
+            return Ok(0);
+        }
+        let def = self.get(table).await?.ok_or_else(|| {
+            Error::Catalog(format!(
+                "Glue table {}.{table} does not exist; cannot add partitions",
+                self.database
+            ))
+        })?;
+        let base = self.table_location(&def);
+        let mut added = 0;
+        for batch in partitions.chunks(PARTITION_BATCH) {
+            let inputs = batch
+                .iter()
+                .map(|p| {
+                    Ok(PartitionInput::builder()
+                        .set_values(Some(
+                            p.values
+                                .iter()
+                                .map(|v| v.clone().unwrap_or_else(|| HIVE_NULL.to_string()))
+                                .collect(),
+                        ))
+                        .storage_descriptor(
+                            self.storage(format!("{base}{}/", p.path), &def.columns)?,
+                        )
+                        .build())
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let what = format!(
+                "adding {} partitions to Glue table {}.{table}",
+                inputs.len(),
+                self.database
+            );
+            let out = retry(&what, || {
+                self.client
+                    .batch_create_partition()
+                    .database_name(&self.database)
+                    .table_name(table)
+                    .set_partition_input_list(Some(inputs.clone()))
+                    .send()
+            })
+            .await
+            .map_err(Failure::into_error)?;
+            let mut failed = 0;
+            let mut first_error = None;
+            for e in out.errors() {
+                let code = e.error_detail().and_then(|d| d.error_code()).unwrap_or("");
+                if code == "AlreadyExistsException" {
+                    failed += 1;
+                    continue;
+                }
+                first_error.get_or_insert_with(|| {
+                    format!(
+                        "{what}: partition ({}): {code}: {}",
+                        e.partition_values().join(", "),
+                        e.error_detail()
+                            .and_then(|d| d.error_message())
+                            .unwrap_or("")
+                    )
+                });
+            }
+            if let Some(message) = first_error {
+                return Err(Error::Unavailable(message));
+            }
+            added += batch.len() - failed;
+        }
+        Ok(added)
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<TableDef>> {
+        self.get(name).await
+    }
+
+    async fn tables(&self) -> Result<Vec<TableDef>> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = retry(&format!("listing Glue tables of {}", self.database), || {
+                self.client
+                    .get_tables()
+                    .database_name(&self.database)
+                    .set_next_token(token.clone())
+                    .send()
+            })
+            .await
+            .map_err(Failure::into_error)?;
+            for t in page.table_list() {
+                out.push(self.table_def(t)?);
+            }
+            token = page.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn partitions(&self, table: &str) -> Result<Vec<PartitionDef>> {
+        let Some(def) = self.get(table).await? else {
+            return Ok(Vec::new());
+        };
+        let base = self.table_location(&def);
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = retry(
+                &format!("listing partitions of Glue table {}.{table}", self.database),
+                || {
+                    self.client
+                        .get_partitions()
+                        .database_name(&self.database)
+                        .table_name(table)
+                        .set_next_token(token.clone())
+                        .send()
+                },
+            )
+            .await
+            .map_err(Failure::into_error)?;
+            for p in page.partitions() {
+                let values: Vec<Option<String>> = p
+                    .values()
+                    .iter()
+                    .map(|v| (v != HIVE_NULL).then(|| v.clone()))
+                    .collect();
+                let location = p.storage_descriptor().and_then(|s| s.location());
+                let path = match location.and_then(|l| l.strip_prefix(&base)) {
+                    Some(rest) => rest.trim_end_matches('/').to_string(),
+                    None => def
+                        .partition_keys
+                        .iter()
+                        .zip(p.values())
+                        .map(|(k, v)| format!("{}={v}", k.name))
+                        .collect::<Vec<_>>()
+                        .join("/"),
+                };
+                out.push(PartitionDef { values, path });
+            }
+            token = page.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+}
+
+fn glue_columns(columns: &[ColumnDef]) -> Result<Vec<Column>> {
+    columns
+        .iter()
+        .map(|c| {
+            Column::builder()
+                .name(&c.name)
+                .r#type(&c.hive_type)
+                .build()
+                .map_err(|e| Error::Catalog(format!("column '{}': {e}", c.name)))
+        })
+        .collect()
+}
+
+fn sluice_columns(columns: &[Column]) -> Vec<ColumnDef> {
+    columns
+        .iter()
+        .map(|c| ColumnDef {
+            name: c.name().to_string(),
+            hive_type: c.r#type().unwrap_or("string").to_string(),
+        })
+        .collect()
+}
+
+/// A failed call, after retries.
+enum Failure {
+    /// The service answered with an error code (and message).
+    Service(String, String),
+    /// Out of retries on a retryable error, or no answer at all.
+    Unavailable(String),
+}
+
+impl Failure {
+    fn into_error(self) -> Error {
+        match self {
+            Failure::Service(_, message) => Error::Catalog(message),
+            Failure::Unavailable(message) => Error::Unavailable(message),
+        }
+    }
+}
+
+/// Error codes worth another try.
+fn retryable(code: &str) -> bool {
+    matches!(
+        code,
+        "ThrottlingException"
+            | "ConcurrentModificationException"
+            | "InternalServiceException"
+            | "OperationTimeoutException"
+            | "ResourceNumberLimitExceededException"
+    ) || code.contains("Throttl")
+}
+
+/// Call `f` until it succeeds, fails for good, or runs out of attempts
+/// (exponential backoff from 100 ms, capped at 5 s, full jitter).
+async fn retry<T, E, R, F, Fut>(what: &str, mut f: F) -> std::result::Result<T, Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, SdkError<E, R>>>,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let err = match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let (code, again) = match &err {
+            SdkError::ServiceError(s) => {
+                let code = s.err().code().unwrap_or("Unknown").to_string();
+                let again = retryable(&code);
+                (Some(code), again)
+            }
+            SdkError::TimeoutError(_)
+            | SdkError::DispatchFailure(_)
+            | SdkError::ResponseError(_) => (None, true),
+            _ => (None, false),
+        };
+        if !again {
+            let message = format!("{what}: {}", DisplayErrorContext(&err));
+            return Err(match code {
+                Some(code) => Failure::Service(code, message),
+                None => Failure::Unavailable(message),
+            });
+        }
+        if attempt >= ATTEMPTS {
+            return Err(Failure::Unavailable(format!(
+                "{what}: still failing after {attempt} attempts: {}",
+                DisplayErrorContext(&err)
+            )));
+        }
+        let cap = (100u64 << attempt.min(6)).min(5_000);
+        // Full jitter between half the cap and the cap, from the clock's nanoseconds.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::from(d.subsec_nanos()))
+            .unwrap_or(0);
+        let wait = cap / 2 + nanos % (cap / 2 + 1);
+        tracing::warn!(what, attempt, wait_ms = wait, code = ?code, "retrying a Glue call");
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+    }
+}

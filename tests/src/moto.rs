@@ -1,0 +1,110 @@
+//! A real S3, Glue and SQS API on 127.0.0.1 for the tests: moto's server,
+//! started once per test process (`tests/moto_server.py`, with the Python the
+//! test command set up) and stopped when the process ends, because the server
+//! exits when its stdin (a pipe held by this process) closes.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use sluice::store::AwsOptions;
+
+use crate::{python, repo_root};
+
+/// The running server.
+pub struct Moto {
+    pub endpoint: String,
+    port: u16,
+    // Held open for the life of the process: closing it stops the server.
+    _stdin: Mutex<ChildStdin>,
+    _child: Mutex<Child>,
+}
+
+/// The server of this test process, started on first use.
+pub fn moto() -> &'static Moto {
+    static MOTO: OnceLock<Moto> = OnceLock::new();
+    MOTO.get_or_init(|| {
+        let script = repo_root().join("tests/moto_server.py");
+        let mut child = Command::new(python())
+            .arg(&script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} with {} ({e}): run the tests with scripts/test, which installs moto",
+                    script.display(),
+                    python()
+                )
+            });
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .expect("moto prints its port");
+        let port: u16 = line.trim().parse().unwrap_or_else(|_| {
+            panic!("moto did not start (printed {line:?}): is moto[server] installed? run scripts/test")
+        });
+        let stdin = child.stdin.take().expect("piped");
+        Moto {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            port,
+            _stdin: Mutex::new(stdin),
+            _child: Mutex::new(child),
+        }
+    })
+}
+
+impl Moto {
+    /// How to reach this server from the engine and the SDKs.
+    pub fn aws(&self) -> AwsOptions {
+        AwsOptions {
+            endpoint: Some(self.endpoint.clone()),
+            region: Some("us-east-1".into()),
+            credentials: Some(("testing".into(), "testing".into())),
+        }
+    }
+
+    /// Environment variables that point a `sluice` process at this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_DEFAULT_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ]
+    }
+
+    /// A name no other test of this run uses (`prefix-<pid>-<n>`), for a
+    /// bucket, a queue or a Glue database (`-` becomes `_` for those).
+    pub fn unique(&self, prefix: &str) -> String {
+        static N: AtomicU32 = AtomicU32::new(0);
+        format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// Create a bucket (a plain `PUT /bucket`, which this server takes unsigned).
+    pub fn create_bucket(&self, name: &str) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("moto listens");
+        write!(
+            s,
+            "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )
+        .expect("request sent");
+        let mut response = String::new();
+        s.read_to_string(&mut response).expect("response read");
+        assert!(
+            response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200"),
+            "creating bucket {name}: {response}"
+        );
+    }
+}

@@ -1,0 +1,717 @@
+//! The Lambda handlers and the `sluice` command against a real S3, Glue and
+//! SQS API (moto's server on 127.0.0.1, started by the tests themselves):
+//! raw files uploaded, the planner called with S3 event JSON, the transform
+//! run on the tasks the planner queued, the catalog run on the commit records;
+//! then the Glue table checked field by field and the Parquet read back from
+//! S3 with pyarrow and compared with the raw input.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde_json::{Value, json};
+use sluice::pipeline::TaskSpec;
+use sluice::store::AwsOptions;
+use sluice_functions::{Deps, Settings, catalog, planner, transform};
+use sluice_tests::moto::moto;
+use sluice_tests::{check_lake_matches_raw, compare_script, python_json, repo_root, sluice_bin};
+
+const RAW: &str = "examples/clickstream/raw/clickstream";
+
+/// One test's world: its own buckets, queue and Glue database.
+struct World {
+    raw: String,
+    lake: String,
+    database: String,
+    queue_url: String,
+    aws: AwsOptions,
+    sqs: aws_sdk_sqs::Client,
+    glue: aws_sdk_glue::Client,
+}
+
+impl World {
+    async fn new() -> World {
+        let m = moto();
+        let raw = m.unique("raw");
+        let lake = m.unique("lake");
+        m.create_bucket(&raw);
+        m.create_bucket(&lake);
+        let aws = m.aws();
+        let sdk = aws.sdk_config().await;
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(m.unique("chunks"))
+            .send()
+            .await
+            .expect("queue created")
+            .queue_url()
+            .expect("queue url")
+            .to_string();
+        World {
+            raw,
+            lake,
+            database: m.unique("db").replace('-', "_"),
+            queue_url,
+            aws,
+            sqs,
+            glue: aws_sdk_glue::Client::new(&sdk),
+        }
+    }
+
+    /// The example pipeline, with its lake in S3, registered in Glue.
+    fn pipeline(&self) -> String {
+        let example =
+            std::fs::read_to_string(repo_root().join("examples/clickstream/sluice.toml")).unwrap();
+        let example = example
+            .replace(
+                "[lake]\nroot = \"./lake\"",
+                &format!(
+                    "[lake]\nroot = \"s3://{}/lake\"\ncatalog = \"glue\"\nglue_database = \"{}\"\nglue_create_database = true",
+                    self.lake, self.database
+                ),
+            )
+            .replace(
+                "[input]\nroot = \"examples/clickstream/raw\"",
+                &format!("[input]\nroot = \"s3://{}/raw\"", self.raw),
+            );
+        assert!(
+            example.contains("glue_database"),
+            "the example changed shape"
+        );
+        example
+    }
+
+    async fn put(&self, bucket: &str, key: &str, bytes: Vec<u8>) {
+        self.aws
+            .s3(bucket)
+            .unwrap()
+            .put(&ObjectPath::parse(key).unwrap(), PutPayload::from(bytes))
+            .await
+            .unwrap_or_else(|e| panic!("uploading s3://{bucket}/{key}: {e}"));
+    }
+
+    async fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let store = self.aws.s3(bucket).unwrap();
+        let metas: Vec<_> = store
+            .list(Some(&ObjectPath::parse(prefix).unwrap()))
+            .try_collect()
+            .await
+            .unwrap();
+        let mut keys: Vec<String> = metas.into_iter().map(|m| m.location.to_string()).collect();
+        keys.sort();
+        keys
+    }
+
+    /// Put the pipeline file in the lake bucket and build the functions' dependencies.
+    async fn deps(&self, chunk_size: u64) -> Deps {
+        self.put(
+            &self.lake,
+            "config/sluice.toml",
+            self.pipeline().into_bytes(),
+        )
+        .await;
+        let settings = Settings {
+            config: format!("s3://{}/config/sluice.toml", self.lake),
+            chunk_queue_url: Some(self.queue_url.clone()),
+            chunk_size,
+            aws: self.aws.clone(),
+            ..Settings::default()
+        };
+        Deps::new(&settings).await.expect("functions start")
+    }
+
+    /// Every message on the chunk queue, as (message id, body).
+    async fn drain(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        loop {
+            let got = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .visibility_timeout(600)
+                .send()
+                .await
+                .unwrap();
+            let messages = got.messages();
+            if messages.is_empty() {
+                return out;
+            }
+            for m in messages {
+                out.push((
+                    m.message_id().unwrap().to_string(),
+                    m.body().unwrap().to_string(),
+                ));
+                self.sqs
+                    .delete_message()
+                    .queue_url(&self.queue_url)
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+fn fixture(name: &str) -> Value {
+    let text = std::fs::read_to_string(repo_root().join("events").join(name)).unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("events/{name}: {e}"))
+}
+
+/// A key as S3 writes it into a notification: form-encoded, `+` for a space.
+fn notification_key(key: &str) -> String {
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'/')
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~')
+        .remove(b' ');
+    percent_encoding::utf8_percent_encode(key, KEEP)
+        .to_string()
+        .replace(' ', "+")
+}
+
+/// The S3 notification of `events/s3-put.json`, for these keys of `bucket`.
+fn s3_event(bucket: &str, keys: &[&str]) -> Value {
+    let template = fixture("s3-put.json")["Records"][0].clone();
+    let records: Vec<Value> = keys
+        .iter()
+        .map(|k| {
+            let mut r = template.clone();
+            r["s3"]["bucket"]["name"] = json!(bucket);
+            r["s3"]["bucket"]["arn"] = json!(format!("arn:aws:s3:::{bucket}"));
+            r["s3"]["object"]["key"] = json!(notification_key(k));
+            r
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+/// The EventBridge event of `events/eventbridge-object-created.json` for one object.
+fn eventbridge_event(bucket: &str, key: &str) -> Value {
+    let mut e = fixture("eventbridge-object-created.json");
+    e["detail"]["bucket"]["name"] = json!(bucket);
+    e["detail"]["object"]["key"] = json!(key);
+    e
+}
+
+/// An SQS batch (shaped as `events/sqs-transform-tasks.json`) carrying these bodies.
+fn sqs_event(messages: &[(String, String)]) -> Value {
+    let template = fixture("sqs-transform-tasks.json")["Records"][0].clone();
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|(id, body)| {
+            let mut r = template.clone();
+            r["messageId"] = json!(id);
+            r["body"] = json!(body);
+            r
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+fn failures(response: &Value) -> Vec<String> {
+    response["batchItemFailures"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not an SQS batch response: {response}"))
+        .iter()
+        .map(|f| f["itemIdentifier"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Download `s3://bucket/prefix` with pyarrow's own S3 client into `dir`.
+fn download(bucket: &str, prefix: &str, dir: &Path) {
+    let v = python_json(
+        &repo_root(),
+        &format!(
+            r#"
+import json, pyarrow.fs as fs
+s3 = fs.S3FileSystem(endpoint_override={ep:?}, scheme="http", access_key="testing", secret_key="testing", region="us-east-1")
+fs.copy_files("{bucket}/{prefix}", {dir:?}, source_filesystem=s3, destination_filesystem=fs.LocalFileSystem())
+print(json.dumps({{"ok": True}}))
+"#,
+            ep = moto().endpoint,
+            dir = dir.to_str().unwrap()
+        ),
+    );
+    assert_eq!(v["ok"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_become_parquet_and_glue_partitions_through_the_three_functions() {
+    let w = World::new().await;
+    // Keys with a space and a `+`: S3 notifications encode both.
+    let plain = "raw/clickstream/2026-11-25/events 00000.jsonl";
+    let gzip = "raw/clickstream/c++/events-00001.jsonl.gz";
+    for (key, file) in [
+        (plain, "events-00000.jsonl"),
+        (gzip, "events-00001.jsonl.gz"),
+    ] {
+        let bytes = std::fs::read(repo_root().join(RAW).join(file)).unwrap();
+        w.put(&w.raw, key, bytes).await;
+    }
+    w.put(&w.raw, "raw/other/readme.txt", b"not data".to_vec())
+        .await;
+    let deps = w.deps(256 * 1024).await;
+
+    // Planner: an S3 notification for the three uploads.
+    let event = s3_event(&w.raw, &[plain, gzip, "raw/other/readme.txt"]);
+    let planned = planner::handle(&deps, event).await.expect("planner");
+    assert_eq!(planned["objects"], 2, "{planned}");
+    // 1.5 MB plain in 256 KiB chunks, plus the gzip file whole.
+    let tasks = planned["tasks"].as_u64().unwrap();
+    assert_eq!(tasks, 6 + 1, "{planned}");
+    assert_eq!(planned["queued"], tasks, "{planned}");
+    let skipped = planned["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1, "{planned}");
+    assert!(
+        skipped[0].as_str().unwrap().contains("matches no table"),
+        "{planned}"
+    );
+
+    // Transform: the queued tasks, as SQS delivers them, in batches of up to 10.
+    let messages = w.drain().await;
+    assert_eq!(messages.len() as u64, tasks);
+    for m in &messages {
+        let spec: TaskSpec = serde_json::from_str(&m.1).expect("tasks are TaskSpec JSON");
+        assert_eq!(spec.table, "clickstream");
+        assert!(
+            spec.source.url.ends_with("events 00000.jsonl")
+                || spec.source.url.ends_with("c++/events-00001.jsonl.gz"),
+            "keys are decoded: {}",
+            spec.source.url
+        );
+    }
+    let batch = sqs_event(&messages);
+    let response = transform::handle(&deps, batch.clone())
+        .await
+        .expect("transform");
+    assert_eq!(failures(&response), Vec::<String>::new());
+    let files = w.keys(&w.lake, "lake/clickstream").await;
+    assert!(files.iter().all(|k| k.ends_with(".parquet")), "{files:?}");
+    let commits = w.keys(&w.lake, "lake/_sluice/commits/clickstream").await;
+    assert_eq!(commits.len() as u64, tasks);
+
+    // A duplicate delivery of the whole batch writes the same files again, nothing more.
+    let again = transform::handle(&deps, batch).await.expect("transform");
+    assert_eq!(failures(&again), Vec::<String>::new());
+    assert_eq!(w.keys(&w.lake, "lake/clickstream").await, files);
+
+    // Catalog: the commit records' Object Created events, through SQS.
+    let events: Vec<(String, String)> = commits
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            (
+                format!("commit-{i}"),
+                eventbridge_event(&w.lake, k).to_string(),
+            )
+        })
+        .collect();
+    let response = catalog::handle(&deps, sqs_event(&events))
+        .await
+        .expect("catalog");
+    assert_eq!(failures(&response), Vec::<String>::new());
+
+    // The Glue table, field by field.
+    let table = w
+        .glue
+        .get_table()
+        .database_name(&w.database)
+        .name("clickstream")
+        .send()
+        .await
+        .expect("the table exists")
+        .table
+        .unwrap();
+    assert_eq!(table.table_type(), Some("EXTERNAL_TABLE"));
+    let params = table.parameters().unwrap();
+    assert_eq!(params.get("classification").unwrap(), "parquet");
+    assert_eq!(params.get("parquet.compression").unwrap(), "ZSTD");
+    assert_eq!(params.get("EXTERNAL").unwrap(), "TRUE");
+    let sd = table.storage_descriptor().unwrap();
+    let table_location = format!("s3://{}/lake/clickstream/", w.lake);
+    assert_eq!(sd.location(), Some(table_location.as_str()));
+    assert_eq!(
+        sd.input_format(),
+        Some("org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat")
+    );
+    assert_eq!(
+        sd.output_format(),
+        Some("org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat")
+    );
+    assert_eq!(
+        sd.serde_info().unwrap().serialization_library(),
+        Some("org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe")
+    );
+    let columns: Vec<(String, String)> = sd
+        .columns()
+        .iter()
+        .map(|c| (c.name().to_string(), c.r#type().unwrap().to_string()))
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("event_id", "string"),
+        ("event_time", "timestamp"),
+        ("user_id", "bigint"),
+        ("session_id", "string"),
+        ("page", "string"),
+        ("referrer", "string"),
+        ("country", "string"),
+        ("device", "string"),
+        ("ip_hash", "string"),
+        ("price", "decimal(10,2)"),
+        ("properties", "string"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(columns, want);
+    let keys: Vec<(&str, Option<&str>)> = table
+        .partition_keys()
+        .iter()
+        .map(|c| (c.name(), c.r#type()))
+        .collect();
+    assert_eq!(keys, [("dt", Some("date")), ("event_type", Some("string"))]);
+
+    // The partitions: one per (day, event type) in the data, each where its files are.
+    let mut partitions = Vec::new();
+    let mut token = None;
+    loop {
+        let page = w
+            .glue
+            .get_partitions()
+            .database_name(&w.database)
+            .table_name("clickstream")
+            .set_next_token(token)
+            .send()
+            .await
+            .unwrap();
+        partitions.extend(page.partitions().iter().cloned());
+        token = page.next_token().map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+    }
+    let dirs: BTreeSet<String> = files
+        .iter()
+        .map(|k| {
+            let rest = k.strip_prefix("lake/clickstream/").unwrap();
+            rest[..rest.rfind('/').unwrap()].to_string()
+        })
+        .collect();
+    assert_eq!(partitions.len(), dirs.len());
+    assert_eq!(partitions.len(), 56);
+    for p in &partitions {
+        let values = p.values();
+        let path = format!("dt={}/event_type={}", values[0], values[1]);
+        assert!(dirs.contains(&path), "{path} has no files");
+        let sd = p.storage_descriptor().unwrap();
+        assert_eq!(
+            sd.location(),
+            Some(format!("{table_location}{path}/").as_str())
+        );
+        assert_eq!(
+            sd.serde_info().unwrap().serialization_library(),
+            Some("org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe")
+        );
+    }
+
+    // Registering the same commit records again adds nothing and fails nothing.
+    let again = catalog::handle(
+        &deps,
+        json!({"bucket": w.lake, "prefix": "lake/_sluice/commits/clickstream/"}),
+    )
+    .await
+    .expect("catalog, direct");
+    assert_eq!(again["commits"], tasks);
+    assert_eq!(again["partitions_added"], 0);
+
+    // The Parquet, read back from S3 by pyarrow, holds exactly the raw rows, transformed.
+    let local = tempfile::tempdir().unwrap();
+    download(
+        &w.lake,
+        "lake/clickstream",
+        &local.path().join("clickstream"),
+    );
+    let v = python_json(
+        &repo_root(),
+        &compare_script(local.path(), &format!("{RAW}/*"), "read_json"),
+    );
+    check_lake_matches_raw(&v);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planner_takes_every_event_shape_in_events() {
+    let w = World::new().await;
+    let deps = w.deps(64 * 1024 * 1024).await;
+    let body = b"{\"event_id\":\"e1\",\"event_time\":\"2026-11-25T10:00:00Z\",\"user_id\":1,\"event_type\":\"click\"}\n".to_vec();
+    // The objects the fixtures name, in this test's raw bucket.
+    let special = fixture("s3-put-special-keys.json");
+    let mut decoded = Vec::new();
+    for r in special["Records"].as_array().unwrap() {
+        let key = sluice::event::decode_key(r["s3"]["object"]["key"].as_str().unwrap()).unwrap();
+        w.put(&w.raw, &key, body.clone()).await;
+        decoded.push(key);
+    }
+    assert_eq!(
+        decoded[..3],
+        [
+            "raw/clickstream/2026-11-25/events with spaces.jsonl",
+            "raw/clickstream/c++/events+1.jsonl",
+            "raw/clickstream/café/日本 ü.jsonl",
+        ]
+    );
+    for f in ["events-00000.jsonl", "events-00001.jsonl.gz"] {
+        let bytes = std::fs::read(repo_root().join(RAW).join(f)).unwrap();
+        w.put(&w.raw, &format!("raw/clickstream/{f}"), bytes).await;
+    }
+    let retarget = |mut v: Value| -> Value {
+        let text = v.to_string().replace("example-raw-bucket", &w.raw);
+        v = serde_json::from_str(&text).unwrap();
+        v
+    };
+
+    // S3 notification with encoded keys: three planned, one skipped.
+    let r = planner::handle(&deps, retarget(special)).await.unwrap();
+    assert_eq!(
+        (r["objects"].as_u64(), r["queued"].as_u64()),
+        (Some(3), Some(3)),
+        "{r}"
+    );
+    assert!(
+        r["skipped"][0]
+            .as_str()
+            .unwrap()
+            .contains("not-a-table.txt"),
+        "{r}"
+    );
+    // S3 notification, EventBridge, and the S3 test event.
+    let r = planner::handle(&deps, retarget(fixture("s3-put.json")))
+        .await
+        .unwrap();
+    assert_eq!(r["objects"], 1, "{r}");
+    let r = planner::handle(&deps, retarget(fixture("eventbridge-object-created.json")))
+        .await
+        .unwrap();
+    assert_eq!(r["objects"], 1, "{r}");
+    let r = planner::handle(&deps, retarget(fixture("s3-test-event.json")))
+        .await
+        .unwrap();
+    assert_eq!(r["objects"], 0);
+    assert!(
+        r["ignored"][0].as_str().unwrap().contains("s3:TestEvent"),
+        "{r}"
+    );
+    // SQS carrying an S3 notification, an EventBridge event and a test event,
+    // plus one message that is not JSON: only that one is reported failed.
+    let mut sqs = retarget(fixture("sqs-s3-and-eventbridge.json"));
+    let mut broken = sqs["Records"][0].clone();
+    broken["messageId"] = json!("broken-message");
+    broken["body"] = json!("{not json");
+    sqs["Records"].as_array_mut().unwrap().push(broken);
+    let r = planner::handle(&deps, sqs).await.unwrap();
+    assert_eq!(failures(&r), ["broken-message"]);
+    let queued = w.drain().await;
+    // 3 + 1 + 1 + 2 tasks (one chunk per object at 64 MiB).
+    assert_eq!(queued.len(), 7);
+
+    // Direct payloads write a manifest of TaskSpec lines and say where.
+    let r = planner::handle(&deps, retarget(fixture("direct-prefix.json")))
+        .await
+        .unwrap();
+    assert_eq!(r["objects"], 5, "{r}");
+    let manifest = &r["manifest"];
+    assert_eq!(manifest["bucket"], json!(w.lake));
+    assert_eq!(manifest["tasks"], 5);
+    let key = manifest["key"].as_str().unwrap();
+    assert!(
+        key.starts_with("lake/_sluice/manifests/") && key.ends_with(".jsonl"),
+        "{key}"
+    );
+    let bytes = w
+        .aws
+        .s3(&w.lake)
+        .unwrap()
+        .get(&ObjectPath::parse(key).unwrap())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let lines: Vec<TaskSpec> = std::str::from_utf8(&bytes)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    assert!(
+        lines
+            .iter()
+            .any(|t| t.source.url.ends_with("café/日本 ü.jsonl"))
+    );
+    assert!(
+        w.drain().await.is_empty(),
+        "a direct payload queues nothing"
+    );
+    let r = planner::handle(&deps, retarget(fixture("direct-object.json")))
+        .await
+        .unwrap();
+    assert_eq!(r["manifest"]["tasks"], 1, "{r}");
+
+    // One task from the manifest, run directly as a Step Functions Map item would.
+    let item = serde_json::to_value(&lines[0]).unwrap();
+    let result = transform::handle(&deps, item)
+        .await
+        .expect("transform task");
+    assert_eq!(result["rows_out"], 1, "{result}");
+
+    // Errors: a payload that is no event is permanent; so is a task outside the input.
+    let e = planner::handle(&deps, json!({"hello": 1}))
+        .await
+        .unwrap_err();
+    assert!(
+        !e.retryable && e.message.contains("not a valid event"),
+        "{e}"
+    );
+    let mut outside = lines[0].clone();
+    outside.source.url = "s3://somewhere-else/x.jsonl".into();
+    let e = transform::handle(&deps, serde_json::to_value(&outside).unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        !e.retryable && e.message.contains("not under the input root"),
+        "{e}"
+    );
+    // A truncated gzip fails its chunk for good, naming the file.
+    let gz = std::fs::read(repo_root().join(RAW).join("events-00001.jsonl.gz")).unwrap();
+    w.put(
+        &w.raw,
+        "raw/clickstream/cut.jsonl.gz",
+        gz[..gz.len() / 2].to_vec(),
+    )
+    .await;
+    let r = planner::handle(
+        &deps,
+        json!({"bucket": w.raw, "key": "raw/clickstream/cut.jsonl.gz"}),
+    )
+    .await
+    .unwrap();
+    let key = r["manifest"]["key"].as_str().unwrap();
+    let bytes = w
+        .aws
+        .s3(&w.lake)
+        .unwrap()
+        .get(&ObjectPath::parse(key).unwrap())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let task: Value = serde_json::from_slice(bytes.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    let e = transform::handle(&deps, task).await.unwrap_err();
+    assert!(!e.retryable && e.message.contains("cut.jsonl.gz"), "{e}");
+    let d: lambda_runtime::Diagnostic = e.into();
+    assert_eq!(d.error_type, "Sluice.Permanent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn glue_catalog_keeps_the_catalog_contract() {
+    let w = World::new().await;
+    let client = aws_sdk_glue::Client::new(&w.aws.sdk_config().await);
+    let glue =
+        sluice::glue::GlueCatalog::new(client, &w.database, &format!("s3://{}/lake", w.lake), true)
+            .await
+            .unwrap();
+    sluice::catalog::contract::run(&glue).await;
+    // The partitions of the contract are where Athena looks for them.
+    let p = w
+        .glue
+        .get_partition()
+        .database_name(&w.database)
+        .table_name("t")
+        .set_partition_values(Some(vec!["2026-01-02".into()]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        p.partition()
+            .unwrap()
+            .storage_descriptor()
+            .unwrap()
+            .location(),
+        Some(format!("s3://{}/lake/t/dt=2026-01-02/", w.lake).as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sluice_run_writes_an_s3_lake_registered_in_glue() {
+    let w = World::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    // The input stays local; the lake is in S3 and the catalog is Glue.
+    let text = w.pipeline().replace(
+        &format!("root = \"s3://{}/raw\"", w.raw),
+        &format!("root = {:?}", repo_root().join("examples/clickstream/raw")),
+    );
+    std::fs::write(&config, text).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(sluice_bin())
+            .args(args)
+            .envs(moto().env())
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sluice {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let c = config.to_str().unwrap();
+    let summary = run(&["run", "--config", c, "--chunk-size", "512KiB"]);
+    assert!(
+        summary.contains(&format!("s3://{}/lake", w.lake)),
+        "{summary}"
+    );
+    let tables = run(&["tables", "--config", c]);
+    assert!(
+        tables.contains("clickstream") && tables.contains(" 56 "),
+        "{tables}"
+    );
+    let count = run(&[
+        "query",
+        "--config",
+        c,
+        "--format",
+        "csv",
+        "SELECT count(*) AS n FROM clickstream",
+    ]);
+    let partitions = w
+        .glue
+        .get_partitions()
+        .database_name(&w.database)
+        .table_name("clickstream")
+        .send()
+        .await
+        .unwrap();
+    assert!(!partitions.partitions().is_empty());
+    let local = tempfile::tempdir().unwrap();
+    download(
+        &w.lake,
+        "lake/clickstream",
+        &local.path().join("clickstream"),
+    );
+    let v = python_json(
+        &repo_root(),
+        &compare_script(local.path(), &format!("{RAW}/*"), "read_json"),
+    );
+    check_lake_matches_raw(&v);
+    let total: u64 = v["pyarrow_rows"].as_u64().unwrap();
+    assert_eq!(count.trim(), format!("n\n{total}"), "{count}");
+}
