@@ -302,6 +302,85 @@ mod tests {
         assert!(decode(&json!([1, 2])).is_err());
     }
 
+    fn fixture(name: &str) -> Value {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../events")
+            .join(name);
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    }
+
+    fn keys(targets: &[Target]) -> Vec<&str> {
+        targets
+            .iter()
+            .filter_map(|t| match t {
+                Target::Object(o) => Some(o.key.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_sample_event_decodes_to_the_objects_it_names() {
+        let t = decode(&fixture("s3-put-special-keys.json")).unwrap();
+        assert_eq!(
+            keys(&t),
+            [
+                "raw/clickstream/2026-11-25/events with spaces.jsonl",
+                "raw/clickstream/c++/events+1.jsonl",
+                "raw/clickstream/café/日本 ü.jsonl",
+                "raw/elsewhere/not-a-table.txt"
+            ]
+        );
+        let t = decode(&fixture("s3-put.json")).unwrap();
+        assert_eq!(
+            t,
+            [Target::Object(ObjectRef {
+                bucket: "example-raw-bucket".into(),
+                key: "raw/clickstream/events-00000.jsonl".into(),
+                size: Some(1500159),
+                e_tag: Some("d41d8cd98f00b204e9800998ecf8427e".into()),
+                version: None,
+            })]
+        );
+        let t = decode(&fixture("eventbridge-object-created.json")).unwrap();
+        assert!(
+            matches!(&t[..], [Target::Object(o)] if o.key == "raw/clickstream/events-00001.jsonl.gz"
+                && o.version.as_deref() == Some("IYV3p45BT0ac8hjHg1houSdS1a.Mro8e"))
+        );
+        assert!(matches!(
+            &decode(&fixture("s3-test-event.json")).unwrap()[..],
+            [Target::Ignored(_)]
+        ));
+        assert!(matches!(
+            &decode(&fixture("direct-prefix.json")).unwrap()[..],
+            [Target::Prefix { prefix, .. }] if prefix == "raw/clickstream/"
+        ));
+        // SQS: each body decodes on its own; decoding the batch whole is refused.
+        let sqs = fixture("sqs-s3-and-eventbridge.json");
+        assert!(decode(&sqs).is_err());
+        let messages = sqs_messages(&sqs).unwrap();
+        assert_eq!(messages.len(), 3);
+        let bodies: Vec<Vec<Target>> = messages
+            .iter()
+            .map(|m| decode(&serde_json::from_str(&m.body).unwrap()).unwrap())
+            .collect();
+        assert_eq!(keys(&bodies[0]), ["raw/clickstream/events-00000.jsonl"]);
+        assert_eq!(keys(&bodies[1]), ["raw/clickstream/events-00001.jsonl.gz"]);
+        assert!(matches!(&bodies[2][..], [Target::Ignored(_)]));
+        let commits = sqs_messages(&fixture("sqs-commit-records.json")).unwrap();
+        let t = decode(&serde_json::from_str(&commits[0].body).unwrap()).unwrap();
+        assert!(keys(&t)[0].starts_with("lake/_sluice/commits/clickstream/"));
+        // Not SQS: no messages.
+        assert!(sqs_messages(&fixture("s3-put.json")).is_none());
+    }
+
+    #[test]
+    fn a_delete_is_ignored() {
+        let mut v = fixture("s3-put.json");
+        v["Records"][0]["eventName"] = json!("ObjectRemoved:Delete");
+        assert!(matches!(&decode(&v).unwrap()[..], [Target::Ignored(_)]));
+    }
+
     #[test]
     fn test_event_is_ignored() {
         let v = json!({"Service": "Amazon S3", "Event": "s3:TestEvent", "Time": "2026-11-25T10:00:00.000Z", "Bucket": "raw", "RequestId": "X", "HostId": "Y"});

@@ -558,6 +558,15 @@ async fn planner_takes_every_event_shape_in_events() {
         w.drain().await.is_empty(),
         "a direct payload queues nothing"
     );
+    // The input root itself as the prefix: everything, the stray file skipped.
+    let r = planner::handle(&deps, json!({"bucket": w.raw, "prefix": "raw"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r["objects"].as_u64(), r["skipped_total"].as_u64()),
+        (Some(5), Some(1)),
+        "{r}"
+    );
     let r = planner::handle(&deps, retarget(fixture("direct-object.json")))
         .await
         .unwrap();

@@ -49,13 +49,20 @@ pub struct PlanResponse {
     /// The manifest, for a direct payload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<Manifest>,
-    /// Objects left alone, each with the reason.
+    /// Objects left alone, each with the reason (the first [`LISTED`]; all are logged).
     #[serde(default)]
     pub skipped: Vec<String>,
+    /// How many objects were left alone in all.
+    #[serde(default)]
+    pub skipped_total: usize,
     /// Events that carry no work (`s3:TestEvent`, deletes), each with what it was.
     #[serde(default)]
     pub ignored: Vec<String>,
 }
+
+/// At most this many skipped objects are named in an answer, which must stay
+/// small (a Step Functions state holds at most 256 KB).
+pub const LISTED: usize = 50;
 
 /// Handle one invocation.
 pub async fn handle(deps: &Deps, event: Value) -> Result<Value, FunctionError> {
@@ -83,7 +90,7 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Value, FunctionError> {
                     total.objects += planned.response.objects;
                     total.tasks += planned.tasks.len();
                     total.queued += queued;
-                    total.skipped.extend(planned.response.skipped);
+                    total.skipped_total += planned.response.skipped_total;
                     total.ignored.extend(planned.response.ignored);
                 }
                 Err(e) => {
@@ -118,7 +125,7 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Value, FunctionError> {
         objects = response.objects,
         tasks = response.tasks,
         queued = response.queued,
-        skipped = response.skipped.len(),
+        skipped = response.skipped_total,
         "planned"
     );
     Ok(serde_json::to_value(response).expect("serializes"))
@@ -128,7 +135,7 @@ fn emit(r: &PlanResponse, failed: usize, started: Instant) {
     Record::new("planner")
         .metric("Objects", r.objects as f64, Unit::Count)
         .metric("Tasks", r.tasks as f64, Unit::Count)
-        .metric("Skipped", r.skipped.len() as f64, Unit::Count)
+        .metric("Skipped", r.skipped_total as f64, Unit::Count)
         .metric("MessagesFailed", failed as f64, Unit::Count)
         .metric(
             "Duration",
@@ -159,13 +166,22 @@ async fn plan_event(deps: &Deps, event: &Value) -> Result<Planned, FunctionError
             Target::Object(o) => plan_one(deps, &o, &mut planned).await?,
             Target::Prefix { bucket, prefix } => {
                 let url = format!("s3://{bucket}/{prefix}");
-                let Some(relative) = under_input(deps, &url) else {
+                let Some(relative) = under_input(deps, &url).or_else(|| {
+                    // The input root itself, written without its trailing `/`.
+                    (url.trim_end_matches('/') == deps.input.url).then_some("")
+                }) else {
                     return Err(FunctionError::permanent(format!(
                         "{url} is not under the input root {}",
                         deps.input.url
                     )));
                 };
-                let prefix = deps.input.child(relative.trim_end_matches('/'))?;
+                // A folder under the input root (the root itself when empty).
+                let relative = relative.trim_end_matches('/');
+                let prefix = if relative.is_empty() {
+                    deps.input.prefix.clone()
+                } else {
+                    deps.input.child(relative)?
+                };
                 let prefix = (!prefix.as_ref().is_empty()).then_some(prefix);
                 let metas: Vec<_> = deps
                     .input
@@ -205,7 +221,10 @@ async fn plan_one(deps: &Deps, o: &ObjectRef, planned: &mut Planned) -> Result<(
     async {
         let skip = |planned: &mut Planned, why: String| {
             info!(reason = %why, "skipped");
-            planned.response.skipped.push(format!("{url}: {why}"));
+            planned.response.skipped_total += 1;
+            if planned.response.skipped.len() < LISTED {
+                planned.response.skipped.push(format!("{url}: {why}"));
+            }
         };
         let Some(relative) = under_input(deps, &url).filter(|r| !r.is_empty()) else {
             skip(
