@@ -343,6 +343,7 @@ pub async fn process_chunk(
             counters
                 .rows_out
                 .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            writer.sample(&batch);
             for slice in splitter.split(&batch)? {
                 writer.write(slice).await?;
             }

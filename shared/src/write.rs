@@ -8,10 +8,14 @@
 
 use std::collections::HashMap;
 
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Int64Type};
 use object_store::buffered::BufWriter;
 use parquet::arrow::AsyncArrowWriter;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::basic::Encoding;
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
+use parquet::schema::types::ColumnPath;
 
 use crate::commit::FileInfo;
 use crate::config::ParquetOptions;
@@ -21,12 +25,80 @@ use crate::store::Location;
 
 /// Writer settings for a table.
 pub fn writer_properties(o: &ParquetOptions) -> WriterProperties {
+    writer_builder(o).build()
+}
+
+fn writer_builder(o: &ParquetOptions) -> WriterPropertiesBuilder {
     WriterProperties::builder()
         .set_compression(o.compression)
         .set_max_row_group_row_count(Some(o.row_group_rows))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")))
-        .build()
+}
+
+/// Below this many rows a sample says too little to change the encodings.
+const MIN_SAMPLE_ROWS: usize = 1000;
+/// A column whose values are more distinct than this share of a sample is
+/// written without a dictionary (a dictionary of unique values only adds its
+/// indices); integers and timestamps among them use delta encoding.
+const DICTIONARY_MAX_DISTINCT: f64 = 0.5;
+
+/// Writer settings for a table, with per-column encodings chosen from a
+/// sample of its rows: no dictionary for nearly-unique columns (ids, hashes,
+/// timestamps), delta encoding for such integer columns. Deterministic: the
+/// same sample gives the same settings, so a retried chunk writes the same bytes.
+pub fn writer_properties_for(o: &ParquetOptions, sample: &RecordBatch) -> WriterProperties {
+    let mut b = writer_builder(o);
+    if sample.num_rows() < MIN_SAMPLE_ROWS {
+        return b.build();
+    }
+    for (field, column) in sample.schema().fields().iter().zip(sample.columns()) {
+        let Some(ratio) = distinct_ratio(column.as_ref()) else {
+            continue;
+        };
+        if ratio <= DICTIONARY_MAX_DISTINCT {
+            continue;
+        }
+        let path = ColumnPath::from(field.name().as_str());
+        b = b.set_column_dictionary_enabled(path.clone(), false);
+        if matches!(
+            field.data_type(),
+            DataType::Int32 | DataType::Int64 | DataType::Timestamp(_, _) | DataType::Date32
+        ) {
+            b = b.set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
+        }
+    }
+    b.build()
+}
+
+/// Distinct non-null values over non-null values, for the column types that
+/// can take a dictionary; `None` for others or an all-null column.
+fn distinct_ratio(column: &dyn Array) -> Option<f64> {
+    fn ratio<T: std::hash::Hash + Eq>(values: impl Iterator<Item = Option<T>>) -> Option<f64> {
+        let mut seen = std::collections::HashSet::new();
+        let mut n = 0usize;
+        for v in values.flatten() {
+            n += 1;
+            seen.insert(v);
+        }
+        (n > 0).then(|| seen.len() as f64 / n as f64)
+    }
+    match column.data_type() {
+        DataType::Utf8 => ratio(column.as_string::<i32>().iter()),
+        DataType::LargeUtf8 => ratio(column.as_string::<i64>().iter()),
+        DataType::Utf8View => ratio(column.as_string_view().iter()),
+        DataType::Int32 | DataType::Date32 => {
+            ratio(cast_i64(column)?.as_primitive::<Int64Type>().iter())
+        }
+        DataType::Int64 | DataType::Timestamp(_, _) => {
+            ratio(cast_i64(column)?.as_primitive::<Int64Type>().iter())
+        }
+        _ => None,
+    }
+}
+
+fn cast_i64(column: &dyn Array) -> Option<ArrayRef> {
+    arrow::compute::cast(column, &DataType::Int64).ok()
 }
 
 struct OpenFile {
@@ -44,7 +116,10 @@ pub struct ChunkWriter {
     chunk_id: String,
     keys: Vec<String>,
     schema: SchemaRef,
+    options: ParquetOptions,
+    /// Chosen from the first batch ([`ChunkWriter::sample`]); the table's defaults until then.
     props: WriterProperties,
+    sampled: bool,
     target_bytes: u64,
     open: HashMap<String, OpenFile>,
     seq: HashMap<String, u32>,
@@ -67,11 +142,24 @@ impl ChunkWriter {
             keys: keys.to_vec(),
             schema,
             props: writer_properties(options),
+            options: options.clone(),
+            sampled: false,
             target_bytes: options.target_file_bytes,
             open: HashMap::new(),
             seq: HashMap::new(),
             done: Vec::new(),
         }
+    }
+
+    /// Choose the column encodings from the chunk's first batch of output
+    /// (before it is split by partition); later calls do nothing, so every
+    /// file of the chunk uses the same settings.
+    pub fn sample(&mut self, batch: &RecordBatch) {
+        if self.sampled {
+            return;
+        }
+        self.sampled = true;
+        self.props = writer_properties_for(&self.options, batch);
     }
 
     /// Write one partition's rows.
@@ -164,5 +252,60 @@ impl ChunkWriter {
             .map(|f| f.path.clone())
             .chain(self.open.values().map(|f| f.relative.clone()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{Field, Schema};
+
+    use super::*;
+
+    fn options() -> ParquetOptions {
+        crate::config::Pipeline::from_toml(
+            "[[tables]]\nname = \"t\"\nsource = \"t/\"\nformat = \"jsonl\"\n[tables.schema]\na = \"string\"\n",
+        )
+        .unwrap()
+        .tables[0]
+            .parquet
+            .clone()
+    }
+
+    #[test]
+    fn nearly_unique_columns_get_no_dictionary_and_integers_get_delta() {
+        let n = 5000;
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("id", DataType::Utf8, false),
+                Field::new("country", DataType::Utf8, false),
+                Field::new("seq", DataType::Int64, false),
+            ])),
+            vec![
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| format!("id-{i}")),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| ["de", "fr", "gb"][i % 3]),
+                )),
+                Arc::new(Int64Array::from_iter_values(0..n as i64)),
+            ],
+        )
+        .unwrap();
+        let props = writer_properties_for(&options(), &batch);
+        let col = |n: &str| ColumnPath::from(n);
+        assert!(!props.dictionary_enabled(&col("id")));
+        assert!(props.dictionary_enabled(&col("country")));
+        assert!(!props.dictionary_enabled(&col("seq")));
+        assert_eq!(
+            props.encoding(&col("seq")),
+            Some(Encoding::DELTA_BINARY_PACKED)
+        );
+        assert_eq!(props.encoding(&col("id")), None);
+        // Too small a sample changes nothing.
+        let small = writer_properties_for(&options(), &batch.slice(0, 10));
+        assert!(small.dictionary_enabled(&col("id")));
     }
 }
