@@ -36,6 +36,9 @@ fn writer_builder(o: &ParquetOptions) -> WriterPropertiesBuilder {
         .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")))
 }
 
+/// The most memory a chunk's open files may hold in buffered row groups.
+pub const BUFFER_BUDGET: usize = 128 * 1024 * 1024;
+
 /// Below this many rows a sample says too little to change the encodings.
 const MIN_SAMPLE_ROWS: usize = 1000;
 /// A column whose values are more distinct than this share of a sample is
@@ -121,6 +124,7 @@ pub struct ChunkWriter {
     props: WriterProperties,
     sampled: bool,
     target_bytes: u64,
+    budget: usize,
     open: HashMap<String, OpenFile>,
     seq: HashMap<String, u32>,
     done: Vec<FileInfo>,
@@ -144,11 +148,18 @@ impl ChunkWriter {
             props: writer_properties(options),
             options: options.clone(),
             sampled: false,
+            budget: BUFFER_BUDGET,
             target_bytes: options.target_file_bytes,
             open: HashMap::new(),
             seq: HashMap::new(),
             done: Vec::new(),
         }
+    }
+
+    /// Use another memory budget than [`BUFFER_BUDGET`].
+    pub fn with_buffer_budget(mut self, bytes: usize) -> Self {
+        self.budget = bytes;
+        self
     }
 
     /// Choose the column encodings from the chunk's first batch of output
@@ -206,7 +217,39 @@ impl ChunkWriter {
             let file = self.open.remove(&ppath).expect("present");
             self.close(file).await?;
         }
-        Ok(())
+        self.keep_within_budget().await
+    }
+
+    /// Bound the memory of the open files: while their buffered row groups
+    /// together take more than [`BUFFER_BUDGET`], end the largest one's row
+    /// group early (it goes to storage; the file stays open). A chunk that
+    /// touches many partitions then writes more, smaller row groups instead
+    /// of holding its whole output in memory.
+    async fn keep_within_budget(&mut self) -> Result<()> {
+        loop {
+            let mut total = 0usize;
+            let mut largest: Option<(&String, usize)> = None;
+            for (k, f) in &self.open {
+                let m = f.writer.memory_size();
+                total += m;
+                // Only a file with buffered rows can give memory back.
+                if f.writer.in_progress_rows() > 0 && largest.is_none_or(|(_, l)| m > l) {
+                    largest = Some((k, m));
+                }
+            }
+            let Some((key, _)) = largest else {
+                return Ok(());
+            };
+            if total <= self.budget {
+                return Ok(());
+            }
+            let key = key.clone();
+            let file = self.open.get_mut(&key).expect("present");
+            file.writer
+                .flush()
+                .await
+                .map_err(|e| Error::write(&file.relative, e))?;
+        }
     }
 
     async fn close(&mut self, file: OpenFile) -> Result<()> {
@@ -307,5 +350,50 @@ mod tests {
         // Too small a sample changes nothing.
         let small = writer_properties_for(&options(), &batch.slice(0, 10));
         assert!(small.dictionary_enabled(&col("id")));
+    }
+
+    #[tokio::test]
+    async fn a_small_budget_ends_row_groups_early_and_keeps_every_row() {
+        use crate::partition::PartitionSlice;
+        use object_store::ObjectStoreExt;
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let lake = Location::memory();
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, false)]));
+        let mut w = ChunkWriter::new(&lake, "t", "c", &["k".into()], schema.clone(), &options())
+            .with_buffer_budget(64 * 1024);
+        for round in 0..20 {
+            for part in ["a", "b", "c"] {
+                let batch = RecordBatch::try_new(
+                    schema.clone(),
+                    vec![Arc::new(StringArray::from_iter_values(
+                        (0..2000).map(|i| format!("{part}-{round}-{i}-padding-padding")),
+                    ))],
+                )
+                .unwrap();
+                w.write(PartitionSlice {
+                    values: vec![Some(part.into())],
+                    batch,
+                })
+                .await
+                .unwrap();
+            }
+        }
+        let files = w.finish().await.unwrap();
+        assert_eq!(files.len(), 3);
+        for f in files {
+            assert_eq!(f.rows, 40_000);
+            let bytes = lake
+                .store
+                .get(&lake.child(&f.path).unwrap())
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
+            assert!(reader.metadata().num_row_groups() > 1, "{}", f.path);
+            let rows: usize = reader.build().unwrap().map(|b| b.unwrap().num_rows()).sum();
+            assert_eq!(rows, 40_000);
+        }
     }
 }
