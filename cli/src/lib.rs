@@ -245,7 +245,7 @@ async fn run(
         bail!("--chunk-size must be at least 1 byte");
     }
     let catalog_kind = pipeline.catalog.clone();
-    let engine = Engine::new(pipeline).await?;
+    let engine = Arc::new(Engine::new(pipeline).await?);
     let input =
         Location::open(&input_root, false).with_context(|| format!("input {input_root}"))?;
     let lake = Location::open(&lake_root, true).with_context(|| format!("lake {lake_root}"))?;
@@ -259,15 +259,7 @@ async fn run(
     };
     let counters = Arc::new(Counters::default());
     let reporter = tokio::spawn(report_progress(counters.clone()));
-    let result = sluice::pipeline::run(
-        &engine,
-        &input,
-        &lake,
-        catalog.as_ref(),
-        &options,
-        &counters,
-    )
-    .await;
+    let result = sluice::pipeline::run(&engine, &input, &lake, &catalog, &options, &counters).await;
     reporter.abort();
     let _ = reporter.await;
     let summary = result?;

@@ -434,11 +434,15 @@ pub async fn process_chunk(
 }
 
 /// Run the whole pipeline over `input` into `lake`.
+///
+/// Each chunk runs as its own task, so `options.workers` chunks really run on
+/// that many threads (polled together inside one task, the transform and
+/// writing of every chunk would share one thread).
 pub async fn run(
-    engine: &Engine,
+    engine: &Arc<Engine>,
     input: &Location,
     lake: &Location,
-    catalog: &dyn Catalog,
+    catalog: &Arc<dyn Catalog>,
     options: &RunOptions,
     counters: &Arc<Counters>,
 ) -> Result<Summary> {
@@ -462,13 +466,37 @@ pub async fn run(
         .bytes_total
         .store(summary.bytes_in, Ordering::Relaxed);
     summary.chunks = tasks.len() as u64;
-    let records: Vec<CommitRecord> = futures::stream::iter(tasks.iter())
-        .map(|task| async move {
-            let r = process_chunk(engine, lake, Some(catalog), task, &options.read, counters).await;
-            counters.chunks_done.fetch_add(1, Ordering::Relaxed);
-            r
+    let records: Vec<CommitRecord> = futures::stream::iter(tasks)
+        .map(|task| {
+            let (engine, lake, catalog, counters) = (
+                engine.clone(),
+                lake.clone(),
+                catalog.clone(),
+                counters.clone(),
+            );
+            let read = options.read;
+            tokio::spawn(async move {
+                let r = process_chunk(
+                    &engine,
+                    &lake,
+                    Some(catalog.as_ref()),
+                    &task,
+                    &read,
+                    &counters,
+                )
+                .await;
+                counters.chunks_done.fetch_add(1, Ordering::Relaxed);
+                r
+            })
         })
         .buffer_unordered(options.workers.max(1))
+        .map(|joined| {
+            joined.unwrap_or_else(|e| {
+                Err(Error::Unavailable(format!(
+                    "a chunk task panicked or was cancelled: {e}"
+                )))
+            })
+        })
         .try_collect()
         .await?;
     let mut partitions = HashSet::new();
