@@ -347,6 +347,7 @@ pub async fn process_chunk(
             for slice in splitter.split(&batch)? {
                 writer.write(slice).await?;
             }
+            writer.end_batch().await?;
         }
         Ok(rows_out)
     }

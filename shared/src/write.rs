@@ -36,6 +36,12 @@ fn writer_builder(o: &ParquetOptions) -> WriterPropertiesBuilder {
         .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")))
 }
 
+/// Bytes an open file buffers before its upload turns multipart, and the
+/// part size: S3's minimum part size. Every open file of a chunk may hold
+/// this much on top of its row group (object_store's default is 10 MB: 560 MB
+/// for a chunk touching 56 partitions).
+pub const UPLOAD_BUFFER: usize = 5 * 1024 * 1024;
+
 /// The most memory a chunk's open files may hold in buffered row groups.
 pub const BUFFER_BUDGET: usize = 128 * 1024 * 1024;
 
@@ -190,7 +196,7 @@ impl ChunkWriter {
             };
             let path = self.lake.child(&relative)?;
             let writer = AsyncArrowWriter::try_new(
-                BufWriter::new(self.lake.store.clone(), path),
+                BufWriter::with_capacity(self.lake.store.clone(), path, UPLOAD_BUFFER),
                 self.schema.clone(),
                 Some(self.props.clone()),
             )
@@ -217,6 +223,12 @@ impl ChunkWriter {
             let file = self.open.remove(&ppath).expect("present");
             self.close(file).await?;
         }
+        Ok(())
+    }
+
+    /// Call after the slices of each batch: bounds the memory of the open
+    /// files (checking after every slice took 2% of an ingest).
+    pub async fn end_batch(&mut self) -> Result<()> {
         self.keep_within_budget().await
     }
 
@@ -377,6 +389,7 @@ mod tests {
                 .await
                 .unwrap();
             }
+            w.end_batch().await.unwrap();
         }
         let files = w.finish().await.unwrap();
         assert_eq!(files.len(), 3);
