@@ -93,6 +93,20 @@ impl World {
             .unwrap_or_else(|e| panic!("uploading s3://{bucket}/{key}: {e}"));
     }
 
+    async fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
+        let got = self
+            .aws
+            .s3(bucket)
+            .unwrap()
+            .get(&ObjectPath::parse(key).unwrap())
+            .await;
+        let bytes = got
+            .unwrap_or_else(|e| panic!("s3://{bucket}/{key}: {e}"))
+            .bytes()
+            .await;
+        bytes.unwrap().to_vec()
+    }
+
     async fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
         let store = self.aws.s3(bucket).unwrap();
         let metas: Vec<_> = store
@@ -533,16 +547,7 @@ async fn planner_takes_every_event_shape_in_events() {
         key.starts_with("lake/_sluice/manifests/") && key.ends_with(".jsonl"),
         "{key}"
     );
-    let bytes = w
-        .aws
-        .s3(&w.lake)
-        .unwrap()
-        .get(&ObjectPath::parse(key).unwrap())
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let bytes = w.get(&w.lake, key).await;
     let lines: Vec<TaskSpec> = std::str::from_utf8(&bytes)
         .unwrap()
         .lines()
@@ -611,16 +616,7 @@ async fn planner_takes_every_event_shape_in_events() {
     .await
     .unwrap();
     let key = r["manifest"]["key"].as_str().unwrap();
-    let bytes = w
-        .aws
-        .s3(&w.lake)
-        .unwrap()
-        .get(&ObjectPath::parse(key).unwrap())
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let bytes = w.get(&w.lake, key).await;
     let task: Value = serde_json::from_slice(bytes.split(|b| *b == b'\n').next().unwrap()).unwrap();
     let e = transform::handle(&deps, task).await.unwrap_err();
     assert!(!e.retryable && e.message.contains("cut.jsonl.gz"), "{e}");

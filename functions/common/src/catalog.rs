@@ -11,7 +11,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse};
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
@@ -80,16 +79,7 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Value, FunctionError> {
         }
         response.tables = done;
         emit(&response, failed.len(), started);
-        let mut out = SqsBatchResponse::default();
-        out.batch_item_failures = failed
-            .into_iter()
-            .map(|id| {
-                let mut f = BatchItemFailure::default();
-                f.item_identifier = id;
-                f
-            })
-            .collect();
-        return Ok(serde_json::to_value(out).expect("serializes"));
+        return Ok(crate::sqs_batch_response(failed));
     }
     let mut response = CatalogResponse::default();
     let records = load(deps, &event, &mut response.ignored).await?;
@@ -114,11 +104,7 @@ fn emit(r: &CatalogResponse, failed: usize, started: Instant) {
         .metric("Commits", r.commits as f64, Unit::Count)
         .metric("PartitionsAdded", r.partitions_added as f64, Unit::Count)
         .metric("Failures", failed as f64, Unit::Count)
-        .metric(
-            "Duration",
-            started.elapsed().as_secs_f64() * 1000.0,
-            Unit::Milliseconds,
-        )
+        .duration(started)
         .emit();
 }
 

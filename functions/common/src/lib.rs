@@ -25,3 +25,20 @@ pub mod transform;
 
 pub use deps::{Deps, Settings};
 pub use error::FunctionError;
+
+/// The answer to an SQS batch: the ids of the messages that failed, which
+/// SQS delivers again (and, past the redrive limit, moves to the dead-letter
+/// queue); the others are deleted.
+pub fn sqs_batch_response(failed: impl IntoIterator<Item = String>) -> serde_json::Value {
+    use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse};
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = failed
+        .into_iter()
+        .map(|id| {
+            let mut f = BatchItemFailure::default();
+            f.item_identifier = id;
+            f
+        })
+        .collect();
+    serde_json::to_value(response).expect("serializes")
+}

@@ -53,6 +53,15 @@ impl Record {
         self
     }
 
+    /// Add `Duration`: milliseconds since `started`.
+    pub fn duration(self, started: std::time::Instant) -> Record {
+        self.metric(
+            "Duration",
+            started.elapsed().as_secs_f64() * 1000.0,
+            Unit::Milliseconds,
+        )
+    }
+
     /// The EMF JSON document, stamped `timestamp_ms`.
     pub fn to_json(&self, timestamp_ms: i64) -> Value {
         let mut doc = Map::new();

@@ -10,7 +10,6 @@
 
 use std::time::{Duration, Instant};
 
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use futures::TryStreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
@@ -100,16 +99,7 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Value, FunctionError> {
             }
         }
         emit(&total, failures.len(), started);
-        let mut response = SqsBatchResponse::default();
-        response.batch_item_failures = failures
-            .into_iter()
-            .map(|id| {
-                let mut f = BatchItemFailure::default();
-                f.item_identifier = id;
-                f
-            })
-            .collect();
-        return Ok(serde_json::to_value(response).expect("serializes"));
+        return Ok(crate::sqs_batch_response(failures));
     }
     let direct = ["bucket", "url"].iter().any(|k| event.get(k).is_some());
     let planned = plan_event(deps, &event).await?;
@@ -137,11 +127,7 @@ fn emit(r: &PlanResponse, failed: usize, started: Instant) {
         .metric("Tasks", r.tasks as f64, Unit::Count)
         .metric("Skipped", r.skipped_total as f64, Unit::Count)
         .metric("MessagesFailed", failed as f64, Unit::Count)
-        .metric(
-            "Duration",
-            started.elapsed().as_secs_f64() * 1000.0,
-            Unit::Milliseconds,
-        )
+        .duration(started)
         .emit();
 }
 

@@ -10,7 +10,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sluice::commit::CommitRecord;
@@ -41,7 +40,7 @@ pub struct TaskResult {
 /// Handle one invocation.
 pub async fn handle(deps: &Deps, event: Value) -> Result<Value, FunctionError> {
     if let Some(messages) = sqs_messages(&event) {
-        let mut response = SqsBatchResponse::default();
+        let mut failed = Vec::new();
         for m in messages {
             let result = match serde_json::from_str::<TaskSpec>(&m.body) {
                 Ok(spec) => run(deps, &spec).await,
@@ -52,12 +51,10 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Value, FunctionError> {
             };
             if let Err(e) = result {
                 warn!(message_id = %m.message_id, retryable = e.retryable, error = %e, "chunk failed");
-                let mut f = BatchItemFailure::default();
-                f.item_identifier = m.message_id;
-                response.batch_item_failures.push(f);
+                failed.push(m.message_id);
             }
         }
-        return Ok(serde_json::to_value(response).expect("serializes"));
+        return Ok(crate::sqs_batch_response(failed));
     }
     let spec: TaskSpec = serde_json::from_value(event).map_err(|e| {
         FunctionError::permanent(format!(
@@ -98,11 +95,7 @@ pub async fn run(deps: &Deps, spec: &TaskSpec) -> Result<TaskResult, FunctionErr
                     .metric("FilesOut", r.files as f64, Unit::Count)
                     .metric("Partitions", r.partitions as f64, Unit::Count)
                     .metric("ChunksFailed", 0.0, Unit::Count)
-                    .metric(
-                        "Duration",
-                        started.elapsed().as_secs_f64() * 1000.0,
-                        Unit::Milliseconds,
-                    )
+                    .duration(started)
                     .emit();
                 info!(
                     rows_in = r.rows_in,
@@ -118,11 +111,7 @@ pub async fn run(deps: &Deps, spec: &TaskSpec) -> Result<TaskResult, FunctionErr
                 let e = FunctionError::from(e);
                 metrics
                     .metric("ChunksFailed", 1.0, Unit::Count)
-                    .metric(
-                        "Duration",
-                        started.elapsed().as_secs_f64() * 1000.0,
-                        Unit::Milliseconds,
-                    )
+                    .duration(started)
                     .emit();
                 Err(e)
             }
