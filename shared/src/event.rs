@@ -59,6 +59,18 @@ pub struct SqsItem {
     pub body: String,
 }
 
+impl SqsItem {
+    /// The body as JSON (an S3 or EventBridge event, or a task).
+    pub fn json(&self) -> Result<Value> {
+        serde_json::from_str(&self.body).map_err(|e| {
+            Error::Config(format!(
+                "SQS message {}: the body is not JSON: {e}",
+                self.message_id
+            ))
+        })
+    }
+}
+
 /// If `event` is an SQS batch, its messages.
 pub fn sqs_messages(event: &Value) -> Option<Vec<SqsItem>> {
     let first = event.get("Records")?.as_array()?.first()?;

@@ -49,12 +49,7 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Value, FunctionError> {
         for m in messages {
             let span = info_span!("sqs_message", message_id = %m.message_id);
             let result = async {
-                let body: Value = serde_json::from_str(&m.body).map_err(|e| {
-                    FunctionError::permanent(format!(
-                        "SQS message {}: the body is not JSON: {e}",
-                        m.message_id
-                    ))
-                })?;
+                let body = m.json()?;
                 load(deps, &body, &mut response.ignored).await
             }
             .instrument(span)
