@@ -157,6 +157,11 @@ impl ChunkTask {
 }
 
 impl TaskSpec {
+    /// Where this task's commit record is written, relative to the lake root.
+    pub fn commit_path(&self) -> String {
+        CommitRecord::path(&self.table, &chunk_id(&self.source, &self.chunk))
+    }
+
     /// The task again, reading from `input` (the source must lie under it).
     pub fn resolve(&self, input: &Location) -> Result<ChunkTask> {
         let relative = self

@@ -534,26 +534,27 @@ async fn planner_takes_every_event_shape_in_events() {
     // 3 + 1 + 1 + 2 tasks (one chunk per object at 64 MiB).
     assert_eq!(queued.len(), 7);
 
-    // Direct payloads write a manifest of TaskSpec lines and say where.
+    // Direct payloads write a manifest (a JSON array of TaskSpecs) and say where.
     let r = planner::handle(&deps, retarget(fixture("direct-prefix.json")))
         .await
         .unwrap();
     assert_eq!(r["objects"], 5, "{r}");
-    let manifest = &r["manifest"];
+    let manifest = r["manifest"].clone();
     assert_eq!(manifest["bucket"], json!(w.lake));
     assert_eq!(manifest["tasks"], 5);
     let key = manifest["key"].as_str().unwrap();
     assert!(
-        key.starts_with("lake/_sluice/manifests/") && key.ends_with(".jsonl"),
+        key.starts_with("lake/_sluice/manifests/") && key.ends_with(".json"),
         "{key}"
     );
     let bytes = w.get(&w.lake, key).await;
-    let lines: Vec<TaskSpec> = std::str::from_utf8(&bytes)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<TaskSpec> = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(lines.len(), 5);
+    assert_eq!(
+        bytes.iter().filter(|b| **b == b'\n').count(),
+        7,
+        "one task per line"
+    );
     assert!(
         lines
             .iter()
@@ -583,6 +584,30 @@ async fn planner_takes_every_event_shape_in_events() {
         .await
         .expect("transform task");
     assert_eq!(result["rows_out"], 1, "{result}");
+    // The workflow's catalog step on the manifest: the one committed chunk is
+    // registered, the four that never ran are named.
+    let r = catalog::handle(&deps, json!({ "manifest": manifest }))
+        .await
+        .expect("catalog on a manifest");
+    assert_eq!(r["commits"], 1, "{r}");
+    assert_eq!(r["missing_total"], 4, "{r}");
+    assert!(
+        r["missing"][0]
+            .as_str()
+            .unwrap()
+            .contains("no commit record s3://"),
+        "{r}"
+    );
+    let e = catalog::handle(
+        &deps,
+        json!({"manifest": {"url": format!("s3://{}/elsewhere.json", w.raw), "key": "x", "tasks": 1}}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        !e.retryable && e.message.contains("is not under the lake"),
+        "{e}"
+    );
 
     // Errors: a payload that is no event is permanent; so is a task outside the input.
     let e = planner::handle(&deps, json!({"hello": 1}))
@@ -617,7 +642,7 @@ async fn planner_takes_every_event_shape_in_events() {
     .unwrap();
     let key = r["manifest"]["key"].as_str().unwrap();
     let bytes = w.get(&w.lake, key).await;
-    let task: Value = serde_json::from_slice(bytes.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    let task = serde_json::from_slice::<Vec<Value>>(&bytes).unwrap()[0].clone();
     let e = transform::handle(&deps, task).await.unwrap_err();
     assert!(!e.retryable && e.message.contains("cut.jsonl.gz"), "{e}");
     let d: lambda_runtime::Diagnostic = e.into();

@@ -1,9 +1,11 @@
 //! The catalog function: commit records in, tables and partitions registered.
 //!
 //! Triggered by the commit records the transform writes (an S3 notification
-//! or EventBridge event, directly or through SQS), or by a direct payload
-//! (`{"bucket", "prefix"}` over `_sluice/commits/`, as the backfill workflow
-//! sends). The records of one invocation are grouped by table: one
+//! or EventBridge event, directly or through SQS), or by a direct payload:
+//! `{"bucket", "prefix"}` over `_sluice/commits/`, or the planner's
+//! `{"manifest": {...}}` (what the backfill workflow sends after its Map),
+//! which registers the commit record of every task in the manifest and names
+//! the tasks that have none, so a failed Map item cannot go unnoticed. The records of one invocation are grouped by table: one
 //! `ensure_table` per table, then all their partitions in batches of 100.
 //! With SQS, a failure is reported for exactly the messages whose records it
 //! concerns.
@@ -18,11 +20,13 @@ use serde_json::Value;
 use sluice::catalog::{PartitionDef, TableDef, commit_entries};
 use sluice::commit::{COMMITS_DIR, CommitRecord};
 use sluice::event::{Target, decode, sqs_messages};
+use sluice::pipeline::TaskSpec;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::deps::Deps;
 use crate::error::FunctionError;
 use crate::metrics::{Record, Unit};
+use crate::planner::{MANIFESTS_DIR, Manifest};
 
 /// What the catalog function did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +40,19 @@ pub struct CatalogResponse {
     /// Objects that are not commit records, and events without work.
     #[serde(default)]
     pub ignored: Vec<String>,
+    /// For a manifest: how many of its tasks have no commit record (they
+    /// failed, or have not run).
+    #[serde(default)]
+    pub missing_total: usize,
+    /// The first [`crate::planner::LISTED`] of them.
+    #[serde(default)]
+    pub missing: Vec<String>,
+}
+
+/// The backfill workflow's payload: the manifest the planner answered with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestPayload {
+    pub manifest: Manifest,
 }
 
 /// Handle one invocation.
@@ -77,7 +94,16 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Value, FunctionError> {
         return Ok(crate::sqs_batch_response(failed));
     }
     let mut response = CatalogResponse::default();
-    let records = load(deps, &event, &mut response.ignored).await?;
+    let records = if event.get("manifest").is_some() {
+        let payload: ManifestPayload = serde_json::from_value(event).map_err(|e| {
+            FunctionError::permanent(format!(
+                "not a manifest payload (expected {{\"manifest\": {{\"url\", \"key\", ...}}}} as the planner answers): {e}"
+            ))
+        })?;
+        load_manifest(deps, &payload.manifest, &mut response).await?
+    } else {
+        load(deps, &event, &mut response.ignored).await?
+    };
     let all: Vec<&CommitRecord> = records.iter().collect();
     let (done, mut errors) = register(deps, &all, &mut response).await;
     response.tables = done;
@@ -89,6 +115,7 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Value, FunctionError> {
         commits = response.commits,
         tables = response.tables.len(),
         partitions_added = response.partitions_added,
+        missing = response.missing_total,
         "registered"
     );
     Ok(serde_json::to_value(response).expect("serializes"))
@@ -101,6 +128,75 @@ fn emit(r: &CatalogResponse, failed: usize, started: Instant) {
         .metric("Failures", failed as f64, Unit::Count)
         .duration(started)
         .emit();
+}
+
+/// Read the commit record of every task in a planner's manifest; the tasks
+/// without one are counted and named in `response.missing`.
+async fn load_manifest(
+    deps: &Deps,
+    manifest: &Manifest,
+    response: &mut CatalogResponse,
+) -> Result<Vec<CommitRecord>, FunctionError> {
+    let relative = manifest
+        .url
+        .strip_prefix(&format!("{}/", deps.lake.url))
+        .filter(|r| r.starts_with(MANIFESTS_DIR))
+        .ok_or_else(|| {
+            FunctionError::permanent(format!(
+                "manifest {} is not under the lake's {}/{MANIFESTS_DIR}/",
+                manifest.url, deps.lake.url
+            ))
+        })?;
+    let bytes = get(deps, relative, &manifest.url).await?.ok_or_else(|| {
+        FunctionError::permanent(format!("manifest {} does not exist", manifest.url))
+    })?;
+    let tasks: Vec<TaskSpec> = serde_json::from_slice(&bytes).map_err(|e| {
+        FunctionError::permanent(format!(
+            "manifest {}: not a JSON array of chunk tasks: {e}",
+            manifest.url
+        ))
+    })?;
+    let mut records = Vec::with_capacity(tasks.len());
+    for t in &tasks {
+        let path = t.commit_path();
+        let url = format!("{}/{path}", deps.lake.url);
+        match get(deps, &path, &url).await? {
+            Some(bytes) => records.push(CommitRecord::from_json(&bytes, &url)?),
+            None => {
+                response.missing_total += 1;
+                if response.missing.len() < crate::planner::LISTED {
+                    response.missing.push(format!(
+                        "{} chunk {} of {} (table {}): no commit record {url}",
+                        t.source.url,
+                        t.chunk.index + 1,
+                        t.chunks,
+                        t.table
+                    ));
+                }
+            }
+        }
+    }
+    if response.missing_total > 0 {
+        warn!(
+            manifest = %manifest.url,
+            missing = response.missing_total,
+            tasks = tasks.len(),
+            "chunks without a commit record"
+        );
+    }
+    Ok(records)
+}
+
+/// An object of the lake, or `None` if there is none.
+async fn get(deps: &Deps, relative: &str, url: &str) -> Result<Option<Vec<u8>>, FunctionError> {
+    let path = deps.lake.child(relative)?;
+    match deps.lake.store.get(&path).await {
+        Ok(r) => Ok(Some(r.bytes().await.map(Vec::from).map_err(|e| {
+            FunctionError::from(sluice::Error::read(url, e.to_string()))
+        })?)),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(FunctionError::from(sluice::Error::Store(e))),
+    }
 }
 
 /// Read the commit records an (unwrapped) event names.

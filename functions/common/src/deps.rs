@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use sluice::catalog::Catalog;
-use sluice::config::Pipeline;
+use sluice::config::{CatalogKind, Pipeline};
 use sluice::pipeline::Engine;
 use sluice::plan::DEFAULT_CHUNK_SIZE;
 use sluice::read::ReadOptions;
@@ -25,6 +25,9 @@ pub struct Settings {
     pub chunk_queue_url: Option<String>,
     /// Target chunk size in bytes (`SLUICE_CHUNK_SIZE`, e.g. `128MiB`).
     pub chunk_size: u64,
+    /// Overrides `[lake] catalog`: register tables in this Glue database
+    /// (`SLUICE_GLUE_DATABASE`, which the deployment template sets).
+    pub glue_database: Option<String>,
     /// How to reach AWS (from the environment in the functions; explicit in tests).
     pub aws: AwsOptions,
 }
@@ -52,6 +55,7 @@ impl Settings {
             input: var("SLUICE_INPUT"),
             chunk_queue_url: var("SLUICE_CHUNK_QUEUE_URL"),
             chunk_size,
+            glue_database: var("SLUICE_GLUE_DATABASE"),
             aws: AwsOptions::default(),
         })
     }
@@ -87,6 +91,21 @@ impl Deps {
         }
         if let Some(i) = &settings.input {
             pipeline.input_root = Some(i.clone());
+        }
+        if let Some(database) = &settings.glue_database {
+            if !database
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                return Err(sluice::Error::Config(format!(
+                    "SLUICE_GLUE_DATABASE={database:?} is not a valid Glue database name \
+                     (lower-case letters, digits and _)"
+                )));
+            }
+            pipeline.catalog = CatalogKind::Glue {
+                database: database.clone(),
+                create_database: false,
+            };
         }
         let input_root = pipeline.input_root.clone().ok_or_else(|| {
             sluice::Error::Config(format!(

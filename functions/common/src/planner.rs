@@ -3,9 +3,9 @@
 //! Events from S3 (notifications), EventBridge and SQS send their tasks to
 //! the chunk queue, ten per `SendMessageBatch`. A direct payload
 //! (`{"bucket", "key"}`, `{"bucket", "prefix"}`, `{"url"}`: what a Step
-//! Functions backfill sends) gets a JSON Lines manifest of its tasks in the
-//! lake, under `_sluice/manifests/`, and the answer says where, for a
-//! Distributed Map's `ItemReader`. An object that matches no table, is
+//! Functions backfill sends) gets a manifest of its tasks in the lake, under
+//! `_sluice/manifests/`: a JSON array, one task per line, which a Distributed
+//! Map's `ItemReader` reads with `InputType: JSON`; the answer says where. An object that matches no table, is
 //! hidden, or lies outside the input root is skipped and logged, not an error.
 
 use std::time::{Duration, Instant};
@@ -58,6 +58,9 @@ pub struct PlanResponse {
     #[serde(default)]
     pub ignored: Vec<String>,
 }
+
+/// Where manifests are written, under the lake root.
+pub const MANIFESTS_DIR: &str = "_sluice/manifests";
 
 /// At most this many skipped objects are named in an answer, which must stay
 /// small (a Step Functions state holds at most 256 KB).
@@ -323,15 +326,17 @@ async fn send(deps: &Deps, tasks: &[TaskSpec]) -> Result<usize, FunctionError> {
     Ok(tasks.len())
 }
 
-/// Write the tasks as JSON Lines under `_sluice/manifests/`, named by their content.
+/// Write the tasks under `_sluice/manifests/`, named by their content: a
+/// JSON array with one task per line.
 async fn write_manifest(deps: &Deps, tasks: &[TaskSpec]) -> Result<Manifest, FunctionError> {
-    let mut body = Vec::new();
-    for t in tasks {
+    let mut body = b"[".to_vec();
+    for (i, t) in tasks.iter().enumerate() {
+        body.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
         serde_json::to_writer(&mut body, t).expect("serializes");
-        body.push(b'\n');
     }
+    body.extend_from_slice(b"\n]\n");
     let id = hex::encode(&Sha256::digest(&body)[..12]);
-    let path = deps.lake.child(&format!("_sluice/manifests/{id}.jsonl"))?;
+    let path = deps.lake.child(&format!("{MANIFESTS_DIR}/{id}.json"))?;
     deps.lake
         .store
         .put(&path, PutPayload::from(body))

@@ -1,0 +1,407 @@
+"""The backfill workflow (infra/backfill.asl.json), run for real on this machine.
+
+moto's server executes the state machine; the real planner, transform and
+catalog binaries run under `cargo lambda watch`; the state machine's Lambda
+invocations are forwarded to `cargo lambda watch` (moto cannot run Rust
+functions itself). Then the Glue partitions and the Parquet data that result
+are checked against the raw files, and every Map item's outcome is checked in
+the execution history (this server reports a Distributed Map as succeeded even
+when an item failed; the workflow's own Register step must catch it).
+
+Run by scripts/test; prints one `ok:` line per check, `FAILED:` and exits 1
+on the first failure. Stops everything it started.
+"""
+
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import boto3
+from botocore.response import StreamingBody
+import duckdb
+from moto.server import ThreadedMotoServer
+from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+# The interpreter logs every failure it handles (the failing chunk below) at length.
+logging.getLogger("moto").setLevel(logging.CRITICAL)
+
+REPO = Path(__file__).resolve().parent.parent
+RAW_BUCKET = "sluice-raw"
+LAKE_BUCKET = "sluice-lake"
+DATABASE = "sluice_backfill"
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+FUNCTIONS = ("planner", "transform", "catalog")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def check(ok, what, detail=""):
+    if ok:
+        print(f"ok: {what}", flush=True)
+    else:
+        print(f"FAILED: {what}: {detail}", flush=True)
+        raise SystemExit(1)
+
+
+class LambdaForwarder:
+    """What moto's state machine interpreter uses as its Lambda client. Its
+    invoke goes to `cargo lambda watch`, with the function ARN of the
+    definition turned into the binary's name, and answers as Lambda's Invoke
+    API does: status 200, and `FunctionError: Unhandled` with the error
+    document when the function failed (cargo lambda watch answers a failed
+    invocation with HTTP 500 instead). Every call is recorded."""
+
+    def __init__(self, endpoint):
+        self.endpoint = endpoint
+        self.calls = []
+
+    def invoke(self, **params):
+        name = params["FunctionName"]
+        m = re.match(r"^arn:aws:lambda:[^:]+:\d+:function:([^:]+)(:.*)?$", name)
+        binary = m.group(1) if m else name
+        if binary not in FUNCTIONS:
+            raise ValueError(f"the workflow invoked {name}, which is no function of functions/")
+        payload = params.get("Payload") or b"{}"
+        if isinstance(payload, str):
+            payload = payload.encode()
+        req = urllib.request.Request(
+            f"{self.endpoint}/2015-03-31/functions/{binary}/invocations",
+            data=payload, method="POST", headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=900) as r:
+                body, error = r.read(), None
+        except urllib.error.HTTPError as e:
+            body = e.read()
+            try:
+                doc = json.loads(body)
+            except ValueError:
+                doc = None
+            if not (isinstance(doc, dict) and "errorType" in doc):
+                raise
+            error = "Unhandled"
+        self.calls.append({
+            "function": binary,
+            "input": json.loads(payload),
+            "error": error,
+            "output": json.loads(body),
+        })
+        response = {
+            "StatusCode": 200,
+            "ExecutedVersion": "$LATEST",
+            "Payload": StreamingBody(io.BytesIO(body), len(body)),
+            "ResponseMetadata": {"RequestId": str(uuid.uuid4()), "HTTPStatusCode": 200,
+                                 "HTTPHeaders": {}, "RetryAttempts": 0},
+        }
+        if error:
+            response["FunctionError"] = error
+        return response
+
+    def of(self, function):
+        return [c for c in self.calls if c["function"] == function]
+
+
+def main():
+    work = Path(tempfile.mkdtemp(prefix="sluice-backfill-"))
+    watch = None
+    server = None
+    try:
+        # 1. moto, with state machine execution on. Its interpreter reaches S3
+        #    (ItemReader, ResultWriter) through MOTO_PORT.
+        port = free_port()
+        os.environ["MOTO_PORT"] = str(port)
+        endpoint = f"http://127.0.0.1:{port}"
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        req = urllib.request.Request(
+            f"{endpoint}/moto-api/config",
+            data=json.dumps({"stepfunctions": {"execute_state_machine": True}}).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        urllib.request.urlopen(req).read()
+        env = {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+        os.environ.update(env)
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        glue = boto3.client("glue", endpoint_url=endpoint)
+        sfn = boto3.client("stepfunctions", endpoint_url=endpoint)
+
+        # 2. What the template creates (buckets, database) and what a user
+        #    uploads (the pipeline file, raw files: the example data cut into
+        #    several files, plus a file no table matches).
+        for b in (RAW_BUCKET, LAKE_BUCKET):
+            s3.create_bucket(Bucket=b)
+        glue.create_database(DatabaseInput={"Name": DATABASE})
+        config = (REPO / "examples/clickstream/sluice.toml").read_text()
+        s3.put_object(Bucket=LAKE_BUCKET, Key="_sluice/config/sluice.toml", Body=config.encode())
+        raw = REPO / "examples/clickstream/raw/clickstream"
+        lines = (raw / "events-00000.jsonl").read_bytes().splitlines(keepends=True)
+        local = work / "raw"
+        local.mkdir()
+        quarter = len(lines) // 4
+        parts = [lines[i * quarter : (i + 1) * quarter if i < 3 else len(lines)] for i in range(4)]
+        for i, part in enumerate(parts):
+            (local / f"part-{i}.jsonl").write_bytes(b"".join(part))
+        shutil.copy(raw / "events-00001.jsonl.gz", local / "events-00001.jsonl.gz")
+        for f in sorted(local.iterdir()):
+            s3.upload_file(str(f), RAW_BUCKET, f"raw/clickstream/2026/{f.name}")
+        s3.put_object(Bucket=RAW_BUCKET, Key="raw/clickstream/2026/_SUCCESS", Body=b"")
+        s3.put_object(Bucket=RAW_BUCKET, Key="raw/other/readme.txt", Body=b"not data")
+
+        # 3. The real functions under cargo lambda watch, configured as the
+        #    template configures them (small chunks: many Map items).
+        lambda_env = dict(
+            env,
+            SLUICE_CONFIG=f"s3://{LAKE_BUCKET}/_sluice/config/sluice.toml",
+            SLUICE_LAKE=f"s3://{LAKE_BUCKET}",
+            SLUICE_INPUT=f"s3://{RAW_BUCKET}/raw/",
+            SLUICE_GLUE_DATABASE=DATABASE,
+            SLUICE_CHUNK_SIZE="256KiB",
+            RUST_LOG="info",
+        )
+        env_file = work / "lambda.env"
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in lambda_env.items()))
+        invoke_port = free_port()
+        watch_log = open(work / "watch.log", "wb")
+        watch = subprocess.Popen(
+            ["cargo", "lambda", "watch", "--quiet", "--env-file", str(env_file),
+             "-A", "127.0.0.1", "-P", str(invoke_port)],
+            cwd=REPO, stdout=watch_log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        for _ in range(600):
+            try:
+                socket.create_connection(("127.0.0.1", invoke_port), 1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        forwarder = LambdaForwarder(f"http://127.0.0.1:{invoke_port}")
+        original = lambda_eval_utils.boto_client_for
+
+        def boto_client_for(region, service, state_credentials=None):
+            if service == "lambda":
+                return forwarder
+            return original(region=region, service=service, state_credentials=state_credentials)
+
+        lambda_eval_utils.boto_client_for = boto_client_for
+
+        # 4. The state machine from infra/, with the substitutions the
+        #    template makes.
+        definition = (REPO / "infra/backfill.asl.json").read_text()
+        substitutions = {
+            "PlannerFunctionArn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:planner",
+            "TransformFunctionArn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:transform",
+            "CatalogFunctionArn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:catalog",
+            "LakeBucket": LAKE_BUCKET,
+            "MapMaxConcurrency": "4",
+            "MapToleratedFailurePercentage": "0",
+        }
+        for k, v in substitutions.items():
+            definition = definition.replace("${" + k + "}", v)
+        left = re.findall(r"\$\{[^}]+\}", definition)
+        check(not left, "every placeholder of the definition is substituted", left)
+        machine = sfn.create_state_machine(
+            name="sluice-backfill",
+            definition=definition,
+            roleArn=f"arn:aws:iam::{ACCOUNT}:role/sluice-backfill",
+            type="STANDARD",
+        )["stateMachineArn"]
+
+        def run(name, payload):
+            arn = sfn.start_execution(
+                stateMachineArn=machine, name=name, input=json.dumps(payload)
+            )["executionArn"]
+            deadline = time.time() + 600
+            while True:
+                d = sfn.describe_execution(executionArn=arn)
+                if d["status"] != "RUNNING":
+                    break
+                if time.time() > deadline:
+                    raise SystemExit(f"FAILED: execution {name} still running after 600 s")
+                time.sleep(0.5)
+            events = []
+            kwargs = {"executionArn": arn, "maxResults": 1000}
+            while True:
+                page = sfn.get_execution_history(**kwargs)
+                events += page["events"]
+                if not page.get("nextToken"):
+                    break
+                kwargs["nextToken"] = page["nextToken"]
+            return d, events
+
+        # 5. A backfill of the prefix.
+        started = time.time()
+        d, events = run("backfill-1", {"bucket": RAW_BUCKET, "prefix": "raw/clickstream/2026/"})
+        took = time.time() - started
+        if d["status"] != "SUCCEEDED":
+            sys.stdout.write((work / "watch.log").read_text()[-4000:])
+        check(d["status"] == "SUCCEEDED", f"backfill execution succeeded ({took:.1f} s)",
+              json.dumps({k: str(v) for k, v in d.items()})[:3000])
+        out = json.loads(d["output"])
+        plan, register = out["plan"], out["register"]
+        check(plan["objects"] == 5 and plan["skipped_total"] == 1,
+              "the planner planned 5 objects and skipped _SUCCESS", plan)
+        tasks = plan["tasks"]
+        check(tasks >= 8, f"the planner cut them into {tasks} chunk tasks", plan)
+        manifest = json.loads(
+            s3.get_object(Bucket=LAKE_BUCKET, Key=plan["manifest"]["key"])["Body"].read()
+        )
+        check(len(manifest) == tasks, "the manifest the Map read holds every task", len(manifest))
+
+        # Every Map item, as the forwarder saw it: each task of the manifest
+        # went to the transform once, and its answer names its own commit
+        # record (this server's history has no per-item events).
+        items = forwarder.of("transform")
+        inputs = sorted(json.dumps(c["input"], sort_keys=True) for c in items)
+        check(inputs == sorted(json.dumps(t, sort_keys=True) for t in manifest),
+              f"the Map ran each of the {tasks} tasks once, as the planner wrote it",
+              f"{len(items)} transform calls")
+        failed = [c for c in items if c["error"]]
+        check(not failed, "every Map item succeeded", failed[:2])
+        commits = {c["output"]["commit"] for c in items}
+        check(len(commits) == tasks
+              and all(c["output"]["rows_rejected"] == 0 and c["output"]["files"] > 0 for c in items),
+              "every item's output names its own commit record, no rejected rows",
+              [c["output"] for c in items][:2])
+        check(len(forwarder.of("planner")) == 1 and len(forwarder.of("catalog")) == 1,
+              "the workflow invoked the planner and the catalog once each",
+              [c["function"] for c in forwarder.calls])
+        check(register["commits"] == tasks and register["missing_total"] == 0
+              and register["tables"] == ["clickstream"] and register["partitions_added"] > 0,
+              f"the Register step registered {register['commits']} commit records, "
+              f"{register['partitions_added']} partitions", register)
+
+        # 6. Glue: the table and its partitions, where the files are.
+        table = glue.get_table(DatabaseName=DATABASE, Name="clickstream")["Table"]
+        check(table["StorageDescriptor"]["Location"] == f"s3://{LAKE_BUCKET}/clickstream/"
+              and [k["Name"] for k in table["PartitionKeys"]] == ["dt", "event_type"]
+              and table["Parameters"].get("classification") == "parquet",
+              "Glue table clickstream: Parquet, partitioned by (dt, event_type)", table)
+        partitions = []
+        for page in glue.get_paginator("get_partitions").paginate(
+            DatabaseName=DATABASE, TableName="clickstream"
+        ):
+            partitions += page["Partitions"]
+        keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
+            Bucket=LAKE_BUCKET, Prefix="clickstream/") for o in page.get("Contents", [])]
+        folders = {k.rsplit("/", 1)[0] + "/" for k in keys if k.endswith(".parquet")}
+        locations = {p["StorageDescriptor"]["Location"].removeprefix(f"s3://{LAKE_BUCKET}/")
+                     for p in partitions}
+        check(len(partitions) == register["partitions_added"] and locations == folders,
+              f"{len(partitions)} Glue partitions, each at a folder of Parquet files",
+              f"{sorted(locations ^ folders)[:5]}")
+
+        # 7. The Parquet data, read back with DuckDB, against the raw files.
+        lake = work / "lake"
+        for k in keys:
+            dest = lake / k
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(LAKE_BUCKET, k, str(dest))
+        con = duckdb.connect()
+        con.sql("SET TimeZone='UTC'")
+        q = lambda s: [tuple(map(str, r)) for r in con.sql(s).fetchall()]
+        types_ = ("{'event_id':'VARCHAR','event_time':'VARCHAR','user_id':'BIGINT',"
+                  "'event_type':'VARCHAR','price':'DECIMAL(10,2)'}")
+        got = q(f"""SELECT CAST(dt AS VARCHAR), event_type, count(*), sum(price),
+                           count(DISTINCT event_id), sum(user_id)
+                    FROM read_parquet('{lake}/clickstream/**/*.parquet', hive_partitioning=true)
+                    GROUP BY ALL ORDER BY ALL""")
+        want = q(f"""SELECT CAST(CAST(event_time AS TIMESTAMPTZ) AS DATE)::VARCHAR, event_type,
+                            count(*), sum(price), count(DISTINCT event_id), sum(user_id)
+                     FROM read_json('{local}/*', columns={types_})
+                     WHERE event_type IS NOT NULL
+                     GROUP BY ALL ORDER BY ALL""")
+        rows = sum(int(r[2]) for r in want)
+        check(want and got == want,
+              f"the lake matches the raw files per (dt, event_type): {rows} rows, "
+              "sum(price), distinct ids, sum(user_id)",
+              f"got {got[:3]}... want {want[:3]}...")
+        check({tuple(sorted(p["Values"])) for p in partitions}
+              == {tuple(sorted(r[:2])) for r in want},
+              "the Glue partition values are the (dt, event_type) pairs of the data")
+
+        # 8. Run again: nothing new, nothing doubled.
+        before = len(keys)
+        d, _ = run("backfill-2", {"bucket": RAW_BUCKET, "prefix": "raw/clickstream/2026/"})
+        out = json.loads(d.get("output") or "{}")
+        keys2 = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
+            Bucket=LAKE_BUCKET, Prefix="clickstream/") for o in page.get("Contents", [])]
+        check(d["status"] == "SUCCEEDED" and out["register"]["partitions_added"] == 0
+              and len(keys2) == before,
+              "a second backfill of the same prefix adds no partition and no file",
+              f"{d['status']} {out.get('register')} {len(keys2)} vs {before}")
+
+        # 9. A chunk that fails (a gzip cut short): the Map still "succeeds"
+        #    on this server with tolerance 0 or not, but the execution must fail,
+        #    naming the chunk, after registering the good ones.
+        gz = (raw / "events-00001.jsonl.gz").read_bytes()
+        s3.put_object(Bucket=RAW_BUCKET, Key="raw/clickstream/2027/cut.jsonl.gz", Body=gz[: len(gz) // 2])
+        s3.put_object(Bucket=RAW_BUCKET, Key="raw/clickstream/2027/good.jsonl",
+                      Body=b"".join(parts[0][:100]).replace(b'"2026-', b'"2027-'))
+        forwarder.calls.clear()
+        d, events = run("backfill-broken", {"bucket": RAW_BUCKET, "prefix": "raw/clickstream/2027/"})
+        cause = d.get("cause", "")
+        check(d["status"] == "FAILED" and d.get("error") == "Sluice.ChunksFailed"
+              and "cut.jsonl.gz" in cause and "1 of 2 chunks" in cause,
+              "a backfill with a failed chunk ends FAILED (Sluice.ChunksFailed), naming the file",
+              f"{d['status']} {d.get('error')} {cause[:500]}")
+        good = glue.get_partitions(DatabaseName=DATABASE, TableName="clickstream",
+                                   Expression="dt >= '2027-01-01'")["Partitions"]
+        check(len(good) > 0, "the good chunk of that backfill is registered all the same",
+              len(good))
+        failed = [c for c in forwarder.of("transform") if c["error"]]
+        check(len(failed) == 1 and failed[0]["output"].get("errorType") == "Sluice.Permanent"
+              and "cut.jsonl.gz" in failed[0]["output"].get("errorMessage", ""),
+              "the failed item failed for good (Sluice.Permanent, not retried), naming the file",
+              failed)
+        map_state = [e for e in events if e["type"].startswith("MapRun")]
+        print(f"   (this server recorded {[e['type'] for e in map_state]} for that Map)")
+        print("backfill-workflow: all checks passed", flush=True)
+    finally:
+        if watch is not None:
+            try:
+                os.killpg(watch.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                watch.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(watch.pid, signal.SIGKILL)
+        if server is not None:
+            server.stop()
+        if os.environ.get("SLUICE_KEEP_WORK"):
+            print(f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
