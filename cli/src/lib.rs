@@ -349,6 +349,12 @@ fn print_summary(s: &Summary, lake: &Location) {
         s.rows_in as f64 / s.seconds.max(1e-9)
     );
     println!("  lake: {}", lake.url);
+    if s.chunks_skipped > 0 {
+        println!(
+            "  {} of {} chunks were committed by an earlier run and not processed again",
+            s.chunks_skipped, s.chunks
+        );
+    }
     if s.rows_rejected > 0 {
         println!(
             "  rejected records (with file, byte offset and reason): {}/_quarantine/",

@@ -46,6 +46,15 @@ pub struct PartitionDef {
     pub path: String,
 }
 
+/// A partition's figures, as compaction leaves them (Hive's `numFiles`,
+/// `totalSize`, `numRows` in Glue).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionStats {
+    pub files: u64,
+    pub bytes: u64,
+    pub rows: u64,
+}
+
 /// Tables and partitions.
 #[async_trait]
 pub trait Catalog: Send + Sync {
@@ -60,6 +69,19 @@ pub trait Catalog: Send + Sync {
     async fn tables(&self) -> Result<Vec<TableDef>>;
     /// A table's partitions, by path.
     async fn partitions(&self, table: &str) -> Result<Vec<PartitionDef>>;
+    /// Record a partition's figures (after compaction); replaces earlier ones.
+    async fn set_partition_stats(
+        &self,
+        table: &str,
+        partition: &PartitionDef,
+        stats: &PartitionStats,
+    ) -> Result<()>;
+    /// A partition's recorded figures, if any were recorded.
+    async fn partition_stats(
+        &self,
+        table: &str,
+        partition: &PartitionDef,
+    ) -> Result<Option<PartitionStats>>;
 }
 
 /// Open the catalog a pipeline names: the local one in `lake`, or Glue.
@@ -187,6 +209,10 @@ impl LocalCatalog {
     }
 }
 
+fn partition_id(p: &PartitionDef) -> String {
+    hex::encode(&Sha256::digest(p.path.as_bytes())[..12])
+}
+
 fn create() -> PutOptions {
     PutOptions {
         mode: PutMode::Create,
@@ -230,7 +256,7 @@ impl Catalog for LocalCatalog {
     async fn add_partitions(&self, table: &str, partitions: &[PartitionDef]) -> Result<usize> {
         let mut added = 0;
         for p in partitions {
-            let id = hex::encode(&Sha256::digest(p.path.as_bytes())[..12]);
+            let id = partition_id(p);
             let path = self
                 .lake
                 .child(&format!("{CATALOG_DIR}/{table}/partitions/{id}.json"))?;
@@ -281,6 +307,33 @@ impl Catalog for LocalCatalog {
         }
         out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
+    }
+
+    async fn set_partition_stats(
+        &self,
+        table: &str,
+        partition: &PartitionDef,
+        stats: &PartitionStats,
+    ) -> Result<()> {
+        let path = self.lake.child(&format!(
+            "{CATALOG_DIR}/{table}/stats/{}.json",
+            partition_id(partition)
+        ))?;
+        let body = serde_json::to_vec(stats).expect("serializes");
+        self.lake.store.put(&path, PutPayload::from(body)).await?;
+        Ok(())
+    }
+
+    async fn partition_stats(
+        &self,
+        table: &str,
+        partition: &PartitionDef,
+    ) -> Result<Option<PartitionStats>> {
+        let path = self.lake.child(&format!(
+            "{CATALOG_DIR}/{table}/stats/{}.json",
+            partition_id(partition)
+        ))?;
+        self.read_json(&path).await
     }
 }
 
@@ -367,6 +420,31 @@ pub mod contract {
         assert_eq!(paths, ["dt=2026-01-01", "dt=2026-01-02", "dt=2026-01-03"]);
         assert!(got.contains(&null), "{:?}", &got[230..]);
         assert_eq!(c.tables().await.unwrap().len(), 1);
+        // Figures recorded after compaction, replaced by later ones.
+        let first = p("2026-01-01");
+        assert_eq!(c.partition_stats("t", &first).await.unwrap(), None);
+        let stats = PartitionStats {
+            files: 3,
+            bytes: 3000,
+            rows: 42,
+        };
+        c.set_partition_stats("t", &first, &stats).await.unwrap();
+        assert_eq!(c.partition_stats("t", &first).await.unwrap(), Some(stats));
+        let fewer = PartitionStats {
+            files: 1,
+            bytes: 2900,
+            rows: 42,
+        };
+        c.set_partition_stats("t", &first, &fewer).await.unwrap();
+        assert_eq!(c.partition_stats("t", &first).await.unwrap(), Some(fewer));
+        c.set_partition_stats("t", &null, &PartitionStats::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            c.partitions("t").await.unwrap().len(),
+            234,
+            "no partition is added"
+        );
     }
 }
 

@@ -21,7 +21,7 @@ use aws_sdk_glue::types::{
     Column, DatabaseInput, PartitionInput, SerDeInfo, StorageDescriptor, TableInput,
 };
 
-use crate::catalog::{Catalog, PartitionDef, TableDef, evolve};
+use crate::catalog::{Catalog, PartitionDef, PartitionStats, TableDef, evolve};
 use crate::commit::ColumnDef;
 use crate::error::{Error, Result};
 
@@ -370,6 +370,108 @@ impl Catalog for GlueCatalog {
         out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
     }
+
+    async fn set_partition_stats(
+        &self,
+        table: &str,
+        partition: &PartitionDef,
+        stats: &PartitionStats,
+    ) -> Result<()> {
+        let values = glue_values(partition);
+        let what = format!(
+            "partition ({}) of Glue table {}.{table}",
+            values.join(", "),
+            self.database
+        );
+        for _ in 0..ATTEMPTS {
+            let got = retry(&format!("reading {what}"), || {
+                self.client
+                    .get_partition()
+                    .database_name(&self.database)
+                    .table_name(table)
+                    .set_partition_values(Some(values.clone()))
+                    .send()
+            })
+            .await
+            .map_err(Failure::into_error)?;
+            let Some(p) = got.partition() else {
+                return Err(Error::Catalog(format!("{what} does not exist")));
+            };
+            let mut parameters = p.parameters().cloned().unwrap_or_default();
+            parameters.insert("numFiles".into(), stats.files.to_string());
+            parameters.insert("totalSize".into(), stats.bytes.to_string());
+            parameters.insert("numRows".into(), stats.rows.to_string());
+            let input = PartitionInput::builder()
+                .set_values(Some(values.clone()))
+                .set_storage_descriptor(p.storage_descriptor().cloned())
+                .set_parameters(Some(parameters))
+                .build();
+            let r = retry(&format!("updating {what}"), || {
+                self.client
+                    .update_partition()
+                    .database_name(&self.database)
+                    .table_name(table)
+                    .set_partition_value_list(Some(values.clone()))
+                    .partition_input(input.clone())
+                    .send()
+            })
+            .await;
+            match r {
+                Ok(_) => return Ok(()),
+                Err(Failure::Service(code, _)) if code == "ConcurrentModificationException" => {
+                    continue;
+                }
+                Err(f) => return Err(f.into_error()),
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "{what}: still modified concurrently after {ATTEMPTS} attempts"
+        )))
+    }
+
+    async fn partition_stats(
+        &self,
+        table: &str,
+        partition: &PartitionDef,
+    ) -> Result<Option<PartitionStats>> {
+        let values = glue_values(partition);
+        let got = retry(
+            &format!(
+                "reading a partition of Glue table {}.{table}",
+                self.database
+            ),
+            || {
+                self.client
+                    .get_partition()
+                    .database_name(&self.database)
+                    .table_name(table)
+                    .set_partition_values(Some(values.clone()))
+                    .send()
+            },
+        )
+        .await;
+        let p = match got {
+            Ok(out) => out.partition,
+            Err(Failure::Service(code, _)) if code == "EntityNotFoundException" => None,
+            Err(f) => return Err(f.into_error()),
+        };
+        let Some(params) = p.and_then(|p| p.parameters) else {
+            return Ok(None);
+        };
+        let num = |k: &str| params.get(k).and_then(|v| v.parse::<u64>().ok());
+        Ok(match (num("numFiles"), num("totalSize"), num("numRows")) {
+            (Some(files), Some(bytes), Some(rows)) => Some(PartitionStats { files, bytes, rows }),
+            _ => None,
+        })
+    }
+}
+
+/// A partition's values as Glue stores them (null as Hive's default partition).
+fn glue_values(p: &PartitionDef) -> Vec<String> {
+    p.values
+        .iter()
+        .map(|v| v.clone().unwrap_or_else(|| HIVE_NULL.to_string()))
+        .collect()
 }
 
 fn glue_columns(columns: &[ColumnDef]) -> Result<Vec<Column>> {

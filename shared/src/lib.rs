@@ -17,11 +17,13 @@
 //!   on the AWS Glue Data Catalog;
 //! - [`event`]: S3, EventBridge, SQS and direct events decoded into the objects they name;
 //! - [`pipeline`]: all of it for a whole input, chunks in parallel;
+//! - [`compact`]: small files of a partition merged into large ones, crash-safely;
 //! - [`query`]: SQL over the lake's tables;
 //! - [`generate`]: deterministic sample data.
 
 pub mod catalog;
 pub mod commit;
+pub mod compact;
 pub mod config;
 pub mod error;
 pub mod event;

@@ -36,6 +36,8 @@ pub struct Counters {
     pub rows_out: AtomicU64,
     pub rows_rejected: AtomicU64,
     pub chunks_done: AtomicU64,
+    /// Chunks found already committed, so not processed again.
+    pub chunks_skipped: AtomicU64,
     pub chunks_total: AtomicU64,
     pub bytes_total: AtomicU64,
 }
@@ -63,6 +65,8 @@ pub struct Summary {
     pub files_out: u64,
     pub bytes_out: u64,
     pub seconds: f64,
+    /// Chunks found already committed (by an earlier run), so not processed again.
+    pub chunks_skipped: u64,
     /// Objects under the input that no table claims.
     pub unmatched: Vec<String>,
 }
@@ -271,8 +275,11 @@ pub async fn plan_object(
 
 /// Process one chunk: read, transform, split, write its files, then its
 /// commit record, then (given a catalog) register it. In AWS the catalog
-/// function registers commit records instead. Retrying a chunk writes the
-/// same file names with the same content.
+/// function registers commit records instead. Retrying a chunk that failed
+/// before its commit record writes the same file names with the same
+/// content; a chunk whose commit record exists is done and is not processed
+/// again (its files may have been merged by compaction since: writing them
+/// again would double its rows).
 pub async fn process_chunk(
     engine: &Engine,
     lake: &Location,
@@ -292,6 +299,26 @@ pub async fn process_chunk(
         version: task.object.version.clone(),
     };
     let id = chunk_id(&source, &task.chunk);
+    let commit_path = lake.child(&CommitRecord::path(&table.name, &id))?;
+    match lake.store.get(&commit_path).await {
+        Ok(r) => {
+            let bytes = r.bytes().await?;
+            let record = CommitRecord::from_json(&bytes, &lake.url_of(&commit_path))?;
+            counters.chunks_skipped.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                object = %source.url,
+                chunk = task.chunk.index,
+                commit = %lake.url_of(&commit_path),
+                "already committed: not processed again"
+            );
+            if let Some(catalog) = catalog {
+                register_commit(catalog, &record).await?;
+            }
+            return Ok(record);
+        }
+        Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
     let splitter = Splitter::new(prepared.transform.output_schema(), &table.partition_by)?;
 
     // Reader task → channel → DataFusion → splitter → writers.
@@ -411,7 +438,6 @@ pub async fn process_chunk(
         quarantine,
         compression: Some(codec_name(table.parquet.compression).to_string()),
     };
-    let commit_path = lake.child(&CommitRecord::path(&table.name, &id))?;
     // A previous run of this chunk may have rolled files differently: remove
     // the files it listed that this run did not write again.
     if let Ok(previous) = lake.store.get(&commit_path).await {
@@ -517,6 +543,7 @@ pub async fn run(
         }
     }
     summary.partitions = partitions.len() as u64;
+    summary.chunks_skipped = counters.chunks_skipped.load(Ordering::Relaxed);
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }

@@ -10,7 +10,7 @@
 mod csv;
 mod frame;
 mod json;
-mod parquet_io;
+pub(crate) mod parquet_io;
 mod rows;
 
 use std::io::Write;

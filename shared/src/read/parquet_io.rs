@@ -26,11 +26,12 @@ pub struct ObjectReader {
 
 impl ObjectReader {
     pub fn new(obj: &SourceObject) -> Self {
-        ObjectReader {
-            store: obj.store.clone(),
-            path: obj.path.clone(),
-            size: obj.size,
-        }
+        ObjectReader::at(obj.store.clone(), obj.path.clone(), obj.size)
+    }
+
+    /// A reader of the object at `path`, of `size` bytes.
+    pub fn at(store: Arc<dyn ObjectStore>, path: Path, size: u64) -> Self {
+        ObjectReader { store, path, size }
     }
 }
 
