@@ -74,6 +74,29 @@ enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
+    /// Merge each partition's small files into files near the target size, with the same rows.
+    Compact {
+        #[command(flatten)]
+        lake: LakeArg,
+        /// Only this table (default: every table).
+        #[arg(long)]
+        table: Option<String>,
+        /// Only this partition, as its path (`dt=2026-11-25/event_type=click`); repeatable.
+        #[arg(long, requires = "table")]
+        partition: Vec<String>,
+        /// Leave files younger than this alone (`0s`: files of any age).
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+        min_age: Duration,
+        /// The output size to aim for.
+        #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+        target_size: u64,
+        /// Leave a partition alone unless it has at least this many small files.
+        #[arg(long, default_value_t = 4)]
+        min_files: usize,
+        /// Decode and re-encode rows even where column chunks could be copied.
+        #[arg(long)]
+        reencode: bool,
+    },
     /// Write deterministic sample clickstream data.
     Generate {
         /// The folder to write into (files go to `<out>/clickstream/`).
@@ -213,6 +236,24 @@ async fn dispatch(cli: Cli, workers: usize) -> Result<()> {
         Command::Tables { lake } => tables(lake.open().await?).await,
         Command::Partitions { table, lake } => partitions(lake.open().await?, &table).await,
         Command::Query { sql, lake, format } => query(lake.open().await?, &sql, format).await,
+        Command::Compact {
+            lake,
+            table,
+            partition,
+            min_age,
+            target_size,
+            min_files,
+            reencode,
+        } => {
+            let options = sluice::compact::CompactOptions {
+                target_size,
+                min_files,
+                min_age,
+                force_reencode: reencode,
+                ..Default::default()
+            };
+            compact(lake.open().await?, table, partition, options).await
+        }
         Command::Generate {
             out,
             size,
@@ -314,6 +355,95 @@ async fn report_progress(counters: Arc<Counters>) {
             None => {}
         }
     }
+}
+
+async fn compact(
+    (lake, catalog): (Location, Arc<dyn Catalog>),
+    table: Option<String>,
+    only: Vec<String>,
+    options: sluice::compact::CompactOptions,
+) -> Result<()> {
+    use sluice::compact::{CompactReport, compact_partition};
+    let tables = match &table {
+        Some(name) => vec![catalog.table(name).await?.ok_or_else(|| {
+            anyhow!("no table '{name}' in {} (see `sluice tables`)", lake.url)
+        })?],
+        None => catalog.tables().await?,
+    };
+    let started = Instant::now();
+    let mut last_log = Instant::now();
+    let mut total = CompactReport::default();
+    for t in &tables {
+        let mut partitions = catalog.partitions(&t.name).await?;
+        if !only.is_empty() {
+            for p in &only {
+                if !partitions.iter().any(|q| &q.path == p) {
+                    bail!("table '{}' has no partition {p:?} (see `sluice partitions {}`)", t.name, t.name);
+                }
+            }
+            partitions.retain(|p| only.contains(&p.path));
+        }
+        let mut report = CompactReport::default();
+        for (i, p) in partitions.iter().enumerate() {
+            let r = compact_partition(&lake, catalog.as_ref(), t, p, &options, chrono::Utc::now())
+                .await
+                .with_context(|| format!("compacting table '{}', partition {}", t.name, p.path))?;
+            report = sum(report, &r);
+            if last_log.elapsed() >= Duration::from_secs(5) {
+                last_log = Instant::now();
+                eprintln!(
+                    "progress: table {}: {}/{} partitions, {} compacted, {:.1} MB merged",
+                    t.name,
+                    i + 1,
+                    partitions.len(),
+                    report.compacted,
+                    report.bytes_in as f64 / 1e6
+                );
+            }
+        }
+        println!(
+            "{}: {} partitions, {} compacted{}: {} files -> {} ({} merged into {}, {:.1} MB -> {:.1} MB, {} rows; column chunks copied in {} of {} outputs)",
+            t.name,
+            report.partitions,
+            report.compacted,
+            if report.busy > 0 { format!(", {} busy (another compaction holds them)", report.busy) } else { String::new() },
+            report.files_before,
+            report.files_after,
+            report.inputs,
+            report.outputs,
+            report.bytes_in as f64 / 1e6,
+            report.bytes_out as f64 / 1e6,
+            report.rows,
+            report.copied,
+            report.outputs,
+        );
+        if report.recovered > 0 {
+            println!("  settled {} interrupted compactions first", report.recovered);
+        }
+        total = sum(total, &report);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "sluice compact: done in {secs:.2} s, {:.1} MB/s merged",
+        total.bytes_in as f64 / 1e6 / secs.max(1e-9)
+    );
+    if total.outputs == 0 && total.busy == 0 {
+        println!(
+            "  nothing to merge: partitions need {} or more files under {:.0} MB, older than {}",
+            options.min_files,
+            options.target_size as f64 * 0.75 / 1e6,
+            humantime::format_duration(options.min_age)
+        );
+    }
+    Ok(())
+}
+
+fn sum(
+    mut a: sluice::compact::CompactReport,
+    b: &sluice::compact::CompactReport,
+) -> sluice::compact::CompactReport {
+    a.add(b);
+    a
 }
 
 struct FinishOnDrop(Option<ProgressBar>);

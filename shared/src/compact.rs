@@ -7,9 +7,10 @@
 //! (`_sluice/compactions/<table>/<partition>/lease.json`, created only if
 //! absent), and per output:
 //!
-//! 1. **intent**: `_sluice/compactions/<table>/<partition>/c<id>.json` names
+//! 1. **intent**: `_sluice/compactions/<table>/<partition>/m<id>.json` names
 //!    the inputs and the output, state `pending`;
-//! 2. **output**: one Parquet file `part-c<id>-00000.parquet`, uploaded in one
+//! 2. **output**: one Parquet file `part-m<id>-00000.parquet` (`m` is no hex digit, so
+//!    no chunk's file has such a name), uploaded in one
 //!    step (a single PUT or a completed multipart upload);
 //! 3. **retire**: the inputs are deleted;
 //! 4. **done**: the intent is rewritten with state `done`; it is what marks
@@ -211,7 +212,8 @@ pub struct CompactReport {
 }
 
 impl CompactReport {
-    fn add(&mut self, o: &CompactReport) {
+    /// Add another report's figures to these.
+    pub fn add(&mut self, o: &CompactReport) {
         self.partitions += o.partitions;
         self.compacted += o.compacted;
         self.busy += o.busy;
@@ -489,9 +491,9 @@ impl<'a> Partition<'a> {
         else {
             return Ok(false);
         };
-        if let Some(cid) = id.strip_prefix('c') {
+        if let Some(mid) = id.strip_prefix('m') {
             let intent: Option<Intent> = self
-                .read_json(&format!("{}/c{cid}.json", self.state_dir))
+                .read_json(&format!("{}/m{mid}.json", self.state_dir))
                 .await?;
             return Ok(intent.is_some_and(|i| i.state == IntentState::Done && i.output == path));
         }
@@ -511,7 +513,7 @@ impl<'a> Partition<'a> {
             let Some(name) = relative.rsplit('/').next() else {
                 continue;
             };
-            if !(name.starts_with('c') && name.ends_with(".json")) {
+            if !(name.starts_with('m') && name.ends_with(".json")) {
                 continue;
             }
             let Some(mut intent) = self.read_json::<Intent>(&relative).await? else {
@@ -553,8 +555,8 @@ impl<'a> Partition<'a> {
             h.update(i.size.to_le_bytes());
         }
         let id = hex::encode(&h.finalize()[..12]);
-        let output = format!("{}/part-c{id}-00000.parquet", self.folder);
-        let intent_path = format!("{}/c{id}.json", self.state_dir);
+        let output = format!("{}/part-m{id}-00000.parquet", self.folder);
+        let intent_path = format!("{}/m{id}.json", self.state_dir);
         let mut intent = Intent {
             version: 1,
             table: self.table.name.clone(),
