@@ -364,12 +364,13 @@ async fn compact(
     options: sluice::compact::CompactOptions,
 ) -> Result<()> {
     use sluice::compact::{CompactReport, compact_partition};
-    let tables = match &table {
-        Some(name) => vec![catalog.table(name).await?.ok_or_else(|| {
-            anyhow!("no table '{name}' in {} (see `sluice tables`)", lake.url)
-        })?],
-        None => catalog.tables().await?,
-    };
+    let tables =
+        match &table {
+            Some(name) => vec![catalog.table(name).await?.ok_or_else(|| {
+                anyhow!("no table '{name}' in {} (see `sluice tables`)", lake.url)
+            })?],
+            None => catalog.tables().await?,
+        };
     let started = Instant::now();
     let mut last_log = Instant::now();
     let mut total = CompactReport::default();
@@ -378,7 +379,11 @@ async fn compact(
         if !only.is_empty() {
             for p in &only {
                 if !partitions.iter().any(|q| &q.path == p) {
-                    bail!("table '{}' has no partition {p:?} (see `sluice partitions {}`)", t.name, t.name);
+                    bail!(
+                        "table '{}' has no partition {p:?} (see `sluice partitions {}`)",
+                        t.name,
+                        t.name
+                    );
                 }
             }
             partitions.retain(|p| only.contains(&p.path));
@@ -406,7 +411,11 @@ async fn compact(
             t.name,
             report.partitions,
             report.compacted,
-            if report.busy > 0 { format!(", {} busy (another compaction holds them)", report.busy) } else { String::new() },
+            if report.busy > 0 {
+                format!(", {} busy (another compaction holds them)", report.busy)
+            } else {
+                String::new()
+            },
             report.files_before,
             report.files_after,
             report.inputs,
@@ -418,7 +427,10 @@ async fn compact(
             report.outputs,
         );
         if report.recovered > 0 {
-            println!("  settled {} interrupted compactions first", report.recovered);
+            println!(
+                "  settled {} interrupted compactions first",
+                report.recovered
+            );
         }
         total = sum(total, &report);
     }

@@ -810,10 +810,17 @@ fn reencode(
         .map_err(|e| Error::read(url, e))?;
         schemas.push(s.with_metadata(HashMap::new()));
     }
-    let merged: SchemaRef = Arc::new(
-        Schema::try_merge(schemas)
-            .map_err(|e| Error::Catalog(format!("the files' schemas do not merge: {e}")))?,
-    );
+    let merged = Schema::try_merge(schemas)
+        .map_err(|e| Error::Catalog(format!("the files' schemas do not merge: {e}")))?;
+    // A column some files lack is null in their rows (and every column of a
+    // table is nullable to its readers anyway).
+    let merged: SchemaRef = Arc::new(Schema::new(
+        merged
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ));
     let mut writer = ArrowWriter::try_new(sink, merged.clone(), Some(props))
         .map_err(|e| Error::write(out, e))?;
     let mut rows = 0u64;

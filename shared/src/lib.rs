@@ -19,7 +19,8 @@
 //! - [`pipeline`]: all of it for a whole input, chunks in parallel;
 //! - [`compact`]: small files of a partition merged into large ones, crash-safely;
 //! - [`query`]: SQL over the lake's tables;
-//! - [`generate`]: deterministic sample data.
+//! - [`generate`]: deterministic sample data;
+//! - [`fault`]: a store wrapper that fails chosen calls, for fault-injection tests.
 
 pub mod catalog;
 pub mod commit;
@@ -27,6 +28,7 @@ pub mod compact;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod fault;
 pub mod generate;
 pub mod glue;
 pub mod partition;

@@ -1,0 +1,566 @@
+//! Compaction: crash at every call, fail at every call, race a transform at
+//! every call; the finished state always holds exactly the rows it started
+//! with. And `sluice compact` on a real lake, read back with DuckDB.
+
+use std::collections::HashSet;
+use std::path::Path as FsPath;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arrow::array::{Array, Decimal128Array, Int64Array, StringArray};
+use futures::{FutureExt, TryStreamExt};
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use sluice::catalog::{Catalog, LocalCatalog, PartitionDef, TableDef};
+use sluice::compact::{CompactOptions, CompactReport, compact_partition};
+use sluice::config::Pipeline;
+use sluice::fault::{Faults, FaultyStore, Hook};
+use sluice::pipeline::{Counters, Engine, RunOptions, run};
+use sluice::read::ReadOptions;
+use sluice::store::Location;
+use sluice_tests::{check_lake_matches_raw, compare_script, python_json, repo_root, sluice_ok};
+
+const EXAMPLE: &str = "examples/clickstream/sluice.toml";
+
+fn lake_on(store: Arc<dyn ObjectStore>) -> Location {
+    Location {
+        store,
+        prefix: Path::default(),
+        url: "memory://".into(),
+    }
+}
+
+async fn engine() -> Arc<Engine> {
+    let pipeline = Pipeline::from_file(&repo_root().join(EXAMPLE)).unwrap();
+    Arc::new(Engine::new(pipeline).await.unwrap())
+}
+
+/// A folder with just these files of the example's raw data.
+fn raw_input(files: &[&str]) -> (tempfile::TempDir, Location) {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("clickstream");
+    std::fs::create_dir_all(&sub).unwrap();
+    for f in files {
+        std::fs::copy(
+            repo_root()
+                .join("examples/clickstream/raw/clickstream")
+                .join(f),
+            sub.join(f),
+        )
+        .unwrap();
+    }
+    let input = Location::open(dir.path().to_str().unwrap(), false).unwrap();
+    (dir, input)
+}
+
+/// Run the pipeline over `input` into `lake`, 64 KiB chunks: many small files.
+async fn ingest(engine: &Arc<Engine>, input: &Location, lake: &Location) {
+    let catalog: Arc<dyn Catalog> = Arc::new(LocalCatalog::new(lake));
+    let options = RunOptions {
+        workers: 2,
+        chunk_size: 64 * 1024,
+        read: ReadOptions::default(),
+    };
+    run(
+        engine,
+        input,
+        lake,
+        &catalog,
+        &options,
+        &Arc::new(Counters::default()),
+    )
+    .await
+    .unwrap();
+}
+
+async fn copy_of(store: &Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> {
+    let out = Arc::new(InMemory::new());
+    let metas: Vec<_> = store.list(None).try_collect().await.unwrap();
+    for m in metas {
+        let bytes = store.get(&m.location).await.unwrap().bytes().await.unwrap();
+        out.put(&m.location, PutPayload::from(bytes)).await.unwrap();
+    }
+    out
+}
+
+/// Rows, sum of price (cents), distinct event ids, sum of user ids, files:
+/// the figures of one partition folder, read with arrow's Parquet reader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Figures {
+    rows: usize,
+    price_cents: i128,
+    ids: usize,
+    users: i64,
+    files: usize,
+}
+
+async fn figures(lake: &Location, folder: &str) -> (Figures, HashSet<String>) {
+    let prefix = Path::parse(folder).unwrap();
+    let listed = lake.store.list_with_delimiter(Some(&prefix)).await.unwrap();
+    let mut f = Figures {
+        rows: 0,
+        price_cents: 0,
+        ids: 0,
+        users: 0,
+        files: 0,
+    };
+    let mut ids = HashSet::new();
+    for m in listed.objects {
+        if !m.location.as_ref().ends_with(".parquet") {
+            continue;
+        }
+        f.files += 1;
+        let bytes = lake
+            .store
+            .get(&m.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let b = batch.unwrap();
+            f.rows += b.num_rows();
+            let id = b.column_by_name("event_id").unwrap();
+            let id = id.as_any().downcast_ref::<StringArray>().unwrap();
+            let price = b.column_by_name("price").unwrap();
+            let price = price.as_any().downcast_ref::<Decimal128Array>().unwrap();
+            let user = b.column_by_name("user_id").unwrap();
+            let user = user.as_any().downcast_ref::<Int64Array>().unwrap();
+            for i in 0..b.num_rows() {
+                ids.insert(id.value(i).to_string());
+                if price.is_valid(i) {
+                    f.price_cents += price.value(i);
+                }
+                if user.is_valid(i) {
+                    f.users += user.value(i);
+                }
+            }
+        }
+    }
+    f.ids = ids.len();
+    (f, ids)
+}
+
+async fn pending_intents(lake: &Location) -> Vec<String> {
+    let metas: Vec<_> = lake
+        .store
+        .list(Some(&Path::parse("_sluice/compactions").unwrap()))
+        .try_collect()
+        .await
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for m in metas {
+        let bytes = lake
+            .store
+            .get(&m.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&bytes).to_string();
+        if m.location.as_ref().ends_with("lease.json") || text.contains("\"pending\"") {
+            out.push(m.location.to_string());
+        }
+    }
+    out
+}
+
+/// The example's table and its partition with the most files.
+async fn busiest(lake: &Location) -> (TableDef, PartitionDef, String) {
+    let catalog = LocalCatalog::new(lake);
+    let table = catalog.table("clickstream").await.unwrap().unwrap();
+    let mut best = None;
+    for p in catalog.partitions("clickstream").await.unwrap() {
+        let folder = format!("clickstream/{}", p.path);
+        let n = lake
+            .store
+            .list_with_delimiter(Some(&Path::parse(&folder).unwrap()))
+            .await
+            .unwrap()
+            .objects
+            .len();
+        if best.as_ref().is_none_or(|(m, _, _)| n > *m) {
+            best = Some((n, p, folder));
+        }
+    }
+    let (_, p, folder) = best.unwrap();
+    (table, p, folder)
+}
+
+fn options(lease_ttl: Duration) -> CompactOptions {
+    CompactOptions {
+        min_age: Duration::ZERO,
+        min_files: 2,
+        lease_ttl,
+        ..Default::default()
+    }
+}
+
+async fn compact_on(
+    lake: &Location,
+    table: &TableDef,
+    p: &PartitionDef,
+    o: &CompactOptions,
+) -> sluice::Result<CompactReport> {
+    let catalog = LocalCatalog::new(lake);
+    compact_partition(lake, &catalog, table, p, o, chrono::Utc::now()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_or_a_failure_at_any_call_loses_and_doubles_nothing() {
+    let engine = engine().await;
+    let (_dir, input) = raw_input(&["events-00000.jsonl", "events-00001.jsonl.gz"]);
+    let base = lake_on(Arc::new(InMemory::new()));
+    ingest(&engine, &input, &base).await;
+    let (table, partition, folder) = busiest(&base).await;
+    let (before, ids_before) = figures(&base, &folder).await;
+    assert!(before.files >= 10, "a partition of many files: {before:?}");
+
+    // A clean run: how many calls it makes, and what it leaves.
+    let counted = Arc::new(FaultyStore::new(copy_of(&base.store).await, Faults::None));
+    let clean_lake = lake_on(counted.clone());
+    let report = compact_on(
+        &clean_lake,
+        &table,
+        &partition,
+        &options(Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
+    let calls = counted.calls();
+    let (clean, _) = figures(&clean_lake, &folder).await;
+    assert_eq!(report.files_before, before.files);
+    assert_eq!(clean.files, 1, "{report:?}");
+    assert_eq!(
+        Figures {
+            files: 0,
+            ..clean.clone()
+        },
+        Figures {
+            files: 0,
+            ..before.clone()
+        }
+    );
+    assert_eq!(report.copied, 1, "same-schema inputs are copied undecoded");
+    assert!(calls > 20, "{calls}");
+
+    for faults in (1..=calls).flat_map(|n| [Faults::CrashAt(n), Faults::Once(n)]) {
+        let store = copy_of(&base.store).await;
+        let faulty = lake_on(Arc::new(FaultyStore::new(store.clone(), faults)));
+        let first = compact_on(
+            &faulty,
+            &table,
+            &partition,
+            &options(Duration::from_secs(60)),
+        )
+        .await;
+        let after = lake_on(store);
+        // However it stopped, no row is missing (a reader listing files in the
+        // window between an output's upload and its inputs' retirement sees
+        // some rows twice; that is what the rerun settles).
+        let (mid, ids_mid) = figures(&after, &folder).await;
+        assert!(
+            ids_mid == ids_before && mid.rows >= before.rows,
+            "{faults:?}: rows lost after the fault: {mid:?} vs {before:?}"
+        );
+        // A rerun (the lease of a crashed run has expired) finishes or undoes it.
+        let rerun = compact_on(&after, &table, &partition, &options(Duration::ZERO)).await;
+        assert!(rerun.is_ok(), "{faults:?}: rerun failed: {rerun:?}");
+        let (end, _) = figures(&after, &folder).await;
+        assert_eq!(
+            Figures {
+                files: 0,
+                ..end.clone()
+            },
+            Figures {
+                files: 0,
+                ..before.clone()
+            },
+            "{faults:?}: first run {first:?}, rerun {rerun:?}"
+        );
+        assert_eq!(end.files, 1, "{faults:?}: {rerun:?}");
+        let left = pending_intents(&after).await;
+        assert!(left.is_empty(), "{faults:?}: left behind: {left:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transform_writing_into_the_partition_during_compaction_loses_nothing() {
+    let engine = engine().await;
+    let (_a, input_a) = raw_input(&["events-00000.jsonl"]);
+    let (_b, input_b) = raw_input(&["events-00001.jsonl.gz"]);
+    let base = lake_on(Arc::new(InMemory::new()));
+    ingest(&engine, &input_a, &base).await;
+    let (table, partition, folder) = busiest(&base).await;
+    // What the partition holds once both files are in.
+    let reference = lake_on(copy_of(&base.store).await);
+    ingest(&engine, &input_b, &reference).await;
+    let (want, _) = figures(&reference, &folder).await;
+    let (only_a, _) = figures(&base, &folder).await;
+    assert!(want.rows > only_a.rows, "file B has rows in the partition");
+
+    let counted = Arc::new(FaultyStore::new(copy_of(&base.store).await, Faults::None));
+    compact_on(
+        &lake_on(counted.clone()),
+        &table,
+        &partition,
+        &options(Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
+    let calls = counted.calls();
+
+    for n in 1..=calls {
+        let store = copy_of(&base.store).await;
+        let plain = lake_on(store.clone());
+        let fired = Arc::new(AtomicBool::new(false));
+        let hook: Hook = {
+            let (engine, input_b, plain, fired) = (
+                engine.clone(),
+                input_b.clone(),
+                plain.clone(),
+                fired.clone(),
+            );
+            Arc::new(move |call| {
+                let (engine, input_b, plain, fired) = (
+                    engine.clone(),
+                    input_b.clone(),
+                    plain.clone(),
+                    fired.clone(),
+                );
+                async move {
+                    if call == n && !fired.swap(true, Ordering::SeqCst) {
+                        // The whole transform of file B, before call n goes on.
+                        ingest(&engine, &input_b, &plain).await;
+                    }
+                }
+                .boxed()
+            })
+        };
+        let racing = lake_on(Arc::new(
+            FaultyStore::new(store, Faults::None).with_hook(hook),
+        ));
+        let r = compact_on(
+            &racing,
+            &table,
+            &partition,
+            &options(Duration::from_secs(60)),
+        )
+        .await;
+        assert!(r.is_ok(), "call {n}: {r:?}");
+        assert!(fired.load(Ordering::SeqCst), "call {n}: the transform ran");
+        let (got, _) = figures(&plain, &folder).await;
+        assert_eq!(
+            Figures { files: 0, ..got },
+            Figures {
+                files: 0,
+                ..want.clone()
+            },
+            "call {n}: {r:?}"
+        );
+        // And a second compaction merges what the transform added.
+        compact_on(
+            &plain,
+            &table,
+            &partition,
+            &options(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+        let (again, _) = figures(&plain, &folder).await;
+        assert_eq!(
+            Figures {
+                files: 0,
+                ..again.clone()
+            },
+            Figures {
+                files: 0,
+                ..want.clone()
+            }
+        );
+        assert_eq!(again.files, 1, "call {n}");
+    }
+}
+
+fn count_parquet(dir: &FsPath) -> usize {
+    sluice_tests::files_under(dir)
+        .iter()
+        .filter(|f| f.ends_with(".parquet"))
+        .count()
+}
+
+#[test]
+fn sluice_compact_merges_a_real_lake_and_a_rerun_of_the_input_adds_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    let lake_s = lake.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--config",
+            EXAMPLE,
+            "--lake",
+            lake_s,
+            "--chunk-size",
+            "64KiB",
+        ];
+        args.extend_from_slice(extra);
+        sluice_ok(&repo_root(), &args)
+    };
+    run(&[]);
+    let before = count_parquet(&lake.join("clickstream"));
+    assert!(before > 500, "{before}");
+
+    // Files younger than the default quiet period (15 minutes) are left alone.
+    let out = sluice_ok(&repo_root(), &["compact", "--lake", lake_s]);
+    assert!(out.contains("nothing to merge"), "{out}");
+    assert_eq!(count_parquet(&lake.join("clickstream")), before);
+
+    let out = sluice_ok(
+        &repo_root(),
+        &["compact", "--lake", lake_s, "--min-age", "0s"],
+    );
+    assert!(
+        out.contains(&format!("{before} files -> 56")) && out.contains("copied in 56 of 56"),
+        "{out}"
+    );
+    assert_eq!(count_parquet(&lake.join("clickstream")), 56);
+    let v = python_json(
+        &repo_root(),
+        &compare_script(&lake, "examples/clickstream/raw/clickstream/*", "read_json"),
+    );
+    check_lake_matches_raw(&v);
+
+    // Running the same input again after compaction: every chunk is
+    // committed already, so nothing is written twice.
+    let out = run(&[]);
+    assert!(
+        out.contains("chunks were committed by an earlier run and not processed again"),
+        "{out}"
+    );
+    assert_eq!(count_parquet(&lake.join("clickstream")), 56);
+    let v = python_json(
+        &repo_root(),
+        &compare_script(&lake, "examples/clickstream/raw/clickstream/*", "read_json"),
+    );
+    check_lake_matches_raw(&v);
+
+    // One partition only: nothing left to merge there.
+    let out = sluice_ok(
+        &repo_root(),
+        &[
+            "compact",
+            "--lake",
+            lake_s,
+            "--min-age",
+            "0s",
+            "--table",
+            "clickstream",
+            "--partition",
+            "dt=2026-11-20/event_type=click",
+        ],
+    );
+    assert!(out.contains("1 partitions, 0 compacted"), "{out}");
+    let parts = sluice_ok(
+        &repo_root(),
+        &["partitions", "clickstream", "--lake", lake_s],
+    );
+    assert!(parts.contains("56 partitions"), "{parts}");
+    let e = sluice_tests::sluice_err(
+        &repo_root(),
+        &[
+            "compact",
+            "--lake",
+            lake_s,
+            "--table",
+            "clickstream",
+            "--partition",
+            "dt=1999-01-01",
+        ],
+    );
+    assert!(e.contains("no partition \"dt=1999-01-01\""), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_of_two_schemas_are_re_encoded_into_the_wider_one() {
+    // File A with the example's columns; file B through a transform that
+    // adds one (as a table evolves): the partition's files differ in schema.
+    let engine_a = engine().await;
+    let text = std::fs::read_to_string(repo_root().join(EXAMPLE)).unwrap();
+    let wider = text.replace("price, properties,", "price, properties, 'web' AS channel,");
+    assert_ne!(wider, text, "the example changed shape");
+    let engine_b = Arc::new(
+        Engine::new(Pipeline::from_toml(&wider).unwrap())
+            .await
+            .unwrap(),
+    );
+    let (_a, input_a) = raw_input(&["events-00000.jsonl"]);
+    let (_b, input_b) = raw_input(&["events-00001.jsonl.gz"]);
+    let lake = lake_on(Arc::new(InMemory::new()));
+    ingest(&engine_a, &input_a, &lake).await;
+    ingest(&engine_b, &input_b, &lake).await;
+    let (table, partition, folder) = busiest(&lake).await;
+    let (before, _) = figures(&lake, &folder).await;
+    let report = compact_on(&lake, &table, &partition, &options(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!((report.outputs, report.copied), (1, 0), "{report:?}");
+    let (after, _) = figures(&lake, &folder).await;
+    assert_eq!(
+        Figures {
+            files: 0,
+            ..after.clone()
+        },
+        Figures { files: 0, ..before }
+    );
+    assert_eq!(after.files, 1);
+    // The output has the wider schema: B's rows say 'web', A's are null.
+    let listed = lake
+        .store
+        .list_with_delimiter(Some(&Path::parse(&folder).unwrap()))
+        .await
+        .unwrap();
+    let bytes = lake
+        .store
+        .get(&listed.objects[0].location)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let (mut web, mut null) = (0, 0);
+    for b in ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .unwrap()
+        .build()
+        .unwrap()
+    {
+        let b = b.unwrap();
+        let c = b.column_by_name("channel").expect("the new column is kept");
+        let c = c.as_any().downcast_ref::<StringArray>().unwrap();
+        for i in 0..c.len() {
+            if c.is_null(i) {
+                null += 1
+            } else {
+                assert_eq!(c.value(i), "web");
+                web += 1
+            }
+        }
+    }
+    assert!(web > 0 && null > 0, "web {web}, null {null}");
+    // The catalog has the partition's new figures.
+    let stats = LocalCatalog::new(&lake)
+        .partition_stats("clickstream", &partition)
+        .await
+        .unwrap()
+        .expect("figures recorded");
+    assert_eq!((stats.files, stats.rows), (1, after.rows as u64));
+}
