@@ -14,7 +14,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde_json::{Value, json};
 use sluice::pipeline::TaskSpec;
 use sluice::store::AwsOptions;
-use sluice_functions::{Deps, Settings, catalog, planner, transform};
+use sluice_functions::{Deps, Settings, catalog, compactor, planner, transform};
 use sluice_tests::moto::moto;
 use sluice_tests::{check_lake_matches_raw, compare_script, python_json, repo_root, sluice_bin};
 
@@ -121,30 +121,54 @@ impl World {
 
     /// Put the pipeline file in the lake bucket and build the functions' dependencies.
     async fn deps(&self, chunk_size: u64) -> Deps {
+        self.deps_with(chunk_size, |_| {}).await
+    }
+
+    /// [`World::deps`], with settings changed by `change`.
+    async fn deps_with(&self, chunk_size: u64, change: impl FnOnce(&mut Settings)) -> Deps {
         self.put(
             &self.lake,
             "config/sluice.toml",
             self.pipeline().into_bytes(),
         )
         .await;
-        let settings = Settings {
+        let mut settings = Settings {
             config: format!("s3://{}/config/sluice.toml", self.lake),
             chunk_queue_url: Some(self.queue_url.clone()),
             chunk_size,
             aws: self.aws.clone(),
             ..Settings::default()
         };
+        change(&mut settings);
         Deps::new(&settings).await.expect("functions start")
     }
 
     /// Every message on the chunk queue, as (message id, body).
     async fn drain(&self) -> Vec<(String, String)> {
+        self.drain_queue(&self.queue_url).await
+    }
+
+    /// A new queue of this world.
+    async fn queue(&self, name: &str) -> String {
+        self.sqs
+            .create_queue()
+            .queue_name(moto().unique(name))
+            .send()
+            .await
+            .expect("queue created")
+            .queue_url()
+            .expect("queue url")
+            .to_string()
+    }
+
+    /// Every message on a queue, as (message id, body).
+    async fn drain_queue(&self, queue_url: &str) -> Vec<(String, String)> {
         let mut out = Vec::new();
         loop {
             let got = self
                 .sqs
                 .receive_message()
-                .queue_url(&self.queue_url)
+                .queue_url(queue_url)
                 .max_number_of_messages(10)
                 .visibility_timeout(600)
                 .send()
@@ -161,7 +185,7 @@ impl World {
                 ));
                 self.sqs
                     .delete_message()
-                    .queue_url(&self.queue_url)
+                    .queue_url(queue_url)
                     .receipt_handle(m.receipt_handle().unwrap())
                     .send()
                     .await
@@ -311,7 +335,7 @@ async fn uploads_become_parquet_and_glue_partitions_through_the_three_functions(
     let commits = w.keys(&w.lake, "lake/_sluice/commits/clickstream").await;
     assert_eq!(commits.len() as u64, tasks);
 
-    // A duplicate delivery of the whole batch writes the same files again, nothing more.
+    // A duplicate delivery of the whole batch writes nothing: its chunks are committed.
     let again = transform::handle(&deps, batch).await.expect("transform");
     assert_eq!(failures(&again), Vec::<String>::new());
     assert_eq!(w.keys(&w.lake, "lake/clickstream").await, files);
@@ -744,4 +768,157 @@ async fn sluice_run_writes_an_s3_lake_registered_in_glue() {
     check_lake_matches_raw(&v);
     let total: u64 = v["pyarrow_rows"].as_u64().unwrap();
     assert_eq!(count.trim(), format!("n\n{total}"), "{count}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_queues_partitions_and_the_compactor_merges_them_in_s3_and_glue() {
+    let w = World::new().await;
+    let compaction_queue = w.queue("compaction").await;
+    for file in ["events-00000.jsonl", "events-00001.jsonl.gz"] {
+        let bytes = std::fs::read(repo_root().join(RAW).join(file)).unwrap();
+        w.put(&w.raw, &format!("raw/clickstream/{file}"), bytes)
+            .await;
+    }
+    let deps = w
+        .deps_with(256 * 1024, |s| {
+            s.compaction_queue_url = Some(compaction_queue.clone());
+            s.compact.min_age = std::time::Duration::ZERO;
+            s.compact.min_files = 2;
+        })
+        .await;
+    // Plan and transform every chunk (as the backfill's Map does).
+    let planned = planner::handle(
+        &deps,
+        json!({"bucket": w.raw, "prefix": "raw/clickstream/"}),
+    )
+    .await
+    .unwrap();
+    let manifest = planned["manifest"].clone();
+    let tasks: Vec<Value> =
+        serde_json::from_slice(&w.get(&w.lake, manifest["key"].as_str().unwrap()).await).unwrap();
+    for t in &tasks {
+        transform::handle(&deps, t.clone())
+            .await
+            .expect("transform");
+    }
+    let before = w.keys(&w.lake, "lake/clickstream").await;
+    // The catalog, on the commit records' events: it registers them and
+    // queues every partition with two or more small files.
+    let commits = w.keys(&w.lake, "lake/_sluice/commits/clickstream").await;
+    let events: Vec<(String, String)> = commits
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (format!("c{i}"), eventbridge_event(&w.lake, k).to_string()))
+        .collect();
+    let r = catalog::handle(&deps, sqs_event(&events)).await.unwrap();
+    assert_eq!(failures(&r), Vec::<String>::new());
+    let queued = w.drain_queue(&compaction_queue).await;
+    let multi: BTreeSet<String> = {
+        let mut count = std::collections::BTreeMap::<String, usize>::new();
+        for k in &before {
+            let dir = k[..k.rfind('/').unwrap()].to_string();
+            *count.entry(dir).or_default() += 1;
+        }
+        count
+            .into_iter()
+            .filter(|(_, n)| *n >= 2)
+            .map(|(d, _)| d)
+            .collect()
+    };
+    assert!(!multi.is_empty());
+    assert_eq!(
+        queued.len(),
+        multi.len(),
+        "one message per partition worth compacting"
+    );
+
+    // The compactor on the queued partitions.
+    let r = compactor::handle(&deps, sqs_event(&queued), None)
+        .await
+        .expect("compactor");
+    assert_eq!(failures(&r), Vec::<String>::new());
+    let after = w.keys(&w.lake, "lake/clickstream").await;
+    assert_eq!(after.len(), 56, "one file per partition: {after:?}");
+    assert!(after.iter().all(|k| k.contains("/part-m")), "{after:?}");
+    // Glue knows each compacted partition's figures.
+    let p = w
+        .glue
+        .get_partition()
+        .database_name(&w.database)
+        .table_name("clickstream")
+        .partition_values("2026-11-20")
+        .partition_values("click")
+        .send()
+        .await
+        .unwrap()
+        .partition
+        .unwrap();
+    let params = p.parameters().unwrap();
+    assert_eq!(
+        params.get("numFiles").map(String::as_str),
+        Some("1"),
+        "{params:?}"
+    );
+    assert!(params.get("numRows").unwrap().parse::<u64>().unwrap() > 0);
+    assert!(
+        p.storage_descriptor()
+            .unwrap()
+            .location()
+            .unwrap()
+            .ends_with("dt=2026-11-20/event_type=click/")
+    );
+
+    // The backfill's last step on the same manifest, and a scheduled sweep:
+    // nothing left to merge; a duplicate chunk delivery writes nothing.
+    let r = compactor::handle(&deps, json!({"manifest": manifest, "min_age": "0s"}), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r["total"].as_u64(), r["outputs"].as_u64()),
+        (Some(56), Some(0)),
+        "{r}"
+    );
+    assert!(r.get("next").is_none(), "{r}");
+    let scheduled = json!({"version": "0", "id": "x", "detail-type": "Scheduled Event", "source": "aws.events",
+                           "account": "123456789012", "time": "2026-11-26T03:00:00Z", "region": "us-east-1",
+                           "resources": [], "detail": {}});
+    let r = compactor::handle(&deps, scheduled, None).await.unwrap();
+    assert_eq!(
+        (r["partitions"].as_u64(), r["outputs"].as_u64()),
+        (Some(56), Some(0)),
+        "{r}"
+    );
+    transform::handle(&deps, tasks[0].clone()).await.unwrap();
+    assert_eq!(w.keys(&w.lake, "lake/clickstream").await, after);
+    // A deadline already near: the manifest request says where to go on.
+    let soon = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    let r = compactor::handle(&deps, json!({"manifest": manifest, "start": 3}), Some(soon))
+        .await
+        .unwrap();
+    assert_eq!(r["next"], 3, "{r}");
+    // Bad requests are permanent errors that say what was expected.
+    let e = compactor::handle(
+        &deps,
+        json!({"table": "clickstream", "partition": "day=1"}),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        !e.retryable && e.message.contains("not a partition path"),
+        "{e}"
+    );
+
+    // pyarrow reads exactly the raw rows back from the compacted lake.
+    let local = tempfile::tempdir().unwrap();
+    download(
+        &w.lake,
+        "lake/clickstream",
+        &local.path().join("clickstream"),
+    );
+    let v = python_json(
+        &repo_root(),
+        &compare_script(local.path(), &format!("{RAW}/*"), "read_json"),
+    );
+    check_lake_matches_raw(&v);
 }

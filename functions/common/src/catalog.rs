@@ -10,7 +10,7 @@
 //! With SQS, a failure is reported for exactly the messages whose records it
 //! concerns.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Instant;
 
 use futures::TryStreamExt;
@@ -47,6 +47,9 @@ pub struct CatalogResponse {
     /// The first [`crate::planner::LISTED`] of them.
     #[serde(default)]
     pub missing: Vec<String>,
+    /// Partitions queued for the compactor (`SLUICE_COMPACTION_QUEUE_URL`).
+    #[serde(default)]
+    pub compactions_queued: usize,
 }
 
 /// The backfill workflow's payload: the manifest the planner answered with.
@@ -89,23 +92,39 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Value, FunctionError> {
                 }
             }
         }
+        let registered: Vec<&CommitRecord> = all
+            .iter()
+            .copied()
+            .filter(|r| done.contains(&r.table))
+            .collect();
+        response.compactions_queued = queue_compactions(deps, &registered).await;
         response.tables = done;
         emit(&response, failed.len(), started);
         return Ok(crate::sqs_batch_response(failed));
     }
     let mut response = CatalogResponse::default();
-    let records = if event.get("manifest").is_some() {
+    let from_manifest = event.get("manifest").is_some();
+    let records = if from_manifest {
         let payload: ManifestPayload = serde_json::from_value(event).map_err(|e| {
             FunctionError::permanent(format!(
                 "not a manifest payload (expected {{\"manifest\": {{\"url\", \"key\", ...}}}} as the planner answers): {e}"
             ))
         })?;
-        load_manifest(deps, &payload.manifest, &mut response).await?
+        manifest_records(deps, &payload.manifest, &mut response).await?
     } else {
         load(deps, &event, &mut response.ignored).await?
     };
     let all: Vec<&CommitRecord> = records.iter().collect();
     let (done, mut errors) = register(deps, &all, &mut response).await;
+    if !from_manifest {
+        // (The backfill workflow compacts what its manifest touched itself.)
+        let registered: Vec<&CommitRecord> = all
+            .iter()
+            .copied()
+            .filter(|r| done.contains(&r.table))
+            .collect();
+        response.compactions_queued = queue_compactions(deps, &registered).await;
+    }
     response.tables = done;
     emit(&response, errors.len(), started);
     if let Some((_, e)) = errors.pop() {
@@ -132,7 +151,7 @@ fn emit(r: &CatalogResponse, failed: usize, started: Instant) {
 
 /// Read the commit record of every task in a planner's manifest; the tasks
 /// without one are counted and named in `response.missing`.
-async fn load_manifest(
+pub async fn manifest_records(
     deps: &Deps,
     manifest: &Manifest,
     response: &mut CatalogResponse,
@@ -266,6 +285,70 @@ async fn load(
         records.push(CommitRecord::from_json(&bytes, &url)?);
     }
     Ok(records)
+}
+
+/// Queue for the compactor each partition these records wrote to that now
+/// has enough small files to merge, delayed by the quiet period (at most
+/// SQS's 15 minutes). Best effort: a failure is logged, and the compactor's
+/// scheduled sweep finds the partition later.
+async fn queue_compactions(deps: &Deps, records: &[&CommitRecord]) -> usize {
+    let Some(queue) = &deps.compaction_queue_url else {
+        return 0;
+    };
+    let touched: BTreeSet<(String, String, String)> = records
+        .iter()
+        .flat_map(|r| {
+            let location = commit_entries(r).0.location;
+            r.files
+                .iter()
+                .map(move |f| (r.table.clone(), location.clone(), f.partition_path.clone()))
+        })
+        .collect();
+    let small = deps.compact.target_size / 4 * 3;
+    let mut bodies = Vec::new();
+    for (table, location, partition) in touched {
+        let folder = if partition.is_empty() {
+            location.trim_end_matches('/').to_string()
+        } else {
+            format!("{}/{partition}", location.trim_end_matches('/'))
+        };
+        let listed = match deps.lake.child(&folder) {
+            Ok(prefix) => deps.lake.store.list_with_delimiter(Some(&prefix)).await,
+            Err(e) => {
+                warn!(table = %table, partition = %partition, error = %e, "cannot list the partition");
+                continue;
+            }
+        };
+        let small_files = match listed {
+            Ok(l) => l
+                .objects
+                .iter()
+                .filter(|m| m.location.as_ref().ends_with(".parquet") && m.size < small)
+                .count(),
+            Err(e) => {
+                warn!(table = %table, partition = %partition, error = %e, "cannot list the partition");
+                continue;
+            }
+        };
+        if small_files >= deps.compact.min_files {
+            let task = crate::compactor::PartitionTask { table, partition };
+            bodies.push(serde_json::to_string(&task).expect("serializes"));
+        }
+    }
+    if bodies.is_empty() {
+        return 0;
+    }
+    let delay = deps.compact.min_age.as_secs().min(900) as i32;
+    match crate::send_messages(&deps.sqs, queue, &bodies, Some(delay)).await {
+        Ok(n) => {
+            info!(partitions = n, delay_s = delay, "queued for compaction");
+            n
+        }
+        Err(e) => {
+            warn!(error = %e, "could not queue partitions for compaction; the scheduled sweep will find them");
+            0
+        }
+    }
 }
 
 /// Register records grouped by table. Returns the tables done and, per

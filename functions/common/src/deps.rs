@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use sluice::catalog::Catalog;
+use sluice::compact::CompactOptions;
 use sluice::config::{CatalogKind, Pipeline};
 use sluice::pipeline::Engine;
 use sluice::plan::DEFAULT_CHUNK_SIZE;
@@ -28,6 +29,12 @@ pub struct Settings {
     /// Overrides `[lake] catalog`: register tables in this Glue database
     /// (`SLUICE_GLUE_DATABASE`, which the deployment template sets).
     pub glue_database: Option<String>,
+    /// Where the catalog function queues partitions worth compacting
+    /// (`SLUICE_COMPACTION_QUEUE_URL`); without it, it queues none.
+    pub compaction_queue_url: Option<String>,
+    /// Compaction settings: `SLUICE_COMPACT_TARGET_SIZE` (256MiB),
+    /// `SLUICE_COMPACT_MIN_FILES` (4), `SLUICE_COMPACT_MIN_AGE` (15m).
+    pub compact: CompactOptions,
     /// How to reach AWS (from the environment in the functions; explicit in tests).
     pub aws: AwsOptions,
 }
@@ -49,8 +56,27 @@ impl Settings {
                 .as_u64()
                 .max(1),
         };
+        let mut compact = CompactOptions::default();
+        if let Some(s) = var("SLUICE_COMPACT_TARGET_SIZE") {
+            compact.target_size = s
+                .parse::<bytesize::ByteSize>()
+                .map_err(|e| anyhow::anyhow!("SLUICE_COMPACT_TARGET_SIZE={s:?}: {e}"))?
+                .as_u64()
+                .max(1);
+        }
+        if let Some(s) = var("SLUICE_COMPACT_MIN_FILES") {
+            compact.min_files = s
+                .parse()
+                .map_err(|e| anyhow::anyhow!("SLUICE_COMPACT_MIN_FILES={s:?}: {e}"))?;
+        }
+        if let Some(s) = var("SLUICE_COMPACT_MIN_AGE") {
+            compact.min_age = humantime::parse_duration(&s)
+                .map_err(|e| anyhow::anyhow!("SLUICE_COMPACT_MIN_AGE={s:?}: {e}"))?;
+        }
         Ok(Settings {
             config,
+            compaction_queue_url: var("SLUICE_COMPACTION_QUEUE_URL"),
+            compact,
             lake: var("SLUICE_LAKE"),
             input: var("SLUICE_INPUT"),
             chunk_queue_url: var("SLUICE_CHUNK_QUEUE_URL"),
@@ -73,6 +99,8 @@ pub struct Deps {
     pub chunk_queue_url: Option<String>,
     pub chunk_size: u64,
     pub read: ReadOptions,
+    pub compaction_queue_url: Option<String>,
+    pub compact: CompactOptions,
 }
 
 impl Deps {
@@ -128,6 +156,8 @@ impl Deps {
             chunk_queue_url: settings.chunk_queue_url.clone(),
             chunk_size: settings.chunk_size,
             read: ReadOptions::default(),
+            compaction_queue_url: settings.compaction_queue_url.clone(),
+            compact: settings.compact.clone(),
         })
     }
 }

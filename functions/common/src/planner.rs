@@ -8,9 +8,8 @@
 //! Map's `ItemReader` reads with `InputType: JSON`; the answer says where. An object that matches no table, is
 //! hidden, or lies outside the input root is skipped and logged, not an error.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use futures::TryStreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
@@ -263,67 +262,11 @@ async fn send(deps: &Deps, tasks: &[TaskSpec]) -> Result<usize, FunctionError> {
             "SLUICE_CHUNK_QUEUE_URL is not set: the planner has no queue to send tasks to",
         ));
     };
-    for batch in tasks.chunks(10) {
-        let mut pending: Vec<(String, String)> = batch
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (i.to_string(), serde_json::to_string(t).expect("serializes")))
-            .collect();
-        for attempt in 1..=6u32 {
-            let entries = pending
-                .iter()
-                .map(|(id, body)| {
-                    SendMessageBatchRequestEntry::builder()
-                        .id(id)
-                        .message_body(body)
-                        .build()
-                        .expect("id and body are set")
-                })
-                .collect::<Vec<_>>();
-            let result = deps
-                .sqs
-                .send_message_batch()
-                .queue_url(queue)
-                .set_entries(Some(entries))
-                .send()
-                .await;
-            let failed: Vec<String> = match result {
-                Ok(out) => {
-                    let permanent = out.failed().iter().find(|f| f.sender_fault());
-                    if let Some(f) = permanent {
-                        return Err(FunctionError::permanent(format!(
-                            "SQS refused a task for {queue}: {}: {}",
-                            f.code(),
-                            f.message().unwrap_or("")
-                        )));
-                    }
-                    out.failed().iter().map(|f| f.id().to_string()).collect()
-                }
-                Err(e) if attempt < 6 => {
-                    warn!(attempt, error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "SendMessageBatch failed; retrying");
-                    pending.iter().map(|(id, _)| id.clone()).collect()
-                }
-                Err(e) => {
-                    return Err(FunctionError::retryable(format!(
-                        "sending tasks to {queue}: {}",
-                        aws_sdk_sqs::error::DisplayErrorContext(&e)
-                    )));
-                }
-            };
-            if failed.is_empty() {
-                break;
-            }
-            if attempt == 6 {
-                return Err(FunctionError::retryable(format!(
-                    "sending tasks to {queue}: {} still failing after {attempt} attempts",
-                    failed.len()
-                )));
-            }
-            pending.retain(|(id, _)| failed.contains(id));
-            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
-        }
-    }
-    Ok(tasks.len())
+    let bodies: Vec<String> = tasks
+        .iter()
+        .map(|t| serde_json::to_string(t).expect("serializes"))
+        .collect();
+    crate::send_messages(&deps.sqs, queue, &bodies, None).await
 }
 
 /// Write the tasks under `_sluice/manifests/`, named by their content: a
