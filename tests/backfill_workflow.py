@@ -45,7 +45,7 @@ LAKE_BUCKET = "sluice-lake"
 DATABASE = "sluice_backfill"
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
-FUNCTIONS = ("planner", "transform", "catalog")
+FUNCTIONS = ("planner", "transform", "catalog", "compactor")
 
 
 def free_port():
@@ -191,6 +191,7 @@ def main():
             SLUICE_INPUT=f"s3://{RAW_BUCKET}/raw/",
             SLUICE_GLUE_DATABASE=DATABASE,
             SLUICE_CHUNK_SIZE="256KiB",
+            SLUICE_COMPACT_MIN_FILES="2",
             RUST_LOG="info",
         )
         env_file = work / "lambda.env"
@@ -198,7 +199,8 @@ def main():
         invoke_port = free_port()
         watch_log = open(work / "watch.log", "wb")
         watch = subprocess.Popen(
-            ["cargo", "lambda", "watch", "--quiet", "--env-file", str(env_file),
+            # --timeout: the deadline the functions see (the template gives 900 s).
+            ["cargo", "lambda", "watch", "--quiet", "--timeout", "900", "--env-file", str(env_file),
              "-A", "127.0.0.1", "-P", str(invoke_port)],
             cwd=REPO, stdout=watch_log, stderr=subprocess.STDOUT, start_new_session=True,
         )
@@ -225,6 +227,7 @@ def main():
             "PlannerFunctionArn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:planner",
             "TransformFunctionArn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:transform",
             "CatalogFunctionArn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:catalog",
+            "CompactorFunctionArn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:compactor",
             "LakeBucket": LAKE_BUCKET,
             "MapMaxConcurrency": "4",
             "MapToleratedFailurePercentage": "0",
@@ -296,13 +299,20 @@ def main():
               and all(c["output"]["rows_rejected"] == 0 and c["output"]["files"] > 0 for c in items),
               "every item's output names its own commit record, no rejected rows",
               [c["output"] for c in items][:2])
-        check(len(forwarder.of("planner")) == 1 and len(forwarder.of("catalog")) == 1,
-              "the workflow invoked the planner and the catalog once each",
+        check(len(forwarder.of("planner")) == 1 and len(forwarder.of("catalog")) == 1
+              and len(forwarder.of("compactor")) == 1,
+              "the workflow invoked the planner, the catalog and the compactor once each",
               [c["function"] for c in forwarder.calls])
         check(register["commits"] == tasks and register["missing_total"] == 0
               and register["tables"] == ["clickstream"] and register["partitions_added"] > 0,
               f"the Register step registered {register['commits']} commit records, "
               f"{register['partitions_added']} partitions", register)
+
+        compact = out["compact"]["report"]
+        check(compact["total"] == register["partitions_added"] and compact["compacted"] > 0
+              and "next" not in compact,
+              f"the Compact step merged {compact['inputs']} files into {compact['outputs']} "
+              f"in {compact['compacted']} of {compact['total']} partitions", compact)
 
         # 6. Glue: the table and its partitions, where the files are.
         table = glue.get_table(DatabaseName=DATABASE, Name="clickstream")["Table"]
@@ -323,6 +333,18 @@ def main():
         check(len(partitions) == register["partitions_added"] and locations == folders,
               f"{len(partitions)} Glue partitions, each at a folder of Parquet files",
               f"{sorted(locations ^ folders)[:5]}")
+        per_folder = {}
+        for k in keys:
+            if k.endswith(".parquet"):
+                per_folder[k.rsplit("/", 1)[0]] = per_folder.get(k.rsplit("/", 1)[0], 0) + 1
+        check(all(n == 1 for n in per_folder.values()),
+              "after the backfill every partition holds one file",
+              {f: n for f, n in per_folder.items() if n != 1})
+        with_figures = [p for p in partitions if "numFiles" in p.get("Parameters", {})]
+        check(len(with_figures) == compact["compacted"]
+              and all(p["Parameters"]["numFiles"] == "1" for p in with_figures),
+              "Glue has the file and row counts of every compacted partition",
+              [p.get("Parameters") for p in partitions][:3])
 
         # 7. The Parquet data, read back with DuckDB, against the raw files.
         lake = work / "lake"

@@ -13,6 +13,7 @@ use sluice::event::{Target, decode};
 use sluice::pipeline::TaskSpec;
 use sluice::plan::Chunk;
 use sluice_functions::catalog::{CatalogResponse, ManifestPayload};
+use sluice_functions::compactor::{CompactorResponse, ManifestRequest};
 use sluice_functions::planner::{Manifest, PlanResponse};
 use sluice_functions::transform::TaskResult;
 use sluice_tests::{python_json, repo_root};
@@ -85,7 +86,7 @@ fn every_function_in_the_template_is_a_binary_of_functions() {
     let bins = binaries();
     assert_eq!(
         bins.keys().cloned().collect::<Vec<_>>(),
-        ["catalog", "planner", "transform"],
+        ["catalog", "compactor", "planner", "transform"],
         "functions/ changed: update template.yaml and this test"
     );
     let globals = &t["Globals"]["Function"];
@@ -119,6 +120,10 @@ fn every_function_in_the_template_is_a_binary_of_functions() {
 
 /// A JSONPath of the simple kind the definition uses (`$`, `$.a.b`).
 fn path<'a>(doc: &'a Value, p: &str) -> &'a Value {
+    path_opt(doc, p).unwrap_or_else(|| panic!("{p}: not in {doc}"))
+}
+
+fn path_opt<'a>(doc: &'a Value, p: &str) -> Option<&'a Value> {
     assert!(p.starts_with('$'), "{p} is not a path");
     let mut v = doc;
     for part in p
@@ -126,11 +131,9 @@ fn path<'a>(doc: &'a Value, p: &str) -> &'a Value {
         .split('.')
         .filter(|s| !s.is_empty())
     {
-        v = v
-            .get(part)
-            .unwrap_or_else(|| panic!("{p}: no field {part:?} in {v}"));
+        v = v.get(part)?;
     }
-    v
+    Some(v)
 }
 
 /// A Parameters / ResultSelector template evaluated against `doc`. Intrinsic
@@ -166,11 +169,14 @@ fn set(doc: &mut Value, result_path: &str, value: Value) {
     let key = result_path
         .strip_prefix("$.")
         .unwrap_or_else(|| panic!("ResultPath {result_path} is not $.field"));
-    assert!(
-        !key.contains('.'),
-        "ResultPath {result_path}: one level only"
-    );
-    doc[key] = value;
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut at = doc;
+    for part in &parts[..parts.len() - 1] {
+        at = at
+            .get_mut(*part)
+            .unwrap_or_else(|| panic!("ResultPath {result_path}: no {part}"));
+    }
+    at[parts[parts.len() - 1]] = value;
 }
 
 #[test]
@@ -242,6 +248,7 @@ fn the_backfill_state_machine_passes_each_function_its_own_input_type() {
         },
         chunks: 2,
     };
+    let compactor_calls = std::cell::Cell::new(0);
     let answers = |binary: &str| -> Value {
         match binary {
             "planner" => serde_json::to_value(PlanResponse {
@@ -271,6 +278,16 @@ fn the_backfill_state_machine_passes_each_function_its_own_input_type() {
                 ..CatalogResponse::default()
             })
             .unwrap(),
+            "compactor" => {
+                // "Go on from 5" once, as when the deadline nears.
+                compactor_calls.set(compactor_calls.get() + 1);
+                serde_json::to_value(CompactorResponse {
+                    total: 8,
+                    next: (compactor_calls.get() == 1).then_some(5),
+                    ..CompactorResponse::default()
+                })
+                .unwrap()
+            }
             other => panic!("no answer for {other}"),
         }
     };
@@ -297,6 +314,20 @@ fn the_backfill_state_machine_passes_each_function_its_own_input_type() {
                 "the catalog gets the planner's manifest"
             );
         }
+        "compactor" => {
+            let r: ManifestRequest = serde_json::from_value(payload.clone())
+                .unwrap_or_else(|e| panic!("compactor input {payload}: {e}"));
+            assert_eq!(
+                r.payload.manifest, manifest,
+                "the compactor gets the manifest"
+            );
+            let want = if compactor_calls.get() == 0 { 0 } else { 5 };
+            assert_eq!(
+                r.start, want,
+                "each Compact call starts where the last stopped"
+            );
+            assert_eq!(r.min_age.as_deref(), Some("0s"));
+        }
         other => panic!("no input type for {other}"),
     };
 
@@ -304,11 +335,14 @@ fn the_backfill_state_machine_passes_each_function_its_own_input_type() {
     let states = definition["States"].as_object().unwrap();
     let mut at = definition["StartAt"].as_str().unwrap().to_string();
     let mut invoked = Vec::new();
-    for _ in 0..states.len() {
+    for _ in 0..50 {
         let s = &states[&at];
         let next = match s["Type"].as_str().unwrap() {
             "Pass" => {
-                let v = eval(&s["Parameters"], &doc);
+                let v = match s["InputPath"].as_str() {
+                    Some(p) => path(&doc, p).clone(),
+                    None => eval(&s["Parameters"], &doc),
+                };
                 set(&mut doc, s["ResultPath"].as_str().unwrap(), v);
                 s["Next"].as_str()
             }
@@ -317,7 +351,11 @@ fn the_backfill_state_machine_passes_each_function_its_own_input_type() {
                 let payload = eval(&s["Parameters"], &doc)["Payload"].clone();
                 check_input(&binary, &payload);
                 let result = json!({ "Payload": answers(&binary) });
-                let selected = eval(&s["ResultSelector"], &result);
+                let selected = if s.get("ResultSelector").is_some() {
+                    eval(&s["ResultSelector"], &result)
+                } else {
+                    result
+                };
                 set(&mut doc, s["ResultPath"].as_str().unwrap(), selected);
                 invoked.push(binary);
                 s["Next"].as_str()
@@ -325,11 +363,19 @@ fn the_backfill_state_machine_passes_each_function_its_own_input_type() {
             "Choice" => {
                 let mut next = s["Default"].as_str();
                 for c in s["Choices"].as_array().unwrap() {
-                    let v = path(&doc, c["Variable"].as_str().unwrap());
-                    let bound = c["NumericGreaterThan"]
-                        .as_f64()
-                        .expect("only NumericGreaterThan is modelled here");
-                    if v.as_f64().expect("a number") > bound {
+                    let variable = c["Variable"].as_str().unwrap();
+                    let taken = match c["IsPresent"].as_bool() {
+                        Some(present) => {
+                            path_opt(&doc, variable).is_some_and(|v| !v.is_null()) == present
+                        }
+                        None => {
+                            let bound = c["NumericGreaterThan"]
+                                .as_f64()
+                                .expect("only NumericGreaterThan and IsPresent are modelled here");
+                            path(&doc, variable).as_f64().expect("a number") > bound
+                        }
+                    };
+                    if taken {
                         next = c["Next"].as_str();
                         break;
                     }
@@ -371,5 +417,8 @@ fn the_backfill_state_machine_passes_each_function_its_own_input_type() {
         }
     }
     assert_eq!(at, "Done", "the happy path ends in Done");
-    assert_eq!(invoked, ["planner", "transform", "catalog"]);
+    assert_eq!(
+        invoked,
+        ["planner", "transform", "catalog", "compactor", "compactor"]
+    );
 }

@@ -895,7 +895,8 @@ async fn the_catalog_queues_partitions_and_the_compactor_merges_them_in_s3_and_g
     let r = compactor::handle(&deps, json!({"manifest": manifest, "start": 3}), Some(soon))
         .await
         .unwrap();
-    assert_eq!(r["next"], 3, "{r}");
+    assert_eq!(r["next"], 4, "one partition per call at least: {r}");
+    assert_eq!(r["partitions"], 1, "{r}");
     // Bad requests are permanent errors that say what was expected.
     let e = compactor::handle(
         &deps,

@@ -88,6 +88,10 @@ pub async fn handle(
     deadline: Option<Instant>,
 ) -> Result<Value, FunctionError> {
     let started = Instant::now();
+    info!(
+        time_left_s = deadline.map(|d| d.saturating_duration_since(started).as_secs()),
+        "compactor invoked"
+    );
     if let Some(messages) = sqs_messages(&event) {
         let mut failed = Vec::new();
         let mut total = CompactorResponse::default();
@@ -237,7 +241,11 @@ async fn sweep(
 ) -> Result<(), FunctionError> {
     let mut tables: Vec<TableDef> = Vec::new();
     for (i, task) in tasks.iter().enumerate().skip(start) {
-        if deadline.is_some_and(|d| d.saturating_duration_since(Instant::now()) < MARGIN) {
+        // At least one partition per call, so a caller that goes on from
+        // `next` always gets somewhere.
+        if i > start
+            && deadline.is_some_and(|d| d.saturating_duration_since(Instant::now()) < MARGIN)
+        {
             response.next = Some(i);
             return Ok(());
         }

@@ -25,12 +25,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     .await
 }
 
-/// The invocation's deadline (milliseconds since the epoch) as an `Instant`.
+/// The invocation's deadline (milliseconds since the epoch) as an `Instant`;
+/// none if it is not in the future (local emulators do not always set it).
 fn deadline(deadline_ms: u64) -> Option<Instant> {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .ok()?
         .as_millis() as u64;
-    (deadline_ms > 0)
-        .then(|| Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms)))
+    (deadline_ms > now_ms).then(|| Instant::now() + Duration::from_millis(deadline_ms - now_ms))
 }
