@@ -393,7 +393,7 @@ async fn compact(
             let r = compact_partition(&lake, catalog.as_ref(), t, p, &options, chrono::Utc::now())
                 .await
                 .with_context(|| format!("compacting table '{}', partition {}", t.name, p.path))?;
-            report = sum(report, &r);
+            report.add(&r);
             if last_log.elapsed() >= Duration::from_secs(5) {
                 last_log = Instant::now();
                 eprintln!(
@@ -432,7 +432,13 @@ async fn compact(
                 report.recovered
             );
         }
-        total = sum(total, &report);
+        if report.outputs > 0 {
+            println!(
+                "  longest time an output and its inputs were both listed: {} ms",
+                report.max_overlap_ms
+            );
+        }
+        total.add(&report);
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
@@ -448,14 +454,6 @@ async fn compact(
         );
     }
     Ok(())
-}
-
-fn sum(
-    mut a: sluice::compact::CompactReport,
-    b: &sluice::compact::CompactReport,
-) -> sluice::compact::CompactReport {
-    a.add(b);
-    a
 }
 
 struct FinishOnDrop(Option<ProgressBar>);

@@ -34,12 +34,13 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow::array::{RecordBatch, new_null_array};
 use arrow::datatypes::{Schema, SchemaRef};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
@@ -209,6 +210,19 @@ pub struct CompactReport {
     pub copied: usize,
     /// Interrupted compactions finished (inputs retired) or dropped by this run.
     pub recovered: usize,
+    /// The longest time an output and its inputs were both in place (from
+    /// the output's upload completing to the last input's deletion): a
+    /// reader listing the folder then could have read those rows twice.
+    #[serde(default)]
+    pub max_overlap_ms: u64,
+}
+
+/// What merging one bin did.
+struct Merged {
+    rows: u64,
+    bytes: u64,
+    copied: bool,
+    overlap: Duration,
 }
 
 impl CompactReport {
@@ -226,6 +240,7 @@ impl CompactReport {
         self.rows += o.rows;
         self.copied += o.copied;
         self.recovered += o.recovered;
+        self.max_overlap_ms = self.max_overlap_ms.max(o.max_overlap_ms);
     }
 }
 
@@ -301,13 +316,14 @@ pub async fn compact_partition(
         };
         let bins = plan_partition(&candidates, options);
         for bin in &bins {
-            let (rows, bytes, copied) = part.merge(bin, options).await?;
+            let m = part.merge(bin, options).await?;
             report.inputs += bin.inputs.len();
             report.outputs += 1;
             report.bytes_in += bin.bytes;
-            report.bytes_out += bytes;
-            report.rows += rows;
-            report.copied += usize::from(copied);
+            report.bytes_out += m.bytes;
+            report.rows += m.rows;
+            report.copied += usize::from(m.copied);
+            report.max_overlap_ms = report.max_overlap_ms.max(m.overlap.as_millis() as u64);
         }
         let after = part.files().await?;
         report.files_after = after.len();
@@ -525,9 +541,7 @@ impl<'a> Partition<'a> {
             match self.lake.store.head(&self.path(&intent.output)?).await {
                 Ok(meta) => {
                     // The output is complete: finish the retirement.
-                    for input in &intent.inputs {
-                        self.delete(input).await?;
-                    }
+                    self.retire(&intent.inputs).await?;
                     intent.state = IntentState::Done;
                     intent.bytes = Some(meta.size);
                     self.put_json(&relative, &intent).await?;
@@ -545,9 +559,8 @@ impl<'a> Partition<'a> {
         Ok(settled)
     }
 
-    /// Merge one bin: intent, output, retire, done. Returns (rows, output
-    /// bytes, whether column chunks were copied).
-    async fn merge(&self, bin: &Bin, options: &CompactOptions) -> Result<(u64, u64, bool)> {
+    /// Merge one bin: intent, output, retire, done.
+    async fn merge(&self, bin: &Bin, options: &CompactOptions) -> Result<Merged> {
         let mut h = Sha256::new();
         for i in &bin.inputs {
             h.update(i.path.as_bytes());
@@ -570,14 +583,45 @@ impl<'a> Partition<'a> {
         self.put_json(&intent_path, &intent).await?;
         let (rows, bytes, copied) =
             write_merged(self.lake, &intent.inputs, &output, options).await?;
-        for input in &intent.inputs {
-            self.delete(input).await?;
-        }
+        let visible = Instant::now();
+        self.retire(&intent.inputs).await?;
+        let overlap = visible.elapsed();
         intent.state = IntentState::Done;
         intent.rows = Some(rows);
         intent.bytes = Some(bytes);
         self.put_json(&intent_path, &intent).await?;
-        Ok((rows, bytes, copied))
+        Ok(Merged {
+            rows,
+            bytes,
+            copied,
+            overlap,
+        })
+    }
+
+    /// Delete the inputs: in bulk where the store can (S3's DeleteObjects
+    /// takes 1,000 keys a request), so they vanish close together.
+    async fn retire(&self, inputs: &[String]) -> Result<()> {
+        let paths: Vec<Result<Path>> = inputs.iter().map(|i| self.path(i)).collect();
+        let paths: Vec<object_store::Result<Path>> = paths
+            .into_iter()
+            .map(|p| {
+                p.map_err(|e| object_store::Error::Generic {
+                    store: "lake",
+                    source: Box::new(e),
+                })
+            })
+            .collect();
+        let mut deleted = self
+            .lake
+            .store
+            .delete_stream(futures::stream::iter(paths).boxed());
+        while let Some(r) = deleted.next().await {
+            match r {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// Files, bytes and rows of the partition (rows from the files' footers).
