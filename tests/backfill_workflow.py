@@ -312,7 +312,7 @@ def main():
         check(compact["total"] == register["partitions_added"] and compact["compacted"] > 0
               and "next" not in compact,
               f"the Compact step merged {compact['inputs']} files into {compact['outputs']} "
-              f"in {compact['compacted']} of {compact['total']} partitions", compact)
+              f"in {compact['compacted']} of {compact['total']} partitions (an output and its inputs were both listed for at most {compact['max_overlap_ms']} ms)", compact)
 
         # 6. Glue: the table and its partitions, where the files are.
         table = glue.get_table(DatabaseName=DATABASE, Name="clickstream")["Table"]
