@@ -3,7 +3,7 @@
 //!
 //! [`plan_partition`] is pure: which committed files, old enough and smaller
 //! than the target, go together into which output (first-fit decreasing).
-//! [`compact`] does the I/O, per partition under a lease
+//! [`compact_partition`] does the I/O, per partition under a lease
 //! (`_sluice/compactions/<table>/<partition>/lease.json`, created only if
 //! absent), and per output:
 //!
@@ -242,40 +242,6 @@ impl CompactReport {
         self.recovered += o.recovered;
         self.max_overlap_ms = self.max_overlap_ms.max(o.max_overlap_ms);
     }
-}
-
-/// Compact every partition of `table` (or those whose path is in `only`),
-/// at time `now`. Registers the partitions' new figures in `catalog`.
-pub async fn compact(
-    lake: &Location,
-    catalog: &dyn Catalog,
-    table: &TableDef,
-    only: Option<&[String]>,
-    options: &CompactOptions,
-    now: DateTime<Utc>,
-) -> Result<CompactReport> {
-    let partitions: Vec<PartitionDef> = catalog
-        .partitions(&table.name)
-        .await?
-        .into_iter()
-        .filter(|p| only.is_none_or(|o| o.iter().any(|x| x == &p.path)))
-        .collect();
-    if let Some(o) = only {
-        for p in o {
-            if !partitions.iter().any(|q| &q.path == p) {
-                return Err(Error::Catalog(format!(
-                    "table '{}' has no partition {p:?}",
-                    table.name
-                )));
-            }
-        }
-    }
-    let mut report = CompactReport::default();
-    for p in &partitions {
-        let r = compact_partition(lake, catalog, table, p, options, now).await?;
-        report.add(&r);
-    }
-    Ok(report)
 }
 
 /// Compact one partition (see the module docs for the protocol).
