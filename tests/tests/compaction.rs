@@ -252,6 +252,10 @@ async fn a_crash_or_a_failure_at_any_call_loses_and_doubles_nothing() {
     );
     assert_eq!(report.copied, 1, "same-schema inputs are copied undecoded");
     assert!(calls > 20, "{calls}");
+    println!(
+        "compacting {folder} ({} files): {calls} store calls, each crashed at and failed once",
+        before.files
+    );
 
     for faults in (1..=calls).flat_map(|n| [Faults::CrashAt(n), Faults::Once(n)]) {
         let store = copy_of(&base.store).await;
