@@ -152,6 +152,35 @@ impl GlueCatalog {
         })
     }
 
+    /// A partition of `table`, if it exists.
+    async fn get_partition(
+        &self,
+        table: &str,
+        values: &[String],
+    ) -> Result<Option<aws_sdk_glue::types::Partition>> {
+        let got = retry(
+            &format!(
+                "reading partition ({}) of Glue table {}.{table}",
+                values.join(", "),
+                self.database
+            ),
+            || {
+                self.client
+                    .get_partition()
+                    .database_name(&self.database)
+                    .table_name(table)
+                    .set_partition_values(Some(values.to_vec()))
+                    .send()
+            },
+        )
+        .await;
+        match got {
+            Ok(out) => Ok(out.partition),
+            Err(Failure::Service(code, _)) if code == "EntityNotFoundException" => Ok(None),
+            Err(f) => Err(f.into_error()),
+        }
+    }
+
     async fn get(&self, name: &str) -> Result<Option<TableDef>> {
         let r = retry(
             &format!("reading Glue table {}.{name}", self.database),
@@ -384,17 +413,7 @@ impl Catalog for GlueCatalog {
             self.database
         );
         for _ in 0..ATTEMPTS {
-            let got = retry(&format!("reading {what}"), || {
-                self.client
-                    .get_partition()
-                    .database_name(&self.database)
-                    .table_name(table)
-                    .set_partition_values(Some(values.clone()))
-                    .send()
-            })
-            .await
-            .map_err(Failure::into_error)?;
-            let Some(p) = got.partition() else {
+            let Some(p) = self.get_partition(table, &values).await? else {
                 return Err(Error::Catalog(format!("{what} does not exist")));
             };
             let mut parameters = p.parameters().cloned().unwrap_or_default();
@@ -434,27 +453,7 @@ impl Catalog for GlueCatalog {
         table: &str,
         partition: &PartitionDef,
     ) -> Result<Option<PartitionStats>> {
-        let values = glue_values(partition);
-        let got = retry(
-            &format!(
-                "reading a partition of Glue table {}.{table}",
-                self.database
-            ),
-            || {
-                self.client
-                    .get_partition()
-                    .database_name(&self.database)
-                    .table_name(table)
-                    .set_partition_values(Some(values.clone()))
-                    .send()
-            },
-        )
-        .await;
-        let p = match got {
-            Ok(out) => out.partition,
-            Err(Failure::Service(code, _)) if code == "EntityNotFoundException" => None,
-            Err(f) => return Err(f.into_error()),
-        };
+        let p = self.get_partition(table, &glue_values(partition)).await?;
         let Some(params) = p.and_then(|p| p.parameters) else {
             return Ok(None);
         };

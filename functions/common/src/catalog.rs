@@ -92,12 +92,7 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Value, FunctionError> {
                 }
             }
         }
-        let registered: Vec<&CommitRecord> = all
-            .iter()
-            .copied()
-            .filter(|r| done.contains(&r.table))
-            .collect();
-        response.compactions_queued = queue_compactions(deps, &registered).await;
+        response.compactions_queued = queue_compactions(deps, &all, &done).await;
         response.tables = done;
         emit(&response, failed.len(), started);
         return Ok(crate::sqs_batch_response(failed));
@@ -118,12 +113,7 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Value, FunctionError> {
     let (done, mut errors) = register(deps, &all, &mut response).await;
     if !from_manifest {
         // (The backfill workflow compacts what its manifest touched itself.)
-        let registered: Vec<&CommitRecord> = all
-            .iter()
-            .copied()
-            .filter(|r| done.contains(&r.table))
-            .collect();
-        response.compactions_queued = queue_compactions(deps, &registered).await;
+        response.compactions_queued = queue_compactions(deps, &all, &done).await;
     }
     response.tables = done;
     emit(&response, errors.len(), started);
@@ -287,16 +277,18 @@ async fn load(
     Ok(records)
 }
 
-/// Queue for the compactor each partition these records wrote to that now
-/// has enough small files to merge, delayed by the quiet period (at most
-/// SQS's 15 minutes). Best effort: a failure is logged, and the compactor's
-/// scheduled sweep finds the partition later.
-async fn queue_compactions(deps: &Deps, records: &[&CommitRecord]) -> usize {
+/// Queue for the compactor each partition that the records of the
+/// `registered` tables wrote to and that now has enough small files to
+/// merge, delayed by the quiet period (at most SQS's 15 minutes). Best
+/// effort: a failure is logged, and the compactor's scheduled sweep finds
+/// the partition later.
+async fn queue_compactions(deps: &Deps, records: &[&CommitRecord], registered: &[String]) -> usize {
     let Some(queue) = &deps.compaction_queue_url else {
         return 0;
     };
     let touched: BTreeSet<(String, String, String)> = records
         .iter()
+        .filter(|r| registered.contains(&r.table))
         .flat_map(|r| {
             let location = commit_entries(r).0.location;
             r.files
