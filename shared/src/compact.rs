@@ -547,8 +547,7 @@ impl<'a> Partition<'a> {
             bytes: None,
         };
         self.put_json(&intent_path, &intent).await?;
-        let (rows, bytes, copied) =
-            write_merged(self.lake, &intent.inputs, &output, options).await?;
+        let (rows, bytes, copied) = write_merged(self.lake, &bin.inputs, &output, options).await?;
         let visible = Instant::now();
         self.retire(&intent.inputs).await?;
         let overlap = visible.elapsed();
@@ -695,20 +694,20 @@ impl Write for UploadSink {
 /// Merge `inputs` into `output`; returns (rows, bytes written, copied).
 async fn write_merged(
     lake: &Location,
-    inputs: &[String],
+    inputs: &[Candidate],
     output: &str,
     options: &CompactOptions,
 ) -> Result<(u64, u64, bool)> {
-    // The footers first: they decide between copying and re-encoding.
+    // The footers first: they decide between copying and re-encoding. The
+    // sizes come from the partition's listing, so no HEAD is needed.
     let mut metas = Vec::with_capacity(inputs.len());
     for input in inputs {
-        let path = lake.child(input)?;
-        let size = lake.store.head(&path).await?.size;
-        let mut reader = ObjectReader::at(lake.store.clone(), path, size);
+        let path = lake.child(&input.path)?;
+        let mut reader = ObjectReader::at(lake.store.clone(), path, input.size);
         let meta = reader
             .get_metadata(None)
             .await
-            .map_err(|e| Error::read(format!("{}/{input}", lake.url), e))?;
+            .map_err(|e| Error::read(format!("{}/{}", lake.url, input.path), e))?;
         metas.push(meta);
     }
     let same_schema = metas.windows(2).all(|w| {
@@ -722,7 +721,7 @@ async fn write_merged(
     let lake_url = lake.url.clone();
     let input_paths: Vec<(String, Path)> = inputs
         .iter()
-        .map(|i| Ok((format!("{lake_url}/{i}"), lake.child(i)?)))
+        .map(|i| Ok((format!("{lake_url}/{}", i.path), lake.child(&i.path)?)))
         .collect::<Result<_>>()?;
     let writer_props = options.writer.clone();
     let handle = tokio::runtime::Handle::current();

@@ -156,7 +156,7 @@ pub async fn manifest_records(
                 manifest.url, deps.lake.url
             ))
         })?;
-    let bytes = get(deps, relative, &manifest.url).await?.ok_or_else(|| {
+    let bytes = get(deps, relative).await?.ok_or_else(|| {
         FunctionError::permanent(format!("manifest {} does not exist", manifest.url))
     })?;
     let tasks: Vec<TaskSpec> = serde_json::from_slice(&bytes).map_err(|e| {
@@ -169,7 +169,7 @@ pub async fn manifest_records(
     for t in &tasks {
         let path = t.commit_path();
         let url = format!("{}/{path}", deps.lake.url);
-        match get(deps, &path, &url).await? {
+        match get(deps, &path).await? {
             Some(bytes) => records.push(CommitRecord::from_json(&bytes, &url)?),
             None => {
                 response.missing_total += 1;
@@ -197,12 +197,11 @@ pub async fn manifest_records(
 }
 
 /// An object of the lake, or `None` if there is none.
-async fn get(deps: &Deps, relative: &str, url: &str) -> Result<Option<Vec<u8>>, FunctionError> {
+async fn get(deps: &Deps, relative: &str) -> Result<Option<Vec<u8>>, FunctionError> {
     let path = deps.lake.child(relative)?;
-    match deps.lake.store.get(&path).await {
-        Ok(r) => Ok(Some(r.bytes().await.map(Vec::from).map_err(|e| {
-            FunctionError::from(sluice::Error::read(url, e.to_string()))
-        })?)),
+    let read = async { deps.lake.store.get(&path).await?.bytes().await };
+    match read.await {
+        Ok(b) => Ok(Some(b.to_vec())),
         Err(object_store::Error::NotFound { .. }) => Ok(None),
         Err(e) => Err(FunctionError::from(sluice::Error::Store(e))),
     }
@@ -257,21 +256,11 @@ async fn load(
     let mut records = Vec::with_capacity(urls.len());
     for url in urls {
         let relative = &url[deps.lake.url.len() + 1..];
-        let path = deps.lake.child(relative)?;
-        let bytes = match deps.lake.store.get(&path).await {
-            Ok(r) => r
-                .bytes()
-                .await
-                .map_err(|e| FunctionError::from(sluice::Error::Store(e)))?,
-            Err(object_store::Error::NotFound { .. }) => {
-                // A commit record is only ever replaced, never deleted, by the
-                // transform: a missing one is an event that raced its PUT.
-                return Err(FunctionError::retryable(format!(
-                    "commit record {url} does not exist (yet)"
-                )));
-            }
-            Err(e) => return Err(FunctionError::from(sluice::Error::Store(e))),
-        };
+        // A commit record is only ever replaced, never deleted, by the
+        // transform: a missing one is an event that raced its PUT.
+        let bytes = get(deps, relative).await?.ok_or_else(|| {
+            FunctionError::retryable(format!("commit record {url} does not exist (yet)"))
+        })?;
         records.push(CommitRecord::from_json(&bytes, &url)?);
     }
     Ok(records)
