@@ -501,6 +501,12 @@ fn print_summary(s: &Summary, lake: &Location) {
             lake.url
         );
     }
+    if s.values_discarded > 0 {
+        println!(
+            "  {} values were dropped or nulled by the tables' contracts (unknown fields, wrong types)",
+            s.values_discarded
+        );
+    }
     if !s.unmatched.is_empty() {
         println!(
             "  skipped {} files that match no table's source, e.g. {}",

@@ -64,6 +64,9 @@ pub struct CommitRecord {
     pub rows_in: u64,
     pub rows_out: u64,
     pub rows_rejected: u64,
+    /// Values dropped or nulled by the table's contract in the rows kept.
+    #[serde(default)]
+    pub values_discarded: u64,
     pub bytes_in: u64,
     /// The quarantine file of this chunk's rejected records, relative to the lake root.
     #[serde(default)]

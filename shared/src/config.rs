@@ -184,6 +184,57 @@ pub struct TableConfig {
     /// Share of a chunk's records that may be quarantined before the chunk fails (default 0.1).
     #[serde(default = "default_max_rejected_ratio")]
     pub max_rejected_ratio: f64,
+    /// The longest record kept (`1MiB`, `64MiB`; default 64 MiB). A longer
+    /// record is quarantined (its first 4 KiB kept) and reading goes on.
+    #[serde(default)]
+    pub max_record_size: Option<String>,
+    /// What to do with fields the schema does not declare and with values of the wrong type.
+    #[serde(default)]
+    pub contract: ContractConfig,
+    /// Quality rules on the declared columns; a row that breaks one is quarantined with its name.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+/// `[tables.contract]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContractConfig {
+    /// `discard_value` (default: drop the field, count it), `freeze` (reject
+    /// the record) or `evolve` (add a nullable column to the table).
+    #[serde(default)]
+    pub unknown_fields: Option<String>,
+    /// `freeze` (default: reject the record) or `discard_value` (null the value, count it).
+    #[serde(default)]
+    pub wrong_type: Option<String>,
+}
+
+/// `[[tables.rules]]`: one check on one column.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// The rule's name in quarantine reasons (default `<column>.<check>`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A declared column.
+    pub column: String,
+    /// The value must not be null or missing.
+    #[serde(default)]
+    pub required: bool,
+    /// The value (as text) must be one of these.
+    #[serde(default)]
+    pub accepted: Option<Vec<String>>,
+    /// Inclusive bounds of a numeric column.
+    #[serde(default)]
+    pub min: Option<f64>,
+    #[serde(default)]
+    pub max: Option<f64>,
+    /// A regular expression a string column's value must match (anchor it with ^…$ for a whole match).
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// No two rows of one chunk may have the same value.
+    #[serde(default)]
+    pub unique: bool,
 }
 
 fn default_max_rejected_ratio() -> f64 {
@@ -381,6 +432,63 @@ pub struct ParquetOptions {
     pub target_file_bytes: u64,
 }
 
+/// What to do with a field the schema does not declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownFields {
+    /// Drop the value, count it.
+    DiscardValue,
+    /// Reject the record.
+    Freeze,
+    /// Add a nullable column (type inferred from the value) to the table.
+    Evolve,
+}
+
+/// What to do with a value that does not fit its column's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WrongType {
+    /// Reject the record.
+    Freeze,
+    /// Null the value, count it.
+    DiscardValue,
+}
+
+/// A table's data contract, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Contract {
+    pub unknown_fields: UnknownFields,
+    pub wrong_type: WrongType,
+}
+
+impl Default for Contract {
+    fn default() -> Self {
+        Contract {
+            unknown_fields: UnknownFields::DiscardValue,
+            wrong_type: WrongType::Freeze,
+        }
+    }
+}
+
+/// The check of a quality rule.
+#[derive(Debug, Clone)]
+pub enum Check {
+    Required,
+    Accepted(Vec<String>),
+    Range { min: Option<f64>, max: Option<f64> },
+    Pattern(regex::Regex),
+    Unique,
+}
+
+/// A quality rule, checked: a name, the index of a declared column, and a check.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub column: usize,
+    pub check: Check,
+}
+
+/// Default longest record: 64 MiB.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
+
 /// Where a table's files come from: a prefix, or a glob under the input root.
 #[derive(Debug, Clone)]
 pub enum SourceMatch {
@@ -436,6 +544,10 @@ pub struct Table {
     pub parquet: ParquetOptions,
     /// Share of a chunk's records that may be quarantined before the chunk fails.
     pub max_rejected_ratio: f64,
+    /// The longest record kept; a longer one is quarantined.
+    pub max_record_bytes: usize,
+    pub contract: Contract,
+    pub rules: Vec<Rule>,
 }
 
 impl Table {
@@ -549,6 +661,123 @@ pub fn parse_compression(text: &str) -> Option<Compression> {
             Some(Compression::ZSTD(ZstdLevel::try_new(level).ok()?))
         }
     }
+}
+
+fn parse_contract(table: Option<&str>, c: &ContractConfig) -> Result<Contract> {
+    let mut contract = Contract::default();
+    if let Some(u) = &c.unknown_fields {
+        contract.unknown_fields = match u.trim() {
+            "discard_value" => UnknownFields::DiscardValue,
+            "freeze" => UnknownFields::Freeze,
+            "evolve" => UnknownFields::Evolve,
+            other => {
+                return Err(Error::config(
+                    table,
+                    "contract.unknown_fields",
+                    format!("{other:?}: use discard_value, freeze or evolve"),
+                ));
+            }
+        };
+    }
+    if let Some(w) = &c.wrong_type {
+        contract.wrong_type = match w.trim() {
+            "freeze" => WrongType::Freeze,
+            "discard_value" => WrongType::DiscardValue,
+            other => {
+                return Err(Error::config(
+                    table,
+                    "contract.wrong_type",
+                    format!("{other:?}: use freeze or discard_value"),
+                ));
+            }
+        };
+    }
+    Ok(contract)
+}
+
+fn parse_rule(table: Option<&str>, i: usize, r: &RuleConfig, columns: &[Column]) -> Result<Rule> {
+    let key = format!("rules[{i}]");
+    let column = columns
+        .iter()
+        .position(|c| c.name == r.column)
+        .ok_or_else(|| {
+            Error::config(
+                table,
+                &format!("{key}.column"),
+                format!("{:?} is not a column of [tables.schema]", r.column),
+            )
+        })?;
+    let ty = columns[column].ty;
+    let mut checks = Vec::new();
+    if r.required {
+        checks.push(("required", Check::Required));
+    }
+    if let Some(values) = &r.accepted {
+        if values.is_empty() {
+            return Err(Error::config(table, &format!("{key}.accepted"), "is empty"));
+        }
+        checks.push(("accepted", Check::Accepted(values.clone())));
+    }
+    if r.min.is_some() || r.max.is_some() {
+        if !matches!(
+            ty,
+            ColumnType::Int32 | ColumnType::Int64 | ColumnType::Float64 | ColumnType::Decimal(..)
+        ) {
+            return Err(Error::config(
+                table,
+                &format!("{key}.min"),
+                format!("a range needs a numeric column; '{}' is not one", r.column),
+            ));
+        }
+        if let (Some(lo), Some(hi)) = (r.min, r.max)
+            && lo > hi
+        {
+            return Err(Error::config(table, &format!("{key}.min"), "is above max"));
+        }
+        checks.push((
+            "range",
+            Check::Range {
+                min: r.min,
+                max: r.max,
+            },
+        ));
+    }
+    if let Some(p) = &r.pattern {
+        if !matches!(ty, ColumnType::String | ColumnType::Json) {
+            return Err(Error::config(
+                table,
+                &format!("{key}.pattern"),
+                format!("a pattern needs a string column; '{}' is not one", r.column),
+            ));
+        }
+        let re = regex::Regex::new(p).map_err(|e| {
+            Error::config(
+                table,
+                &format!("{key}.pattern"),
+                format!("not a regular expression: {e}"),
+            )
+        })?;
+        checks.push(("pattern", Check::Pattern(re)));
+    }
+    if r.unique {
+        checks.push(("unique", Check::Unique));
+    }
+    if checks.len() != 1 {
+        return Err(Error::config(
+            table,
+            &key,
+            "give exactly one check per rule: required, accepted, min/max, pattern or unique",
+        ));
+    }
+    let (what, check) = checks.pop().expect("one check");
+    Ok(Rule {
+        name: r
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}.{what}", r.column)),
+        column,
+        check,
+    })
 }
 
 impl PipelineConfig {
@@ -711,7 +940,61 @@ impl PipelineConfig {
                     "must be at least 1",
                 ));
             }
+            let max_record_bytes = match &t.max_record_size {
+                None => DEFAULT_MAX_RECORD_BYTES,
+                Some(text) => {
+                    let bytes = text
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                        .or_else(|| {
+                            text.trim()
+                                .parse::<bytesize::ByteSize>()
+                                .ok()
+                                .map(|b| b.as_u64())
+                        })
+                        .ok_or_else(|| {
+                            Error::config(
+                                n,
+                                "max_record_size",
+                                format!("{text:?} is not a size (use bytes or a unit: 4096, 1MiB)"),
+                            )
+                        })?;
+                    if !(1024..=(1u64 << 31)).contains(&bytes) {
+                        return Err(Error::config(
+                            n,
+                            "max_record_size",
+                            "must be between 1KiB and 2GiB",
+                        ));
+                    }
+                    bytes as usize
+                }
+            };
+            let contract = parse_contract(n, &t.contract)?;
+            if contract.unknown_fields == UnknownFields::Evolve && format == Format::Parquet {
+                return Err(Error::config(
+                    n,
+                    "contract.unknown_fields",
+                    "\"evolve\" applies to jsonl and csv tables; a Parquet table reads the declared columns",
+                ));
+            }
+            let rules = t
+                .rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| parse_rule(n, i, r, &columns))
+                .collect::<Result<Vec<_>>>()?;
+            if !rules.is_empty() && format == Format::Parquet {
+                return Err(Error::config(
+                    n,
+                    "rules",
+                    "quality rules apply to jsonl and csv tables (a Parquet table's rows have no raw text to quarantine); check Parquet inputs in the table's sql",
+                ));
+            }
             tables.push(Table {
+                max_record_bytes,
+                contract,
+                rules,
                 name,
                 source,
                 format,

@@ -90,6 +90,25 @@ pub struct PartitionSlice {
     pub batch: RecordBatch,
 }
 
+/// The longest escaped partition value: longer ones would make object keys
+/// past what S3 (1,024 bytes) and file systems (255 bytes a name) take.
+pub const MAX_PARTITION_VALUE_BYTES: usize = 200;
+
+/// Rows whose partition value cannot be a path segment, with the reason.
+#[derive(Debug)]
+pub struct RefusedSlice {
+    pub reason: String,
+    /// The rows, partition columns included.
+    pub batch: RecordBatch,
+}
+
+/// A batch split by partition: the slices to write, and rows refused.
+#[derive(Debug, Default)]
+pub struct Split {
+    pub slices: Vec<PartitionSlice>,
+    pub refused: Vec<RefusedSlice>,
+}
+
 /// Splits batches by the values of the partition columns.
 pub struct Splitter {
     keys: Vec<String>,
@@ -148,15 +167,63 @@ impl Splitter {
         &self.keys
     }
 
+    /// Split a batch into one slice per partition, in order of first
+    /// appearance; rows whose escaped partition value is longer than
+    /// [`MAX_PARTITION_VALUE_BYTES`] are refused (they would fail the write).
+    pub fn split_checked(&self, batch: &RecordBatch) -> Result<Split> {
+        let mut out = Split::default();
+        for slice in self.split_rows(batch)? {
+            let long = self.keys.iter().zip(&slice.values).find_map(|(k, v)| {
+                let n = escape_value(v.as_deref()).len();
+                (n > MAX_PARTITION_VALUE_BYTES).then(|| {
+                    format!(
+                        "partition value of '{k}' is {n} bytes escaped, longer than the limit of {MAX_PARTITION_VALUE_BYTES}"
+                    )
+                })
+            });
+            match long {
+                None => out.slices.push(PartitionSlice {
+                    values: slice.values,
+                    batch: slice
+                        .batch
+                        .project(&self.data_indices)
+                        .map_err(|e| Error::Catalog(format!("splitting by partition: {e}")))?,
+                }),
+                Some(reason) => out.refused.push(RefusedSlice {
+                    reason,
+                    batch: slice.batch,
+                }),
+            }
+        }
+        Ok(out)
+    }
+
     /// Split a batch into one slice per partition, in order of first appearance.
     pub fn split(&self, batch: &RecordBatch) -> Result<Vec<PartitionSlice>> {
+        let data_indices = &self.data_indices;
+        self.split_rows(batch)?
+            .into_iter()
+            .map(|s| {
+                Ok(PartitionSlice {
+                    values: s.values,
+                    batch: s
+                        .batch
+                        .project(data_indices)
+                        .map_err(|e| Error::Catalog(format!("splitting by partition: {e}")))?,
+                })
+            })
+            .collect()
+    }
+
+    /// Group rows by partition values; the slices keep every column.
+    fn split_rows(&self, batch: &RecordBatch) -> Result<Vec<PartitionSlice>> {
         let err =
             |e: arrow::error::ArrowError| Error::Catalog(format!("splitting by partition: {e}"));
-        let data = batch.project(&self.data_indices).map_err(err)?;
+        let data = batch;
         let Some(converter) = &self.converter else {
             return Ok(vec![PartitionSlice {
                 values: Vec::new(),
-                batch: data,
+                batch: data.clone(),
             }]);
         };
         if batch.num_rows() == 0 {
@@ -196,7 +263,7 @@ impl Splitter {
             let batch = if idx.len() == data.num_rows() {
                 data.clone()
             } else {
-                take_record_batch(&data, &UInt32Array::from(idx)).map_err(err)?
+                take_record_batch(data, &UInt32Array::from(idx)).map_err(err)?
             };
             out.push(PartitionSlice { values, batch });
         }

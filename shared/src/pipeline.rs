@@ -19,11 +19,14 @@ use crate::commit::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Codec, Format, Pipeline, Table};
+use crate::config::{Codec, Column, ColumnType, Format, Pipeline, Table, UnknownFields};
 use crate::error::{Error, Result};
-use crate::partition::Splitter;
+use crate::partition::{RefusedSlice, Splitter};
 use crate::plan::{Chunk, plan_parquet, plan_text};
-use crate::read::{ReadOptions, SourceObject, parquet_row_groups, read_chunk};
+use crate::read::{
+    MAX_EVOLVED_COLUMNS, QuarantineEntry, ReadOptions, SourceObject, parquet_row_groups,
+    read_chunk, too_many_rejected, type_name,
+};
 use crate::store::Location;
 use crate::transform::Transform;
 use crate::write::ChunkWriter;
@@ -35,6 +38,8 @@ pub struct Counters {
     pub rows_in: AtomicU64,
     pub rows_out: AtomicU64,
     pub rows_rejected: AtomicU64,
+    /// Values dropped or nulled by a table's contract.
+    pub values_discarded: AtomicU64,
     pub chunks_done: AtomicU64,
     /// Chunks found already committed, so not processed again.
     pub chunks_skipped: AtomicU64,
@@ -61,6 +66,8 @@ pub struct Summary {
     pub rows_in: u64,
     pub rows_out: u64,
     pub rows_rejected: u64,
+    /// Values dropped or nulled by a table's contract (unknown fields, wrong types).
+    pub values_discarded: u64,
     pub partitions: u64,
     pub files_out: u64,
     pub bytes_out: u64,
@@ -82,6 +89,118 @@ pub struct PreparedTable {
     pub partition_keys: Vec<ColumnDef>,
 }
 
+impl PreparedTable {
+    /// Plan a table's transform and derive its catalog columns.
+    pub async fn new(t: &Table) -> Result<PreparedTable> {
+        let transform = Transform::plan(t).await?;
+        let out_schema = transform.output_schema();
+        let splitter = Splitter::new(out_schema, &t.partition_by)?;
+        let columns = column_defs(&t.name, splitter.data_schema())?;
+        let key_indices: Vec<usize> = t
+            .partition_by
+            .iter()
+            .map(|k| out_schema.index_of(k).expect("checked by Transform::plan"))
+            .collect();
+        let keys_schema = out_schema
+            .project(&key_indices)
+            .map_err(|e| Error::transform(&t.name, e))?;
+        let partition_keys = column_defs(&t.name, &keys_schema)?;
+        Ok(PreparedTable {
+            table: t.clone(),
+            transform,
+            columns,
+            partition_keys,
+        })
+    }
+}
+
+/// Where the columns a table gained by evolution are kept, under the lake
+/// root: `<dir>/<table>.json`.
+pub const SCHEMAS_DIR: &str = "_sluice/schemas";
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct EvolvedColumns {
+    columns: Vec<EvolvedColumn>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct EvolvedColumn {
+    name: String,
+    #[serde(rename = "type")]
+    ty: String,
+}
+
+/// The columns `table` gained by evolution (`unknown_fields = "evolve"`), in
+/// the order they were added; those the config now declares are left out.
+pub async fn evolved_columns(lake: &Location, table: &Table) -> Result<Vec<Column>> {
+    let path = lake.child(&format!("{SCHEMAS_DIR}/{}.json", table.name))?;
+    let bytes = match lake.store.get(&path).await {
+        Ok(r) => r.bytes().await?,
+        Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let file: EvolvedColumns = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::Catalog(format!(
+            "table '{}': bad {}: {e}",
+            table.name,
+            lake.url_of(&path)
+        ))
+    })?;
+    let mut out = Vec::new();
+    for c in file.columns {
+        let ty = ColumnType::parse(&c.ty).ok_or_else(|| {
+            Error::Catalog(format!(
+                "table '{}': {} gives column '{}' the unknown type {:?}",
+                table.name,
+                lake.url_of(&path),
+                c.name,
+                c.ty
+            ))
+        })?;
+        if !table.columns.iter().any(|d| d.name == c.name) {
+            out.push(Column { name: c.name, ty });
+        }
+    }
+    Ok(out)
+}
+
+/// Add `found` to the table's evolved columns (a column already there keeps
+/// its type: the first chunk to add it decides); the columns after.
+async fn add_evolved_columns(
+    lake: &Location,
+    table: &Table,
+    found: &[Column],
+) -> Result<Vec<Column>> {
+    let mut columns = evolved_columns(lake, table).await?;
+    for c in found {
+        if !columns.iter().any(|e| e.name == c.name)
+            && !table.columns.iter().any(|d| d.name == c.name)
+            && columns.len() < MAX_EVOLVED_COLUMNS
+        {
+            tracing::info!(table = %table.name, column = %c.name, ty = %type_name(c.ty), "the table gains a column");
+            columns.push(c.clone());
+        }
+    }
+    let file = EvolvedColumns {
+        columns: columns
+            .iter()
+            .map(|c| EvolvedColumn {
+                name: c.name.clone(),
+                ty: type_name(c.ty),
+            })
+            .collect(),
+    };
+    let path = lake.child(&format!("{SCHEMAS_DIR}/{}.json", table.name))?;
+    lake.store
+        .put(
+            &path,
+            PutPayload::from(serde_json::to_vec_pretty(&file).expect("serializes")),
+        )
+        .await
+        .map_err(|e| Error::write(lake.url_of(&path), e))?;
+    Ok(columns)
+}
+
 /// The pipeline, with every table's SQL checked.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -94,25 +213,7 @@ impl Engine {
     pub async fn new(pipeline: Pipeline) -> Result<Engine> {
         let mut tables = Vec::new();
         for t in &pipeline.tables {
-            let transform = Transform::plan(t).await?;
-            let out_schema = transform.output_schema();
-            let splitter = Splitter::new(out_schema, &t.partition_by)?;
-            let columns = column_defs(&t.name, splitter.data_schema())?;
-            let key_indices: Vec<usize> = t
-                .partition_by
-                .iter()
-                .map(|k| out_schema.index_of(k).expect("checked by Transform::plan"))
-                .collect();
-            let keys_schema = out_schema
-                .project(&key_indices)
-                .map_err(|e| Error::transform(&t.name, e))?;
-            let partition_keys = column_defs(&t.name, &keys_schema)?;
-            tables.push(PreparedTable {
-                table: t.clone(),
-                transform,
-                columns,
-                partition_keys,
-            });
+            tables.push(PreparedTable::new(t).await?);
         }
         Ok(Engine { pipeline, tables })
     }
@@ -319,8 +420,154 @@ pub async fn process_chunk(
         Err(object_store::Error::NotFound { .. }) => {}
         Err(e) => return Err(e.into()),
     }
-    let splitter = Splitter::new(prepared.transform.output_schema(), &table.partition_by)?;
+    // Under `unknown_fields = "evolve"`, a chunk that finds fields the
+    // table lacks adds them to the table's evolved columns and is read again
+    // with them (its first read's files are removed): once per new field.
+    let mut evolved = if table.contract.unknown_fields == UnknownFields::Evolve {
+        evolved_columns(lake, table).await?
+    } else {
+        Vec::new()
+    };
+    let mut widened: Option<PreparedTable> = None;
+    let mut rounds = 0;
+    let output = loop {
+        if !evolved.is_empty() {
+            let mut t = table.clone();
+            t.columns.extend(evolved.iter().cloned());
+            widened = Some(PreparedTable::new(&t).await?);
+        }
+        let current = widened.as_ref().unwrap_or(prepared);
+        let mut read = *options;
+        read.evolve_room = MAX_EVOLVED_COLUMNS.saturating_sub(evolved.len());
+        let output = write_chunk(current, lake, task, &read, counters, &id).await?;
+        if output.stats.discovered.is_empty() {
+            break output;
+        }
+        rounds += 1;
+        if rounds > 2 {
+            return Err(Error::read(
+                &task.object.url,
+                format!(
+                    "table '{}': still finding new fields after {rounds} reads: {:?}",
+                    table.name, output.stats.discovered
+                ),
+            ));
+        }
+        evolved = add_evolved_columns(lake, table, &output.stats.discovered).await?;
+    };
+    let current = widened.as_ref().unwrap_or(prepared);
+    let ChunkOutput {
+        stats,
+        rows_out,
+        files,
+        refused,
+    } = output;
+    let mut rejected = stats.rejected;
+    rejected.extend(refused);
+    if let Some(e) = too_many_rejected(table, &task.object.url, &rejected, stats.rows, true) {
+        abandon(lake, files.iter().map(|f| f.path.clone()).collect()).await;
+        return Err(e);
+    }
+    let rows_rejected = rejected.len() as u64;
+    counters
+        .rows_rejected
+        .fetch_add(rows_rejected, Ordering::Relaxed);
+    counters
+        .values_discarded
+        .fetch_add(stats.values_discarded, Ordering::Relaxed);
+    let quarantine = if rejected.is_empty() {
+        None
+    } else {
+        let relative = format!("{QUARANTINE_DIR}/{}/{id}.jsonl", table.name);
+        let mut body = Vec::new();
+        for entry in &rejected {
+            serde_json::to_writer(&mut body, entry).expect("entries serialize");
+            body.push(b'\n');
+        }
+        let path = lake.child(&relative)?;
+        lake.store
+            .put(&path, PutPayload::from(body))
+            .await
+            .map_err(|e| Error::write(lake.url_of(&path), e))?;
+        Some(relative)
+    };
 
+    let record = CommitRecord {
+        version: 1,
+        table: table.name.clone(),
+        source,
+        chunk: task.chunk,
+        chunk_id: id.clone(),
+        schema_fingerprint: schema_fingerprint(&current.columns, &current.partition_keys),
+        columns: current.columns.clone(),
+        partition_keys: current.partition_keys.clone(),
+        files,
+        rows_in: stats.rows,
+        rows_out,
+        rows_rejected,
+        values_discarded: stats.values_discarded,
+        bytes_in: stats.bytes,
+        quarantine,
+        compression: Some(codec_name(table.parquet.compression).to_string()),
+    };
+    // A previous run of this chunk may have rolled files differently: remove
+    // the files it listed that this run did not write again.
+    if let Ok(previous) = lake.store.get(&commit_path).await {
+        let bytes = previous.bytes().await?;
+        if let Ok(old) = CommitRecord::from_json(&bytes, commit_path.as_ref()) {
+            for f in old.files {
+                if !record.files.iter().any(|n| n.path == f.path) {
+                    let _ = lake.store.delete(&lake.child(&f.path)?).await;
+                }
+            }
+            if let Some(q) = old.quarantine
+                && record.quarantine.is_none()
+            {
+                let _ = lake.store.delete(&lake.child(&q)?).await;
+            }
+        }
+    }
+    lake.store
+        .put(&commit_path, PutPayload::from(record.to_json()))
+        .await
+        .map_err(|e| Error::write(lake.url_of(&commit_path), e))?;
+    if let Some(catalog) = catalog {
+        register_commit(catalog, &record).await?;
+    }
+    Ok(record)
+}
+
+/// What one read of a chunk wrote.
+struct ChunkOutput {
+    stats: crate::read::ReadStats,
+    rows_out: u64,
+    files: Vec<crate::commit::FileInfo>,
+    /// Rows refused after the transform (a partition value that cannot be a path).
+    refused: Vec<QuarantineEntry>,
+}
+
+/// Remove files a chunk wrote but will not commit.
+async fn abandon(lake: &Location, paths: Vec<String>) {
+    for path in paths {
+        if let Ok(p) = lake.child(&path) {
+            let _ = lake.store.delete(&p).await;
+        }
+    }
+}
+
+/// Read, transform, split and write one chunk with `prepared`'s schema.
+/// When the read found fields to evolve, nothing is kept (the files are
+/// removed) and the stats say which.
+async fn write_chunk(
+    prepared: &PreparedTable,
+    lake: &Location,
+    task: &ChunkTask,
+    options: &ReadOptions,
+    counters: &Arc<Counters>,
+    id: &str,
+) -> Result<ChunkOutput> {
+    let table = &prepared.table;
+    let splitter = Splitter::new(prepared.transform.output_schema(), &table.partition_by)?;
     // Reader task → channel → DataFusion → splitter → writers.
     let (tx, mut rx) =
         mpsc::channel::<std::result::Result<RecordBatch, datafusion::error::DataFusionError>>(4);
@@ -361,23 +608,28 @@ pub async fn process_chunk(
     let mut writer = ChunkWriter::new(
         lake,
         &table.name,
-        &id,
+        id,
         &table.partition_by,
         splitter.data_schema().clone(),
         &table.parquet,
     );
+    let mut refused = Vec::new();
     let written: Result<u64> = async {
         let mut output = prepared.transform.run(input).await?;
         let mut rows_out = 0u64;
         while let Some(batch) = output.next().await {
             let batch = batch.map_err(|e| Error::transform(&table.name, e))?;
-            rows_out += batch.num_rows() as u64;
-            counters
-                .rows_out
-                .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
             writer.sample(&batch);
-            for slice in splitter.split(&batch)? {
+            let split = splitter.split_checked(&batch)?;
+            for slice in split.slices {
+                rows_out += slice.batch.num_rows() as u64;
+                counters
+                    .rows_out
+                    .fetch_add(slice.batch.num_rows() as u64, Ordering::Relaxed);
                 writer.write(slice).await?;
+            }
+            for r in split.refused {
+                refused.extend(refused_entries(table, &task.object, &r)?);
             }
             writer.end_batch().await?;
         }
@@ -387,82 +639,57 @@ pub async fn process_chunk(
     let read = reader
         .await
         .map_err(|e| Error::read(&task.object.url, format!("reader task failed: {e}")))?;
-    let (stats, rows_out) = match (read, written) {
+    match (read, written) {
         (Err(e), _) | (Ok(_), Err(e)) => {
             // Files already closed by this chunk have no commit record; remove them.
-            for path in writer.started() {
-                if let Ok(p) = lake.child(&path) {
-                    let _ = lake.store.delete(&p).await;
-                }
-            }
-            return Err(e);
+            abandon(lake, writer.started()).await;
+            Err(e)
         }
-        (Ok(stats), Ok(rows_out)) => (stats, rows_out),
-    };
-    let files = writer.finish().await?;
-    let rows_rejected = stats.rejected.len() as u64;
-    counters
-        .rows_rejected
-        .fetch_add(rows_rejected, Ordering::Relaxed);
-    let quarantine = if stats.rejected.is_empty() {
-        None
-    } else {
-        let relative = format!("{QUARANTINE_DIR}/{}/{id}.jsonl", table.name);
-        let mut body = Vec::new();
-        for entry in &stats.rejected {
-            serde_json::to_writer(&mut body, entry).expect("entries serialize");
-            body.push(b'\n');
+        (Ok(stats), Ok(_)) if !stats.discovered.is_empty() => {
+            abandon(lake, writer.started()).await;
+            Ok(ChunkOutput {
+                stats,
+                rows_out: 0,
+                files: Vec::new(),
+                refused: Vec::new(),
+            })
         }
-        let path = lake.child(&relative)?;
-        lake.store
-            .put(&path, PutPayload::from(body))
-            .await
-            .map_err(|e| Error::write(lake.url_of(&path), e))?;
-        Some(relative)
-    };
+        (Ok(stats), Ok(rows_out)) => {
+            let files = writer.finish().await?;
+            Ok(ChunkOutput {
+                stats,
+                rows_out,
+                files,
+                refused,
+            })
+        }
+    }
+}
 
-    let record = CommitRecord {
-        version: 1,
-        table: table.name.clone(),
-        source,
-        chunk: task.chunk,
-        chunk_id: id.clone(),
-        schema_fingerprint: schema_fingerprint(&prepared.columns, &prepared.partition_keys),
-        columns: prepared.columns.clone(),
-        partition_keys: prepared.partition_keys.clone(),
-        files,
-        rows_in: stats.rows,
-        rows_out,
-        rows_rejected,
-        bytes_in: stats.bytes,
-        quarantine,
-        compression: Some(codec_name(table.parquet.compression).to_string()),
-    };
-    // A previous run of this chunk may have rolled files differently: remove
-    // the files it listed that this run did not write again.
-    if let Ok(previous) = lake.store.get(&commit_path).await {
-        let bytes = previous.bytes().await?;
-        if let Ok(old) = CommitRecord::from_json(&bytes, commit_path.as_ref()) {
-            for f in old.files {
-                if !record.files.iter().any(|n| n.path == f.path) {
-                    let _ = lake.store.delete(&lake.child(&f.path)?).await;
-                }
-            }
-            if let Some(q) = old.quarantine
-                && record.quarantine.is_none()
-            {
-                let _ = lake.store.delete(&lake.child(&q)?).await;
-            }
-        }
+/// Quarantine entries for rows refused after the transform: each row as JSON.
+fn refused_entries(
+    table: &Table,
+    object: &SourceObject,
+    refused: &RefusedSlice,
+) -> Result<Vec<QuarantineEntry>> {
+    let mut buf = Vec::new();
+    {
+        let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+        w.write(&refused.batch)
+            .map_err(|e| Error::transform(&table.name, e))?;
+        w.finish().map_err(|e| Error::transform(&table.name, e))?;
     }
-    lake.store
-        .put(&commit_path, PutPayload::from(record.to_json()))
-        .await
-        .map_err(|e| Error::write(lake.url_of(&commit_path), e))?;
-    if let Some(catalog) = catalog {
-        register_commit(catalog, &record).await?;
-    }
-    Ok(record)
+    Ok(String::from_utf8_lossy(&buf)
+        .lines()
+        .map(|row| QuarantineEntry {
+            table: table.name.clone(),
+            source: object.url.clone(),
+            e_tag: object.e_tag.clone(),
+            offset: None,
+            reason: refused.reason.clone(),
+            raw: row.to_string(),
+        })
+        .collect())
 }
 
 /// Run the whole pipeline over `input` into `lake`.
@@ -536,6 +763,7 @@ pub async fn run(
         summary.rows_in += r.rows_in;
         summary.rows_out += r.rows_out;
         summary.rows_rejected += r.rows_rejected;
+        summary.values_discarded += r.values_discarded;
         for f in &r.files {
             summary.files_out += 1;
             summary.bytes_out += f.bytes;

@@ -33,7 +33,7 @@ async fn read(
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
     let options = ReadOptions {
         batch_rows: 3,
-        max_record_bytes: 1 << 20,
+        ..Default::default()
     };
     let reader = async {
         let r = read_chunk(table, obj, chunk, options, &tx, None).await;

@@ -266,6 +266,7 @@ fn the_backfill_state_machine_passes_each_function_its_own_input_type() {
                 rows_in: 1,
                 rows_out: 1,
                 rows_rejected: 0,
+                values_discarded: 0,
                 files: 1,
                 bytes_out: 1,
                 partitions: 1,

@@ -32,6 +32,9 @@ pub struct TaskResult {
     pub rows_in: u64,
     pub rows_out: u64,
     pub rows_rejected: u64,
+    /// Values dropped or nulled by the table's contract.
+    #[serde(default)]
+    pub values_discarded: u64,
     pub files: usize,
     pub bytes_out: u64,
     pub partitions: usize,
@@ -90,6 +93,7 @@ pub async fn run(deps: &Deps, spec: &TaskSpec) -> Result<TaskResult, FunctionErr
                     .metric("RowsIn", r.rows_in as f64, Unit::Count)
                     .metric("RowsOut", r.rows_out as f64, Unit::Count)
                     .metric("RowsRejected", r.rows_rejected as f64, Unit::Count)
+                    .metric("ValuesDiscarded", r.values_discarded as f64, Unit::Count)
                     .metric("BytesIn", record.bytes_in as f64, Unit::Bytes)
                     .metric("BytesOut", r.bytes_out as f64, Unit::Bytes)
                     .metric("FilesOut", r.files as f64, Unit::Count)
@@ -101,6 +105,7 @@ pub async fn run(deps: &Deps, spec: &TaskSpec) -> Result<TaskResult, FunctionErr
                     rows_in = r.rows_in,
                     rows_out = r.rows_out,
                     rows_rejected = r.rows_rejected,
+                    values_discarded = r.values_discarded,
                     files = r.files,
                     commit = %r.commit,
                     "chunk done"
@@ -140,6 +145,7 @@ fn summarize(deps: &Deps, record: &CommitRecord) -> TaskResult {
         rows_in: record.rows_in,
         rows_out: record.rows_out,
         rows_rejected: record.rows_rejected,
+        values_discarded: record.values_discarded,
         files: record.files.len(),
         bytes_out: record.files.iter().map(|f| f.bytes).sum(),
         partitions: partitions.len(),

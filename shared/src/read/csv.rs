@@ -4,8 +4,9 @@
 
 use csv_core::{ReadRecordResult, Reader, ReaderBuilder};
 
+use super::json::{Discovered, MAX_EVOLVED_COLUMNS, evolvable_name};
 use super::rows::BatchBuilder;
-use crate::config::CsvOptions;
+use crate::config::{ColumnType, CsvOptions, UnknownFields};
 
 /// Decodes CSV records into a [`BatchBuilder`]. Feed it whole lines; a record
 /// whose quoted values hold newlines may span several.
@@ -19,6 +20,13 @@ pub struct CsvDecoder {
     out_len: usize,
     ends_len: usize,
     header_width: usize,
+    unknown: UnknownFields,
+    /// Header names that are not declared columns.
+    unknown_names: Vec<String>,
+    /// Under `evolve`: header names to add as string columns.
+    pub discovered: Discovered,
+    /// How many more columns evolution may add.
+    pub room: usize,
 }
 
 fn core_reader(o: &CsvOptions) -> Reader {
@@ -36,6 +44,24 @@ impl CsvDecoder {
         builder: &BatchBuilder,
         header: Option<&[u8]>,
     ) -> Result<Self, String> {
+        Self::with_contract(
+            options,
+            builder,
+            header,
+            UnknownFields::DiscardValue,
+            MAX_EVOLVED_COLUMNS,
+        )
+    }
+
+    /// [`CsvDecoder::new`], treating header names that are not columns as
+    /// `unknown` says; evolution may add up to `room` columns.
+    pub fn with_contract(
+        options: &CsvOptions,
+        builder: &BatchBuilder,
+        header: Option<&[u8]>,
+        unknown: UnknownFields,
+        room: usize,
+    ) -> Result<Self, String> {
         let mut d = CsvDecoder {
             reader: core_reader(options),
             options: options.clone(),
@@ -45,6 +71,10 @@ impl CsvDecoder {
             out_len: 0,
             ends_len: 0,
             header_width: builder.columns().len(),
+            unknown,
+            unknown_names: Vec::new(),
+            discovered: Discovered::default(),
+            room,
         };
         if !options.header {
             d.mapping = Some((0..builder.columns().len()).map(Some).collect());
@@ -111,6 +141,18 @@ impl CsvDecoder {
 
     fn set_header(&mut self, names: &[String], builder: &BatchBuilder) {
         self.header_width = names.len();
+        for n in names {
+            if builder.columns().iter().any(|c| &c.name == n) || self.unknown_names.contains(n) {
+                continue;
+            }
+            self.unknown_names.push(n.clone());
+            if self.unknown == UnknownFields::Evolve
+                && evolvable_name(n)
+                && self.discovered.len() < self.room
+            {
+                self.discovered.insert(n.clone(), ColumnType::String);
+            }
+        }
         self.mapping = Some(
             names
                 .iter()
@@ -157,17 +199,33 @@ impl CsvDecoder {
             self.reset_record();
             return Ok(false);
         }
-        if n > mapping.len() {
+        if n != mapping.len() {
             self.reset_record();
             return Err(format!(
-                "the row has {n} fields, the header {}",
+                "the row has {n} fields, the {} {}",
+                if self.options.header {
+                    "header"
+                } else {
+                    "schema"
+                },
                 mapping.len()
+            ));
+        }
+        if self.unknown == UnknownFields::Freeze
+            && let Some(name) = self.unknown_names.first().cloned()
+        {
+            self.reset_record();
+            return Err(format!(
+                "unknown field '{name}' (the table's contract freezes its columns)"
             ));
         }
         out.begin_row();
         let mut start = 0;
         let mut result = Ok(());
         for (&end, target) in self.ends[..n].iter().zip(mapping) {
+            if target.is_none() && start != end {
+                out.discard_unknown();
+            }
             if let Some(col) = *target {
                 let bytes = &self.fields[start..end];
                 let r = match std::str::from_utf8(bytes) {
@@ -178,7 +236,7 @@ impl CsvDecoder {
                     }
                     Ok(text) => out.set_text(col, text),
                 };
-                if let Err(msg) = r {
+                if let Err(msg) = r.or_else(|msg| out.bad_value(col, msg)) {
                     result = Err(format!("field '{}': {msg}", out.columns()[col].name));
                     break;
                 }
@@ -187,7 +245,7 @@ impl CsvDecoder {
         }
         self.reset_record();
         result?;
-        out.finish_row();
+        out.finish_row()?;
         Ok(true)
     }
 }
@@ -261,6 +319,8 @@ mod tests {
         assert!(e.contains("field 'id'"), "{e}");
         let e = d.decode_line(b"7,seven,extra\n", &mut b).unwrap_err();
         assert!(e.contains("3 fields"), "{e}");
+        let e = d.decode_line(b"7\n", &mut b).unwrap_err();
+        assert!(e.contains("1 fields, the header 2"), "{e}");
         assert_eq!(d.decode_line(b"8,eight\n", &mut b), Ok(true));
         assert_eq!(b.finish_batch().num_rows(), 2);
     }

@@ -28,8 +28,8 @@ use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use tokio::sync::mpsc;
 
 pub use self::csv::CsvDecoder;
-pub use self::frame::{LineFramer, RecordTooLong, trim_newline};
-pub use self::json::JsonDecoder;
+pub use self::frame::{Framed, LineFramer, TOO_LONG_HEAD, trim_newline};
+pub use self::json::{Discovered, JsonDecoder, MAX_EVOLVED_COLUMNS, evolvable_name, widen};
 pub use self::rows::{BatchBuilder, parse_date, parse_timestamp, type_name};
 
 use crate::config::{Codec, Format, Table};
@@ -53,15 +53,15 @@ pub struct SourceObject {
 pub struct ReadOptions {
     /// Rows per batch handed on.
     pub batch_rows: usize,
-    /// A record longer than this fails the chunk.
-    pub max_record_bytes: usize,
+    /// How many columns `unknown_fields = "evolve"` may still add to the table.
+    pub evolve_room: usize,
 }
 
 impl Default for ReadOptions {
     fn default() -> Self {
         ReadOptions {
             batch_rows: 8192,
-            max_record_bytes: 64 * 1024 * 1024,
+            evolve_room: MAX_EVOLVED_COLUMNS,
         }
     }
 }
@@ -75,6 +75,13 @@ pub struct ReadStats {
     pub bytes: u64,
     /// Records that could not be decoded or did not fit the schema.
     pub rejected: Vec<QuarantineEntry>,
+    /// Values dropped or nulled by the table's contract (unknown fields,
+    /// wrong types under `discard_value`) in the records kept.
+    pub values_discarded: u64,
+    /// Under `unknown_fields = "evolve"`: fields the schema lacks, with their
+    /// inferred types. When any are found, no batch is sent after the first
+    /// find: the chunk is to be read again with the wider schema.
+    pub discovered: Vec<crate::config::Column>,
 }
 
 /// A record set aside: where it was, why, and its raw text.
@@ -84,8 +91,9 @@ pub struct QuarantineEntry {
     pub source: String,
     #[serde(default)]
     pub e_tag: Option<String>,
-    /// Byte offset of the record in the (decompressed) object.
-    pub offset: u64,
+    /// Byte offset of the record in the (decompressed) object; none for a row
+    /// refused after the transform (its partition value cannot be a path).
+    pub offset: Option<u64>,
     pub reason: String,
     /// The record as read (invalid UTF-8 replaced).
     pub raw: String,
@@ -95,7 +103,7 @@ pub struct QuarantineEntry {
 /// a chunk whose rejected share already exceeds the limit stops at once.
 const EARLY_FAIL_AFTER: usize = 1000;
 
-fn too_many_rejected(
+pub(crate) fn too_many_rejected(
     table: &Table,
     file: &str,
     entries: &[QuarantineEntry],
@@ -112,12 +120,12 @@ fn too_many_rejected(
         Error::read(
             file,
             format!(
-                "table '{}': {rejected} of {} records rejected ({:.1}%), more than max_rejected_ratio = {}; the first, at byte {}: {}",
+                "table '{}': {rejected} of {} records rejected ({:.1}%), more than max_rejected_ratio = {}; the first{}: {}",
                 table.name,
                 total as u64,
                 ratio * 100.0,
                 table.max_rejected_ratio,
-                entries[0].offset,
+                entries[0].offset.map_or(String::new(), |o| format!(", at byte {o}")),
                 entries[0].reason
             ),
         )
@@ -217,6 +225,13 @@ impl TextDecoder {
             TextDecoder::Csv(d) => d.decode_line(line, out),
         }
     }
+
+    fn discovered(&self) -> &Discovered {
+        match self {
+            TextDecoder::Json(d) => &d.discovered,
+            TextDecoder::Csv(d) => &d.discovered,
+        }
+    }
 }
 
 /// The first line of an object (a CSV header), read in small ranges.
@@ -247,29 +262,6 @@ pub async fn first_line(obj: &SourceObject, max_record_bytes: usize) -> Result<V
     Ok(line)
 }
 
-/// A record longer than the limit, before it is given the file and table names.
-struct LineError(RecordTooLong);
-
-impl From<RecordTooLong> for LineError {
-    fn from(e: RecordTooLong) -> Self {
-        LineError(e)
-    }
-}
-
-impl LineError {
-    fn into_error(self, file: &str, table: &str) -> Error {
-        Error::Record {
-            file: file.to_string(),
-            table: table.to_string(),
-            offset: self.0.offset,
-            message: format!(
-                "the record is longer than the limit of {} bytes",
-                self.0.limit
-            ),
-        }
-    }
-}
-
 struct LineSink {
     decoder: TextDecoder,
     builder: BatchBuilder,
@@ -278,10 +270,23 @@ struct LineSink {
     table: String,
     source: String,
     e_tag: Option<String>,
+    max_record_bytes: usize,
 }
 
 impl LineSink {
-    fn line(&mut self, line: &[u8], offset: u64) -> std::result::Result<(), LineError> {
+    fn line(&mut self, framed: Framed<'_>, offset: u64) -> std::result::Result<(), Error> {
+        let line = match framed {
+            Framed::Line(line) => line,
+            Framed::TooLong { head, len } => {
+                let reason = format!(
+                    "the record is {len} bytes, longer than max_record_size ({} bytes); its first {} bytes are kept here",
+                    self.max_record_bytes,
+                    head.len()
+                );
+                self.reject(head, offset, reason);
+                return Ok(());
+            }
+        };
         match self.decoder.line(line, &mut self.builder) {
             Ok(true) => {
                 self.rows += 1;
@@ -295,12 +300,30 @@ impl LineSink {
         }
     }
 
+    fn stats(self, bytes: u64) -> ReadStats {
+        ReadStats {
+            rows: self.rows,
+            bytes,
+            rejected: self.rejected,
+            values_discarded: self.builder.discarded,
+            discovered: self
+                .decoder
+                .discovered()
+                .iter()
+                .map(|(name, ty)| crate::config::Column {
+                    name: name.clone(),
+                    ty: *ty,
+                })
+                .collect(),
+        }
+    }
+
     fn reject(&mut self, raw: &[u8], offset: u64, reason: String) {
         let entry = QuarantineEntry {
             table: self.table.clone(),
             source: self.source.clone(),
             e_tag: self.e_tag.clone(),
-            offset,
+            offset: Some(offset),
             reason,
             raw: String::from_utf8_lossy(raw).into_owned(),
         };
@@ -317,20 +340,31 @@ async fn read_text(
     progress: Option<&AtomicU64>,
 ) -> Result<ReadStats> {
     let file = obj.url.as_str();
-    let table_name = table.name.as_str();
     let codec = table.codec_for(obj.path.as_ref());
-    let builder = BatchBuilder::new(table.input_schema(), &table.columns);
+    let builder = BatchBuilder::new(table.input_schema(), &table.columns)
+        .with_checks(table.contract.wrong_type, &table.rules);
+    let unknown = table.contract.unknown_fields;
     let decoder = match table.format {
-        Format::JsonLines => TextDecoder::Json(JsonDecoder::new(&builder)),
+        Format::JsonLines => {
+            let mut d = JsonDecoder::new(&builder, unknown);
+            d.room = options.evolve_room;
+            TextDecoder::Json(d)
+        }
         _ => {
             let header = if table.csv.header && chunk.start > 0 {
-                Some(first_line(obj, options.max_record_bytes).await?)
+                Some(first_line(obj, table.max_record_bytes).await?)
             } else {
                 None
             };
             TextDecoder::Csv(Box::new(
-                CsvDecoder::new(&table.csv, &builder, header.as_deref())
-                    .map_err(|e| Error::read(file, e))?,
+                CsvDecoder::with_contract(
+                    &table.csv,
+                    &builder,
+                    header.as_deref(),
+                    unknown,
+                    options.evolve_room,
+                )
+                .map_err(|e| Error::read(file, e))?,
             ))
         }
     };
@@ -342,10 +376,11 @@ async fn read_text(
         table: table.name.clone(),
         source: obj.url.clone(),
         e_tag: obj.e_tag.clone(),
+        max_record_bytes: table.max_record_bytes,
     };
     let mut inflate = Inflate::new(codec).map_err(|e| Error::read(file, e))?;
     let from = LineFramer::read_from(chunk.start);
-    let mut framer = LineFramer::new(chunk.start, chunk.end, options.max_record_bytes);
+    let mut framer = LineFramer::new(chunk.start, chunk.end, table.max_record_bytes);
     let mut bytes = 0u64;
     if from >= obj.size {
         return Ok(ReadStats::default());
@@ -378,20 +413,17 @@ async fn read_text(
         let data = inflate
             .push(&piece)
             .map_err(|e| Error::read(file, format!("cannot decompress: {e}")))?;
-        framer
-            .push(data, &mut |l, o| sink.line(l, o))
-            .map_err(|e| e.into_error(file, table_name))?;
+        framer.push(data, &mut |l, o| sink.line(l, o))?;
         if let Some(e) = too_many_rejected(table, file, &sink.rejected, sink.rows, false) {
             return Err(e);
         }
-        if sink.builder.rows() >= options.batch_rows
-            && tx.send(Ok(sink.builder.finish_batch())).await.is_err()
-        {
-            return Ok(ReadStats {
-                rows: sink.rows,
-                bytes,
-                rejected: sink.rejected,
-            });
+        if sink.builder.rows() >= options.batch_rows {
+            let batch = sink.builder.finish_batch();
+            // Once a field to evolve is found, the chunk will be read again:
+            // stop handing on rows, keep reading to find every such field.
+            if sink.decoder.discovered().is_empty() && tx.send(Ok(batch)).await.is_err() {
+                return Ok(sink.stats(bytes));
+            }
         }
     }
     drop(stream);
@@ -402,12 +434,8 @@ async fn read_text(
                 format!("cannot decompress (is the file cut short?): {e}"),
             )
         })?;
-        framer
-            .push(&tail, &mut |l, o| sink.line(l, o))
-            .map_err(|e| e.into_error(file, table_name))?;
-        framer
-            .finish(&mut |l, o| sink.line(l, o))
-            .map_err(|e| e.into_error(file, table_name))?;
+        framer.push(&tail, &mut |l, o| sink.line(l, o))?;
+        framer.finish(&mut |l, o| sink.line(l, o))?;
         if let TextDecoder::Csv(d) = &mut sink.decoder {
             match d.finish(&mut sink.builder) {
                 Ok(true) => sink.rows += 1,
@@ -419,14 +447,10 @@ async fn read_text(
     if let Some(e) = too_many_rejected(table, file, &sink.rejected, sink.rows, true) {
         return Err(e);
     }
-    if sink.builder.rows() > 0 {
+    if sink.builder.rows() > 0 && sink.decoder.discovered().is_empty() {
         let _ = tx.send(Ok(sink.builder.finish_batch())).await;
     }
-    Ok(ReadStats {
-        rows: sink.rows,
-        bytes,
-        rejected: sink.rejected,
-    })
+    Ok(sink.stats(bytes))
 }
 
 /// Row groups of a Parquet file as `(start offset, compressed size)`, for planning.

@@ -12,7 +12,9 @@ use arrow::array::{
 use arrow::compute::kernels::cast_utils::string_to_datetime;
 use arrow::datatypes::{Decimal128Type, SchemaRef};
 
-use crate::config::{Column, ColumnType, UTC};
+use std::collections::HashSet;
+
+use crate::config::{Check, Column, ColumnType, Rule, UTC, WrongType};
 
 /// A value of one column of the row being built.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,6 +49,14 @@ pub struct BatchBuilder {
     slots: Vec<Slot>,
     scratch: String,
     rows: usize,
+    wrong_type: WrongType,
+    rules: Vec<Rule>,
+    /// Per `unique` rule, the values seen in this chunk.
+    seen: Vec<HashSet<Vec<u8>>>,
+    /// Values nulled under `wrong_type = "discard_value"` in the current row.
+    row_discarded: u64,
+    /// Values nulled or dropped (wrong type, unknown field) in rows kept.
+    pub discarded: u64,
 }
 
 const EPOCH_DAYS_CE: i32 = 719_163;
@@ -60,9 +70,40 @@ impl BatchBuilder {
             slots: vec![Slot::Missing; columns.len()],
             scratch: String::new(),
             rows: 0,
+            wrong_type: WrongType::Freeze,
+            rules: Vec::new(),
+            seen: Vec::new(),
+            row_discarded: 0,
+            discarded: 0,
         };
         b.builders = b.fresh_builders();
         b
+    }
+
+    /// Apply a table's contract for wrong types and its quality rules.
+    pub fn with_checks(mut self, wrong_type: WrongType, rules: &[Rule]) -> Self {
+        self.wrong_type = wrong_type;
+        self.rules = rules.to_vec();
+        self.seen = vec![HashSet::new(); rules.len()];
+        self
+    }
+
+    /// A value of column `col` did not fit: the row is rejected (`freeze`),
+    /// or the value is nulled and counted (`discard_value`).
+    pub fn bad_value(&mut self, col: usize, message: String) -> Result<(), String> {
+        match self.wrong_type {
+            WrongType::Freeze => Err(message),
+            WrongType::DiscardValue => {
+                self.slots[col] = Slot::Null;
+                self.row_discarded += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// Count a value dropped from the current row (an unknown field).
+    pub fn discard_unknown(&mut self) {
+        self.row_discarded += 1;
     }
 
     fn fresh_builders(&self) -> Vec<ColumnBuilder> {
@@ -101,6 +142,7 @@ impl BatchBuilder {
     pub fn begin_row(&mut self) {
         self.slots.fill(Slot::Missing);
         self.scratch.clear();
+        self.row_discarded = 0;
     }
 
     /// Set column `col` to null.
@@ -191,8 +233,109 @@ impl BatchBuilder {
         }
     }
 
-    /// Append the row's values to the builders.
-    pub fn finish_row(&mut self) {
+    /// The text of a slot, as rules compare it.
+    fn slot_text(&self, col: usize) -> Option<std::borrow::Cow<'_, str>> {
+        use std::borrow::Cow;
+        Some(match self.slots[col] {
+            Slot::Missing | Slot::Null => return None,
+            Slot::Str(s, e) => Cow::Borrowed(&self.scratch[s as usize..e as usize]),
+            Slot::Bool(v) => Cow::Owned(v.to_string()),
+            Slot::I64(v) => Cow::Owned(v.to_string()),
+            Slot::F64(v) => Cow::Owned(v.to_string()),
+            Slot::I128(v) => {
+                let scale = match self.columns[col].ty {
+                    ColumnType::Decimal(_, s) => s,
+                    _ => 0,
+                };
+                Cow::Owned(
+                    <Decimal128Type as arrow::datatypes::DecimalType>::format_decimal(v, 38, scale),
+                )
+            }
+        })
+    }
+
+    /// The numeric value of a slot, for ranges.
+    fn slot_number(&self, col: usize) -> Option<f64> {
+        match self.slots[col] {
+            Slot::I64(v) => Some(v as f64),
+            Slot::F64(v) => Some(v),
+            Slot::I128(v) => {
+                let scale = match self.columns[col].ty {
+                    ColumnType::Decimal(_, s) => s,
+                    _ => 0,
+                };
+                Some(v as f64 / 10f64.powi(scale as i32))
+            }
+            _ => None,
+        }
+    }
+
+    /// Check the row against the quality rules: the first broken rule's message.
+    fn check_rules(&mut self) -> Result<(), String> {
+        for rule in &self.rules {
+            let col = rule.column;
+            let name = &self.columns[col].name;
+            let broken = match &rule.check {
+                Check::Required => matches!(self.slots[col], Slot::Missing | Slot::Null)
+                    .then(|| format!("'{name}' is null or missing")),
+                Check::Accepted(values) => self.slot_text(col).and_then(|v| {
+                    (!values.iter().any(|a| a == v.as_ref()))
+                        .then(|| format!("'{name}' = {v:?} is not an accepted value"))
+                }),
+                Check::Range { min, max } => self.slot_number(col).and_then(|v| {
+                    let low = min.is_some_and(|m| v < m);
+                    let high = max.is_some_and(|m| v > m);
+                    (low || high).then(|| {
+                        format!(
+                            "'{name}' = {v} is outside [{}, {}]",
+                            min.map_or("-inf".into(), |m| m.to_string()),
+                            max.map_or("inf".into(), |m| m.to_string())
+                        )
+                    })
+                }),
+                Check::Pattern(re) => self.slot_text(col).and_then(|v| {
+                    (!re.is_match(&v))
+                        .then(|| format!("'{name}' = {v:?} does not match /{}/", re.as_str()))
+                }),
+                Check::Unique => None,
+            };
+            if let Some(message) = broken {
+                return Err(format!("rule '{}': {message}", rule.name));
+            }
+        }
+        // Unique rules last, so a row rejected by another rule takes no value.
+        let mut keys = Vec::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            if matches!(rule.check, Check::Unique)
+                && let Some(v) = self.slot_text(rule.column)
+            {
+                let key = v.as_bytes().to_vec();
+                if self.seen[i].contains(&key) {
+                    return Err(format!(
+                        "rule '{}': '{}' = {:?} was already seen in this chunk",
+                        rule.name, self.columns[rule.column].name, v
+                    ));
+                }
+                keys.push((i, key));
+            }
+        }
+        for (i, key) in keys {
+            self.seen[i].insert(key);
+        }
+        Ok(())
+    }
+
+    /// Check the row's rules, then append its values to the builders.
+    pub fn finish_row(&mut self) -> Result<(), String> {
+        if !self.rules.is_empty() {
+            self.check_rules()?;
+        }
+        self.discarded += self.row_discarded;
+        self.append_row();
+        Ok(())
+    }
+
+    fn append_row(&mut self) {
         for (slot, builder) in self.slots.iter().zip(self.builders.iter_mut()) {
             match (builder, *slot) {
                 (ColumnBuilder::Str(b), Slot::Str(s, e)) => {
@@ -347,7 +490,7 @@ mod tests {
         b.begin_row();
         b.set_text(0, "7").unwrap();
         b.set_text(1, "2026-11-25T10:00:00+01:00").unwrap();
-        b.finish_row();
+        b.finish_row().unwrap();
         b.begin_row();
         b.set_text(0, "8").unwrap();
         assert!(
@@ -358,7 +501,7 @@ mod tests {
         // The bad row is abandoned: begin the next one.
         b.begin_row();
         b.set_text(2, "x").unwrap();
-        b.finish_row();
+        b.finish_row().unwrap();
         let batch = b.finish_batch();
         assert_eq!(batch.num_rows(), 2);
         let a = batch.column(0).as_primitive::<Int64Type>();
