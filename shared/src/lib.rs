@@ -36,6 +36,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod query;
 pub mod read;
+pub mod retry;
 pub mod store;
 pub mod transform;
 pub mod write;

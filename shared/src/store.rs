@@ -45,7 +45,7 @@ impl AwsOptions {
         let store = b
             .build()
             .map_err(|e| Error::Config(format!("cannot open s3://{bucket}: {e}")))?;
-        Ok(Arc::new(store))
+        Ok(Arc::new(crate::retry::RetryStore::new(Arc::new(store))))
     }
 
     /// The SDK configuration (for Glue and SQS clients).

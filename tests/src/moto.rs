@@ -108,3 +108,70 @@ impl Moto {
         );
     }
 }
+
+/// A faulty network in front of the server (`tests/fault_proxy.py`): every
+/// `every`-th request is answered with throttling, a reset connection, a
+/// server error, or (a GET) a body cut halfway. Stopped when dropped.
+pub struct FaultProxy {
+    pub endpoint: String,
+    port: u16,
+    child: Child,
+}
+
+impl FaultProxy {
+    pub fn start(every: u32) -> FaultProxy {
+        let upstream = moto().port;
+        let script = repo_root().join("tests/fault_proxy.py");
+        let mut child = Command::new(python())
+            .arg(&script)
+            .arg(upstream.to_string())
+            .arg(every.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the fault proxy starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .expect("the proxy prints its port");
+        let port: u16 = line.trim().parse().expect("a port");
+        FaultProxy {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            port,
+            child,
+        }
+    }
+
+    /// The environment of a `sluice` process that reaches the server through this proxy.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = moto().env();
+        for (k, v) in &mut env {
+            if *k == "AWS_ENDPOINT_URL" {
+                *v = self.endpoint.clone();
+            }
+        }
+        env
+    }
+
+    /// How many requests were spoiled, by kind, and how many forwarded.
+    pub fn counts(&self) -> serde_json::Value {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("proxy listens");
+        write!(
+            s,
+            "GET /__faults HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .expect("request sent");
+        let mut response = String::new();
+        s.read_to_string(&mut response).expect("response read");
+        let body = response.split("\r\n\r\n").nth(1).expect("a body");
+        serde_json::from_str(body).expect("JSON counts")
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -923,3 +923,100 @@ async fn the_catalog_queues_partitions_and_the_compactor_merges_them_in_s3_and_g
     );
     check_lake_matches_raw(&v);
 }
+
+/// `sluice run` and `sluice compact` on an S3 input and lake registered in
+/// Glue, through a network that spoils every fourth request (S3 503 SlowDown
+/// and Glue ThrottlingException, reset connections, 500s, GET bodies cut
+/// halfway): every fault is retried with backoff, and the lake holds exactly
+/// the raw rows, once, with every partition in Glue. (Four partitions are
+/// compacted: all 56 take about 100 s of backoff here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_faulty_network_loses_and_doubles_nothing() {
+    let w = World::new().await;
+    for entry in std::fs::read_dir(repo_root().join(RAW)).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        w.put(
+            &w.raw,
+            &format!("raw/clickstream/{name}"),
+            std::fs::read(&path).unwrap(),
+        )
+        .await;
+    }
+    let proxy = sluice_tests::moto::FaultProxy::start(4);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(&config, w.pipeline()).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(sluice_bin())
+            .args(args)
+            .envs(proxy.env())
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sluice {args:?} through the faulty network: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let c = config.to_str().unwrap();
+    let summary = run(&["run", "--config", c, "--chunk-size", "1MiB"]);
+    let compacted = run(&[
+        "compact",
+        "--config",
+        c,
+        "--min-age",
+        "0s",
+        "--min-files",
+        "2",
+        "--table",
+        "clickstream",
+        "--partition",
+        "dt=2026-11-18/event_type=click",
+        "--partition",
+        "dt=2026-11-19/event_type=page_view",
+        "--partition",
+        "dt=2026-11-20/event_type=purchase",
+        "--partition",
+        "dt=2026-11-21/event_type=search",
+    ]);
+    let counts = proxy.counts();
+    println!("faults: {counts}\n{summary}\n{compacted}");
+    for kind in ["throttle", "reset", "error", "cut", "glue"] {
+        assert!(
+            counts[kind].as_u64().unwrap() > 0,
+            "no {kind} fault was injected: {counts}"
+        );
+    }
+    let partitions = w
+        .glue
+        .get_partitions()
+        .database_name(&w.database)
+        .table_name("clickstream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(partitions.partitions().len(), 56);
+    let local = tempfile::tempdir().unwrap();
+    download(
+        &w.lake,
+        "lake/clickstream",
+        &local.path().join("clickstream"),
+    );
+    let v = python_json(
+        &repo_root(),
+        &compare_script(local.path(), &format!("{RAW}/*"), "read_json"),
+    );
+    check_lake_matches_raw(&v);
+    let files = sluice_tests::files_under(&local.path().join("clickstream"));
+    // The four compacted partitions have one file each; the others their three.
+    assert_eq!(
+        files.len(),
+        168 - 4 * 2,
+        "files after compacting four partitions: {}",
+        files.len()
+    );
+}

@@ -1,0 +1,368 @@
+//! An [`ObjectStore`] wrapper that retries what `object_store`'s own client
+//! does not: a response whose body breaks off after its status line (a reset
+//! connection while a listing or a small object is being read), and a call
+//! still failing with a server error once the client's retries are spent.
+//!
+//! Only idempotent calls are retried: reads, listings (resumed after the last
+//! key already handed on, so none is given twice), deletes, copies and
+//! unconditional puts. Conditional puts (`PutMode::Create`/`Update`) are not:
+//! their first attempt may have been applied, and repeating it would answer
+//! "already exists" for our own write. Backoff is exponential with full jitter.
+//! The S3 stores of [`crate::store`] are wrapped in it.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+};
+
+/// Attempts of a call, the first included.
+const ATTEMPTS: u32 = 5;
+
+/// Whether an error is worth another attempt: a transport failure or a server
+/// error, not an answer about the object (missing, exists, precondition).
+pub fn transient(e: &object_store::Error) -> bool {
+    let object_store::Error::Generic { source, .. } = e else {
+        return false;
+    };
+    let text = source.to_string().to_ascii_lowercase();
+    [
+        "body error",
+        "error reading a body",
+        "end of file",
+        "connection",
+        "timed out",
+        "timeout",
+        "slowdown",
+        "internalerror",
+        "service unavailable",
+        "reset",
+        "broken pipe",
+        "error sending request",
+        "server error",
+        "503",
+        "500",
+    ]
+    .iter()
+    .any(|s| text.contains(s))
+}
+
+/// The wait before attempt `attempt + 1`: up to 100 ms × 2^attempt, capped at 5 s, full jitter.
+fn backoff(attempt: u32) -> Duration {
+    let cap = (100u64 << attempt.min(6)).min(5_000);
+    Duration::from_millis(rand::random_range(cap / 2..=cap))
+}
+
+async fn retry<T, F, Fut>(op: &str, location: &str, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match f().await {
+            Err(e) if attempt < ATTEMPTS && transient(&e) => {
+                let wait = backoff(attempt);
+                tracing::warn!(op, location, attempt, wait_ms = wait.as_millis() as u64, error = %e, "retrying a storage call");
+                tokio::time::sleep(wait).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Retries transient failures of idempotent calls; see the module docs.
+pub struct RetryStore {
+    inner: Arc<dyn ObjectStore>,
+}
+
+impl RetryStore {
+    pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
+        RetryStore { inner }
+    }
+}
+
+impl fmt::Debug for RetryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RetryStore({:?})", self.inner)
+    }
+}
+
+impl fmt::Display for RetryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.inner)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for RetryStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        if !matches!(opts.mode, PutMode::Overwrite) {
+            return self.inner.put_opts(location, payload, opts).await;
+        }
+        retry("put", location.as_ref(), || {
+            self.inner.put_opts(location, payload.clone(), opts.clone())
+        })
+        .await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        retry("create multipart upload", location.as_ref(), || {
+            self.inner.put_multipart_opts(location, opts.clone())
+        })
+        .await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        retry("get", location.as_ref(), || {
+            self.inner.get_opts(location, options.clone())
+        })
+        .await
+    }
+
+    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        retry("get ranges", location.as_ref(), || {
+            self.inner.get_ranges(location, ranges)
+        })
+        .await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        // In batches of S3's bulk delete (1,000 keys); a batch with a
+        // transient failure is sent again whole (deleting twice is harmless).
+        let inner = self.inner.clone();
+        locations
+            .chunks(1000)
+            .then(move |batch| {
+                let inner = inner.clone();
+                async move {
+                    let (paths, bad): (Vec<_>, Vec<_>) = batch.into_iter().partition(|p| p.is_ok());
+                    let paths: Vec<Path> = paths.into_iter().map(|p| p.expect("ok")).collect();
+                    let first = paths.first().map(|p| p.to_string()).unwrap_or_default();
+                    let done = retry("delete", &first, || {
+                        let inner = inner.clone();
+                        let paths = paths.clone();
+                        async move {
+                            let out: Vec<Result<Path>> = inner
+                                .delete_stream(
+                                    futures::stream::iter(paths.into_iter().map(Ok)).boxed(),
+                                )
+                                .collect()
+                                .await;
+                            match out
+                                .iter()
+                                .find_map(|r| r.as_ref().err().filter(|e| transient(e)))
+                            {
+                                Some(e) => Err(object_store::Error::Generic {
+                                    store: "RetryStore",
+                                    source: e.to_string().into(),
+                                }),
+                                None => Ok(out),
+                            }
+                        }
+                    })
+                    .await;
+                    let mut out = bad;
+                    match done {
+                        Ok(results) => out.extend(results),
+                        Err(e) => out.push(Err(e)),
+                    }
+                    futures::stream::iter(out)
+                }
+            })
+            .flatten()
+            .boxed()
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        let inner = self.inner.clone();
+        let prefix = prefix.cloned();
+        let first = inner.list(prefix.as_ref());
+        struct State {
+            inner: Arc<dyn ObjectStore>,
+            prefix: Option<Path>,
+            stream: BoxStream<'static, Result<ObjectMeta>>,
+            last: Option<Path>,
+            attempt: u32,
+        }
+        let state = State {
+            inner,
+            prefix,
+            stream: first,
+            last: None,
+            attempt: 1,
+        };
+        futures::stream::unfold(state, |mut s| async move {
+            loop {
+                match s.stream.next().await {
+                    None => return None,
+                    Some(Ok(meta)) => {
+                        s.last = Some(meta.location.clone());
+                        s.attempt = 1;
+                        return Some((Ok(meta), s));
+                    }
+                    Some(Err(e)) if s.attempt < ATTEMPTS && transient(&e) => {
+                        let wait = backoff(s.attempt);
+                        tracing::warn!(op = "list", attempt = s.attempt, wait_ms = wait.as_millis() as u64, error = %e, "retrying a listing after the last key it gave");
+                        s.attempt += 1;
+                        tokio::time::sleep(wait).await;
+                        s.stream = match &s.last {
+                            Some(last) => s.inner.list_with_offset(s.prefix.as_ref(), last),
+                            None => s.inner.list(s.prefix.as_ref()),
+                        };
+                    }
+                    Some(Err(e)) => {
+                        // Nothing after an error that is not retried.
+                        s.stream = futures::stream::empty().boxed();
+                        return Some((Err(e), s));
+                    }
+                }
+            }
+        })
+        .boxed()
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        let at = prefix.map(|p| p.to_string()).unwrap_or_default();
+        retry("list", &at, || self.inner.list_with_delimiter(prefix)).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        retry("copy", from.as_ref(), || {
+            self.inner.copy_opts(from, to, options.clone())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::ObjectStoreExt;
+    use object_store::memory::InMemory;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// Fails the first `n` listings after their first item with a body error.
+    #[derive(Debug)]
+    struct Flaky {
+        inner: InMemory,
+        breaks: AtomicU32,
+    }
+
+    impl fmt::Display for Flaky {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "Flaky")
+        }
+    }
+
+    fn body_error() -> object_store::Error {
+        object_store::Error::Generic {
+            store: "Flaky",
+            source:
+                "error reading a body from connection: end of file before message length reached"
+                    .into(),
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for Flaky {
+        async fn put_opts(&self, l: &Path, p: PutPayload, o: PutOptions) -> Result<PutResult> {
+            self.inner.put_opts(l, p, o).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            l: &Path,
+            o: PutMultipartOptions,
+        ) -> Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(l, o).await
+        }
+        async fn get_opts(&self, l: &Path, o: GetOptions) -> Result<GetResult> {
+            if self.breaks.load(Ordering::SeqCst) > 0 {
+                self.breaks.fetch_sub(1, Ordering::SeqCst);
+                return Err(body_error());
+            }
+            self.inner.get_opts(l, o).await
+        }
+        fn delete_stream(
+            &self,
+            l: BoxStream<'static, Result<Path>>,
+        ) -> BoxStream<'static, Result<Path>> {
+            self.inner.delete_stream(l)
+        }
+        fn list(&self, p: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+            let items = self.inner.list(p);
+            if self.breaks.load(Ordering::SeqCst) > 0 {
+                self.breaks.fetch_sub(1, Ordering::SeqCst);
+                return items
+                    .take(1)
+                    .chain(futures::stream::once(async { Err(body_error()) }))
+                    .boxed();
+            }
+            items
+        }
+        async fn list_with_delimiter(&self, p: Option<&Path>) -> Result<ListResult> {
+            self.inner.list_with_delimiter(p).await
+        }
+        async fn copy_opts(&self, f: &Path, t: &Path, o: CopyOptions) -> Result<()> {
+            self.inner.copy_opts(f, t, o).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_broken_listing_resumes_after_its_last_key_and_gets_retry() {
+        let flaky = Arc::new(Flaky {
+            inner: InMemory::new(),
+            breaks: AtomicU32::new(0),
+        });
+        for k in ["a", "b", "c", "d"] {
+            flaky.put(&Path::from(k), "x".into()).await.unwrap();
+        }
+        flaky.breaks.store(2, Ordering::SeqCst);
+        let store = RetryStore::new(flaky.clone());
+        let keys: Vec<String> = store
+            .list(None)
+            .map(|m| m.unwrap().location.to_string())
+            .collect()
+            .await;
+        assert_eq!(keys, ["a", "b", "c", "d"], "each key once, in order");
+        flaky.breaks.store(3, Ordering::SeqCst);
+        let got = store
+            .get(&Path::from("c"))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(&got[..], b"x");
+        // Past the attempts, the error comes through.
+        flaky.breaks.store(ATTEMPTS, Ordering::SeqCst);
+        assert!(store.get(&Path::from("c")).await.is_err());
+        // Answers about the object are not retried.
+        assert!(matches!(
+            store.get(&Path::from("zz")).await,
+            Err(object_store::Error::NotFound { .. })
+        ));
+    }
+}
