@@ -182,6 +182,12 @@ impl GlueCatalog {
     }
 
     async fn get(&self, name: &str) -> Result<Option<TableDef>> {
+        Ok(self.get_versioned(name).await?.map(|(t, _)| t))
+    }
+
+    /// A table and its Glue version id (for updates that must not overwrite
+    /// a concurrent writer's).
+    async fn get_versioned(&self, name: &str) -> Result<Option<(TableDef, Option<String>)>> {
         let r = retry(
             &format!("reading Glue table {}.{name}", self.database),
             || {
@@ -195,7 +201,10 @@ impl GlueCatalog {
         .await;
         match r {
             Ok(out) => match out.table() {
-                Some(t) => Ok(Some(self.table_def(t)?)),
+                Some(t) => Ok(Some((
+                    self.table_def(t)?,
+                    t.version_id().map(str::to_string),
+                ))),
                 None => Ok(None),
             },
             Err(Failure::Service(code, _)) if code == "EntityNotFoundException" => Ok(None),
@@ -209,7 +218,7 @@ impl Catalog for GlueCatalog {
     async fn ensure_table(&self, table: &TableDef) -> Result<()> {
         let what = format!("Glue table {}.{}", self.database, table.name);
         for _ in 0..ATTEMPTS {
-            let Some(existing) = self.get(&table.name).await? else {
+            let Some((existing, version)) = self.get_versioned(&table.name).await? else {
                 let input = self.table_input(table)?;
                 let r = retry(&format!("creating {what}"), || {
                     self.client
@@ -231,11 +240,15 @@ impl Catalog for GlueCatalog {
                 return Ok(());
             }
             let input = self.table_input(&merged)?;
-            let r = retry(&format!("adding columns to {what}"), || {
+            // With the version read, Glue refuses the update if another
+            // writer changed the table since (ConcurrentModificationException):
+            // then read, merge and try again, so no writer's columns are lost.
+            let r = retry_with(&format!("adding columns to {what}"), true, || {
                 self.client
                     .update_table()
                     .database_name(&self.database)
                     .table_input(input.clone())
+                    .set_version_id(version.clone())
                     .send()
             })
             .await;
@@ -527,7 +540,23 @@ fn retryable(code: &str) -> bool {
 
 /// Call `f` until it succeeds, fails for good, or runs out of attempts
 /// (exponential backoff from 100 ms, capped at 5 s, full jitter).
-async fn retry<T, E, R, F, Fut>(what: &str, mut f: F) -> std::result::Result<T, Failure>
+async fn retry<T, E, R, F, Fut>(what: &str, f: F) -> std::result::Result<T, Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, SdkError<E, R>>>,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    retry_with(what, false, f).await
+}
+
+/// [`retry`], but a `ConcurrentModificationException` is returned at once
+/// (the caller reads again and retries with what it read).
+async fn retry_with<T, E, R, F, Fut>(
+    what: &str,
+    conflict_is_final: bool,
+    mut f: F,
+) -> std::result::Result<T, Failure>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = std::result::Result<T, SdkError<E, R>>>,
@@ -544,7 +573,8 @@ where
         let (code, again) = match &err {
             SdkError::ServiceError(s) => {
                 let code = s.err().code().unwrap_or("Unknown").to_string();
-                let again = retryable(&code);
+                let again = retryable(&code)
+                    && !(conflict_is_final && code == "ConcurrentModificationException");
                 (Some(code), again)
             }
             SdkError::TimeoutError(_)

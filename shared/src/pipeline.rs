@@ -465,7 +465,13 @@ pub async fn process_chunk(
     let mut rejected = stats.rejected;
     rejected.extend(refused);
     if let Some(e) = too_many_rejected(table, &task.object.url, &rejected, stats.rows, true) {
-        abandon(lake, files.iter().map(|f| f.path.clone()).collect()).await;
+        abandon(
+            lake,
+            &id,
+            &table.name,
+            files.iter().map(|f| f.path.clone()).collect(),
+        )
+        .await;
         return Err(e);
     }
     let rows_rejected = rejected.len() as u64;
@@ -546,8 +552,20 @@ struct ChunkOutput {
     refused: Vec<QuarantineEntry>,
 }
 
-/// Remove files a chunk wrote but will not commit.
-async fn abandon(lake: &Location, paths: Vec<String>) {
+/// Remove files a chunk wrote but will not commit, unless the chunk is
+/// committed by now: another delivery of the same chunk (a duplicate SQS
+/// message, a retry that overlapped a slow first try) wrote the same names
+/// and committed them, and they are no longer this run's to remove.
+async fn abandon(lake: &Location, id: &str, table: &str, paths: Vec<String>) {
+    if let Ok(commit) = lake.child(&CommitRecord::path(table, id))
+        && lake.store.head(&commit).await.is_ok()
+    {
+        tracing::warn!(
+            chunk = id,
+            "the chunk was committed by another delivery: its files stay"
+        );
+        return;
+    }
     for path in paths {
         if let Ok(p) = lake.child(&path) {
             let _ = lake.store.delete(&p).await;
@@ -642,11 +660,11 @@ async fn write_chunk(
     match (read, written) {
         (Err(e), _) | (Ok(_), Err(e)) => {
             // Files already closed by this chunk have no commit record; remove them.
-            abandon(lake, writer.started()).await;
+            abandon(lake, id, &table.name, writer.started()).await;
             Err(e)
         }
         (Ok(stats), Ok(_)) if !stats.discovered.is_empty() => {
-            abandon(lake, writer.started()).await;
+            abandon(lake, id, &table.name, writer.started()).await;
             Ok(ChunkOutput {
                 stats,
                 rows_out: 0,
@@ -655,7 +673,14 @@ async fn write_chunk(
             })
         }
         (Ok(stats), Ok(rows_out)) => {
-            let files = writer.finish().await?;
+            let started = writer.started();
+            let files = match writer.finish().await {
+                Ok(files) => files,
+                Err(e) => {
+                    abandon(lake, id, &table.name, started).await;
+                    return Err(e);
+                }
+            };
             Ok(ChunkOutput {
                 stats,
                 rows_out,

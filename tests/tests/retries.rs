@@ -1,0 +1,192 @@
+//! Exactly-once effects of a chunk: a crash at any storage call followed by
+//! a retry, a duplicate delivery running at the same time, and a duplicate
+//! that fails after the first delivery committed, all leave the lake exactly
+//! as one clean run does (the same objects, byte for byte).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::{FutureExt, TryStreamExt};
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use sluice::config::Pipeline;
+use sluice::fault::{Faults, FaultyStore, Hook};
+use sluice::pipeline::{ChunkTask, Counters, Engine, discover, plan_object, process_chunk};
+use sluice::read::ReadOptions;
+use sluice::store::Location;
+use sluice_tests::repo_root;
+
+fn lake_on(store: Arc<dyn ObjectStore>) -> Location {
+    Location {
+        store,
+        prefix: Path::default(),
+        url: "memory://".into(),
+    }
+}
+
+/// The example pipeline and the first 256 KiB chunk of its first raw file.
+async fn setup() -> (Arc<Engine>, ChunkTask, tempfile::TempDir) {
+    let pipeline =
+        Pipeline::from_file(&repo_root().join("examples/clickstream/sluice.toml")).unwrap();
+    let engine = Arc::new(Engine::new(pipeline).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("clickstream")).unwrap();
+    std::fs::copy(
+        repo_root().join("examples/clickstream/raw/clickstream/events-00000.jsonl"),
+        dir.path().join("clickstream/events-00000.jsonl"),
+    )
+    .unwrap();
+    let input = Location::open(dir.path().to_str().unwrap(), false).unwrap();
+    let (objects, _) = discover(&engine, &input).await.unwrap();
+    let (table, object) = &objects[0];
+    let table = &engine.table(table).unwrap().table;
+    let task = plan_object(table, object, 256 * 1024)
+        .await
+        .unwrap()
+        .remove(0);
+    (engine, task, dir)
+}
+
+async fn process(engine: &Engine, lake: &Location, task: &ChunkTask) -> sluice::error::Result<()> {
+    process_chunk(
+        engine,
+        lake,
+        None,
+        task,
+        &ReadOptions::default(),
+        &Arc::new(Counters::default()),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Every object of a store and its bytes.
+async fn contents(store: &Arc<dyn ObjectStore>) -> BTreeMap<String, Vec<u8>> {
+    let metas: Vec<_> = store.list(None).try_collect().await.unwrap();
+    let mut out = BTreeMap::new();
+    for m in metas {
+        let bytes = store.get(&m.location).await.unwrap().bytes().await.unwrap();
+        out.insert(m.location.to_string(), bytes.to_vec());
+    }
+    out
+}
+
+fn describe(a: &BTreeMap<String, Vec<u8>>, b: &BTreeMap<String, Vec<u8>>) -> String {
+    let only_a: Vec<_> = a.keys().filter(|k| !b.contains_key(*k)).collect();
+    let only_b: Vec<_> = b.keys().filter(|k| !a.contains_key(*k)).collect();
+    let differ: Vec<_> = a
+        .iter()
+        .filter(|(k, v)| b.get(*k).is_some_and(|w| w != *v))
+        .map(|(k, _)| k)
+        .collect();
+    format!("missing {only_a:?}, extra {only_b:?}, different {differ:?}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_at_any_call_then_a_retry_leaves_what_one_clean_run_leaves() {
+    let (engine, task, _dir) = setup().await;
+    let clean_store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let counted = Arc::new(FaultyStore::new(clean_store.clone(), Faults::None));
+    process(&engine, &lake_on(counted.clone()), &task)
+        .await
+        .unwrap();
+    let calls = counted.calls();
+    let clean = contents(&clean_store).await;
+    assert!(clean.keys().any(|k| k.starts_with("_sluice/commits/")));
+    assert!(
+        clean.len() > 50,
+        "the chunk writes many files: {}",
+        clean.len()
+    );
+    for n in 1..=calls {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let faulty = lake_on(Arc::new(FaultyStore::new(
+            store.clone(),
+            Faults::CrashAt(n),
+        )));
+        let crashed = process(&engine, &faulty, &task).await;
+        // The last call writes the commit record: a crash there fails it too.
+        assert!(
+            crashed.is_err(),
+            "call {n} of {calls}: the crash was not seen"
+        );
+        process(&engine, &lake_on(store.clone()), &task)
+            .await
+            .unwrap_or_else(|e| panic!("the retry after a crash at call {n}: {e}"));
+        let got = contents(&store).await;
+        assert!(
+            got == clean,
+            "crash at call {n} of {calls}, then a retry: {}",
+            describe(&clean, &got)
+        );
+    }
+    println!(
+        "crashed at each of {calls} storage calls of a chunk; each retry left the clean run's objects"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_deliveries_of_a_chunk_at_once_leave_what_one_leaves() {
+    let (engine, task, _dir) = setup().await;
+    let clean_store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    process(&engine, &lake_on(clean_store.clone()), &task)
+        .await
+        .unwrap();
+    let clean = contents(&clean_store).await;
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let lake = lake_on(store.clone());
+    let (a, b) = tokio::join!(
+        process(&engine, &lake, &task),
+        process(&engine, &lake, &task)
+    );
+    a.unwrap();
+    b.unwrap();
+    let got = contents(&store).await;
+    assert!(got == clean, "{}", describe(&clean, &got));
+}
+
+/// A duplicate delivery starts before the first commits, then fails (a
+/// storage outage) after the first delivery committed: its clean-up must not
+/// remove the files the first delivery committed under the same names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_duplicate_does_not_remove_the_committed_files() {
+    let (engine, task, _dir) = setup().await;
+    let clean_store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    process(&engine, &lake_on(clean_store.clone()), &task)
+        .await
+        .unwrap();
+    let clean = contents(&clean_store).await;
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    // The duplicate: before its third call, the first delivery runs to its
+    // end; the duplicate's call 10 fails, and its clean-up deletes work.
+    let first_done = Arc::new(AtomicBool::new(false));
+    let hook: Hook = {
+        let engine = engine.clone();
+        let task = task.clone();
+        let store = store.clone();
+        let first_done = first_done.clone();
+        Arc::new(move |n| {
+            let engine = engine.clone();
+            let task = task.clone();
+            let store = store.clone();
+            let first_done = first_done.clone();
+            async move {
+                if n == 3 && !first_done.swap(true, Ordering::SeqCst) {
+                    process(&engine, &lake_on(store), &task).await.unwrap();
+                }
+            }
+            .boxed()
+        })
+    };
+    let duplicate = lake_on(Arc::new(
+        FaultyStore::new(store.clone(), Faults::Once(10)).with_hook(hook),
+    ));
+    let r = process(&engine, &duplicate, &task).await;
+    println!("duplicate: {r:?}");
+    assert!(r.is_err());
+    assert!(first_done.load(Ordering::SeqCst));
+    let got = contents(&store).await;
+    assert!(got == clean, "{}", describe(&clean, &got));
+}
