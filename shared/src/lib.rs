@@ -29,6 +29,7 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod fault;
+pub mod fuzz;
 pub mod generate;
 pub mod glue;
 pub mod partition;
