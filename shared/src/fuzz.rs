@@ -169,7 +169,8 @@ pub fn partition_values(data: &[u8]) {
         // The empty string is stored as the default partition, as Hive does.
         let want = value.filter(|v| !v.is_empty()).map(str::to_string);
         assert_eq!(back, want, "{escaped:?}");
-        let path = crate::partition::partition_path(&["k".to_string()], &[back.clone()]);
+        let path =
+            crate::partition::partition_path(&["k".to_string()], std::slice::from_ref(&back));
         assert!(!path.contains('/') && path.starts_with("k="), "{path:?}");
         assert_eq!(
             crate::partition::parse_partition_path(&path),
