@@ -501,6 +501,12 @@ fn print_summary(s: &Summary, lake: &Location) {
             lake.url
         );
     }
+    if s.chunks_replaced > 0 {
+        println!(
+            "  {} chunks of older versions of re-uploaded files were replaced (their rows removed)",
+            s.chunks_replaced
+        );
+    }
     if s.values_discarded > 0 {
         println!(
             "  {} values were dropped or nulled by the tables' contracts (unknown fields, wrong types)",

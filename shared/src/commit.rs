@@ -32,6 +32,9 @@ pub struct SourceInfo {
     pub e_tag: Option<String>,
     #[serde(default)]
     pub version: Option<String>,
+    /// When this version was written (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified: Option<String>,
 }
 
 /// One Parquet file a chunk wrote.
@@ -93,20 +96,27 @@ impl CommitRecord {
 }
 
 /// The identity of a chunk: depends only on the source object's identity
-/// (URL, and its ETag or version, else its size) and the byte range, so a
-/// retried chunk writes the same names.
+/// (URL, and its ETag, else its version id, else its size) and the byte
+/// range, so a retried chunk writes the same names. The ETag comes first:
+/// the same bytes uploaded again under the same key (a new version id in a
+/// versioned bucket, the same ETag) are the same chunks, and add nothing.
 pub fn chunk_id(source: &SourceInfo, chunk: &Chunk) -> String {
     let mut h = Sha256::new();
     h.update(source.url.as_bytes());
     h.update([0]);
-    match (&source.version, &source.e_tag) {
-        (Some(v), _) => h.update(format!("v:{v}")),
-        (None, Some(e)) => h.update(format!("e:{e}")),
-        (None, None) => h.update(format!("s:{}", source.size)),
-    }
+    h.update(version_key(source));
     h.update([0]);
     h.update(format!("{}:{}", chunk.start, chunk.end));
     hex::encode(&h.finalize()[..12])
+}
+
+/// What tells versions of one key apart: its ETag, else its version id, else its size.
+pub fn version_key(source: &SourceInfo) -> String {
+    match (&source.e_tag, &source.version) {
+        (Some(e), _) => format!("e:{e}"),
+        (None, Some(v)) => format!("v:{v}"),
+        (None, None) => format!("s:{}", source.size),
+    }
 }
 
 /// A fingerprint of the columns and partition keys.
@@ -215,7 +225,8 @@ mod tests {
             url: "s3://b/k.jsonl".into(),
             size: 10,
             e_tag: Some("\"abc\"".into()),
-            version: None,
+            version: Some("v1".into()),
+            modified: None,
         };
         let c = Chunk {
             index: 0,
@@ -226,6 +237,11 @@ mod tests {
         let mut other = s.clone();
         other.e_tag = Some("\"def\"".into());
         assert_ne!(chunk_id(&s, &c), chunk_id(&other, &c));
+        // The same bytes uploaded again: a new version id, the same ETag.
+        let mut again = s.clone();
+        again.version = Some("v2".into());
+        again.modified = Some("2026-11-26T00:00:00Z".into());
+        assert_eq!(chunk_id(&s, &c), chunk_id(&again, &c));
         let c2 = Chunk {
             index: 1,
             start: 10,

@@ -181,6 +181,20 @@ pub struct Intent {
     pub rows: Option<u64>,
     #[serde(default)]
     pub bytes: Option<u64>,
+    /// The chunk files whose rows the output holds, in order, with their
+    /// row counts: an input that is itself an output contributes its own
+    /// parts. Lets the rows of one chunk file be found (and removed, when a
+    /// newer version of its source replaces it) after compaction. `None` for
+    /// intents written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<Vec<PartRows>>,
+}
+
+/// Rows of one chunk file inside a compaction output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRows {
+    pub file: String,
+    pub rows: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -545,9 +559,12 @@ impl<'a> Partition<'a> {
             state: IntentState::Pending,
             rows: None,
             bytes: None,
+            parts: None,
         };
         self.put_json(&intent_path, &intent).await?;
-        let (rows, bytes, copied) = write_merged(self.lake, &bin.inputs, &output, options).await?;
+        let (rows, bytes, copied, input_rows) =
+            write_merged(self.lake, &bin.inputs, &output, options).await?;
+        intent.parts = self.lineage(&intent.inputs, &input_rows).await?;
         let visible = Instant::now();
         self.retire(&intent.inputs).await?;
         let overlap = visible.elapsed();
@@ -561,6 +578,132 @@ impl<'a> Partition<'a> {
             copied,
             overlap,
         })
+    }
+
+    /// The parts of an output made of `inputs` (with these row counts):
+    /// `None` when an input is an output whose own parts are unknown.
+    async fn lineage(&self, inputs: &[String], rows: &[u64]) -> Result<Option<Vec<PartRows>>> {
+        let mut parts = Vec::new();
+        for (input, &n) in inputs.iter().zip(rows) {
+            match output_id(input) {
+                Some(mid) => {
+                    let intent: Option<Intent> = self
+                        .read_json(&format!("{}/m{mid}.json", self.state_dir))
+                        .await?;
+                    match intent.and_then(|i| i.parts) {
+                        Some(p) => parts.extend(p),
+                        None => return Ok(None),
+                    }
+                }
+                None => parts.push(PartRows {
+                    file: input.clone(),
+                    rows: n,
+                }),
+            }
+        }
+        Ok(Some(parts))
+    }
+
+    /// Remove these chunk files' rows from the partition: a file still there
+    /// is deleted; one merged into an output has its rows cut out of that
+    /// output, which is written again without them (intent, new output,
+    /// retire the old one, done: the same protocol as a merge). Returns the
+    /// files deleted and the outputs rewritten.
+    async fn remove(&self, files: &[String], options: &CompactOptions) -> Result<(usize, usize)> {
+        self.recover().await?;
+        let present: std::collections::HashSet<String> =
+            self.files().await?.into_iter().map(|f| f.path).collect();
+        let (direct, merged): (Vec<String>, Vec<String>) =
+            files.iter().cloned().partition(|f| present.contains(f));
+        self.retire(&direct).await?;
+        let mut rewritten = 0;
+        if merged.is_empty() {
+            return Ok((direct.len(), 0));
+        }
+        // The finished merges whose outputs are still there hold the rest.
+        let prefix = self.path(&self.state_dir)?;
+        let listed = self.lake.store.list_with_delimiter(Some(&prefix)).await?;
+        for m in listed.objects {
+            let relative = self.lake.relative(&m.location);
+            let Some(name) = relative.rsplit('/').next() else {
+                continue;
+            };
+            if !(name.starts_with('m') && name.ends_with(".json")) {
+                continue;
+            }
+            let Some(intent) = self.read_json::<Intent>(&relative).await? else {
+                continue;
+            };
+            if intent.state != IntentState::Done || !present.contains(&intent.output) {
+                continue;
+            }
+            let Some(parts) = &intent.parts else {
+                if let Some(f) = merged.iter().find(|f| intent.inputs.contains(f)) {
+                    return Err(Error::Catalog(format!(
+                        "cannot remove the rows of {f}: it was merged into {} before compactions kept which rows came from which file",
+                        intent.output
+                    )));
+                }
+                continue;
+            };
+            if !parts.iter().any(|p| merged.contains(&p.file)) {
+                continue;
+            }
+            self.cut(&intent, parts, &merged, options).await?;
+            rewritten += 1;
+        }
+        Ok((direct.len(), rewritten))
+    }
+
+    /// Write `intent`'s output again without the rows of `drop`.
+    async fn cut(
+        &self,
+        old: &Intent,
+        parts: &[PartRows],
+        drop: &[String],
+        options: &CompactOptions,
+    ) -> Result<()> {
+        let mut h = Sha256::new();
+        h.update(old.output.as_bytes());
+        for d in drop {
+            h.update([0]);
+            h.update(d.as_bytes());
+        }
+        let id = hex::encode(&h.finalize()[..12]);
+        let output = format!("{}/part-m{id}-00000.parquet", self.folder);
+        let intent_path = format!("{}/m{id}.json", self.state_dir);
+        let mut ranges = Vec::new();
+        let mut kept = Vec::new();
+        let mut at = 0u64;
+        for p in parts {
+            if drop.contains(&p.file) {
+                ranges.push(at..at + p.rows);
+            } else {
+                kept.push(p.clone());
+            }
+            at += p.rows;
+        }
+        let mut intent = Intent {
+            version: 1,
+            table: self.table.name.clone(),
+            partition: self.partition.path.clone(),
+            inputs: vec![old.output.clone()],
+            output: output.clone(),
+            state: IntentState::Pending,
+            rows: None,
+            bytes: None,
+            parts: Some(kept),
+        };
+        self.put_json(&intent_path, &intent).await?;
+        let (rows, bytes) =
+            write_without(self.lake, &old.output, &ranges, &output, options).await?;
+        self.retire(&intent.inputs).await?;
+        intent.state = IntentState::Done;
+        intent.rows = Some(rows);
+        intent.bytes = Some(bytes);
+        self.put_json(&intent_path, &intent).await?;
+        info!(from = %old.output, to = %output, rows_removed = at - rows, "cut a replaced source's rows out of a compacted file");
+        Ok(())
     }
 
     /// Delete the inputs: in bulk where the store can (S3's DeleteObjects
@@ -691,13 +834,109 @@ impl Write for UploadSink {
     }
 }
 
-/// Merge `inputs` into `output`; returns (rows, bytes written, copied).
+/// The id of a compaction output's file name (`part-m<id>-00000.parquet`).
+fn output_id(path: &str) -> Option<&str> {
+    path.rsplit('/')
+        .next()?
+        .strip_prefix("part-m")?
+        .strip_suffix(".parquet")?
+        .rsplit_once('-')
+        .map(|(id, _)| id)
+}
+
+/// Remove the rows of these chunk files from a partition (see
+/// [`compact_partition`] for the protocol), under the partition's lease. A
+/// busy lease is [`Error::Unavailable`]: try again later.
+pub async fn remove_files(
+    lake: &Location,
+    table: &TableDef,
+    partition: &PartitionDef,
+    files: &[String],
+    options: &CompactOptions,
+    now: DateTime<Utc>,
+) -> Result<(usize, usize)> {
+    let part = Partition::new(lake, table, partition);
+    if !part.take_lease(options, now).await? {
+        return Err(Error::Unavailable(format!(
+            "table '{}', partition {}: a compaction holds the partition; its replaced rows are removed on a retry",
+            table.name, partition.path
+        )));
+    }
+    let result = part.remove(files, options).await;
+    let released = part.release_lease().await;
+    let done = result?;
+    released?;
+    Ok(done)
+}
+
+/// `input` without the rows in `ranges` (row numbers), re-encoded into `output`.
+async fn write_without(
+    lake: &Location,
+    input: &str,
+    ranges: &[std::ops::Range<u64>],
+    output: &str,
+    options: &CompactOptions,
+) -> Result<(u64, u64)> {
+    let url = format!("{}/{input}", lake.url);
+    let bytes = lake
+        .store
+        .get(&lake.child(input)?)
+        .await
+        .map_err(|e| Error::read(&url, e))?
+        .bytes()
+        .await
+        .map_err(|e| Error::read(&url, e))?;
+    let (sink, upload) = UploadSink::start(lake.store.clone(), lake.child(output)?);
+    let props = options.writer.clone();
+    let ranges = ranges.to_vec();
+    let out_url = format!("{}/{output}", lake.url);
+    let work = tokio::task::spawn_blocking(move || -> Result<(u64, u64)> {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .and_then(|b| b.build())
+            .map_err(|e| Error::read(&url, e))?;
+        let schema = arrow::array::RecordBatchReader::schema(&reader);
+        let mut writer = ArrowWriter::try_new(sink, schema, Some(props))
+            .map_err(|e| Error::write(&out_url, e))?;
+        let (mut row, mut kept) = (0u64, 0u64);
+        for batch in reader {
+            let batch = batch.map_err(|e| Error::read(&url, e))?;
+            let keep: arrow::array::BooleanArray = (0..batch.num_rows() as u64)
+                .map(|i| Some(!ranges.iter().any(|r| r.contains(&(row + i)))))
+                .collect();
+            row += batch.num_rows() as u64;
+            let batch = arrow::compute::filter_record_batch(&batch, &keep)
+                .map_err(|e| Error::read(&url, e))?;
+            kept += batch.num_rows() as u64;
+            writer
+                .write(&batch)
+                .map_err(|e| Error::write(&out_url, e))?;
+        }
+        let sink = writer.into_inner().map_err(|e| Error::write(&out_url, e))?;
+        let bytes = sink.finish().map_err(|e| Error::write(&out_url, e))?;
+        Ok((kept, bytes))
+    });
+    let outcome = match work.await {
+        Ok(r) => r,
+        Err(e) => Err(Error::write(
+            output,
+            format!("the rewrite task failed: {e}"),
+        )),
+    };
+    let uploaded = upload
+        .await
+        .map_err(|e| Error::write(output, format!("the upload task failed: {e}")));
+    let done = outcome?;
+    uploaded??;
+    Ok(done)
+}
+
+/// Merge `inputs` into `output`; returns (rows, bytes written, copied, rows of each input).
 async fn write_merged(
     lake: &Location,
     inputs: &[Candidate],
     output: &str,
     options: &CompactOptions,
-) -> Result<(u64, u64, bool)> {
+) -> Result<(u64, u64, bool, Vec<u64>)> {
     // The footers first: they decide between copying and re-encoding. The
     // sizes come from the partition's listing, so no HEAD is needed.
     let mut metas = Vec::with_capacity(inputs.len());
@@ -715,6 +954,10 @@ async fn write_merged(
             == w[1].file_metadata().schema_descr().root_schema()
     });
     let copy = same_schema && !options.force_reencode;
+    let input_rows: Vec<u64> = metas
+        .iter()
+        .map(|m| m.file_metadata().num_rows() as u64)
+        .collect();
     let out_path = lake.child(output)?;
     let (sink, upload) = UploadSink::start(lake.store.clone(), out_path);
     let store = lake.store.clone();
@@ -750,7 +993,7 @@ async fn write_merged(
         .map_err(|e| Error::write(output, format!("the upload task failed: {e}")));
     let (rows, bytes) = outcome?;
     uploaded??;
-    Ok((rows, bytes, copy))
+    Ok((rows, bytes, copy, input_rows))
 }
 
 /// The fast path: every input's column chunks appended, undecoded.

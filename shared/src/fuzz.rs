@@ -68,6 +68,7 @@ pub fn read(data: &[u8]) {
             size: body.len() as u64,
             e_tag: None,
             version: None,
+            modified: None,
         };
         let whole = read_all(&table, &obj, &plan_text(obj.size, u64::MAX, false)).await;
         if codec == "none" && body.len() > 2 {

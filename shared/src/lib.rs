@@ -38,6 +38,7 @@ pub mod plan;
 pub mod query;
 pub mod read;
 pub mod retry;
+pub mod sources;
 pub mod store;
 pub mod transform;
 pub mod write;

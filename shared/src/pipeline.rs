@@ -43,6 +43,8 @@ pub struct Counters {
     pub chunks_done: AtomicU64,
     /// Chunks found already committed, so not processed again.
     pub chunks_skipped: AtomicU64,
+    /// Chunks of older versions of a source retired (their rows removed).
+    pub chunks_replaced: AtomicU64,
     pub chunks_total: AtomicU64,
     pub bytes_total: AtomicU64,
 }
@@ -74,6 +76,9 @@ pub struct Summary {
     pub seconds: f64,
     /// Chunks found already committed (by an earlier run), so not processed again.
     pub chunks_skipped: u64,
+    /// Chunks of older versions of a source whose rows were removed, a newer
+    /// version of the source being complete.
+    pub chunks_replaced: u64,
     /// Objects under the input that no table claims.
     pub unmatched: Vec<String>,
 }
@@ -230,6 +235,8 @@ pub struct ChunkTask {
     pub table: String,
     pub object: SourceObject,
     pub chunk: Chunk,
+    /// How many chunks the object was cut into.
+    pub chunks: usize,
 }
 
 /// A chunk task as it travels between functions: an SQS message body, a
@@ -254,6 +261,7 @@ impl ChunkTask {
                 size: self.object.size,
                 e_tag: self.object.e_tag.clone(),
                 version: self.object.version.clone(),
+                modified: self.object.modified.clone(),
             },
             chunk: self.chunk,
             chunks,
@@ -290,8 +298,10 @@ impl TaskSpec {
                 size: self.source.size,
                 e_tag: self.source.e_tag.clone(),
                 version: self.source.version.clone(),
+                modified: self.source.modified.clone(),
             },
             chunk: self.chunk,
+            chunks: self.chunks,
         })
     }
 }
@@ -334,6 +344,7 @@ pub async fn discover(
                     size: meta.size,
                     e_tag: meta.e_tag,
                     version: meta.version,
+                    modified: Some(crate::sources::timestamp(meta.last_modified)),
                 },
             )),
             None => unmatched.push(relative),
@@ -364,12 +375,14 @@ pub async fn plan_object(
             plan_text(object.size, chunk_size, splittable)
         }
     };
+    let n = chunks.len();
     Ok(chunks
         .into_iter()
         .map(|chunk| ChunkTask {
             table: table.name.clone(),
             object: object.clone(),
             chunk,
+            chunks: n,
         })
         .collect())
 }
@@ -398,6 +411,7 @@ pub async fn process_chunk(
         size: task.object.size,
         e_tag: task.object.e_tag.clone(),
         version: task.object.version.clone(),
+        modified: task.object.modified.clone(),
     };
     let id = chunk_id(&source, &task.chunk);
     let commit_path = lake.child(&CommitRecord::path(&table.name, &id))?;
@@ -412,6 +426,7 @@ pub async fn process_chunk(
                 commit = %lake.url_of(&commit_path),
                 "already committed: not processed again"
             );
+            settle(lake, &record, task.chunks, counters).await?;
             if let Some(catalog) = catalog {
                 register_commit(catalog, &record).await?;
             }
@@ -537,10 +552,26 @@ pub async fn process_chunk(
         .put(&commit_path, PutPayload::from(record.to_json()))
         .await
         .map_err(|e| Error::write(lake.url_of(&commit_path), e))?;
+    settle(lake, &record, task.chunks, counters).await?;
     if let Some(catalog) = catalog {
         register_commit(catalog, &record).await?;
     }
     Ok(record)
+}
+
+/// Record a committed chunk in its source's ledger, and retire the rows of
+/// the source's older versions if a newer one is now complete.
+async fn settle(
+    lake: &Location,
+    record: &CommitRecord,
+    chunks: usize,
+    counters: &Counters,
+) -> Result<()> {
+    let settled = crate::sources::record_and_settle(lake, record, chunks).await?;
+    counters
+        .chunks_replaced
+        .fetch_add(settled.chunks_retired as u64, Ordering::Relaxed);
+    Ok(())
 }
 
 /// What one read of a chunk wrote.
@@ -797,6 +828,7 @@ pub async fn run(
     }
     summary.partitions = partitions.len() as u64;
     summary.chunks_skipped = counters.chunks_skipped.load(Ordering::Relaxed);
+    summary.chunks_replaced = counters.chunks_replaced.load(Ordering::Relaxed);
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }

@@ -171,6 +171,7 @@ fn check(case: FileCase, cuts: Vec<u64>, format: &str) -> Result<(), TestCaseErr
             size: bytes.len() as u64,
             e_tag: None,
             version: None,
+            modified: None,
         };
         let table = table(format);
         let size = bytes.len() as u64;

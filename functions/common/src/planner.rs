@@ -240,6 +240,7 @@ async fn plan_one(deps: &Deps, o: &ObjectRef, planned: &mut Planned) -> Result<(
             size: meta.size,
             e_tag: meta.e_tag,
             version: meta.version,
+            modified: Some(sluice::sources::timestamp(meta.last_modified)),
         };
         let tasks = plan_object(table, &object, deps.chunk_size).await?;
         let n = tasks.len();

@@ -46,6 +46,9 @@ pub struct SourceObject {
     pub size: u64,
     pub e_tag: Option<String>,
     pub version: Option<String>,
+    /// When this version of the object was written (RFC 3339), to tell which
+    /// of two versions of a key is the newer.
+    pub modified: Option<String>,
 }
 
 /// Reader limits.
