@@ -8,8 +8,9 @@
 //! newest version whose chunks are all recorded is the one that counts, and
 //! every older version's chunks are retired: their files deleted, or, where
 //! compaction merged them, their rows cut out of the merged files (see
-//! [`crate::compact::remove_files`]). A retired chunk's record says so, and
-//! its commit record stays (so a late retry of it does nothing).
+//! [`crate::compact::remove_files`]), and their ledger entries deleted. Their
+//! commit records stay, so a late retry of such a chunk does not load it
+//! again (it records itself, and is retired again, finding nothing left).
 //!
 //! Until the newer version is complete, the older one's rows stay: readers
 //! see the old rows, then the new ones, never a mix of half of each. The same
@@ -50,9 +51,6 @@ pub struct Entry {
     pub chunks: usize,
     pub index: u32,
     pub chunk_id: String,
-    /// Replaced by a newer version: its rows are gone from the table.
-    #[serde(default)]
-    pub retired: bool,
 }
 
 /// What [`settle`] did.
@@ -106,125 +104,118 @@ pub async fn record_and_settle(
         chunks,
         index: record.chunk.index,
         chunk_id: record.chunk_id.clone(),
-        retired: false,
     };
     let path = lake.child(&entry_path(&record.table, &entry))?;
-    match lake.store.get(&path).await {
-        // Recorded before (a retry): keep what it says (it may be retired).
-        Ok(_) => {}
-        Err(object_store::Error::NotFound { .. }) => {
-            lake.store
-                .put(
-                    &path,
-                    PutPayload::from(serde_json::to_vec_pretty(&entry).expect("serializes")),
-                )
-                .await
-                .map_err(|e| Error::write(lake.url_of(&path), e))?;
-        }
-        Err(e) => return Err(e.into()),
-    }
+    lake.store
+        .put(
+            &path,
+            PutPayload::from(serde_json::to_vec_pretty(&entry).expect("serializes")),
+        )
+        .await
+        .map_err(|e| Error::write(lake.url_of(&path), e))?;
     settle(lake, &record.table, &record.source.url).await
 }
 
 /// Retire the chunks of every version of `url` older than its newest
-/// complete version.
+/// complete version. Reads one ledger entry per version (and every entry of
+/// a version it retires); a source with one version costs one listing.
 pub async fn settle(lake: &Location, table: &str, url: &str) -> Result<Settled> {
     let dir = lake.child(&source_dir(table, url))?;
     let metas: Vec<_> = lake.store.list(Some(&dir)).try_collect().await?;
-    // Entry names start with the version's hash: with one version there is
-    // nothing to replace, and no entry needs reading.
-    let mut hashes: Vec<&str> = metas
-        .iter()
-        .filter_map(|m| m.location.filename()?.split_once('-').map(|(h, _)| h))
-        .collect();
-    hashes.sort();
-    hashes.dedup();
-    if hashes.len() < 2 {
+    // Entry names are `<version hash>-<chunk>.json`.
+    let mut versions: BTreeMap<String, Vec<(object_store::path::Path, u32)>> = BTreeMap::new();
+    for m in metas {
+        let Some((hash, index)) = m
+            .location
+            .filename()
+            .and_then(|n| n.strip_suffix(".json"))
+            .and_then(|n| n.split_once('-'))
+            .and_then(|(h, i)| Some((h.to_string(), i.parse::<u32>().ok()?)))
+        else {
+            continue;
+        };
+        versions.entry(hash).or_default().push((m.location, index));
+    }
+    if versions.len() < 2 {
         return Ok(Settled::default());
     }
-    let mut versions: BTreeMap<String, Vec<(object_store::path::Path, Entry)>> = BTreeMap::new();
-    for m in metas {
-        let bytes = lake.store.get(&m.location).await?.bytes().await?;
-        let e: Entry = serde_json::from_slice(&bytes).map_err(|err| {
-            Error::Catalog(format!(
-                "bad source record {}: {err}",
-                lake.url_of(&m.location)
-            ))
-        })?;
-        if e.url == url {
-            versions
-                .entry(e.version.clone())
-                .or_default()
-                .push((m.location, e));
-        }
-    }
-    let complete = versions
-        .values()
-        .filter(|entries| {
-            let mut idx: Vec<u32> = entries.iter().map(|(_, e)| e.index).collect();
-            idx.sort();
-            idx.dedup();
-            entries.first().is_some_and(|(_, e)| idx.len() == e.chunks)
+    let read = |path: object_store::path::Path| async move {
+        let bytes = lake.store.get(&path).await?.bytes().await?;
+        serde_json::from_slice::<Entry>(&bytes).map_err(|err| {
+            Error::Catalog(format!("bad source record {}: {err}", lake.url_of(&path)))
         })
-        .map(|entries| order(&entries[0].1))
-        .max();
-    let Some(newest) = complete else {
+    };
+    let mut heads = Vec::new();
+    for entries in versions.values() {
+        let head = read(entries[0].0.clone()).await?;
+        let mut idx: Vec<u32> = entries.iter().map(|(_, i)| *i).collect();
+        idx.sort();
+        idx.dedup();
+        let complete = idx.len() == head.chunks;
+        heads.push((order(&head), complete, entries));
+    }
+    let Some(newest) = heads.iter().filter(|h| h.1).map(|h| h.0.clone()).max() else {
         return Ok(Settled::default());
     };
     let mut done = Settled::default();
-    for entries in versions.values() {
-        if order(&entries[0].1) >= newest {
+    for (key, _, entries) in &heads {
+        if *key >= newest {
             continue;
         }
-        for (path, entry) in entries {
-            if entry.retired {
-                continue;
+        for (path, _) in entries.iter() {
+            let entry = read(path.clone()).await?;
+            let (deleted, rewritten) = retire(lake, table, &entry).await?;
+            done.files_deleted += deleted;
+            done.outputs_rewritten += rewritten;
+            // Its rows are gone: the entry goes too. A late retry of this
+            // chunk records it again, and the next settle retires it again
+            // (finding nothing left to remove).
+            match lake.store.delete(path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
             }
-            let commit = lake.child(&CommitRecord::path(table, &entry.chunk_id))?;
-            let bytes = lake.store.get(&commit).await?.bytes().await?;
-            let record = CommitRecord::from_json(&bytes, &lake.url_of(&commit))?;
-            let (def, _) = commit_entries(&record);
-            let mut by_partition: BTreeMap<String, (PartitionDef, Vec<String>)> = BTreeMap::new();
-            for f in &record.files {
-                by_partition
-                    .entry(f.partition_path.clone())
-                    .or_insert_with(|| {
-                        (
-                            PartitionDef {
-                                values: f.partition.clone(),
-                                path: f.partition_path.clone(),
-                            },
-                            Vec::new(),
-                        )
-                    })
-                    .1
-                    .push(f.path.clone());
-            }
-            for (partition, files) in by_partition.values() {
-                let (deleted, rewritten) = remove_files(
-                    lake,
-                    &def,
-                    partition,
-                    files,
-                    &CompactOptions::default(),
-                    Utc::now(),
-                )
-                .await?;
-                done.files_deleted += deleted;
-                done.outputs_rewritten += rewritten;
-            }
-            let mut retired = entry.clone();
-            retired.retired = true;
-            lake.store
-                .put(
-                    path,
-                    PutPayload::from(serde_json::to_vec_pretty(&retired).expect("serializes")),
-                )
-                .await
-                .map_err(|e| Error::write(lake.url_of(path), e))?;
             done.chunks_retired += 1;
             tracing::info!(table, source = url, chunk = %entry.chunk_id, "retired a chunk of a replaced version");
         }
     }
     Ok(done)
+}
+
+/// Remove a chunk's rows from its partitions; (files deleted, outputs rewritten).
+async fn retire(lake: &Location, table: &str, entry: &Entry) -> Result<(usize, usize)> {
+    let commit = lake.child(&CommitRecord::path(table, &entry.chunk_id))?;
+    let bytes = lake.store.get(&commit).await?.bytes().await?;
+    let record = CommitRecord::from_json(&bytes, &lake.url_of(&commit))?;
+    let (def, _) = commit_entries(&record);
+    let mut by_partition: BTreeMap<String, (PartitionDef, Vec<String>)> = BTreeMap::new();
+    for f in &record.files {
+        by_partition
+            .entry(f.partition_path.clone())
+            .or_insert_with(|| {
+                (
+                    PartitionDef {
+                        values: f.partition.clone(),
+                        path: f.partition_path.clone(),
+                    },
+                    Vec::new(),
+                )
+            })
+            .1
+            .push(f.path.clone());
+    }
+    let (mut deleted, mut rewritten) = (0, 0);
+    for (partition, files) in by_partition.values() {
+        let (d, r) = remove_files(
+            lake,
+            &def,
+            partition,
+            files,
+            &CompactOptions::default(),
+            Utc::now(),
+        )
+        .await?;
+        deleted += d;
+        rewritten += r;
+    }
+    Ok((deleted, rewritten))
 }
