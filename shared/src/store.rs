@@ -170,7 +170,14 @@ impl Location {
         } else {
             format!("{}/{}", self.prefix, relative)
         };
-        Path::parse(&joined).map_err(|e| Error::write(&joined, e))
+        // Never retryable: a key with a `.` or `..` segment, an empty
+        // segment or a control character is refused for good, naming it.
+        Path::parse(&joined).map_err(|e| {
+            Error::Config(format!(
+                "{}/{relative:?} is not a key sluice reads or writes: {e}",
+                self.url
+            ))
+        })
     }
 
     /// `path` relative to the prefix.
@@ -189,5 +196,21 @@ impl Location {
     /// The full URL of a path in this store.
     pub fn url_of(&self, path: &Path) -> String {
         format!("{}/{}", self.url, self.relative(path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_that_climb_out_are_refused_for_good() {
+        let lake = Location::memory();
+        for bad in ["a/../b", "../b", "a/./b", "a//b"] {
+            let e = lake.child(bad).unwrap_err();
+            assert!(!e.is_retryable(), "{bad}: {e}");
+            assert!(e.to_string().contains(bad), "{bad}: {e}");
+        }
+        assert_eq!(lake.child("a/b.jsonl").unwrap().as_ref(), "a/b.jsonl");
     }
 }
