@@ -499,11 +499,11 @@ impl<'a> Partition<'a> {
         Ok(record.is_some_and(|r| r.files.iter().any(|f| f.path == path)))
     }
 
-    /// Settle the pending intents of this partition; returns how many.
-    async fn recover(&self) -> Result<usize> {
+    /// The partition's compaction intents, with their paths.
+    async fn intents(&self) -> Result<Vec<(String, Intent)>> {
         let prefix = self.path(&self.state_dir)?;
         let listed = self.lake.store.list_with_delimiter(Some(&prefix)).await?;
-        let mut settled = 0;
+        let mut out = Vec::new();
         for m in listed.objects {
             let relative = self.lake.relative(&m.location);
             let Some(name) = relative.rsplit('/').next() else {
@@ -512,9 +512,17 @@ impl<'a> Partition<'a> {
             if !(name.starts_with('m') && name.ends_with(".json")) {
                 continue;
             }
-            let Some(mut intent) = self.read_json::<Intent>(&relative).await? else {
-                continue;
-            };
+            if let Some(intent) = self.read_json::<Intent>(&relative).await? {
+                out.push((relative, intent));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Settle the pending intents of this partition; returns how many.
+    async fn recover(&self) -> Result<usize> {
+        let mut settled = 0;
+        for (relative, mut intent) in self.intents().await? {
             if intent.state == IntentState::Done {
                 continue;
             }
@@ -621,19 +629,7 @@ impl<'a> Partition<'a> {
             return Ok((direct.len(), 0));
         }
         // The finished merges whose outputs are still there hold the rest.
-        let prefix = self.path(&self.state_dir)?;
-        let listed = self.lake.store.list_with_delimiter(Some(&prefix)).await?;
-        for m in listed.objects {
-            let relative = self.lake.relative(&m.location);
-            let Some(name) = relative.rsplit('/').next() else {
-                continue;
-            };
-            if !(name.starts_with('m') && name.ends_with(".json")) {
-                continue;
-            }
-            let Some(intent) = self.read_json::<Intent>(&relative).await? else {
-                continue;
-            };
+        for (_, intent) in self.intents().await? {
             if intent.state != IntentState::Done || !present.contains(&intent.output) {
                 continue;
             }
