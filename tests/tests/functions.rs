@@ -262,6 +262,24 @@ fn failures(response: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Download the S3 lake's clickstream table (pyarrow's own S3 client) and
+/// check it holds exactly the raw rows, transformed; the download and the
+/// figures stay for further checks.
+fn lake_matches_raw(w: &World) -> (tempfile::TempDir, Value) {
+    let local = tempfile::tempdir().unwrap();
+    download(
+        &w.lake,
+        "lake/clickstream",
+        &local.path().join("clickstream"),
+    );
+    let v = python_json(
+        &repo_root(),
+        &compare_script(local.path(), &format!("{RAW}/*"), "read_json"),
+    );
+    check_lake_matches_raw(&v);
+    (local, v)
+}
+
 /// Download `s3://bucket/prefix` with pyarrow's own S3 client into `dir`.
 fn download(bucket: &str, prefix: &str, dir: &Path) {
     let v = python_json(
@@ -470,17 +488,7 @@ async fn uploads_become_parquet_and_glue_partitions_through_the_three_functions(
     assert_eq!(again["partitions_added"], 0);
 
     // The Parquet, read back from S3 by pyarrow, holds exactly the raw rows, transformed.
-    let local = tempfile::tempdir().unwrap();
-    download(
-        &w.lake,
-        "lake/clickstream",
-        &local.path().join("clickstream"),
-    );
-    let v = python_json(
-        &repo_root(),
-        &compare_script(local.path(), &format!("{RAW}/*"), "read_json"),
-    );
-    check_lake_matches_raw(&v);
+    lake_matches_raw(&w);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -755,17 +763,7 @@ async fn sluice_run_writes_an_s3_lake_registered_in_glue() {
         .await
         .unwrap();
     assert!(!partitions.partitions().is_empty());
-    let local = tempfile::tempdir().unwrap();
-    download(
-        &w.lake,
-        "lake/clickstream",
-        &local.path().join("clickstream"),
-    );
-    let v = python_json(
-        &repo_root(),
-        &compare_script(local.path(), &format!("{RAW}/*"), "read_json"),
-    );
-    check_lake_matches_raw(&v);
+    let (_local, v) = lake_matches_raw(&w);
     let total: u64 = v["pyarrow_rows"].as_u64().unwrap();
     assert_eq!(count.trim(), format!("n\n{total}"), "{count}");
 }
@@ -911,17 +909,7 @@ async fn the_catalog_queues_partitions_and_the_compactor_merges_them_in_s3_and_g
     );
 
     // pyarrow reads exactly the raw rows back from the compacted lake.
-    let local = tempfile::tempdir().unwrap();
-    download(
-        &w.lake,
-        "lake/clickstream",
-        &local.path().join("clickstream"),
-    );
-    let v = python_json(
-        &repo_root(),
-        &compare_script(local.path(), &format!("{RAW}/*"), "read_json"),
-    );
-    check_lake_matches_raw(&v);
+    lake_matches_raw(&w);
 }
 
 /// `sluice run` and `sluice compact` on an S3 input and lake registered in
@@ -1000,17 +988,7 @@ async fn a_faulty_network_loses_and_doubles_nothing() {
         .await
         .unwrap();
     assert_eq!(partitions.partitions().len(), 56);
-    let local = tempfile::tempdir().unwrap();
-    download(
-        &w.lake,
-        "lake/clickstream",
-        &local.path().join("clickstream"),
-    );
-    let v = python_json(
-        &repo_root(),
-        &compare_script(local.path(), &format!("{RAW}/*"), "read_json"),
-    );
-    check_lake_matches_raw(&v);
+    let (local, _) = lake_matches_raw(&w);
     let files = sluice_tests::files_under(&local.path().join("clickstream"));
     // The four compacted partitions have one file each; the others their three.
     assert_eq!(

@@ -73,6 +73,15 @@ async fn contents(store: &Arc<dyn ObjectStore>) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
+/// The objects one clean run of the chunk leaves.
+async fn clean_run(engine: &Engine, task: &ChunkTask) -> BTreeMap<String, Vec<u8>> {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    process(engine, &lake_on(store.clone()), task)
+        .await
+        .unwrap();
+    contents(&store).await
+}
+
 fn describe(a: &BTreeMap<String, Vec<u8>>, b: &BTreeMap<String, Vec<u8>>) -> String {
     let only_a: Vec<_> = a.keys().filter(|k| !b.contains_key(*k)).collect();
     let only_b: Vec<_> = b.keys().filter(|k| !a.contains_key(*k)).collect();
@@ -130,11 +139,7 @@ async fn a_crash_at_any_call_then_a_retry_leaves_what_one_clean_run_leaves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_deliveries_of_a_chunk_at_once_leave_what_one_leaves() {
     let (engine, task, _dir) = setup().await;
-    let clean_store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    process(&engine, &lake_on(clean_store.clone()), &task)
-        .await
-        .unwrap();
-    let clean = contents(&clean_store).await;
+    let clean = clean_run(&engine, &task).await;
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let lake = lake_on(store.clone());
     let (a, b) = tokio::join!(
@@ -153,11 +158,7 @@ async fn two_deliveries_of_a_chunk_at_once_leave_what_one_leaves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_duplicate_does_not_remove_the_committed_files() {
     let (engine, task, _dir) = setup().await;
-    let clean_store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    process(&engine, &lake_on(clean_store.clone()), &task)
-        .await
-        .unwrap();
-    let clean = contents(&clean_store).await;
+    let clean = clean_run(&engine, &task).await;
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     // The duplicate: before its third call, the first delivery runs to its
     // end; the duplicate's call 10 fails, and its clean-up deletes work.
