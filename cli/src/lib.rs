@@ -3,6 +3,8 @@
 //! The command lives in this library so that the end-to-end tests can build
 //! the very same binary (`tests/src/bin/`) in the same cargo invocation.
 
+mod generate;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -51,6 +53,11 @@ enum Command {
         /// Chunk size: bytes, or with a unit (`64MiB`, `1GB`).
         #[arg(long, default_value = "128MiB", value_parser = parse_size)]
         chunk_size: u64,
+        /// Stop at the first file that fails (chunks already running finish).
+        /// Without it, every other file is loaded, the failed ones are listed,
+        /// and the exit code is non-zero.
+        #[arg(long)]
+        fail_fast: bool,
     },
     /// List the lake's tables.
     Tables {
@@ -149,7 +156,7 @@ impl LakeArg {
         }
         let lake = Location::open(&root, false)?;
         let kind = pipeline.map(|p| p.catalog).unwrap_or(CatalogKind::Local);
-        let catalog = sluice::catalog::open(&kind, &lake, &AwsOptions::default()).await?;
+        let catalog = sluice::connect::catalog(&kind, &lake, &AwsOptions::default()).await?;
         Ok((lake, catalog))
     }
 }
@@ -205,9 +212,24 @@ pub fn main() {
         .build()
         .expect("tokio runtime");
     if let Err(e) = runtime.block_on(dispatch(cli, workers)) {
-        eprintln!("error: {}", one_line(&format!("{e:#}")));
+        eprintln!("error: {}", one_line(&describe(&e)));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes, each once (most errors repeat their cause's text).
+fn describe(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let t = cause.to_string();
+        if !t.is_empty() && !text.contains(&t) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&t);
+        }
+    }
+    text
 }
 
 fn one_line(s: &str) -> String {
@@ -231,8 +253,9 @@ async fn dispatch(cli: Cli, workers: usize) -> Result<()> {
             input,
             lake,
             chunk_size,
+            fail_fast,
             ..
-        } => run(&config, input, lake, workers, chunk_size).await,
+        } => run(&config, input, lake, workers, chunk_size, fail_fast).await,
         Command::Tables { lake } => tables(lake.open().await?).await,
         Command::Partitions { table, lake } => partitions(lake.open().await?, &table).await,
         Command::Query { sql, lake, format } => query(lake.open().await?, &sql, format).await,
@@ -271,6 +294,7 @@ async fn run(
     lake: Option<String>,
     workers: usize,
     chunk_size: u64,
+    fail_fast: bool,
 ) -> Result<()> {
     let pipeline = Pipeline::from_file(config)?;
     let input_root = input
@@ -290,13 +314,14 @@ async fn run(
     let input =
         Location::open(&input_root, false).with_context(|| format!("input {input_root}"))?;
     let lake = Location::open(&lake_root, true).with_context(|| format!("lake {lake_root}"))?;
-    let catalog = sluice::catalog::open(&catalog_kind, &lake, &AwsOptions::default())
+    let catalog = sluice::connect::catalog(&catalog_kind, &lake, &AwsOptions::default())
         .await
         .with_context(|| format!("catalog of lake {lake_root}"))?;
     let options = RunOptions {
         workers,
         chunk_size,
         read: ReadOptions::default(),
+        fail_fast,
     };
     let counters = Arc::new(Counters::default());
     let reporter = tokio::spawn(report_progress(counters.clone()));
@@ -305,7 +330,31 @@ async fn run(
     let _ = reporter.await;
     let summary = result?;
     print_summary(&summary, &lake);
-    Ok(())
+    if summary.failed.is_empty() {
+        return Ok(());
+    }
+    let files: std::collections::BTreeSet<&str> =
+        summary.failed.iter().map(|f| f.file.as_str()).collect();
+    eprintln!(
+        "{} of {} files failed ({} chunks); every other chunk was loaded and committed:",
+        files.len(),
+        summary.files_in,
+        summary.failed.len()
+    );
+    for f in &summary.failed {
+        let chunk = f.chunk.map(|c| format!(" chunk {c}")).unwrap_or_default();
+        let again = if f.retryable {
+            " (may succeed if run again)"
+        } else {
+            ""
+        };
+        eprintln!("  {}{chunk}: {}{again}", f.file, one_line(&f.error));
+    }
+    bail!(
+        "{} of {} files failed; run again to retry them (committed chunks are not loaded twice)",
+        files.len(),
+        summary.files_in
+    )
 }
 
 async fn report_progress(counters: Arc<Counters>) {
@@ -638,7 +687,7 @@ fn generate(
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let files = files.max(1);
     let per_file = size.div_ceil(files as u64);
-    let mut generator = sluice::generate::Generator::new(seed);
+    let mut generator = generate::Generator::new(seed);
     let mut rows = 0;
     for i in 0..files {
         let ext = match format {
@@ -663,12 +712,7 @@ fn generate(
                 zstd::stream::write::Encoder::new(std::io::BufWriter::new(file), 3)?.auto_finish(),
             ),
         };
-        rows += sluice::generate::write_events(
-            &mut generator,
-            format == GenFormat::Csv,
-            per_file,
-            &mut w,
-        )?;
+        rows += generate::write_events(&mut generator, format == GenFormat::Csv, per_file, &mut w)?;
         w.flush()?;
         drop(w);
     }

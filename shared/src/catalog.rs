@@ -17,8 +17,7 @@ use crate::commit::{ColumnDef, CommitRecord};
 use crate::error::{Error, Result};
 use crate::store::Location;
 
-/// Where the local catalog lives, under the lake root.
-pub const CATALOG_DIR: &str = "_sluice/catalog";
+use crate::layout::CATALOG_DIR;
 
 /// A table as the catalog knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,34 +81,6 @@ pub trait Catalog: Send + Sync {
         table: &str,
         partition: &PartitionDef,
     ) -> Result<Option<PartitionStats>>;
-}
-
-/// Open the catalog a pipeline names: the local one in `lake`, or Glue.
-pub async fn open(
-    kind: &crate::config::CatalogKind,
-    lake: &Location,
-    aws: &crate::store::AwsOptions,
-) -> Result<std::sync::Arc<dyn Catalog>> {
-    use crate::config::CatalogKind;
-    Ok(match kind {
-        CatalogKind::Local => std::sync::Arc::new(LocalCatalog::new(lake)),
-        CatalogKind::Glue {
-            database,
-            create_database,
-        } => {
-            if !lake.url.starts_with("s3://") {
-                return Err(Error::Config(format!(
-                    "the Glue catalog needs an s3:// lake (Athena reads tables from S3), not {}",
-                    lake.url
-                )));
-            }
-            let client = aws_sdk_glue::Client::new(&aws.sdk_config().await);
-            std::sync::Arc::new(
-                crate::glue::GlueCatalog::new(client, database, &lake.url, *create_database)
-                    .await?,
-            )
-        }
-    })
 }
 
 /// What a commit record means for the catalog: its table and partitions.
@@ -177,15 +148,34 @@ fn keys(k: &[ColumnDef]) -> String {
         .join(", ")
 }
 
+/// The time now, as a catalog or a compaction sees it (tests give their own).
+pub type Clock = std::sync::Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>;
+
 /// The catalog kept in the lake under `_sluice/catalog/`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LocalCatalog {
     lake: Location,
+    /// For the age of a table's lock.
+    clock: Clock,
+}
+
+impl std::fmt::Debug for LocalCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LocalCatalog({})", self.lake.url)
+    }
 }
 
 impl LocalCatalog {
     pub fn new(lake: &Location) -> Self {
-        LocalCatalog { lake: lake.clone() }
+        Self::with_clock(lake, std::sync::Arc::new(chrono::Utc::now))
+    }
+
+    /// The local catalog of `lake`, reading the time from `clock`.
+    pub fn with_clock(lake: &Location, clock: Clock) -> Self {
+        LocalCatalog {
+            lake: lake.clone(),
+            clock,
+        }
     }
 
     fn table_path(&self, name: &str) -> Result<object_store::path::Path> {
@@ -196,16 +186,7 @@ impl LocalCatalog {
         &self,
         path: &object_store::path::Path,
     ) -> Result<Option<T>> {
-        match self.lake.store.get(path).await {
-            Ok(r) => {
-                let bytes = r.bytes().await?;
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| Error::Catalog(format!("{}: {e}", self.lake.url_of(path))))
-            }
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        self.lake.get_json(path).await
     }
 }
 
@@ -217,22 +198,10 @@ impl LocalCatalog {
             .lake
             .child(&format!("{CATALOG_DIR}/{table}/table.lock"))?;
         let started = std::time::Instant::now();
+        let ttl = std::time::Duration::from_secs(60);
         loop {
-            match self
-                .lake
-                .store
-                .put_opts(&path, PutPayload::from_static(b"{}"), create())
-                .await
-            {
-                Ok(_) => return Ok(path),
-                Err(object_store::Error::AlreadyExists { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-            if let Ok(meta) = self.lake.store.head(&path).await
-                && chrono::Utc::now() - meta.last_modified > chrono::Duration::seconds(60)
-            {
-                let _ = self.lake.store.delete(&path).await;
-                continue;
+            if crate::lease::take(self.lake.store.as_ref(), &path, ttl, (self.clock)()).await? {
+                return Ok(path);
             }
             if started.elapsed() > std::time::Duration::from_secs(120) {
                 return Err(Error::Unavailable(format!(
@@ -292,7 +261,7 @@ impl Catalog for LocalCatalog {
                 Ok(())
             }
             .await;
-            let _ = self.lake.store.delete(&lock).await;
+            crate::lease::release(self.lake.store.as_ref(), &lock).await?;
             return result;
         }
         Err(Error::Catalog(format!(
@@ -389,6 +358,7 @@ impl Catalog for LocalCatalog {
 /// implementation (the local catalog in unit tests, Glue in integration tests
 /// against an S3/Glue API server). Panics on a breach; uses a table named `t`,
 /// so give it an empty catalog (a fresh lake, a fresh Glue database).
+#[cfg(any(test, feature = "testing"))]
 pub mod contract {
     use super::*;
 

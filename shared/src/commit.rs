@@ -9,11 +9,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::plan::Chunk;
 
-/// Where rejected records go, under the lake root: `<dir>/<table>/<chunk id>.jsonl`.
-pub const QUARANTINE_DIR: &str = "_quarantine";
-
-/// Where commit records live, under the lake root.
-pub const COMMITS_DIR: &str = "_sluice/commits";
+use crate::layout::COMMITS_DIR;
 
 /// A column as the catalog sees it: a name and a Hive type.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -43,7 +43,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::async_reader::AsyncFileReader;
@@ -55,7 +55,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::catalog::{Catalog, PartitionDef, PartitionStats, TableDef};
 use crate::commit::CommitRecord;
@@ -64,8 +64,7 @@ use crate::read::parquet_io::ObjectReader;
 use crate::store::Location;
 use crate::write::UPLOAD_BUFFER;
 
-/// Where compaction intents and leases live, under the lake root.
-pub const COMPACTIONS_DIR: &str = "_sluice/compactions";
+use crate::layout::COMPACTIONS_DIR;
 
 /// The default output size.
 pub const DEFAULT_TARGET_SIZE: u64 = 256 * 1024 * 1024;
@@ -379,26 +378,11 @@ impl<'a> Partition<'a> {
     }
 
     async fn read_json<T: for<'de> Deserialize<'de>>(&self, relative: &str) -> Result<Option<T>> {
-        match self.lake.store.get(&self.path(relative)?).await {
-            Ok(r) => {
-                let bytes = r.bytes().await?;
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| Error::Catalog(format!("{}/{relative}: {e}", self.lake.url)))
-            }
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        self.lake.get_json(&self.path(relative)?).await
     }
 
     async fn put_json<T: Serialize>(&self, relative: &str, value: &T) -> Result<()> {
-        let body = serde_json::to_vec_pretty(value).expect("serializes");
-        self.lake
-            .store
-            .put(&self.path(relative)?, PutPayload::from(body))
-            .await
-            .map_err(|e| Error::write(format!("{}/{relative}", self.lake.url), e))?;
-        Ok(())
+        self.lake.put_json(&self.path(relative)?, value).await
     }
 
     async fn delete(&self, relative: &str) -> Result<()> {
@@ -415,44 +399,11 @@ impl<'a> Partition<'a> {
     /// Create the lease if absent; take it over if older than the TTL.
     async fn take_lease(&self, options: &CompactOptions, now: DateTime<Utc>) -> Result<bool> {
         let path = self.path(&self.lease())?;
-        let body = serde_json::to_vec(&serde_json::json!({"taken": now.to_rfc3339()}))
-            .expect("serializes");
-        for _ in 0..2 {
-            let put = self
-                .lake
-                .store
-                .put_opts(
-                    &path,
-                    PutPayload::from(body.clone()),
-                    PutOptions {
-                        mode: PutMode::Create,
-                        ..Default::default()
-                    },
-                )
-                .await;
-            match put {
-                Ok(_) => return Ok(true),
-                Err(object_store::Error::AlreadyExists { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-            let meta = match self.lake.store.head(&path).await {
-                Ok(m) => m,
-                Err(object_store::Error::NotFound { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let age = (now - meta.last_modified).to_std().unwrap_or_default();
-            if age < options.lease_ttl {
-                return Ok(false);
-            }
-            warn!(table = %self.table.name, partition = %self.partition.path,
-                  age_s = age.as_secs(), "taking over a stale compaction lease");
-            self.delete(&self.lease()).await?;
-        }
-        Ok(false)
+        crate::lease::take(self.lake.store.as_ref(), &path, options.lease_ttl, now).await
     }
 
     async fn release_lease(&self) -> Result<()> {
-        self.delete(&self.lease()).await
+        crate::lease::release(self.lake.store.as_ref(), &self.path(&self.lease())?).await
     }
 
     /// The Parquet files directly in the partition's folder.

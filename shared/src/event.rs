@@ -63,7 +63,7 @@ impl SqsItem {
     /// The body as JSON (an S3 or EventBridge event, or a task).
     pub fn json(&self) -> Result<Value> {
         serde_json::from_str(&self.body).map_err(|e| {
-            Error::Config(format!(
+            Error::Event(format!(
                 "SQS message {}: the body is not JSON: {e}",
                 self.message_id
             ))
@@ -93,9 +93,8 @@ pub fn sqs_messages(event: &Value) -> Option<Vec<SqsItem>> {
 /// Decode an event that is not an SQS batch (or the body of one SQS message)
 /// into the targets it names.
 pub fn decode(event: &Value) -> Result<Vec<Target>> {
-    let bad = |what: &str, e: &dyn std::fmt::Display| {
-        Error::Config(format!("event: not a valid {what}: {e}"))
-    };
+    let bad =
+        |what: &str, e: &dyn std::fmt::Display| Error::Event(format!("not a valid {what}: {e}"));
     if event.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
         let bucket = event.get("Bucket").and_then(Value::as_str).unwrap_or("?");
         return Ok(vec![Target::Ignored(format!(
@@ -109,8 +108,8 @@ pub fn decode(event: &Value) -> Result<Vec<Target>> {
             .and_then(Value::as_str)
             == Some("aws:sqs")
         {
-            return Err(Error::Config(
-                "event: an SQS batch must be taken apart message by message".into(),
+            return Err(Error::Event(
+                "an SQS batch must be taken apart message by message".into(),
             ));
         }
         let parsed: S3Event =
@@ -185,8 +184,8 @@ struct Direct {
 impl Direct {
     fn into_target(self) -> Result<Vec<Target>> {
         let missing = || {
-            Error::Config(
-                "event: a direct payload needs {\"bucket\", \"key\"}, {\"bucket\", \"prefix\"} or {\"url\": \"s3://bucket/key-or-prefix/\"}"
+            Error::Event(
+                "a direct payload needs {\"bucket\", \"key\"}, {\"bucket\", \"prefix\"} or {\"url\": \"s3://bucket/key-or-prefix/\"}"
                     .into(),
             )
         };
@@ -225,14 +224,18 @@ fn s3_record(record: &S3EventRecord) -> Result<Target> {
     if !name.starts_with("ObjectCreated:") {
         return Ok(Target::Ignored(format!("S3 event {name:?}")));
     }
-    let bucket =
-        record.s3.bucket.name.clone().ok_or_else(|| {
-            Error::Config("event: an S3 event record without s3.bucket.name".into())
-        })?;
-    let raw =
-        record.s3.object.key.as_deref().ok_or_else(|| {
-            Error::Config("event: an S3 event record without s3.object.key".into())
-        })?;
+    let bucket = record
+        .s3
+        .bucket
+        .name
+        .clone()
+        .ok_or_else(|| Error::Event("an S3 event record without s3.bucket.name".into()))?;
+    let raw = record
+        .s3
+        .object
+        .key
+        .as_deref()
+        .ok_or_else(|| Error::Event("an S3 event record without s3.object.key".into()))?;
     Ok(Target::Object(ObjectRef {
         key: decode_key(raw)?,
         bucket,
@@ -254,7 +257,7 @@ pub fn decode_key(raw: &str) -> Result<String> {
     percent_encoding::percent_decode_str(&spaced)
         .decode_utf8()
         .map(|k| k.into_owned())
-        .map_err(|e| Error::Config(format!("event: key {raw:?} is not UTF-8 once decoded: {e}")))
+        .map_err(|e| Error::Event(format!("key {raw:?} is not UTF-8 once decoded: {e}")))
 }
 
 #[cfg(test)]

@@ -100,9 +100,16 @@ fn fails(faults: Faults, n: u64) -> bool {
 }
 
 fn injected(op: &'static str, n: u64) -> object_store::Error {
+    // As object_store's HTTP client reports a connection reset mid-call.
     object_store::Error::Generic {
         store: "FaultyStore",
-        source: format!("injected fault: {op}, call {n}").into(),
+        source: Box::new(object_store::client::HttpError::new(
+            object_store::client::HttpErrorKind::Interrupted,
+            std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                format!("injected fault: {op}, call {n}"),
+            ),
+        )),
     }
 }
 

@@ -12,8 +12,6 @@
 //! - New columns are added with `UpdateTable`; a changed type is refused,
 //!   naming the column ([`crate::catalog::evolve`]).
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use aws_sdk_glue::Client;
 use aws_sdk_glue::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -438,7 +436,9 @@ impl Catalog for GlueCatalog {
                 .set_storage_descriptor(p.storage_descriptor().cloned())
                 .set_parameters(Some(parameters))
                 .build();
-            let r = retry(&format!("updating {what}"), || {
+            // A conflict comes back at once: the loop reads the partition
+            // again rather than sending the stale input again.
+            let r = retry_with(&format!("updating {what}"), true, || {
                 self.client
                     .update_partition()
                     .database_name(&self.database)
@@ -595,14 +595,8 @@ where
                 DisplayErrorContext(&err)
             )));
         }
-        let cap = (100u64 << attempt.min(6)).min(5_000);
-        // Full jitter between half the cap and the cap, from the clock's nanoseconds.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| u64::from(d.subsec_nanos()))
-            .unwrap_or(0);
-        let wait = cap / 2 + nanos % (cap / 2 + 1);
-        tracing::warn!(what, attempt, wait_ms = wait, code = ?code, "retrying a Glue call");
-        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let wait = crate::retry::backoff(attempt);
+        tracing::warn!(what, attempt, wait_ms = wait.as_millis() as u64, code = ?code, "retrying a Glue call");
+        tokio::time::sleep(wait).await;
     }
 }

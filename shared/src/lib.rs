@@ -19,19 +19,27 @@
 //! - [`pipeline`]: all of it for a whole input, chunks in parallel;
 //! - [`compact`]: small files of a partition merged into large ones, crash-safely;
 //! - [`query`]: SQL over the lake's tables;
-//! - [`generate`]: deterministic sample data;
-//! - [`fault`]: a store wrapper that fails chosen calls, for fault-injection tests.
+//!
+//! With the `testing` feature (for tests and the fuzzers only, never in a
+//! function binary): [`fault`], a store wrapper that fails chosen calls, and
+//! [`fuzz`], the fuzz targets' bodies and properties; also
+//! `catalog::contract`, the suite every catalog implementation passes.
 
 pub mod catalog;
 pub mod commit;
 pub mod compact;
 pub mod config;
+pub mod connect;
 pub mod error;
 pub mod event;
+#[cfg(any(test, feature = "testing"))]
 pub mod fault;
+#[cfg(any(test, feature = "testing"))]
 pub mod fuzz;
-pub mod generate;
 pub mod glue;
+pub mod layout;
+pub mod lease;
+pub mod messages;
 pub mod partition;
 pub mod pipeline;
 pub mod plan;

@@ -130,7 +130,7 @@ impl Splitter {
         let mut key_indices = Vec::new();
         for k in keys {
             key_indices.push(schema.index_of(k).map_err(|_| {
-                Error::Catalog(format!("partition column '{k}' is not in the data"))
+                Error::Partition(format!("partition column '{k}' is not in the data"))
             })?);
         }
         let data_indices: Vec<usize> = (0..schema.fields().len())
@@ -139,7 +139,7 @@ impl Splitter {
         let data_schema = std::sync::Arc::new(
             schema
                 .project(&data_indices)
-                .map_err(|e| Error::Catalog(e.to_string()))?,
+                .map_err(|e| Error::Partition(e.to_string()))?,
         );
         let converter = if keys.is_empty() {
             None
@@ -151,7 +151,7 @@ impl Splitter {
                         .map(|&i| SortField::new(schema.field(i).data_type().clone()))
                         .collect(),
                 )
-                .map_err(|e| Error::Catalog(e.to_string()))?,
+                .map_err(|e| Error::Partition(e.to_string()))?,
             )
         };
         Ok(Splitter {
@@ -193,7 +193,7 @@ impl Splitter {
                     batch: slice
                         .batch
                         .project(&self.data_indices)
-                        .map_err(|e| Error::Catalog(format!("splitting by partition: {e}")))?,
+                        .map_err(|e| Error::Partition(e.to_string()))?,
                 }),
                 Some(reason) => out.refused.push(RefusedSlice {
                     reason,
@@ -215,7 +215,7 @@ impl Splitter {
                     batch: s
                         .batch
                         .project(data_indices)
-                        .map_err(|e| Error::Catalog(format!("splitting by partition: {e}")))?,
+                        .map_err(|e| Error::Partition(e.to_string()))?,
                 })
             })
             .collect()
@@ -223,8 +223,7 @@ impl Splitter {
 
     /// Group rows by partition values; the slices keep every column.
     fn split_rows(&self, batch: &RecordBatch) -> Result<Vec<PartitionSlice>> {
-        let err =
-            |e: arrow::error::ArrowError| Error::Catalog(format!("splitting by partition: {e}"));
+        let err = |e: arrow::error::ArrowError| Error::Partition(e.to_string());
         let data = batch;
         let Some(converter) = &self.converter else {
             return Ok(vec![PartitionSlice {

@@ -4,19 +4,17 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
 use tokio::sync::mpsc;
 
 use crate::catalog::{Catalog, register_commit};
-use crate::commit::{
-    ColumnDef, CommitRecord, QUARANTINE_DIR, SourceInfo, chunk_id, column_defs, schema_fingerprint,
-};
+use crate::commit::{ColumnDef, CommitRecord, chunk_id, column_defs, schema_fingerprint};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Codec, Column, ColumnType, Format, Pipeline, Table, UnknownFields};
@@ -57,6 +55,24 @@ pub struct RunOptions {
     /// Chunk size in bytes.
     pub chunk_size: u64,
     pub read: ReadOptions,
+    /// Stop starting chunks after the first failure (chunks already running
+    /// still finish) and return that error. Off: every other chunk runs to its
+    /// commit and the failures are listed in [`Summary::failed`].
+    pub fail_fast: bool,
+}
+
+/// A file, or one chunk of it, that could not be loaded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedChunk {
+    pub table: String,
+    /// The source file's URL.
+    pub file: String,
+    /// The chunk's index, or `None` when the file could not even be cut into chunks.
+    pub chunk: Option<u32>,
+    /// The error, as one line (it names the file).
+    pub error: String,
+    /// Whether running again later can succeed (a storage or service failure).
+    pub retryable: bool,
 }
 
 /// What a run did.
@@ -81,6 +97,9 @@ pub struct Summary {
     pub chunks_replaced: u64,
     /// Objects under the input that no table claims.
     pub unmatched: Vec<String>,
+    /// Chunks (or whole files) that failed, in file and chunk order; every
+    /// other chunk ran to its commit.
+    pub failed: Vec<FailedChunk>,
 }
 
 /// A table with its checked transform: everything needed to process its chunks.
@@ -119,9 +138,7 @@ impl PreparedTable {
     }
 }
 
-/// Where the columns a table gained by evolution are kept, under the lake
-/// root: `<dir>/<table>.json`.
-pub const SCHEMAS_DIR: &str = "_sluice/schemas";
+use crate::layout::{QUARANTINE_DIR, SCHEMAS_DIR};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct EvolvedColumns {
@@ -139,18 +156,9 @@ struct EvolvedColumn {
 /// the order they were added; those the config now declares are left out.
 pub async fn evolved_columns(lake: &Location, table: &Table) -> Result<Vec<Column>> {
     let path = lake.child(&format!("{SCHEMAS_DIR}/{}.json", table.name))?;
-    let bytes = match lake.store.get(&path).await {
-        Ok(r) => r.bytes().await?,
-        Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
+    let Some(file) = lake.get_json::<EvolvedColumns>(&path).await? else {
+        return Ok(Vec::new());
     };
-    let file: EvolvedColumns = serde_json::from_slice(&bytes).map_err(|e| {
-        Error::Catalog(format!(
-            "table '{}': bad {}: {e}",
-            table.name,
-            lake.url_of(&path)
-        ))
-    })?;
     let mut out = Vec::new();
     for c in file.columns {
         let ty = ColumnType::parse(&c.ty).ok_or_else(|| {
@@ -196,13 +204,7 @@ async fn add_evolved_columns(
             .collect(),
     };
     let path = lake.child(&format!("{SCHEMAS_DIR}/{}.json", table.name))?;
-    lake.store
-        .put(
-            &path,
-            PutPayload::from(serde_json::to_vec_pretty(&file).expect("serializes")),
-        )
-        .await
-        .map_err(|e| Error::write(lake.url_of(&path), e))?;
+    lake.put_json(&path, &file).await?;
     Ok(columns)
 }
 
@@ -239,73 +241,6 @@ pub struct ChunkTask {
     pub chunks: usize,
 }
 
-/// A chunk task as it travels between functions: an SQS message body, a
-/// line of a Step Functions manifest, a Map item. Small (a few hundred bytes).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TaskSpec {
-    pub table: String,
-    pub source: SourceInfo,
-    pub chunk: Chunk,
-    /// How many chunks the source object was cut into.
-    pub chunks: usize,
-}
-
-impl ChunkTask {
-    /// The message form of this task.
-    pub fn spec(&self, chunks: usize) -> TaskSpec {
-        TaskSpec {
-            table: self.table.clone(),
-            source: SourceInfo {
-                url: self.object.url.clone(),
-                size: self.object.size,
-                e_tag: self.object.e_tag.clone(),
-                version: self.object.version.clone(),
-                modified: self.object.modified.clone(),
-            },
-            chunk: self.chunk,
-            chunks,
-        }
-    }
-}
-
-impl TaskSpec {
-    /// Where this task's commit record is written, relative to the lake root.
-    pub fn commit_path(&self) -> String {
-        CommitRecord::path(&self.table, &chunk_id(&self.source, &self.chunk))
-    }
-
-    /// The task again, reading from `input` (the source must lie under it).
-    pub fn resolve(&self, input: &Location) -> Result<ChunkTask> {
-        let relative = self
-            .source
-            .url
-            .strip_prefix(&input.url)
-            .and_then(|r| r.strip_prefix('/'))
-            .filter(|r| !r.is_empty())
-            .ok_or_else(|| {
-                Error::Config(format!(
-                    "task for table '{}': {} is not under the input root {}",
-                    self.table, self.source.url, input.url
-                ))
-            })?;
-        Ok(ChunkTask {
-            table: self.table.clone(),
-            object: SourceObject {
-                store: input.store.clone(),
-                path: input.child(relative)?,
-                url: self.source.url.clone(),
-                size: self.source.size,
-                e_tag: self.source.e_tag.clone(),
-                version: self.source.version.clone(),
-                modified: self.source.modified.clone(),
-            },
-            chunk: self.chunk,
-            chunks: self.chunks,
-        })
-    }
-}
-
 /// Whether a path (relative to the input root) is hidden: a segment starting
 /// with `.` or `_` (`_SUCCESS`, `.tmp/`), as Hive and Spark treat them.
 pub fn hidden(relative: &str) -> bool {
@@ -329,7 +264,7 @@ pub async fn discover(
     let mut listing = input.store.list(prefix);
     let mut seen = HashSet::new();
     while let Some(meta) = listing.next().await {
-        let meta = meta.map_err(|e| Error::read(&input.url, e))?;
+        let meta = meta.map_err(|e| Error::read(format!("{} (listing)", input.url), e))?;
         let relative = input.relative(&meta.location);
         if hidden(&relative) || !seen.insert(meta.location.clone()) {
             continue;
@@ -404,59 +339,105 @@ pub async fn process_chunk(
 ) -> Result<CommitRecord> {
     let prepared = engine
         .table(&task.table)
-        .ok_or_else(|| Error::Config(format!("no table '{}' in the pipeline", task.table)))?;
-    let table = &prepared.table;
-    let source = SourceInfo {
-        url: task.object.url.clone(),
-        size: task.object.size,
-        e_tag: task.object.e_tag.clone(),
-        version: task.object.version.clone(),
-        modified: task.object.modified.clone(),
-    };
+        .ok_or_else(|| Error::Event(format!("no table '{}' in the pipeline", task.table)))?;
+    let source = task.object.source_info();
     let id = chunk_id(&source, &task.chunk);
-    let commit_path = lake.child(&CommitRecord::path(&table.name, &id))?;
-    match lake.store.get(&commit_path).await {
-        Ok(r) => {
-            let bytes = r.bytes().await?;
-            let record = CommitRecord::from_json(&bytes, &lake.url_of(&commit_path))?;
+    let record = match already_committed(lake, &prepared.table, &id).await? {
+        Some(record) => {
             counters.chunks_skipped.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
                 object = %source.url,
                 chunk = task.chunk.index,
-                commit = %lake.url_of(&commit_path),
                 "already committed: not processed again"
             );
-            settle(lake, &record, task.chunks, counters).await?;
-            if let Some(catalog) = catalog {
-                register_commit(catalog, &record).await?;
-            }
-            return Ok(record);
+            record
         }
-        Err(object_store::Error::NotFound { .. }) => {}
-        Err(e) => return Err(e.into()),
+        None => {
+            let (current, output) =
+                read_with_evolution(prepared, lake, task, options, counters, &id).await?;
+            let rejected = check_rejected(lake, task, &current.table, &id, &output).await?;
+            counters
+                .rows_rejected
+                .fetch_add(rejected.len() as u64, Ordering::Relaxed);
+            counters
+                .values_discarded
+                .fetch_add(output.stats.values_discarded, Ordering::Relaxed);
+            let quarantine = write_quarantine(lake, &current.table.name, &id, &rejected).await?;
+            let record = CommitRecord {
+                version: 1,
+                table: current.table.name.clone(),
+                source,
+                chunk: task.chunk,
+                chunk_id: id.clone(),
+                schema_fingerprint: schema_fingerprint(&current.columns, &current.partition_keys),
+                columns: current.columns.clone(),
+                partition_keys: current.partition_keys.clone(),
+                files: output.files,
+                rows_in: output.stats.rows,
+                rows_out: output.rows_out,
+                rows_rejected: rejected.len() as u64,
+                values_discarded: output.stats.values_discarded,
+                bytes_in: output.stats.bytes,
+                quarantine,
+                compression: Some(codec_name(current.table.parquet.compression).to_string()),
+            };
+            commit(lake, &record).await?;
+            record
+        }
+    };
+    settle(lake, &record, task.chunks, counters).await?;
+    if let Some(catalog) = catalog {
+        register_commit(catalog, &record).await?;
     }
-    // Under `unknown_fields = "evolve"`, a chunk that finds fields the
-    // table lacks adds them to the table's evolved columns and is read again
-    // with them (its first read's files are removed): once per new field.
+    Ok(record)
+}
+
+/// The commit record of chunk `id` of `table`, if the chunk is committed.
+async fn already_committed(
+    lake: &Location,
+    table: &Table,
+    id: &str,
+) -> Result<Option<CommitRecord>> {
+    let path = lake.child(&CommitRecord::path(&table.name, id))?;
+    match lake.get_bytes(&path).await? {
+        Some(bytes) => Ok(Some(CommitRecord::from_json(&bytes, &lake.url_of(&path))?)),
+        None => Ok(None),
+    }
+}
+
+/// Read, transform and write the chunk. Under `unknown_fields = "evolve"`, a
+/// chunk that finds fields the table lacks adds them to the table's evolved
+/// columns and is read again with them (its first read's files are
+/// removed): once per new field. Returns the table as it was written (with
+/// its evolved columns) and what was written.
+async fn read_with_evolution(
+    prepared: &PreparedTable,
+    lake: &Location,
+    task: &ChunkTask,
+    options: &ReadOptions,
+    counters: &Arc<Counters>,
+    id: &str,
+) -> Result<(PreparedTable, ChunkOutput)> {
+    let table = &prepared.table;
     let mut evolved = if table.contract.unknown_fields == UnknownFields::Evolve {
         evolved_columns(lake, table).await?
     } else {
         Vec::new()
     };
-    let mut widened: Option<PreparedTable> = None;
     let mut rounds = 0;
-    let output = loop {
-        if !evolved.is_empty() {
+    loop {
+        let current = if evolved.is_empty() {
+            prepared.clone()
+        } else {
             let mut t = table.clone();
             t.columns.extend(evolved.iter().cloned());
-            widened = Some(PreparedTable::new(&t).await?);
-        }
-        let current = widened.as_ref().unwrap_or(prepared);
+            PreparedTable::new(&t).await?
+        };
         let mut read = *options;
         read.evolve_room = MAX_EVOLVED_COLUMNS.saturating_sub(evolved.len());
-        let output = write_chunk(current, lake, task, &read, counters, &id).await?;
+        let output = write_chunk(&current, lake, task, &read, counters, id).await?;
         if output.stats.discovered.is_empty() {
-            break output;
+            return Ok((current, output));
         }
         rounds += 1;
         if rounds > 2 {
@@ -469,94 +450,79 @@ pub async fn process_chunk(
             ));
         }
         evolved = add_evolved_columns(lake, table, &output.stats.discovered).await?;
-    };
-    let current = widened.as_ref().unwrap_or(prepared);
-    let ChunkOutput {
-        stats,
-        rows_out,
-        files,
-        refused,
-    } = output;
-    let mut rejected = stats.rejected;
-    rejected.extend(refused);
-    if let Some(e) = too_many_rejected(table, &task.object.url, &rejected, stats.rows, true) {
-        abandon(
-            lake,
-            &id,
-            &table.name,
-            files.iter().map(|f| f.path.clone()).collect(),
-        )
-        .await;
+    }
+}
+
+/// Every record the chunk rejected (at reading, and rows refused after the
+/// transform), or the error that fails the chunk when they are too many (its
+/// files are then removed).
+async fn check_rejected(
+    lake: &Location,
+    task: &ChunkTask,
+    table: &Table,
+    id: &str,
+    output: &ChunkOutput,
+) -> Result<Vec<QuarantineEntry>> {
+    let mut rejected = output.stats.rejected.clone();
+    rejected.extend(output.refused.iter().cloned());
+    if let Some(e) = too_many_rejected(table, &task.object.url, &rejected, output.stats.rows, true)
+    {
+        let paths = output.files.iter().map(|f| f.path.clone()).collect();
+        abandon(lake, id, &table.name, paths).await;
         return Err(e);
     }
-    let rows_rejected = rejected.len() as u64;
-    counters
-        .rows_rejected
-        .fetch_add(rows_rejected, Ordering::Relaxed);
-    counters
-        .values_discarded
-        .fetch_add(stats.values_discarded, Ordering::Relaxed);
-    let quarantine = if rejected.is_empty() {
-        None
-    } else {
-        let relative = format!("{QUARANTINE_DIR}/{}/{id}.jsonl", table.name);
-        let mut body = Vec::new();
-        for entry in &rejected {
-            serde_json::to_writer(&mut body, entry).expect("entries serialize");
-            body.push(b'\n');
-        }
-        let path = lake.child(&relative)?;
-        lake.store
-            .put(&path, PutPayload::from(body))
-            .await
-            .map_err(|e| Error::write(lake.url_of(&path), e))?;
-        Some(relative)
-    };
+    Ok(rejected)
+}
 
-    let record = CommitRecord {
-        version: 1,
-        table: table.name.clone(),
-        source,
-        chunk: task.chunk,
-        chunk_id: id.clone(),
-        schema_fingerprint: schema_fingerprint(&current.columns, &current.partition_keys),
-        columns: current.columns.clone(),
-        partition_keys: current.partition_keys.clone(),
-        files,
-        rows_in: stats.rows,
-        rows_out,
-        rows_rejected,
-        values_discarded: stats.values_discarded,
-        bytes_in: stats.bytes,
-        quarantine,
-        compression: Some(codec_name(table.parquet.compression).to_string()),
-    };
-    // A previous run of this chunk may have rolled files differently: remove
-    // the files it listed that this run did not write again.
-    if let Ok(previous) = lake.store.get(&commit_path).await {
-        let bytes = previous.bytes().await?;
-        if let Ok(old) = CommitRecord::from_json(&bytes, commit_path.as_ref()) {
-            for f in old.files {
-                if !record.files.iter().any(|n| n.path == f.path) {
-                    let _ = lake.store.delete(&lake.child(&f.path)?).await;
-                }
+/// Write the rejected records to `_quarantine/<table>/<chunk id>.jsonl`, one
+/// JSON entry a line; returns the path relative to the lake, if any.
+async fn write_quarantine(
+    lake: &Location,
+    table: &str,
+    id: &str,
+    rejected: &[QuarantineEntry],
+) -> Result<Option<String>> {
+    if rejected.is_empty() {
+        return Ok(None);
+    }
+    let relative = format!("{QUARANTINE_DIR}/{table}/{id}.jsonl");
+    let mut body = Vec::new();
+    for entry in rejected {
+        serde_json::to_writer(&mut body, entry).expect("entries serialize");
+        body.push(b'\n');
+    }
+    let path = lake.child(&relative)?;
+    lake.store
+        .put(&path, PutPayload::from(body))
+        .await
+        .map_err(|e| Error::write(lake.url_of(&path), e))?;
+    Ok(Some(relative))
+}
+
+/// Write the chunk's commit record, after removing what an earlier run of the
+/// same chunk wrote and this one did not (it may have rolled files
+/// differently, or quarantined records this one did not).
+async fn commit(lake: &Location, record: &CommitRecord) -> Result<()> {
+    let commit_path = lake.child(&CommitRecord::path(&record.table, &record.chunk_id))?;
+    if let Ok(Some(bytes)) = lake.get_bytes(&commit_path).await
+        && let Ok(old) = CommitRecord::from_json(&bytes, commit_path.as_ref())
+    {
+        for f in old.files {
+            if !record.files.iter().any(|n| n.path == f.path) {
+                let _ = lake.store.delete(&lake.child(&f.path)?).await;
             }
-            if let Some(q) = old.quarantine
-                && record.quarantine.is_none()
-            {
-                let _ = lake.store.delete(&lake.child(&q)?).await;
-            }
+        }
+        if let Some(q) = old.quarantine
+            && record.quarantine.is_none()
+        {
+            let _ = lake.store.delete(&lake.child(&q)?).await;
         }
     }
     lake.store
         .put(&commit_path, PutPayload::from(record.to_json()))
         .await
         .map_err(|e| Error::write(lake.url_of(&commit_path), e))?;
-    settle(lake, &record, task.chunks, counters).await?;
-    if let Some(catalog) = catalog {
-        register_commit(catalog, &record).await?;
-    }
-    Ok(record)
+    Ok(())
 }
 
 /// Record a committed chunk in its source's ledger, and retire the rows of
@@ -772,7 +738,17 @@ pub async fn run(
     for (table, object) in &objects {
         let table = &engine.table(table).expect("discovered for a table").table;
         summary.bytes_in += object.size;
-        tasks.extend(plan_object(table, object, options.chunk_size).await?);
+        match plan_object(table, object, options.chunk_size).await {
+            Ok(planned) => tasks.extend(planned),
+            Err(e) if options.fail_fast => return Err(e),
+            Err(e) => summary.failed.push(FailedChunk {
+                table: table.name.clone(),
+                file: object.url.clone(),
+                chunk: None,
+                error: crate::error::describe(&e),
+                retryable: e.is_retryable(),
+            }),
+        }
     }
     counters
         .chunks_total
@@ -781,39 +757,78 @@ pub async fn run(
         .bytes_total
         .store(summary.bytes_in, Ordering::Relaxed);
     summary.chunks = tasks.len() as u64;
-    let records: Vec<CommitRecord> = futures::stream::iter(tasks)
+    // Every chunk is its own task and runs to its end: a failure never
+    // cancels another chunk half way (that left a random share of the good
+    // files' rows behind). Under `fail_fast` no chunk is started after the
+    // first failure.
+    let stop = Arc::new(AtomicBool::new(false));
+    let outcomes: Vec<(ChunkTask, Result<CommitRecord>)> = futures::stream::iter(tasks)
+        .take_while(|_| futures::future::ready(!(options.fail_fast && stop.load(Ordering::SeqCst))))
         .map(|task| {
-            let (engine, lake, catalog, counters) = (
+            let (engine, lake, catalog, counters, stop) = (
                 engine.clone(),
                 lake.clone(),
                 catalog.clone(),
                 counters.clone(),
+                stop.clone(),
             );
             let read = options.read;
-            tokio::spawn(async move {
-                let r = process_chunk(
-                    &engine,
-                    &lake,
-                    Some(catalog.as_ref()),
-                    &task,
-                    &read,
-                    &counters,
-                )
-                .await;
+            async move {
+                let handle = {
+                    let (task, counters) = (task.clone(), counters.clone());
+                    tokio::spawn(async move {
+                        process_chunk(
+                            &engine,
+                            &lake,
+                            Some(catalog.as_ref()),
+                            &task,
+                            &read,
+                            &counters,
+                        )
+                        .await
+                    })
+                };
+                let r = handle.await.unwrap_or_else(|e| {
+                    Err(Error::Unavailable(format!(
+                        "the task of chunk {} of {} panicked or was cancelled: {e}",
+                        task.chunk.index, task.object.url
+                    )))
+                });
+                if r.is_err() {
+                    stop.store(true, Ordering::SeqCst);
+                }
                 counters.chunks_done.fetch_add(1, Ordering::Relaxed);
-                r
-            })
+                (task, r)
+            }
         })
         .buffer_unordered(options.workers.max(1))
-        .map(|joined| {
-            joined.unwrap_or_else(|e| {
-                Err(Error::Unavailable(format!(
-                    "a chunk task panicked or was cancelled: {e}"
-                )))
-            })
-        })
-        .try_collect()
-        .await?;
+        .collect()
+        .await;
+    let mut records = Vec::new();
+    let mut first_error = None;
+    for (task, outcome) in outcomes {
+        match outcome {
+            Ok(record) => records.push(record),
+            Err(e) => {
+                summary.failed.push(FailedChunk {
+                    table: task.table.clone(),
+                    file: task.object.url.clone(),
+                    chunk: Some(task.chunk.index),
+                    error: crate::error::describe(&e),
+                    retryable: e.is_retryable(),
+                });
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if options.fail_fast
+        && let Some(e) = first_error
+    {
+        return Err(e);
+    }
+    summary
+        .failed
+        .sort_by(|a, b| (&a.file, a.chunk).cmp(&(&b.file, b.chunk)));
     let mut partitions = HashSet::new();
     for r in &records {
         summary.rows_in += r.rows_in;

@@ -28,36 +28,133 @@ use object_store::{
 /// Attempts of a call, the first included.
 const ATTEMPTS: u32 = 5;
 
-/// Whether an error is worth another attempt: a transport failure or a server
-/// error, not an answer about the object (missing, exists, precondition).
-pub fn transient(e: &object_store::Error) -> bool {
-    let object_store::Error::Generic { source, .. } = e else {
-        return false;
-    };
-    let text = source.to_string().to_ascii_lowercase();
-    [
-        "body error",
-        "error reading a body",
-        "end of file",
-        "connection",
-        "timed out",
-        "timeout",
-        "slowdown",
-        "internalerror",
-        "service unavailable",
-        "reset",
-        "broken pipe",
-        "error sending request",
-        "server error",
-        "503",
-        "500",
-    ]
-    .iter()
-    .any(|s| text.contains(s))
+/// What an error's cause says about trying again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A transport failure, a timeout, throttling or a server error: the same
+    /// call can succeed later.
+    Transient,
+    /// An answer: the object is missing, exists, is forbidden, the request is
+    /// malformed. The same call gets the same answer.
+    Permanent,
+    /// Nothing in the cause says either.
+    Unknown,
 }
 
-/// The wait before attempt `attempt + 1`: up to 100 ms × 2^attempt, capped at 5 s, full jitter.
-fn backoff(attempt: u32) -> Duration {
+/// Whether an error is worth another attempt, decided from its cause: the
+/// chain of `source()`s is walked and the first error that says is believed.
+/// `object_store`'s error variants and its HTTP client's [`HttpErrorKind`],
+/// and I/O error kinds, are read from their types. Two things `object_store`
+/// gives only as text, and only those, are read from the text, here and
+/// nowhere else ([`verdict_from_text`]): the HTTP status of a failed request,
+/// and the S3 error code of an error returned in a 200 response.
+///
+/// [`HttpErrorKind`]: object_store::client::HttpErrorKind
+pub fn classify(e: &(dyn std::error::Error + 'static)) -> Verdict {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        let verdict = verdict_of(c);
+        if verdict != Verdict::Unknown {
+            return verdict;
+        }
+        cause = c.source();
+    }
+    Verdict::Unknown
+}
+
+/// What one error in a chain says on its own.
+fn verdict_of(e: &(dyn std::error::Error + 'static)) -> Verdict {
+    use object_store::client::{HttpError, HttpErrorKind};
+    if let Some(e) = e.downcast_ref::<object_store::Error>() {
+        return match e {
+            object_store::Error::NotFound { .. }
+            | object_store::Error::AlreadyExists { .. }
+            | object_store::Error::Precondition { .. }
+            | object_store::Error::NotModified { .. }
+            | object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }
+            | object_store::Error::InvalidPath { .. }
+            | object_store::Error::NotSupported { .. }
+            | object_store::Error::NotImplemented { .. }
+            | object_store::Error::UnknownConfigurationKey { .. } => Verdict::Permanent,
+            // The source says.
+            _ => Verdict::Unknown,
+        };
+    }
+    if let Some(e) = e.downcast_ref::<HttpError>() {
+        return match e.kind() {
+            HttpErrorKind::Connect
+            | HttpErrorKind::Request
+            | HttpErrorKind::Timeout
+            | HttpErrorKind::Interrupted
+            // A body that cannot be decoded is, from S3, a body cut short.
+            | HttpErrorKind::Decode => Verdict::Transient,
+            _ => Verdict::Unknown,
+        };
+    }
+    if let Some(e) = e.downcast_ref::<std::io::Error>() {
+        use std::io::ErrorKind as K;
+        return match e.kind() {
+            K::ConnectionReset
+            | K::ConnectionAborted
+            | K::ConnectionRefused
+            | K::BrokenPipe
+            | K::UnexpectedEof
+            | K::TimedOut
+            | K::Interrupted
+            | K::WouldBlock => Verdict::Transient,
+            K::NotFound | K::PermissionDenied | K::InvalidInput | K::InvalidData => {
+                Verdict::Permanent
+            }
+            _ => Verdict::Unknown,
+        };
+    }
+    if e.source().is_none() {
+        // The innermost error: what its text says of a status or an S3 code.
+        return verdict_from_text(&e.to_string());
+    }
+    Verdict::Unknown
+}
+
+/// The verdict of an error message that carries an HTTP status (object_store
+/// prints `status code: 503 Service Unavailable`) or an S3 error code in an
+/// XML body (`<Code>SlowDown</Code>`, as S3 answers a 200 to a multipart
+/// completion that failed). Anything else is [`Verdict::Unknown`].
+pub fn verdict_from_text(text: &str) -> Verdict {
+    const TRANSIENT_CODES: [&str; 5] = [
+        "<Code>SlowDown</Code>",
+        "<Code>InternalError</Code>",
+        "<Code>ServiceUnavailable</Code>",
+        "<Code>RequestTimeout</Code>",
+        "<Code>RequestTimeTooSkewed</Code>",
+    ];
+    if TRANSIENT_CODES.iter().any(|c| text.contains(c)) {
+        return Verdict::Transient;
+    }
+    if let Some(at) = text.find("status code: ") {
+        let digits: String = text[at + 13..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
+        return match digits.parse::<u16>() {
+            Ok(408 | 429) | Ok(500..=599) => Verdict::Transient,
+            Ok(400..=499) => Verdict::Permanent,
+            _ => Verdict::Unknown,
+        };
+    }
+    Verdict::Unknown
+}
+
+/// Whether a storage error is worth another attempt now: its cause says it is
+/// transient ([`classify`]).
+pub fn transient(e: &object_store::Error) -> bool {
+    classify(e) == Verdict::Transient
+}
+
+/// The wait before attempt `attempt + 1`, for every retry loop of Sluice
+/// (storage, Glue, SQS): between half and all of 100 ms × 2^attempt, capped
+/// at 5 s (jitter, so that writers that failed together do not retry together).
+pub fn backoff(attempt: u32) -> Duration {
     let cap = (100u64 << attempt.min(6)).min(5_000);
     Duration::from_millis(rand::random_range(cap / 2..=cap))
 }
@@ -171,14 +268,9 @@ impl ObjectStore for RetryStore {
                                 )
                                 .collect()
                                 .await;
-                            match out
-                                .iter()
-                                .find_map(|r| r.as_ref().err().filter(|e| transient(e)))
-                            {
-                                Some(e) => Err(object_store::Error::Generic {
-                                    store: "RetryStore",
-                                    source: e.to_string().into(),
-                                }),
+                            let mut out = out;
+                            match out.iter().position(|r| r.as_ref().is_err_and(transient)) {
+                                Some(i) => Err(out.swap_remove(i).expect_err("an error")),
                                 None => Ok(out),
                             }
                         }
@@ -278,11 +370,16 @@ mod tests {
     }
 
     fn body_error() -> object_store::Error {
+        // What object_store's HTTP client gives for a body cut short.
         object_store::Error::Generic {
             store: "Flaky",
-            source:
-                "error reading a body from connection: end of file before message length reached"
-                    .into(),
+            source: Box::new(object_store::client::HttpError::new(
+                object_store::client::HttpErrorKind::Request,
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "error reading a body from connection: end of file before message length reached",
+                ),
+            )),
         }
     }
 
@@ -364,5 +461,110 @@ mod tests {
             store.get(&Path::from("zz")).await,
             Err(object_store::Error::NotFound { .. })
         ));
+    }
+
+    #[test]
+    fn each_text_pattern_gives_its_verdict() {
+        let cases = [
+            (
+                "Server returned non-2xx status code: 503 Service Unavailable: ",
+                Verdict::Transient,
+            ),
+            (
+                "Server returned non-2xx status code: 500 Internal Server Error: ",
+                Verdict::Transient,
+            ),
+            (
+                "Server returned non-2xx status code: 429 Too Many Requests: ",
+                Verdict::Transient,
+            ),
+            (
+                "Server returned non-2xx status code: 408 Request Timeout: ",
+                Verdict::Transient,
+            ),
+            (
+                "Server returned non-2xx status code: 400 Bad Request: ",
+                Verdict::Permanent,
+            ),
+            (
+                "Server returned non-2xx status code: 403 Forbidden: ",
+                Verdict::Permanent,
+            ),
+            (
+                "Server returned error response: <Error><Code>SlowDown</Code></Error>",
+                Verdict::Transient,
+            ),
+            (
+                "Server returned error response: <Error><Code>InternalError</Code></Error>",
+                Verdict::Transient,
+            ),
+            (
+                "Server returned error response: <Error><Code>ServiceUnavailable</Code></Error>",
+                Verdict::Transient,
+            ),
+            (
+                "Server returned error response: <Error><Code>RequestTimeout</Code></Error>",
+                Verdict::Transient,
+            ),
+            (
+                "Server returned error response: <Error><Code>RequestTimeTooSkewed</Code></Error>",
+                Verdict::Transient,
+            ),
+            (
+                "Server returned error response: <Error><Code>AccessDenied</Code></Error>",
+                Verdict::Unknown,
+            ),
+            ("invalid gzip header", Verdict::Unknown),
+            // A 503 in a value is not a status.
+            ("record 503: not an integer", Verdict::Unknown),
+        ];
+        for (text, want) in cases {
+            assert_eq!(verdict_from_text(text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn causes_are_read_from_their_types() {
+        use object_store::client::{HttpError, HttpErrorKind};
+        let generic =
+            |source: Box<dyn std::error::Error + Send + Sync>| object_store::Error::Generic {
+                store: "S3",
+                source,
+            };
+        let io = |k| std::io::Error::from(k);
+        for kind in [
+            HttpErrorKind::Connect,
+            HttpErrorKind::Request,
+            HttpErrorKind::Timeout,
+            HttpErrorKind::Interrupted,
+            HttpErrorKind::Decode,
+        ] {
+            let e = generic(Box::new(HttpError::new(
+                kind,
+                io(std::io::ErrorKind::Other),
+            )));
+            assert!(transient(&e), "{kind:?}");
+        }
+        assert!(transient(&generic(Box::new(io(
+            std::io::ErrorKind::ConnectionReset
+        )))));
+        assert!(!transient(&generic(Box::new(io(
+            std::io::ErrorKind::PermissionDenied
+        )))));
+        assert!(
+            !transient(&object_store::Error::NotFound {
+                path: "k".into(),
+                source: "Server returned non-2xx status code: 503".into(),
+            }),
+            "the variant is the answer, whatever the text below it"
+        );
+        assert!(!transient(&object_store::Error::PermissionDenied {
+            path: "k".into(),
+            source: "403".into(),
+        }));
+        assert_eq!(
+            classify(&generic("what happened is unknown".into())),
+            Verdict::Unknown
+        );
     }
 }

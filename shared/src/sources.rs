@@ -31,8 +31,7 @@ use crate::compact::{CompactOptions, remove_files};
 use crate::error::{Error, Result};
 use crate::store::Location;
 
-/// Where the ledger lives, under the lake root.
-pub const SOURCES_DIR: &str = "_sluice/sources";
+use crate::layout::SOURCES_DIR;
 
 /// A time as the ledger writes it (RFC 3339, UTC, microseconds).
 pub fn timestamp(t: DateTime<Utc>) -> String {

@@ -50,7 +50,11 @@ impl AwsOptions {
 
     /// The SDK configuration (for Glue and SQS clients).
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        // The SDK retries throttling, transient and server errors of each
+        // call itself (standard mode, jittered backoff); callers retry only
+        // what it cannot see (SQS entries a batch failed, Glue conflicts).
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5));
         if let Some(e) = &self.endpoint {
             loader = loader.endpoint_url(e);
         }
@@ -196,6 +200,41 @@ impl Location {
     /// The full URL of a path in this store.
     pub fn url_of(&self, path: &Path) -> String {
         format!("{}/{}", self.url, self.relative(path))
+    }
+
+    /// The object at `path`, or `None` if there is none. A failure keeps the
+    /// storage error as its cause.
+    pub async fn get_bytes(&self, path: &Path) -> Result<Option<bytes::Bytes>> {
+        let read = async { self.store.get(path).await?.bytes().await };
+        match read.await {
+            Ok(b) => Ok(Some(b)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::read(self.url_of(path), e)),
+        }
+    }
+
+    /// The JSON document at `path`, or `None` if there is none; one that does
+    /// not parse is an error naming the object.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &Path) -> Result<Option<T>> {
+        match self.get_bytes(path).await? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                Error::read(
+                    self.url_of(path),
+                    format!("not the JSON expected here: {e}"),
+                )
+            }),
+        }
+    }
+
+    /// Write `value` as (pretty) JSON to `path`, replacing what is there.
+    pub async fn put_json<T: serde::Serialize>(&self, path: &Path, value: &T) -> Result<()> {
+        let body = serde_json::to_vec_pretty(value).expect("our documents serialize");
+        self.store
+            .put(path, object_store::PutPayload::from(body))
+            .await
+            .map_err(|e| Error::write(self.url_of(path), e))?;
+        Ok(())
     }
 }
 

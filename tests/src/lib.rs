@@ -127,11 +127,17 @@ pub fn files_under(dir: &Path) -> Vec<String> {
     out
 }
 
-/// Per (dt, event_type): rows, sum of price, distinct event ids, sum of user ids,
-/// from the lake (DuckDB, Hive partitioning) and from the raw input (DuckDB's
-/// own JSON reader), plus the lake's row count through pyarrow.
+/// A Python script that compares the example table (`examples/clickstream/sluice.toml`'s
+/// SQL) in `lake` with DuckDB's own reading of the raw files, row for row on
+/// every column: the transform is applied on the DuckDB side (lower(country),
+/// sha256(ip) as hex, the date of event_time as `dt`, rows without an
+/// event_type left out), and the two sides are compared as multisets with
+/// `EXCEPT ALL` both ways. It prints the rows found on one side only (up to
+/// five each, with their counts), per-partition row counts from both sides,
+/// and the lake's row count through pyarrow. `raw_reader` is `read_json` or
+/// `read_csv`. Check its output with [`check_lake_matches_raw`].
 pub fn compare_script(lake: &Path, raw_glob: &str, raw_reader: &str) -> String {
-    let types = "{'event_id':'VARCHAR','event_time':'VARCHAR','user_id':'BIGINT','event_type':'VARCHAR','price':'DECIMAL(10,2)'}";
+    let types = "{'event_id':'VARCHAR','event_time':'VARCHAR','user_id':'BIGINT','session_id':'VARCHAR','event_type':'VARCHAR','page':'VARCHAR','referrer':'VARCHAR','country':'VARCHAR','device':'VARCHAR','ip':'VARCHAR','price':'DECIMAL(10,2)','properties':'VARCHAR'}";
     let source = match raw_reader {
         "read_csv" => format!("read_csv('{raw_glob}', header=true, types={types})"),
         _ => format!("read_json('{raw_glob}', columns={types})"),
@@ -143,36 +149,84 @@ con = duckdb.connect()
 con.sql("SET TimeZone='UTC'")
 lake = {lake:?}
 q = lambda s: [list(map(str, r)) for r in con.sql(s).fetchall()]
-got = q(f"""SELECT CAST(dt AS VARCHAR), event_type, count(*), sum(price), count(DISTINCT event_id), sum(user_id)
-          FROM read_parquet('{{lake}}/clickstream/**/*.parquet', hive_partitioning=true)
-          GROUP BY ALL ORDER BY ALL""")
-want = q("""SELECT CAST(CAST(event_time AS TIMESTAMPTZ) AS DATE)::VARCHAR, event_type, count(*), sum(price), count(DISTINCT event_id), sum(user_id)
-          FROM {source}
-          GROUP BY ALL ORDER BY ALL""")
-hashes = q(f"""SELECT count(*) FROM read_parquet('{{lake}}/clickstream/**/*.parquet', hive_partitioning=true)
-          WHERE length(ip_hash) <> 64 OR country <> lower(country)""")
+# Every column, each side in the same order and the same types; JSON minified.
+con.sql(f"""CREATE TABLE lake_rows AS
+  SELECT event_id, CAST(event_time AS TIMESTAMPTZ) AS event_time, user_id, session_id, page, referrer,
+         country, device, ip_hash, price, json(properties)::VARCHAR AS properties,
+         CAST(dt AS VARCHAR) AS dt, event_type
+  FROM read_parquet('{{lake}}/clickstream/**/*.parquet', hive_partitioning=true)""")
+con.sql("""CREATE TABLE raw_rows AS
+  SELECT event_id, CAST(event_time AS TIMESTAMPTZ) AS event_time, user_id, session_id, page, referrer,
+         lower(country) AS country, device, sha256(ip) AS ip_hash, price, json(properties)::VARCHAR AS properties,
+         CAST(CAST(CAST(event_time AS TIMESTAMPTZ) AS DATE) AS VARCHAR) AS dt, event_type
+  FROM {source}
+  WHERE event_type IS NOT NULL""")
+diff = lambda a, b: q(f"SELECT * FROM (SELECT * FROM {{a}} EXCEPT ALL SELECT * FROM {{b}}) ORDER BY ALL")
+only_lake = diff("lake_rows", "raw_rows")
+only_raw = diff("raw_rows", "lake_rows")
+per_partition = "SELECT dt, event_type, count(*) FROM {{}} GROUP BY ALL ORDER BY ALL"
 table = ds.dataset(f"{{lake}}/clickstream", format="parquet", partitioning="hive").to_table()
-print(json.dumps({{"got": got, "want": want, "bad": hashes[0][0], "pyarrow_rows": table.num_rows,
-                  "columns": table.schema.names}}))
+print(json.dumps({{
+    "only_lake": len(only_lake), "only_lake_rows": only_lake[:5],
+    "only_raw": len(only_raw), "only_raw_rows": only_raw[:5],
+    "lake_rows": q("SELECT count(*) FROM lake_rows")[0][0],
+    "raw_rows": q("SELECT count(*) FROM raw_rows")[0][0],
+    "got": q(per_partition.format("lake_rows")), "want": q(per_partition.format("raw_rows")),
+    "pyarrow_rows": table.num_rows, "columns": table.schema.names}}))
 "#
     )
 }
 
+/// Require that [`compare_script`] found the same rows on both sides: every
+/// row of the raw input, transformed, is in the lake once, on every column,
+/// and nothing else is.
 pub fn check_lake_matches_raw(v: &Value) {
-    let got = v["got"].as_array().unwrap();
-    let want = v["want"].as_array().unwrap();
-    assert!(!want.is_empty());
+    let raw_rows: u64 = v["raw_rows"].as_str().unwrap().parse().unwrap();
+    assert!(raw_rows > 0, "the raw side is empty: {v}");
     assert_eq!(
-        got, want,
-        "per-partition figures differ between the lake and the raw input"
+        (v["only_lake"].as_u64(), v["only_raw"].as_u64()),
+        (Some(0), Some(0)),
+        "the lake and the raw input differ: rows only in the lake: {}, only in the raw input: {}",
+        v["only_lake_rows"],
+        v["only_raw_rows"]
     );
+    assert_eq!(v["got"], v["want"], "per-partition counts");
     assert_eq!(
-        v["bad"], "0",
-        "ip_hash and lower(country) were applied to every row"
+        v["pyarrow_rows"].as_u64().unwrap(),
+        raw_rows,
+        "pyarrow's count"
     );
-    let total: u64 = want
-        .iter()
-        .map(|r| r[2].as_str().unwrap().parse::<u64>().unwrap())
-        .sum();
-    assert_eq!(v["pyarrow_rows"].as_u64().unwrap(), total);
+}
+
+/// Compare two DuckDB queries as multisets of rows (`EXCEPT ALL` both ways),
+/// run in `cwd`; panics naming up to five rows found on one side only. The
+/// queries must give the same columns in the same order and types. Returns
+/// the number of rows on each side (equal when it returns).
+pub fn assert_same_rows(cwd: &Path, got: &str, want: &str) -> u64 {
+    let script = format!(
+        r#"
+import duckdb, json
+con = duckdb.connect()
+con.sql("SET TimeZone='UTC'")
+con.sql({got:?}.join(["CREATE TABLE got AS ", ""]))
+con.sql({want:?}.join(["CREATE TABLE want AS ", ""]))
+q = lambda s: [list(map(str, r)) for r in con.sql(s).fetchall()]
+diff = lambda a, b: q(f"SELECT * FROM (SELECT * FROM {{a}} EXCEPT ALL SELECT * FROM {{b}}) ORDER BY ALL")
+only_got, only_want = diff("got", "want"), diff("want", "got")
+print(json.dumps({{"only_got": len(only_got), "only_got_rows": only_got[:5],
+                  "only_want": len(only_want), "only_want_rows": only_want[:5],
+                  "got": q("SELECT count(*) FROM got")[0][0], "want": q("SELECT count(*) FROM want")[0][0]}}))
+"#
+    );
+    let v = python_json(cwd, &script);
+    assert_eq!(
+        (v["only_got"].as_u64(), v["only_want"].as_u64()),
+        (Some(0), Some(0)),
+        "the rows differ: {} rows only in {got}: {}; {} rows only in {want}: {}",
+        v["only_got"],
+        v["only_got_rows"],
+        v["only_want"],
+        v["only_want_rows"]
+    );
+    v["got"].as_str().unwrap().parse().unwrap()
 }

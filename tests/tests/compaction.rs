@@ -63,6 +63,7 @@ async fn ingest(engine: &Arc<Engine>, input: &Location, lake: &Location) {
         workers: 2,
         chunk_size: 64 * 1024,
         read: ReadOptions::default(),
+        fail_fast: true,
     };
     run(
         engine,

@@ -10,11 +10,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value, json};
 use sluice::commit::SourceInfo;
 use sluice::event::{Target, decode};
-use sluice::pipeline::TaskSpec;
+use sluice::messages::TaskSpec;
+use sluice::messages::{Manifest, ManifestPayload};
 use sluice::plan::Chunk;
-use sluice_functions::catalog::{CatalogResponse, ManifestPayload};
+use sluice_functions::catalog::CatalogResponse;
 use sluice_functions::compactor::{CompactorResponse, ManifestRequest};
-use sluice_functions::planner::{Manifest, PlanResponse};
+use sluice_functions::planner::PlanResponse;
 use sluice_functions::transform::TaskResult;
 use sluice_tests::{python_json, repo_root};
 

@@ -312,19 +312,23 @@ fn errors_are_one_clear_line_naming_table_and_field() {
     one_line(&e);
     assert!(e.contains("partitoin_by"), "{e}");
 
-    // A record that does not fit names the file, where it is, and the field.
+    // A record that does not fit names the file, where it is, and the field:
+    // one line for the failed chunk, then one error line.
     let e = sluice_err(
         root,
         &["run", "--config", &config("partition_by = [\"kind\"]")],
     );
-    one_line(&e);
+    let lines: Vec<&str> = e.trim_end().lines().collect();
+    assert_eq!(lines.len(), 3, "{e}");
+    assert!(lines[0].starts_with("1 of 1 files failed"), "{e}");
     assert!(
-        e.contains("a.jsonl")
-            && e.contains("byte 23")
-            && e.contains("field 'id'")
-            && e.contains("table 't'"),
+        lines[1].contains("a.jsonl chunk 0: ")
+            && lines[1].contains("byte 23")
+            && lines[1].contains("field 'id'")
+            && lines[1].contains("table 't'"),
         "{e}"
     );
+    assert!(lines[2].starts_with("error: 1 of 1 files failed"), "{e}");
     assert!(
         files_under(&root.join("lake/_sluice/commits")).is_empty(),
         "no commit for a failed chunk"

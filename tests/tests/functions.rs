@@ -12,7 +12,7 @@ use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde_json::{Value, json};
-use sluice::pipeline::TaskSpec;
+use sluice::messages::TaskSpec;
 use sluice::store::AwsOptions;
 use sluice_functions::{Deps, Settings, catalog, compactor, planner, transform};
 use sluice_tests::moto::moto;

@@ -14,19 +14,18 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Instant;
 
 use futures::TryStreamExt;
-use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sluice::catalog::{PartitionDef, TableDef, commit_entries};
-use sluice::commit::{COMMITS_DIR, CommitRecord};
+use sluice::commit::CommitRecord;
 use sluice::event::{Target, decode, sqs_messages};
-use sluice::pipeline::TaskSpec;
+use sluice::layout::{COMMITS_DIR, MANIFESTS_DIR};
+use sluice::messages::{Manifest, ManifestPayload, PartitionTask, TaskSpec};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::deps::Deps;
 use crate::error::FunctionError;
 use crate::metrics::{Record, Unit};
-use crate::planner::{MANIFESTS_DIR, Manifest};
 
 /// What the catalog function did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,36 +51,26 @@ pub struct CatalogResponse {
     pub compactions_queued: usize,
 }
 
-/// The backfill workflow's payload: the manifest the planner answered with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ManifestPayload {
-    pub manifest: Manifest,
-}
-
 /// Handle one invocation.
 pub async fn handle(deps: &Deps, event: Value) -> Result<Value, FunctionError> {
     let started = Instant::now();
     if let Some(messages) = sqs_messages(&event) {
-        let mut failed: HashSet<String> = HashSet::new();
-        // (message id, its records)
-        let mut loaded: Vec<(String, Vec<CommitRecord>)> = Vec::new();
         let mut response = CatalogResponse::default();
-        for m in messages {
-            let span = info_span!("sqs_message", message_id = %m.message_id);
-            let result = async {
-                let body = m.json()?;
-                load(deps, &body, &mut response.ignored).await
-            }
-            .instrument(span)
-            .await;
-            match result {
-                Ok(records) => loaded.push((m.message_id, records)),
-                Err(e) => {
-                    warn!(message_id = %m.message_id, error = %e, "message failed");
-                    failed.insert(m.message_id);
-                }
-            }
-        }
+        let (loaded, failed) = crate::for_each_message(messages, "message", |m| async move {
+            let mut ignored = Vec::new();
+            let records = load(deps, &m.json()?, &mut ignored).await?;
+            Ok((records, ignored))
+        })
+        .await;
+        let mut failed: HashSet<String> = failed.into_iter().collect();
+        // (message id, its records)
+        let loaded: Vec<(String, Vec<CommitRecord>)> = loaded
+            .into_iter()
+            .map(|(id, (records, ignored))| {
+                response.ignored.extend(ignored);
+                (id, records)
+            })
+            .collect();
         let all: Vec<&CommitRecord> = loaded.iter().flat_map(|(_, r)| r).collect();
         let (done, errors) = register(deps, &all, &mut response).await;
         for (table, e) in &errors {
@@ -199,12 +188,7 @@ pub async fn manifest_records(
 /// An object of the lake, or `None` if there is none.
 async fn get(deps: &Deps, relative: &str) -> Result<Option<Vec<u8>>, FunctionError> {
     let path = deps.lake.child(relative)?;
-    let read = async { deps.lake.store.get(&path).await?.bytes().await };
-    match read.await {
-        Ok(b) => Ok(Some(b.to_vec())),
-        Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(FunctionError::from(sluice::Error::Store(e))),
-    }
+    Ok(deps.lake.get_bytes(&path).await?.map(|b| b.to_vec()))
 }
 
 /// Read the commit records an (unwrapped) event names.
@@ -312,7 +296,7 @@ async fn queue_compactions(deps: &Deps, records: &[&CommitRecord], registered: &
             }
         };
         if small_files >= deps.compact.min_files {
-            let task = crate::compactor::PartitionTask { table, partition };
+            let task = PartitionTask { table, partition };
             bodies.push(serde_json::to_string(&task).expect("serializes"));
         }
     }

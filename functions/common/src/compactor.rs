@@ -23,21 +23,13 @@ use serde_json::Value;
 use sluice::catalog::{PartitionDef, TableDef};
 use sluice::compact::{CompactOptions, CompactReport, compact_partition};
 use sluice::event::sqs_messages;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, info, info_span};
 
-use crate::catalog::{ManifestPayload, manifest_records};
+use crate::catalog::manifest_records;
 use crate::deps::Deps;
 use crate::error::FunctionError;
 use crate::metrics::{Record, Unit};
-
-/// A partition to compact, as the catalog function queues it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PartitionTask {
-    pub table: String,
-    /// `k=v/...`, as the catalog lists it.
-    pub partition: String,
-}
+use sluice::messages::{ManifestPayload, PartitionTask};
 
 /// A direct request.
 #[derive(Debug, Clone, Deserialize)]
@@ -93,30 +85,21 @@ pub async fn handle(
         "compactor invoked"
     );
     if let Some(messages) = sqs_messages(&event) {
-        let mut failed = Vec::new();
+        let (done, failed) = crate::for_each_message(messages, "compaction", |m| async move {
+            let task: PartitionTask = serde_json::from_value(m.json()?).map_err(|e| {
+                FunctionError::permanent(format!(
+                    "SQS message {}: not a partition task {{\"table\", \"partition\"}}: {e}",
+                    m.message_id
+                ))
+            })?;
+            let table = table_def(deps, &task.table).await?;
+            let p = partition_def(&table, &task.partition)?;
+            one(deps, &table, &p, &deps.compact).await
+        })
+        .await;
         let mut total = CompactorResponse::default();
-        for m in messages {
-            let span = info_span!("sqs_message", message_id = %m.message_id);
-            let result = async {
-                let task: PartitionTask = serde_json::from_value(m.json()?).map_err(|e| {
-                    FunctionError::permanent(format!(
-                        "SQS message {}: not a partition task {{\"table\", \"partition\"}}: {e}",
-                        m.message_id
-                    ))
-                })?;
-                let table = table_def(deps, &task.table).await?;
-                let p = partition_def(&table, &task.partition)?;
-                one(deps, &table, &p, &deps.compact).await
-            }
-            .instrument(span)
-            .await;
-            match result {
-                Ok(r) => total.report.add(&r),
-                Err(e) => {
-                    warn!(message_id = %m.message_id, retryable = e.retryable, error = %e, "compaction failed");
-                    failed.push(m.message_id);
-                }
-            }
+        for (_, r) in &done {
+            total.report.add(r);
         }
         emit(&total, failed.len(), started);
         return Ok(crate::sqs_batch_response(failed));

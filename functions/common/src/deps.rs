@@ -144,7 +144,7 @@ impl Deps {
         })?;
         let input = Location::open_with(&input_root, false, &settings.aws)?;
         let lake = Location::open_with(&pipeline.lake_root, true, &settings.aws)?;
-        let catalog = sluice::catalog::open(&pipeline.catalog, &lake, &settings.aws).await?;
+        let catalog = sluice::connect::catalog(&pipeline.catalog, &lake, &settings.aws).await?;
         let sqs = aws_sdk_sqs::Client::new(&settings.aws.sdk_config().await);
         let engine = Engine::new(pipeline).await?;
         Ok(Deps {

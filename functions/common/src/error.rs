@@ -43,7 +43,7 @@ impl From<sluice::Error> for FunctionError {
     fn from(e: sluice::Error) -> Self {
         FunctionError {
             retryable: e.is_retryable(),
-            message: e.to_string(),
+            message: sluice::error::describe(&e),
         }
     }
 }

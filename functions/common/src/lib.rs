@@ -47,8 +47,40 @@ pub fn sqs_batch_response(failed: impl IntoIterator<Item = String>) -> serde_jso
     serde_json::to_value(response).expect("serializes")
 }
 
+/// Run `each` on every message of an SQS batch, one after the other (so
+/// memory stays that of one message), each in a span naming the message. A
+/// failure is logged with whether it is retryable and costs only its own
+/// message. Returns what each successful message gave, with its id, and the
+/// ids of the failed ones, for [`sqs_batch_response`].
+pub async fn for_each_message<T, F, Fut>(
+    messages: Vec<sluice::event::SqsItem>,
+    what: &'static str,
+    mut each: F,
+) -> (Vec<(String, T)>, Vec<String>)
+where
+    F: FnMut(sluice::event::SqsItem) -> Fut,
+    Fut: std::future::Future<Output = Result<T, FunctionError>>,
+{
+    use tracing::Instrument;
+    let mut done = Vec::new();
+    let mut failed = Vec::new();
+    for m in messages {
+        let id = m.message_id.clone();
+        let span = tracing::info_span!("sqs_message", message_id = %id);
+        match each(m).instrument(span).await {
+            Ok(t) => done.push((id, t)),
+            Err(e) => {
+                tracing::warn!(message_id = %id, retryable = e.retryable, error = %e, "{what} failed");
+                failed.push(id);
+            }
+        }
+    }
+    (done, failed)
+}
+
 /// Send `bodies` to an SQS queue, ten per `SendMessageBatch`, retrying the
-/// entries SQS failed (with backoff); each delayed by `delay_seconds`.
+/// entries SQS failed (with [`sluice::retry::backoff`]; a failed call is
+/// retried by the SDK's own retry configuration); each delayed by `delay_seconds`.
 /// Returns how many were sent.
 pub async fn send_messages(
     sqs: &aws_sdk_sqs::Client,
@@ -92,10 +124,6 @@ pub async fn send_messages(
                     }
                     out.failed().iter().map(|f| f.id().to_string()).collect()
                 }
-                Err(e) if attempt < 6 => {
-                    tracing::warn!(attempt, error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "SendMessageBatch failed; retrying");
-                    pending.iter().map(|(id, _)| id.clone()).collect()
-                }
                 Err(e) => {
                     return Err(FunctionError::retryable(format!(
                         "sending to {queue}: {}",
@@ -113,7 +141,7 @@ pub async fn send_messages(
                 )));
             }
             pending.retain(|(id, _)| failed.contains(id));
-            tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+            tokio::time::sleep(sluice::retry::backoff(attempt)).await;
         }
     }
     Ok(bodies.len())

@@ -16,24 +16,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sluice::event::{ObjectRef, Target, decode, sqs_messages};
-use sluice::pipeline::{TaskSpec, hidden, plan_object};
+use sluice::messages::{Manifest, TaskSpec};
+use sluice::pipeline::{hidden, plan_object};
 use sluice::read::SourceObject;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, info, info_span};
 
 use crate::deps::Deps;
 use crate::error::FunctionError;
 use crate::metrics::{Record, Unit};
-
-/// Where a manifest's tasks were written: the lake-relative path and, for an
-/// S3 lake, the bucket and key a Distributed Map's `ItemReader` reads.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
-    pub url: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bucket: Option<String>,
-    pub key: String,
-    pub tasks: usize,
-}
 
 /// What the planner did with an event.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,8 +48,7 @@ pub struct PlanResponse {
     pub ignored: Vec<String>,
 }
 
-/// Where manifests are written, under the lake root.
-pub const MANIFESTS_DIR: &str = "_sluice/manifests";
+use sluice::layout::MANIFESTS_DIR;
 
 /// At most this many skipped objects are named in an answer, which must stay
 /// small (a Step Functions state holds at most 256 KB).
@@ -69,31 +58,19 @@ pub const LISTED: usize = 50;
 pub async fn handle(deps: &Deps, event: Value) -> Result<Value, FunctionError> {
     let started = Instant::now();
     if let Some(messages) = sqs_messages(&event) {
-        let mut failures = Vec::new();
+        let (done, failures) = crate::for_each_message(messages, "message", |m| async move {
+            let planned = plan_event(deps, &m.json()?).await?;
+            let queued = send(deps, &planned.tasks).await?;
+            Ok((planned, queued))
+        })
+        .await;
         let mut total = PlanResponse::default();
-        for m in messages {
-            let span = info_span!("sqs_message", message_id = %m.message_id);
-            let result = async {
-                let body = m.json()?;
-                let planned = plan_event(deps, &body).await?;
-                let queued = send(deps, &planned.tasks).await?;
-                Ok::<_, FunctionError>((planned, queued))
-            }
-            .instrument(span)
-            .await;
-            match result {
-                Ok((planned, queued)) => {
-                    total.objects += planned.response.objects;
-                    total.tasks += planned.tasks.len();
-                    total.queued += queued;
-                    total.skipped_total += planned.response.skipped_total;
-                    total.ignored.extend(planned.response.ignored);
-                }
-                Err(e) => {
-                    warn!(message_id = %m.message_id, retryable = e.retryable, error = %e, "message failed");
-                    failures.push(m.message_id);
-                }
-            }
+        for (_, (planned, queued)) in done {
+            total.objects += planned.response.objects;
+            total.tasks += planned.tasks.len();
+            total.queued += queued;
+            total.skipped_total += planned.response.skipped_total;
+            total.ignored.extend(planned.response.ignored);
         }
         emit(&total, failures.len(), started);
         return Ok(crate::sqs_batch_response(failures));
@@ -246,7 +223,9 @@ async fn plan_one(deps: &Deps, o: &ObjectRef, planned: &mut Planned) -> Result<(
         let n = tasks.len();
         info!(table = %table.name, bytes = object.size, chunks = n, "planned object");
         planned.response.objects += 1;
-        planned.tasks.extend(tasks.iter().map(|t| t.spec(n)));
+        planned
+            .tasks
+            .extend(tasks.iter().map(|t| TaskSpec::of(t, n)));
         Ok(())
     }
     .instrument(span)

@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sluice::commit::CommitRecord;
 use sluice::event::sqs_messages;
-use sluice::pipeline::{Counters, TaskSpec, process_chunk};
-use tracing::{Instrument, info, info_span, warn};
+use sluice::messages::TaskSpec;
+use sluice::pipeline::{Counters, process_chunk};
+use tracing::{Instrument, info, info_span};
 
 use crate::deps::Deps;
 use crate::error::FunctionError;
@@ -43,20 +44,16 @@ pub struct TaskResult {
 /// Handle one invocation.
 pub async fn handle(deps: &Deps, event: Value) -> Result<Value, FunctionError> {
     if let Some(messages) = sqs_messages(&event) {
-        let mut failed = Vec::new();
-        for m in messages {
-            let result = match serde_json::from_str::<TaskSpec>(&m.body) {
-                Ok(spec) => run(deps, &spec).await,
-                Err(e) => Err(FunctionError::permanent(format!(
+        let (_, failed) = crate::for_each_message(messages, "chunk", |m| async move {
+            let spec = serde_json::from_str::<TaskSpec>(&m.body).map_err(|e| {
+                FunctionError::permanent(format!(
                     "SQS message {}: not a chunk task: {e}",
                     m.message_id
-                ))),
-            };
-            if let Err(e) = result {
-                warn!(message_id = %m.message_id, retryable = e.retryable, error = %e, "chunk failed");
-                failed.push(m.message_id);
-            }
-        }
+                ))
+            })?;
+            run(deps, &spec).await
+        })
+        .await;
         return Ok(crate::sqs_batch_response(failed));
     }
     let spec: TaskSpec = serde_json::from_value(event).map_err(|e| {

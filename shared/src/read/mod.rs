@@ -51,6 +51,20 @@ pub struct SourceObject {
     pub modified: Option<String>,
 }
 
+impl SourceObject {
+    /// What identifies this object's version, as commit records and chunk
+    /// tasks carry it.
+    pub fn source_info(&self) -> crate::commit::SourceInfo {
+        crate::commit::SourceInfo {
+            url: self.url.clone(),
+            size: self.size,
+            e_tag: self.e_tag.clone(),
+            version: self.version.clone(),
+            modified: self.modified.clone(),
+        }
+    }
+}
+
 /// Reader limits.
 #[derive(Debug, Clone, Copy)]
 pub struct ReadOptions {

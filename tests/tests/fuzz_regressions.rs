@@ -9,7 +9,7 @@ use std::path::PathBuf;
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("shared/ is in the repository")
+        .expect("tests/ is in the repository")
         .to_path_buf()
 }
 
