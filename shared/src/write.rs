@@ -310,6 +310,24 @@ impl ChunkWriter {
     }
 }
 
+/// The file name of compaction output `id` in partition folder `folder`
+/// (`part-m<id>-00000.parquet`: `m` is no hex digit, so no chunk's file has
+/// such a name).
+pub fn compaction_output_name(folder: &str, id: &str) -> String {
+    format!("{folder}/part-m{id}-00000.parquet")
+}
+
+/// The id of a compaction output's file name, read back from its path
+/// (`None` for a chunk's file).
+pub fn compaction_output_id(path: &str) -> Option<&str> {
+    path.rsplit('/')
+        .next()?
+        .strip_prefix("part-m")?
+        .strip_suffix(".parquet")?
+        .rsplit_once('-')
+        .map(|(id, _)| id)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
