@@ -44,6 +44,22 @@ pub enum Faults {
     CrashAt(u64),
 }
 
+/// How a failing call fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The call never reaches the store: a connection reset before it was
+    /// sent (transient).
+    Refused,
+    /// A write (put, conditional put, multipart completion, delete) is
+    /// applied by the store and its answer is lost on the way back: the
+    /// caller sees a connection reset. Reads fail as [`FaultKind::Refused`].
+    AnswerLost,
+    /// The store answers with this HTTP status, as `object_store` reports it:
+    /// 403 as `PermissionDenied`, 404 as `NotFound`, any other as a `Generic`
+    /// error whose source prints the status line.
+    Status(u16),
+}
+
 /// Run before a call, given its number.
 pub type Hook = Arc<dyn Fn(u64) -> BoxFuture<'static, ()> + Send + Sync>;
 
@@ -51,6 +67,7 @@ pub type Hook = Arc<dyn Fn(u64) -> BoxFuture<'static, ()> + Send + Sync>;
 pub struct FaultyStore {
     inner: Arc<dyn ObjectStore>,
     faults: Faults,
+    kind: FaultKind,
     hook: Option<Hook>,
     calls: Arc<AtomicU64>,
 }
@@ -60,9 +77,16 @@ impl FaultyStore {
         FaultyStore {
             inner,
             faults,
+            kind: FaultKind::Refused,
             hook: None,
             calls: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Fail the chosen calls this way (by default [`FaultKind::Refused`]).
+    pub fn with_kind(mut self, kind: FaultKind) -> Self {
+        self.kind = kind;
+        self
     }
 
     /// Run `hook` before every call (it sees the call's number).
@@ -87,7 +111,11 @@ impl FaultyStore {
         if let Some(h) = &self.hook {
             h(n).await;
         }
-        if fail { Err(injected(op, n)) } else { Ok(()) }
+        if fail {
+            Err(injected(op, n, self.kind))
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -99,17 +127,37 @@ fn fails(faults: Faults, n: u64) -> bool {
     }
 }
 
-fn injected(op: &'static str, n: u64) -> object_store::Error {
-    // As object_store's HTTP client reports a connection reset mid-call.
-    object_store::Error::Generic {
-        store: "FaultyStore",
-        source: Box::new(object_store::client::HttpError::new(
-            object_store::client::HttpErrorKind::Interrupted,
-            std::io::Error::new(
-                std::io::ErrorKind::ConnectionReset,
-                format!("injected fault: {op}, call {n}"),
-            ),
-        )),
+/// Whether failing call `n` is nevertheless applied by the store: its
+/// answer is lost. Only the first failing call is (after a crash, nothing
+/// more reaches the store).
+fn applied(faults: Faults, kind: FaultKind, n: u64) -> bool {
+    kind == FaultKind::AnswerLost
+        && matches!(faults, Faults::Once(k) | Faults::CrashAt(k) if k == n)
+}
+
+fn injected(op: &'static str, n: u64, kind: FaultKind) -> object_store::Error {
+    let what = format!("injected fault: {op}, call {n}");
+    match kind {
+        // As object_store's HTTP client reports a connection reset mid-call.
+        FaultKind::Refused | FaultKind::AnswerLost => object_store::Error::Generic {
+            store: "FaultyStore",
+            source: Box::new(object_store::client::HttpError::new(
+                object_store::client::HttpErrorKind::Interrupted,
+                std::io::Error::new(std::io::ErrorKind::ConnectionReset, what),
+            )),
+        },
+        FaultKind::Status(403) => object_store::Error::PermissionDenied {
+            path: what.clone(),
+            source: format!("Server returned non-2xx status code: 403 Forbidden: {what}").into(),
+        },
+        FaultKind::Status(404) => object_store::Error::NotFound {
+            path: what.clone(),
+            source: format!("Server returned non-2xx status code: 404 Not Found: {what}").into(),
+        },
+        FaultKind::Status(status) => object_store::Error::Generic {
+            store: "FaultyStore",
+            source: format!("Server returned non-2xx status code: {status}: {what}").into(),
+        },
     }
 }
 
@@ -133,8 +181,17 @@ impl ObjectStore for FaultyStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
-        self.enter("put").await?;
-        self.inner.put_opts(location, payload, opts).await
+        let (n, fail) = self.next();
+        if let Some(h) = &self.hook {
+            h(n).await;
+        }
+        if !fail {
+            return self.inner.put_opts(location, payload, opts).await;
+        }
+        if applied(self.faults, self.kind, n) {
+            let _ = self.inner.put_opts(location, payload, opts).await;
+        }
+        Err(injected("put", n, self.kind))
     }
 
     async fn put_multipart_opts(
@@ -147,6 +204,7 @@ impl ObjectStore for FaultyStore {
         Ok(Box::new(FaultyUpload {
             inner,
             faults: self.faults,
+            kind: self.kind,
             hook: self.hook.clone(),
             calls: self.calls.clone(),
         }))
@@ -167,7 +225,7 @@ impl ObjectStore for FaultyStore {
         locations: BoxStream<'static, Result<Path>>,
     ) -> BoxStream<'static, Result<Path>> {
         let inner = self.inner.clone();
-        let faults = self.faults;
+        let (faults, kind) = (self.faults, self.kind);
         let hook = self.hook.clone();
         let calls = self.calls.clone();
         locations
@@ -181,15 +239,20 @@ impl ObjectStore for FaultyStore {
                     if let Some(h) = &hook {
                         h(n).await;
                     }
-                    if fails(faults, n) {
-                        return Err(injected("delete", n));
+                    let fail = fails(faults, n);
+                    if fail && !applied(faults, kind, n) {
+                        return Err(injected("delete", n, kind));
                     }
                     let mut out = inner
                         .delete_stream(futures::stream::once(async move { Ok(location) }).boxed());
-                    match out.next().await {
+                    let answer = match out.next().await {
                         Some(r) => r,
-                        None => Err(injected("delete (no answer)", n)),
+                        None => Err(injected("delete (no answer)", n, FaultKind::Refused)),
+                    };
+                    if fail {
+                        return Err(injected("delete", n, kind));
                     }
+                    answer
                 }
             })
             .boxed()
@@ -197,6 +260,7 @@ impl ObjectStore for FaultyStore {
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
         let (n, fail) = self.next();
+        let kind = self.kind;
         let hook = self.hook.clone();
         let inner = self.inner.list(prefix);
         futures::stream::once(async move {
@@ -204,7 +268,7 @@ impl ObjectStore for FaultyStore {
                 h(n).await;
             }
             if fail {
-                futures::stream::once(async move { Err(injected("list", n)) }).boxed()
+                futures::stream::once(async move { Err(injected("list", n, kind)) }).boxed()
             } else {
                 inner
             }
@@ -227,6 +291,7 @@ impl ObjectStore for FaultyStore {
 struct FaultyUpload {
     inner: Box<dyn MultipartUpload>,
     faults: Faults,
+    kind: FaultKind,
     hook: Option<Hook>,
     calls: Arc<AtomicU64>,
 }
@@ -248,16 +313,22 @@ impl FaultyUpload {
 impl MultipartUpload for FaultyUpload {
     fn put_part(&mut self, data: PutPayload) -> UploadPart {
         let (n, fail) = self.next();
-        let hook = self.hook.clone();
-        let part = self.inner.put_part(data);
+        let (hook, kind) = (self.hook.clone(), self.kind);
+        // A refused part never reaches the store; a part whose answer is
+        // lost does.
+        let part = (!fail || applied(self.faults, kind, n)).then(|| self.inner.put_part(data));
         async move {
             if let Some(h) = &hook {
                 h(n).await;
             }
-            if fail {
-                return Err(injected("upload part", n));
+            match part {
+                Some(part) if fail => {
+                    let _ = part.await;
+                    Err(injected("upload part", n, kind))
+                }
+                Some(part) => part.await,
+                None => Err(injected("upload part", n, kind)),
             }
-            part.await
         }
         .boxed()
     }
@@ -267,10 +338,13 @@ impl MultipartUpload for FaultyUpload {
         if let Some(h) = &self.hook {
             h(n).await;
         }
-        if fail {
-            return Err(injected("complete multipart upload", n));
+        if !fail {
+            return self.inner.complete().await;
         }
-        self.inner.complete().await
+        if applied(self.faults, self.kind, n) {
+            let _ = self.inner.complete().await;
+        }
+        Err(injected("complete multipart upload", n, self.kind))
     }
 
     async fn abort(&mut self) -> Result<()> {

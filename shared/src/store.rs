@@ -77,17 +77,7 @@ pub async fn read_text(spec: &str, aws: &AwsOptions) -> Result<String> {
             .rsplit_once('/')
             .ok_or_else(|| Error::Config(format!("{spec}: not an object URL")))?;
         let location = Location::open_with(dir, false, aws)?;
-        let path = location.child(name)?;
-        let bytes = location
-            .store
-            .get(&path)
-            .await
-            .map_err(|e| Error::read(spec, e))?
-            .bytes()
-            .await
-            .map_err(|e| Error::read(spec, e))?;
-        return String::from_utf8(bytes.to_vec())
-            .map_err(|e| Error::read(spec, format!("not UTF-8: {e}")));
+        return location.read_text(name).await;
     }
     let path = spec.strip_prefix("file://").unwrap_or(spec);
     std::fs::read_to_string(path).map_err(|e| Error::read(spec, e))
@@ -211,6 +201,16 @@ impl Location {
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(Error::read(self.url_of(path), e)),
         }
+    }
+
+    /// The text of the object `name` under this location (a pipeline file);
+    /// a missing object is an error naming it.
+    pub async fn read_text(&self, name: &str) -> Result<String> {
+        let path = self.child(name)?;
+        let url = self.url_of(&path);
+        let read = async { self.store.get(&path).await?.bytes().await };
+        let bytes = read.await.map_err(|e| Error::read(&url, e))?;
+        String::from_utf8(bytes.to_vec()).map_err(|e| Error::read(&url, format!("not UTF-8: {e}")))
     }
 
     /// The JSON document at `path`, or `None` if there is none; one that does

@@ -17,9 +17,10 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sluice::catalog::{Catalog, LocalCatalog, PartitionDef, TableDef};
 use sluice::compact::{CompactOptions, CompactReport, compact_partition};
 use sluice::config::Pipeline;
-use sluice::fault::{Faults, FaultyStore, Hook};
+use sluice::fault::{FaultKind, Faults, FaultyStore, Hook};
 use sluice::pipeline::{Counters, Engine, RunOptions, run};
 use sluice::read::ReadOptions;
+use sluice::retry::RetryStore;
 use sluice::store::Location;
 use sluice_tests::{check_lake_matches_raw, compare_script, python_json, repo_root, sluice_ok};
 
@@ -258,9 +259,26 @@ async fn a_crash_or_a_failure_at_any_call_loses_and_doubles_nothing() {
         before.files
     );
 
-    for faults in (1..=calls).flat_map(|n| [Faults::CrashAt(n), Faults::Once(n)]) {
+    // Each call crashed at, refused once, applied with its answer lost, and
+    // answered with a 503 (through the retrying store S3 lakes have: retried
+    // in place) or a 403 for good (never retried: a permanent error).
+    let cases = (1..=calls).flat_map(|n| {
+        [
+            (Faults::CrashAt(n), FaultKind::Refused),
+            (Faults::Once(n), FaultKind::Refused),
+            (Faults::Once(n), FaultKind::AnswerLost),
+            (Faults::Once(n), FaultKind::Status(503)),
+            (Faults::CrashAt(n), FaultKind::Status(403)),
+        ]
+    });
+    for (faults, kind) in cases {
         let store = copy_of(&base.store).await;
-        let faulty = lake_on(Arc::new(FaultyStore::new(store.clone(), faults)));
+        let faulty: Arc<dyn ObjectStore> =
+            Arc::new(FaultyStore::new(store.clone(), faults).with_kind(kind));
+        let faulty = match kind {
+            FaultKind::Status(_) => lake_on(Arc::new(RetryStore::new(faulty))),
+            _ => lake_on(faulty),
+        };
         let first = compact_on(
             &faulty,
             &table,
@@ -268,6 +286,17 @@ async fn a_crash_or_a_failure_at_any_call_loses_and_doubles_nothing() {
             &options(Duration::from_secs(60)),
         )
         .await;
+        match kind {
+            FaultKind::Status(503) => {
+                assert!(first.is_ok(), "{faults:?} {kind:?}: not retried: {first:?}")
+            }
+            FaultKind::Status(_) => match &first {
+                Err(e) => assert!(!e.is_retryable(), "{faults:?} {kind:?}: {e}"),
+                Ok(r) => panic!("{faults:?} {kind:?}: a 403 from then on was swallowed: {r:?}"),
+            },
+            _ => {}
+        }
+        let faults = (faults, kind);
         let after = lake_on(store);
         // However it stopped, no row is missing (a reader listing files in the
         // window between an output's upload and its inputs' retirement sees

@@ -12,9 +12,10 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use sluice::config::Pipeline;
-use sluice::fault::{Faults, FaultyStore, Hook};
+use sluice::fault::{FaultKind, Faults, FaultyStore, Hook};
 use sluice::pipeline::{ChunkTask, Counters, Engine, discover, plan_object, process_chunk};
 use sluice::read::ReadOptions;
+use sluice::retry::RetryStore;
 use sluice::store::Location;
 use sluice_tests::repo_root;
 
@@ -190,4 +191,112 @@ async fn a_failing_duplicate_does_not_remove_the_committed_files() {
     assert!(first_done.load(Ordering::SeqCst));
     let got = contents(&store).await;
     assert!(got == clean, "{}", describe(&clean, &got));
+}
+
+/// A store like the S3 lakes' (retrying transient failures in place) over
+/// one that fails call `faults` as `kind`.
+fn failing(
+    store: Arc<dyn ObjectStore>,
+    faults: Faults,
+    kind: FaultKind,
+) -> (Arc<FaultyStore>, Location) {
+    let faulty = Arc::new(FaultyStore::new(store, faults).with_kind(kind));
+    let lake = lake_on(Arc::new(RetryStore::new(faulty.clone())));
+    (faulty, lake)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_or_a_503_at_any_call_ends_as_one_clean_run_and_a_403_fails_for_good() {
+    let (engine, task, _dir) = setup().await;
+    let clean = clean_run(&engine, &task).await;
+    let counted = Arc::new(FaultyStore::new(Arc::new(InMemory::new()), Faults::None));
+    process(&engine, &lake_on(counted.clone()), &task)
+        .await
+        .unwrap();
+    let calls = counted.calls();
+    for n in 1..=calls {
+        for kind in [FaultKind::AnswerLost, FaultKind::Status(503)] {
+            // The write is applied and its answer lost, or a 503: retried in
+            // place where the call is idempotent; otherwise the chunk fails
+            // as retryable and the next delivery finishes it.
+            let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+            let (_, lake) = failing(store.clone(), Faults::Once(n), kind);
+            if let Err(e) = process(&engine, &lake, &task).await {
+                assert!(e.is_retryable(), "call {n}, {kind:?}: {e}");
+                process(&engine, &lake_on(store.clone()), &task)
+                    .await
+                    .unwrap_or_else(|e| panic!("call {n}, {kind:?}: the retry failed: {e}"));
+            }
+            let got = contents(&store).await;
+            assert!(
+                got == clean,
+                "call {n}, {kind:?}: {}",
+                describe(&clean, &got)
+            );
+        }
+        // Access denied from call n on: a permanent error, not retried.
+        let (faulty, lake) = failing(
+            Arc::new(InMemory::new()),
+            Faults::CrashAt(n),
+            FaultKind::Status(403),
+        );
+        match process(&engine, &lake, &task).await {
+            Err(e) => assert!(!e.is_retryable(), "call {n}: {e}"),
+            Ok(()) => panic!("call {n}: a 403 from then on was swallowed"),
+        }
+        assert!(faulty.calls() >= n);
+    }
+}
+
+#[tokio::test]
+async fn a_503_listing_the_input_or_reading_the_pipeline_file_is_retried_and_a_403_is_not() {
+    let (engine, _task, dir) = setup().await;
+    let input = Location::open(dir.path().to_str().unwrap(), false).unwrap();
+    let (want, _) = discover(&engine, &input).await.unwrap();
+    let config = std::fs::read(repo_root().join("examples/clickstream/sluice.toml")).unwrap();
+    let on = |faults, kind| {
+        let (faulty, mut location) = failing(input.store.clone(), faults, kind);
+        location.url = input.url.clone();
+        (faulty, location)
+    };
+    // Once: retried in place.
+    let (_, flaky) = on(Faults::Once(1), FaultKind::Status(503));
+    let (got, _) = discover(&engine, &flaky).await.unwrap();
+    assert_eq!(got.len(), want.len());
+    // Past every in-place attempt: an error the caller may retry.
+    let (_, down) = on(Faults::CrashAt(1), FaultKind::Status(503));
+    let e = discover(&engine, &down).await.unwrap_err();
+    assert!(e.is_retryable(), "{e}");
+    assert!(e.to_string().contains(&input.url), "{e}");
+    // Forbidden: once, and for good.
+    let (faulty, denied) = on(Faults::CrashAt(1), FaultKind::Status(403));
+    let e = discover(&engine, &denied).await.unwrap_err();
+    assert!(!e.is_retryable(), "{e}");
+    assert_eq!(faulty.calls(), 1, "a 403 is not asked again");
+
+    // The pipeline file, as the functions read it at start-up.
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    store
+        .put(&Path::from("config/sluice.toml"), config.clone().into())
+        .await
+        .unwrap();
+    let (_, flaky) = failing(store.clone(), Faults::Once(1), FaultKind::Status(503));
+    assert_eq!(
+        flaky
+            .read_text("config/sluice.toml")
+            .await
+            .unwrap()
+            .as_bytes(),
+        &config[..]
+    );
+    let (_, down) = failing(store.clone(), Faults::CrashAt(1), FaultKind::Status(503));
+    let e = down.read_text("config/sluice.toml").await.unwrap_err();
+    assert!(
+        e.is_retryable() && e.to_string().contains("config/sluice.toml"),
+        "{e}"
+    );
+    let (faulty, denied) = failing(store, Faults::CrashAt(1), FaultKind::Status(403));
+    let e = denied.read_text("config/sluice.toml").await.unwrap_err();
+    assert!(!e.is_retryable(), "{e}");
+    assert_eq!(faulty.calls(), 1, "a 403 is not asked again");
 }
