@@ -49,16 +49,36 @@ fn check(lake: &Path, input: &Path) {
     check_lake_matches_raw(&v);
 }
 
-/// The example's first raw file with every other line: a new version with
-/// fewer rows, some of them changed.
+/// A new version of the example's first raw file that differs in every way a
+/// re-upload can: half the rows are gone, every price changed, a third of the
+/// rows moved to another day (new `dt` partitions), no `scroll` event is left
+/// (its partitions vanish), and rows that were not there before are added.
 fn new_version() -> String {
     let text = std::fs::read_to_string(repo_root().join(RAW).join("events-00000.jsonl")).unwrap();
-    text.lines()
-        .step_by(2)
-        .map(|l| l.replace("\"price\": 1", "\"price\": 2"))
-        .collect::<Vec<_>>()
-        .join("\n")
-        + "\n"
+    let mut out = String::new();
+    for (i, line) in text.lines().enumerate().filter(|(i, _)| i % 2 == 0) {
+        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if v["event_type"] == "scroll" {
+            continue;
+        }
+        if v["price"].is_number() {
+            let p = v["price"].as_f64().unwrap();
+            v["price"] = serde_json::json!(((p + 1.25) * 100.0).round() / 100.0);
+        }
+        if i % 3 == 0 {
+            let t =
+                chrono::DateTime::parse_from_rfc3339(v["event_time"].as_str().unwrap()).unwrap();
+            v["event_time"] = (t + chrono::Duration::days(40)).to_rfc3339().into();
+        }
+        out.push_str(&v.to_string());
+        out.push('\n');
+        if i % 10 == 0 {
+            v["event_id"] = format!("new-{i}").into();
+            out.push_str(&v.to_string());
+            out.push('\n');
+        }
+    }
+    out
 }
 
 fn input_with(dir: &Path, files: &[(&str, Vec<u8>)]) {
@@ -71,6 +91,42 @@ fn input_with(dir: &Path, files: &[(&str, Vec<u8>)]) {
 
 fn raw(name: &str) -> Vec<u8> {
     std::fs::read(repo_root().join(RAW).join(name)).unwrap()
+}
+
+#[test]
+fn the_new_version_differs_in_rows_values_and_partitions() {
+    let old = std::fs::read_to_string(repo_root().join(RAW).join("events-00000.jsonl")).unwrap();
+    let new = new_version();
+    let (old_rows, new_rows) = (old.lines().count(), new.lines().count());
+    assert!(
+        new_rows < old_rows && new_rows > old_rows / 4,
+        "{old_rows} -> {new_rows}"
+    );
+    assert!(old.contains("\"event_type\":\"scroll\"") && !new.contains("\"scroll\""));
+    assert!(new.contains("\"event_id\":\"new-"));
+    // As values (key order aside): most rows changed, some moved to days the
+    // old version has no rows of.
+    let parse = |text: &str| -> Vec<serde_json::Value> {
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (old_v, new_v) = (parse(&old), parse(&new));
+    let old_set: std::collections::HashSet<String> = old_v.iter().map(|v| v.to_string()).collect();
+    let kept = new_v
+        .iter()
+        .filter(|v| old_set.contains(&v.to_string()))
+        .count();
+    assert!(
+        kept < new_rows / 2,
+        "{kept} of {new_rows} rows are unchanged"
+    );
+    let day = |v: &serde_json::Value| v["event_time"].as_str().unwrap()[..10].to_string();
+    let old_days: std::collections::HashSet<String> = old_v.iter().map(day).collect();
+    assert!(
+        new_v.iter().any(|v| !old_days.contains(&day(v))),
+        "no row moved to a new day"
+    );
 }
 
 #[test]
