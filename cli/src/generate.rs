@@ -253,5 +253,58 @@ mod tests {
         let mut c = Vec::new();
         write_events(&mut Generator::new(7), true, 10_000, &mut c).unwrap();
         assert!(c.starts_with(CSV_HEADER.as_bytes()));
+        use arrow::array::Array;
+        // Read back by arrow's CSV reader, every field of every row equals
+        // the JSON line's (null as an empty field, properties as JSON text).
+        let names: Vec<&str> = CSV_HEADER.split(',').collect();
+        let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(
+            names
+                .iter()
+                .map(|n| arrow::datatypes::Field::new(*n, arrow::datatypes::DataType::Utf8, true))
+                .collect::<Vec<_>>(),
+        ));
+        let reader = arrow::csv::ReaderBuilder::new(schema)
+            .with_header(true)
+            .build(std::io::Cursor::new(c))
+            .unwrap();
+        let json: Vec<serde_json::Value> = a
+            .split(|&c| c == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        let mut row = 0;
+        for batch in reader {
+            let batch = batch.unwrap();
+            let columns: Vec<&arrow::array::StringArray> = (0..names.len())
+                .map(|i| batch.column(i).as_any().downcast_ref().unwrap())
+                .collect();
+            // Both formats stop at the same byte budget: CSV rows are
+            // shorter, so it holds more; the JSON lines are its first rows.
+            for r in 0..batch.num_rows().min(json.len().saturating_sub(row)) {
+                for (i, name) in names.iter().enumerate() {
+                    let want = match &json[row][*name] {
+                        serde_json::Value::Null => None,
+                        serde_json::Value::String(s) => Some(s.clone()),
+                        other => Some(other.to_string()),
+                    };
+                    let got = (!columns[i].is_null(r)).then(|| columns[i].value(r).to_string());
+                    let same = match (&got, &want) {
+                        // JSON text may differ in spacing only.
+                        (Some(g), Some(w)) if *name == "properties" => {
+                            serde_json::from_str::<serde_json::Value>(g).unwrap()
+                                == serde_json::from_str::<serde_json::Value>(w).unwrap()
+                        }
+                        // A number's text, e.g. 12.50 in CSV and 12.5 in JSON.
+                        (Some(g), Some(w)) if *name == "price" => {
+                            g.parse::<f64>().unwrap() == w.parse::<f64>().unwrap()
+                        }
+                        _ => got == want,
+                    };
+                    assert!(same, "row {row}, {name}: CSV {got:?}, JSON {want:?}");
+                }
+                row += 1;
+            }
+        }
+        assert_eq!(row, json.len(), "the CSV has at least the JSON's rows");
     }
 }
