@@ -35,6 +35,10 @@ fn kept(target: &str) -> Vec<(String, Vec<u8>)> {
 
 fn run_kept(target: &str, f: fn(&[u8])) -> usize {
     let inputs = kept(target);
+    assert!(
+        !inputs.is_empty(),
+        "fuzz/regressions/{target}/ keeps no input: a target without any cannot fail here"
+    );
     for (name, data) in &inputs {
         let r = std::panic::catch_unwind(|| f(data));
         assert!(r.is_ok(), "{target}: {name} fails again");

@@ -30,6 +30,42 @@ pub mod transform;
 pub use deps::{Deps, Settings};
 pub use error::FunctionError;
 
+/// What every function binary's `main` does: JSON logs, the settings read
+/// from the environment once, the engine and clients built once (failing the
+/// start with a message naming the function), then every event handed to
+/// `handler` with the invocation's deadline (none where an emulator sets none).
+pub async fn serve<F, Fut>(function: &'static str, handler: F) -> Result<(), lambda_runtime::Error>
+where
+    F: Fn(&'static Deps, serde_json::Value, Option<std::time::Instant>) -> Fut,
+    Fut: std::future::Future<Output = Result<serde_json::Value, FunctionError>>,
+{
+    logging::init();
+    let settings = Settings::from_env()?;
+    let deps = Deps::new(&settings)
+        .await
+        .map_err(|e| anyhow::anyhow!("{function}: cannot start: {e}"))?;
+    // Built once and kept for the life of the process, as Lambda reuses it.
+    let deps: &'static Deps = Box::leak(Box::new(deps));
+    let handler = &handler;
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<serde_json::Value>| async move {
+            handler(deps, event.payload, deadline(event.context.deadline)).await
+        },
+    ))
+    .await
+}
+
+/// The invocation's deadline (milliseconds since the epoch) as an `Instant`;
+/// none if it is not in the future (local emulators do not always set it).
+fn deadline(deadline_ms: u64) -> Option<std::time::Instant> {
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_millis() as u64;
+    (deadline_ms > now_ms).then(|| Instant::now() + Duration::from_millis(deadline_ms - now_ms))
+}
+
 /// The answer to an SQS batch: the ids of the messages that failed, which
 /// SQS delivers again (and, past the redrive limit, moves to the dead-letter
 /// queue); the others are deleted.

@@ -27,6 +27,8 @@ pub struct CsvDecoder {
     pub discovered: Discovered,
     /// How many more columns evolution may add.
     pub room: usize,
+    /// The header line could not be read.
+    bad_header: bool,
 }
 
 fn core_reader(o: &CsvOptions) -> Reader {
@@ -75,6 +77,7 @@ impl CsvDecoder {
             unknown_names: Vec::new(),
             discovered: Discovered::default(),
             room,
+            bad_header: false,
         };
         if !options.header {
             d.mapping = Some((0..builder.columns().len()).map(Some).collect());
@@ -169,6 +172,12 @@ impl CsvDecoder {
         self.complete(out)
     }
 
+    /// Whether the header line (read in this chunk) could not be read: the
+    /// error is the file's, not one record's.
+    pub fn bad_header(&self) -> bool {
+        self.bad_header
+    }
+
     /// The input ended: finish a last record that had no newline.
     pub fn finish(&mut self, out: &mut BatchBuilder) -> Result<bool, String> {
         if self.feed(b"") {
@@ -179,7 +188,12 @@ impl CsvDecoder {
 
     fn complete(&mut self, out: &mut BatchBuilder) -> Result<bool, String> {
         let Some(mapping) = self.mapping.take() else {
-            let names = self.take_strings()?;
+            // The file's first record: without its names no record can be
+            // placed, so a header that cannot be read fails the file (as it
+            // does for every later chunk, which is given the header).
+            let names = self
+                .take_strings()
+                .inspect_err(|_| self.bad_header = true)?;
             self.set_header(&names, out);
             return Ok(false);
         };

@@ -310,6 +310,9 @@ impl LineSink {
                 Ok(())
             }
             Ok(false) => Ok(()),
+            Err(reason) if matches!(&self.decoder, TextDecoder::Csv(d) if d.bad_header()) => {
+                Err(Error::read(&self.source, reason))
+            }
             Err(reason) => {
                 self.reject(trim_newline(line), offset, reason);
                 Ok(())
@@ -457,6 +460,7 @@ async fn read_text(
             match d.finish(&mut sink.builder) {
                 Ok(true) => sink.rows += 1,
                 Ok(false) => {}
+                Err(m) if d.bad_header() => return Err(Error::read(file, m)),
                 Err(m) => sink.reject(b"", obj.size, m),
             }
         }
