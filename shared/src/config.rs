@@ -795,221 +795,10 @@ impl PipelineConfig {
         }
         let mut tables: Vec<Table> = Vec::new();
         for t in self.tables {
-            let name = t.name.clone();
-            let n = Some(name.as_str());
-            if !valid_identifier(&name) {
-                return Err(Error::config(
-                    n,
-                    "name",
-                    "must be lower case letters, digits and '_', starting with a letter or '_'",
-                ));
+            if tables.iter().any(|o| o.name == t.name) {
+                return Err(Error::config(Some(&t.name), "name", "declared twice"));
             }
-            if tables.iter().any(|o| o.name == name) {
-                return Err(Error::config(n, "name", "declared twice"));
-            }
-            let format = match t.format.trim().to_ascii_lowercase().as_str() {
-                "jsonl" | "ndjson" | "json" => Format::JsonLines,
-                "csv" => Format::Csv,
-                "parquet" => Format::Parquet,
-                other => {
-                    return Err(Error::config(
-                        n,
-                        "format",
-                        format!("unknown format {other:?}: use jsonl, csv or parquet"),
-                    ));
-                }
-            };
-            let compression = match t
-                .compression
-                .as_deref()
-                .map(|c| c.trim().to_ascii_lowercase())
-            {
-                None => None,
-                Some(c) => match c.as_str() {
-                    "auto" => None,
-                    "none" => Some(Codec::None),
-                    "gzip" | "gz" => Some(Codec::Gzip),
-                    "zstd" | "zst" => Some(Codec::Zstd),
-                    other => {
-                        return Err(Error::config(
-                            n,
-                            "compression",
-                            format!("unknown compression {other:?}: use auto, none, gzip or zstd"),
-                        ));
-                    }
-                },
-            };
-            if format == Format::Parquet && matches!(compression, Some(Codec::Gzip | Codec::Zstd)) {
-                return Err(Error::config(
-                    n,
-                    "compression",
-                    "Parquet files carry their own compression; leave this key out",
-                ));
-            }
-            let source = t.source.trim().trim_start_matches('/').to_string();
-            if source.is_empty() {
-                return Err(Error::config(n, "source", "must not be empty"));
-            }
-            let source = if source.contains(['*', '?', '[']) {
-                SourceMatch::Glob(glob::Pattern::new(&source).map_err(|e| {
-                    Error::config(n, "source", format!("invalid glob {source:?}: {e}"))
-                })?)
-            } else {
-                SourceMatch::Prefix(source)
-            };
-            let mut columns = Vec::new();
-            for (col, ty) in &t.schema {
-                if col.is_empty() {
-                    return Err(Error::config(n, "schema", "a column name is empty"));
-                }
-                let ty = ColumnType::parse(ty).ok_or_else(|| {
-                    Error::config(
-                        n,
-                        &format!("schema.{col}"),
-                        format!(
-                            "unknown type {ty:?}: use string, bool, int32, int64, float64, date, timestamp, decimal(p,s) or json"
-                        ),
-                    )
-                })?;
-                columns.push(Column {
-                    name: col.clone(),
-                    ty,
-                });
-            }
-            if columns.is_empty() {
-                return Err(Error::config(
-                    n,
-                    "schema",
-                    "the table needs [tables.schema] with at least one column (column = \"type\")",
-                ));
-            }
-            for (i, p) in t.partition_by.iter().enumerate() {
-                if !valid_identifier(p) {
-                    return Err(Error::config(
-                        n,
-                        "partition_by",
-                        format!(
-                            "{p:?} is not a valid partition column name (lower case letters, digits, '_')"
-                        ),
-                    ));
-                }
-                if t.partition_by[..i].contains(p) {
-                    return Err(Error::config(
-                        n,
-                        "partition_by",
-                        format!("{p:?} is listed twice"),
-                    ));
-                }
-            }
-            let sql = t.sql.filter(|s| !s.trim().is_empty());
-            let csv = CsvOptions {
-                header: t.csv.header,
-                delimiter: one_byte(&name, "csv.delimiter", &t.csv.delimiter)?,
-                quote: one_byte(&name, "csv.quote", &t.csv.quote)?,
-                null_values: t.csv.null_values,
-                newlines_in_values: t.csv.newlines_in_values,
-            };
-            let compression_out = parse_compression(&t.parquet.compression).ok_or_else(|| {
-                Error::config(
-                    n,
-                    "parquet.compression",
-                    format!(
-                        "unknown compression {:?}: use zstd, zstd(1..22), snappy or none",
-                        t.parquet.compression
-                    ),
-                )
-            })?;
-            if t.parquet.row_group_rows == 0 {
-                return Err(Error::config(
-                    n,
-                    "parquet.row_group_rows",
-                    "must be at least 1",
-                ));
-            }
-            if !(0.0..=1.0).contains(&t.max_rejected_ratio) {
-                return Err(Error::config(
-                    n,
-                    "max_rejected_ratio",
-                    "must be between 0 and 1",
-                ));
-            }
-            if t.parquet.target_file_mb == 0 {
-                return Err(Error::config(
-                    n,
-                    "parquet.target_file_mb",
-                    "must be at least 1",
-                ));
-            }
-            let max_record_bytes = match &t.max_record_size {
-                None => DEFAULT_MAX_RECORD_BYTES,
-                Some(text) => {
-                    let bytes = text
-                        .trim()
-                        .parse::<u64>()
-                        .ok()
-                        .or_else(|| {
-                            text.trim()
-                                .parse::<bytesize::ByteSize>()
-                                .ok()
-                                .map(|b| b.as_u64())
-                        })
-                        .ok_or_else(|| {
-                            Error::config(
-                                n,
-                                "max_record_size",
-                                format!("{text:?} is not a size (use bytes or a unit: 4096, 1MiB)"),
-                            )
-                        })?;
-                    if !(1024..=(1u64 << 31)).contains(&bytes) {
-                        return Err(Error::config(
-                            n,
-                            "max_record_size",
-                            "must be between 1KiB and 2GiB",
-                        ));
-                    }
-                    bytes as usize
-                }
-            };
-            let contract = parse_contract(n, &t.contract)?;
-            if contract.unknown_fields == UnknownFields::Evolve && format == Format::Parquet {
-                return Err(Error::config(
-                    n,
-                    "contract.unknown_fields",
-                    "\"evolve\" applies to jsonl and csv tables; a Parquet table reads the declared columns",
-                ));
-            }
-            let rules = t
-                .rules
-                .iter()
-                .enumerate()
-                .map(|(i, r)| parse_rule(n, i, r, &columns))
-                .collect::<Result<Vec<_>>>()?;
-            if !rules.is_empty() && format == Format::Parquet {
-                return Err(Error::config(
-                    n,
-                    "rules",
-                    "quality rules apply to jsonl and csv tables (a Parquet table's rows have no raw text to quarantine); check Parquet inputs in the table's sql",
-                ));
-            }
-            tables.push(Table {
-                max_record_bytes,
-                contract,
-                rules,
-                name,
-                source,
-                format,
-                compression,
-                partition_by: t.partition_by,
-                sql,
-                columns,
-                csv,
-                parquet: ParquetOptions {
-                    compression: compression_out,
-                    row_group_rows: t.parquet.row_group_rows,
-                    target_file_bytes: t.parquet.target_file_mb * 1_000_000,
-                },
-                max_rejected_ratio: t.max_rejected_ratio,
-            });
+            tables.push(t.validate()?);
         }
         Ok(Pipeline {
             catalog: self.lake.catalog_kind()?,
@@ -1018,6 +807,254 @@ impl PipelineConfig {
             tables,
         })
     }
+}
+
+impl TableConfig {
+    /// One `[[tables]]` entry into a [`Table`]: each key handed to its own
+    /// parser, each error naming the table and the key.
+    pub fn validate(self) -> Result<Table> {
+        let name = self.name.clone();
+        let n = Some(name.as_str());
+        if !valid_identifier(&name) {
+            return Err(Error::config(
+                n,
+                "name",
+                "must be lower case letters, digits and '_', starting with a letter or '_'",
+            ));
+        }
+        let format = parse_format(n, &self.format)?;
+        let compression = parse_codec(n, self.compression.as_deref(), format)?;
+        let source = parse_source(n, &self.source)?;
+        let columns = parse_schema(n, &self.schema)?;
+        check_partition_by(n, &self.partition_by)?;
+        let csv = CsvOptions {
+            header: self.csv.header,
+            delimiter: one_byte(&name, "csv.delimiter", &self.csv.delimiter)?,
+            quote: one_byte(&name, "csv.quote", &self.csv.quote)?,
+            null_values: self.csv.null_values,
+            newlines_in_values: self.csv.newlines_in_values,
+        };
+        let parquet = self.parquet.validate(n)?;
+        if !(0.0..=1.0).contains(&self.max_rejected_ratio) {
+            return Err(Error::config(
+                n,
+                "max_rejected_ratio",
+                "must be between 0 and 1",
+            ));
+        }
+        let max_record_bytes = parse_record_size(n, self.max_record_size.as_deref())?;
+        let contract = parse_contract(n, &self.contract)?;
+        if contract.unknown_fields == UnknownFields::Evolve && format == Format::Parquet {
+            return Err(Error::config(
+                n,
+                "contract.unknown_fields",
+                "\"evolve\" applies to jsonl and csv tables; a Parquet table reads the declared columns",
+            ));
+        }
+        let rules = self
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| parse_rule(n, i, r, &columns))
+            .collect::<Result<Vec<_>>>()?;
+        if !rules.is_empty() && format == Format::Parquet {
+            return Err(Error::config(
+                n,
+                "rules",
+                "quality rules apply to jsonl and csv tables (a Parquet table's rows have no raw text to quarantine); check Parquet inputs in the table's sql",
+            ));
+        }
+        Ok(Table {
+            max_record_bytes,
+            contract,
+            rules,
+            name,
+            source,
+            format,
+            compression,
+            partition_by: self.partition_by,
+            sql: self.sql.filter(|s| !s.trim().is_empty()),
+            columns,
+            csv,
+            parquet,
+            max_rejected_ratio: self.max_rejected_ratio,
+        })
+    }
+}
+
+impl ParquetConfig {
+    /// `[tables.parquet]` into the writer's options.
+    fn validate(&self, n: Option<&str>) -> Result<ParquetOptions> {
+        let compression = parse_compression(&self.compression).ok_or_else(|| {
+            Error::config(
+                n,
+                "parquet.compression",
+                format!(
+                    "unknown compression {:?}: use zstd, zstd(1..22), snappy or none",
+                    self.compression
+                ),
+            )
+        })?;
+        if self.row_group_rows == 0 {
+            return Err(Error::config(
+                n,
+                "parquet.row_group_rows",
+                "must be at least 1",
+            ));
+        }
+        if self.target_file_mb == 0 {
+            return Err(Error::config(
+                n,
+                "parquet.target_file_mb",
+                "must be at least 1",
+            ));
+        }
+        Ok(ParquetOptions {
+            compression,
+            row_group_rows: self.row_group_rows,
+            target_file_bytes: self.target_file_mb * 1_000_000,
+        })
+    }
+}
+
+/// `format`: `jsonl` (or `ndjson`, `json`), `csv` or `parquet`.
+fn parse_format(n: Option<&str>, text: &str) -> Result<Format> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "jsonl" | "ndjson" | "json" => Ok(Format::JsonLines),
+        "csv" => Ok(Format::Csv),
+        "parquet" => Ok(Format::Parquet),
+        other => Err(Error::config(
+            n,
+            "format",
+            format!("unknown format {other:?}: use jsonl, csv or parquet"),
+        )),
+    }
+}
+
+/// `compression` of the raw files: `auto` (from the file name, the default),
+/// `none`, `gzip` or `zstd`; none for Parquet, which compresses itself.
+fn parse_codec(n: Option<&str>, text: Option<&str>, format: Format) -> Result<Option<Codec>> {
+    let codec = match text.map(|c| c.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("auto") => None,
+        Some("none") => Some(Codec::None),
+        Some("gzip" | "gz") => Some(Codec::Gzip),
+        Some("zstd" | "zst") => Some(Codec::Zstd),
+        Some(other) => {
+            return Err(Error::config(
+                n,
+                "compression",
+                format!("unknown compression {other:?}: use auto, none, gzip or zstd"),
+            ));
+        }
+    };
+    if format == Format::Parquet && matches!(codec, Some(Codec::Gzip | Codec::Zstd)) {
+        return Err(Error::config(
+            n,
+            "compression",
+            "Parquet files carry their own compression; leave this key out",
+        ));
+    }
+    Ok(codec)
+}
+
+/// `source`: a prefix under the input root, or a glob.
+fn parse_source(n: Option<&str>, text: &str) -> Result<SourceMatch> {
+    let source = text.trim().trim_start_matches('/').to_string();
+    if source.is_empty() {
+        return Err(Error::config(n, "source", "must not be empty"));
+    }
+    if source.contains(['*', '?', '[']) {
+        let pattern = glob::Pattern::new(&source)
+            .map_err(|e| Error::config(n, "source", format!("invalid glob {source:?}: {e}")))?;
+        return Ok(SourceMatch::Glob(pattern));
+    }
+    Ok(SourceMatch::Prefix(source))
+}
+
+/// `[tables.schema]`: column name to type, in file order; at least one.
+fn parse_schema(n: Option<&str>, schema: &IndexMap<String, String>) -> Result<Vec<Column>> {
+    let mut columns = Vec::new();
+    for (col, ty) in schema {
+        if col.is_empty() {
+            return Err(Error::config(n, "schema", "a column name is empty"));
+        }
+        let ty = ColumnType::parse(ty).ok_or_else(|| {
+            Error::config(
+                n,
+                &format!("schema.{col}"),
+                format!(
+                    "unknown type {ty:?}: use string, bool, int32, int64, float64, date, timestamp, decimal(p,s) or json"
+                ),
+            )
+        })?;
+        columns.push(Column {
+            name: col.clone(),
+            ty,
+        });
+    }
+    if columns.is_empty() {
+        return Err(Error::config(
+            n,
+            "schema",
+            "the table needs [tables.schema] with at least one column (column = \"type\")",
+        ));
+    }
+    Ok(columns)
+}
+
+/// `partition_by`: valid names, each once.
+fn check_partition_by(n: Option<&str>, keys: &[String]) -> Result<()> {
+    for (i, p) in keys.iter().enumerate() {
+        if !valid_identifier(p) {
+            return Err(Error::config(
+                n,
+                "partition_by",
+                format!(
+                    "{p:?} is not a valid partition column name (lower case letters, digits, '_')"
+                ),
+            ));
+        }
+        if keys[..i].contains(p) {
+            return Err(Error::config(
+                n,
+                "partition_by",
+                format!("{p:?} is listed twice"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `max_record_size`: bytes or a size with a unit, 1 KiB to 2 GiB (default 64 MiB).
+fn parse_record_size(n: Option<&str>, text: Option<&str>) -> Result<usize> {
+    let Some(text) = text else {
+        return Ok(DEFAULT_MAX_RECORD_BYTES);
+    };
+    let bytes = text
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .or_else(|| {
+            text.trim()
+                .parse::<bytesize::ByteSize>()
+                .ok()
+                .map(|b| b.as_u64())
+        })
+        .ok_or_else(|| {
+            Error::config(
+                n,
+                "max_record_size",
+                format!("{text:?} is not a size (use bytes or a unit: 4096, 1MiB)"),
+            )
+        })?;
+    if !(1024..=(1u64 << 31)).contains(&bytes) {
+        return Err(Error::config(
+            n,
+            "max_record_size",
+            "must be between 1KiB and 2GiB",
+        ));
+    }
+    Ok(bytes as usize)
 }
 
 #[cfg(test)]
