@@ -335,11 +335,12 @@ async fn run(
     }
     let files: std::collections::BTreeSet<&str> =
         summary.failed.iter().map(|f| f.file.as_str()).collect();
+    let chunks = summary.failed.len();
     eprintln!(
-        "{} of {} files failed ({} chunks); every other chunk was loaded and committed:",
+        "{} of {} files failed ({chunks} {}); every other chunk was loaded and committed:",
         files.len(),
         summary.files_in,
-        summary.failed.len()
+        if chunks == 1 { "chunk" } else { "chunks" }
     );
     for f in &summary.failed {
         let chunk = f.chunk.map(|c| format!(" chunk {c}")).unwrap_or_default();
