@@ -18,9 +18,12 @@ use super::intent::{Intent, IntentState, PartRows, Partition};
 use super::merge::UploadSink;
 use crate::write::compaction_output_name;
 
+/// How long cutting rows waits for a partition's lease before giving up.
+const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Remove the rows of these chunk files from a partition (see
 /// [`compact_partition`] for the protocol), under the partition's lease. A
-/// busy lease is [`Error::Unavailable`]: try again later.
+/// lease still busy after [`LEASE_WAIT`] is [`Error::Unavailable`]: try again later.
 pub async fn remove_files(
     lake: &Location,
     table: &TableDef,
@@ -30,11 +33,24 @@ pub async fn remove_files(
     now: DateTime<Utc>,
 ) -> Result<(usize, usize)> {
     let part = Partition::new(lake, table, partition);
-    if !part.take_lease(options, now).await? {
-        return Err(Error::Unavailable(format!(
-            "table '{}', partition {}: a compaction holds the partition; its replaced rows are removed on a retry",
-            table.name, partition.path
-        )));
+    // Another chunk of the same new version may be cutting rows here this
+    // moment (it holds the lease for a second or so): wait for it, a while.
+    // A compaction holds it longer: then fail, retryable.
+    let started = std::time::Instant::now();
+    let mut attempt = 0;
+    loop {
+        let at = now + chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
+        if part.take_lease(options, at).await? {
+            break;
+        }
+        attempt += 1;
+        if started.elapsed() >= LEASE_WAIT {
+            return Err(Error::Unavailable(format!(
+                "table '{}', partition {}: a compaction holds the partition; its replaced rows are removed on a retry",
+                table.name, partition.path
+            )));
+        }
+        tokio::time::sleep(crate::retry::backoff(attempt)).await;
     }
     let result = part.remove(files, options).await;
     let released = part.release_lease().await;
