@@ -1,21 +1,41 @@
 """A faulty network between sluice and the S3/Glue server, for the fault tests.
 
-    python fault_proxy.py <upstream port> <every>
+    python fault_proxy.py <upstream port> <every> [<class>,<class>...]
 
 Listens on a free port of 127.0.0.1 (printed first), forwards each request to
-127.0.0.1:<upstream port>, and spoils every <every>-th request, taking turns:
+127.0.0.1:<upstream port>, and spoils every <every>-th request (never if 0),
+taking turns:
 
 - throttle: S3 answers 503 SlowDown, Glue 400 ThrottlingException;
 - reset:    the connection is reset before any answer;
 - error:    S3 answers 500 InternalError, Glue 500 InternalServiceException;
 - cut:      a GET's answer stops halfway through its body (the connection
-            closes), other requests get `throttle` instead.
+            closes); any other request gets `lost` instead:
+- lost:     the request is forwarded and applied, and its answer is lost (the
+            connection is reset after the server acted), as when a timeout or
+            a reset hits after the write. Counted by class of request: `put`,
+            `create` (a PUT with If-None-Match), `complete` (a multipart
+            upload's completion), `delete` (DELETE or a bulk delete), `glue`
+            and `other` (`lost_<class>`).
 
-Only `cut` lets a request reach the server; the others spoil it before it is
-forwarded, so a write is never applied without its answer. `GET /__faults`
-answers the counts of each fault, of faults on Glue calls (`glue`) and of
-requests forwarded (itself neither forwarded nor counted). Serves until
-its stdin closes (when the test that started it ends), then stops.
+The optional third argument lists classes whose first request loses its
+answer, whatever the turn.
+
+Two things of the real services that the server (moto) does not do, this
+proxy does, so that the tests check sluice against AWS's behaviour rather
+than moto's:
+
+- Glue's optimistic locking: an UpdateTable whose VersionId is not the
+  table's current one is refused with ConcurrentModificationException (moto
+  ignores VersionId, so a lost update would pass unnoticed);
+- an upload completed twice (the retry of a completion whose answer was
+  lost) answers 404 NoSuchUpload, the least helpful answer S3 may give,
+  instead of moto's 500.
+
+`GET /__faults` answers the counts of each fault, of faults on Glue calls
+(`glue`), of refused stale Glue updates (`stale_updates`) and of requests
+forwarded (itself neither forwarded nor counted). Serves until its stdin
+closes (when the test that started it ends), then stops.
 """
 
 import http.client
@@ -24,20 +44,31 @@ import socket
 import struct
 import sys
 import threading
+from urllib.parse import parse_qs, urlsplit
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 UPSTREAM = int(sys.argv[1])
 EVERY = int(sys.argv[2])
-KINDS = ["throttle", "reset", "error", "cut"]
+LOSE_FIRST = set(sys.argv[3].split(",")) if len(sys.argv) > 3 and sys.argv[3] else set()
+KINDS = ["throttle", "reset", "error", "cut", "lost"]
+CLASSES = ["put", "create", "complete", "delete", "glue", "other"]
 lock = threading.Lock()
-state = {"requests": 0, "turn": 0}
+# Held from reading a table's version to forwarding its update.
+glue_update_lock = threading.Lock()
+state = {"requests": 0, "turn": 0, "seen": set(), "completed": set()}
 counts = {k: 0 for k in KINDS}
+counts.update({f"lost_{c}": 0 for c in CLASSES})
 counts["forwarded"] = 0
 counts["glue"] = 0
+counts["stale_updates"] = 0
 
 S3_SLOWDOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
     b"<Message>Please reduce your request rate.</Message><RequestId>fault</RequestId></Error>"
+)
+S3_NO_SUCH_UPLOAD = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchUpload</Code>'
+    b"<Message>The specified upload does not exist.</Message><RequestId>fault</RequestId></Error>"
 )
 S3_INTERNAL = (
     b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code>'
@@ -76,23 +107,50 @@ class Handler(BaseHTTPRequestHandler):
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.close_connection = True
 
+    def request_class(self, glue):
+        query = parse_qs(urlsplit(self.path).query, keep_blank_values=True)
+        if glue:
+            return "glue"
+        if self.command == "DELETE" or (self.command == "POST" and "delete" in query):
+            return "delete"
+        if self.command == "POST" and "uploadId" in query:
+            return "complete"
+        if self.command == "PUT" and "partNumber" not in query:
+            return "create" if self.headers.get("If-None-Match") else "put"
+        return "other"
+
+    def upload_id(self):
+        ids = parse_qs(urlsplit(self.path).query).get("uploadId")
+        return ids[0] if ids else None
+
     def handle_one(self):
         data = self.body()
         if self.path == "/__faults":
             return self.answer(200, json.dumps(counts).encode(), "application/json")
-        glue = self.headers.get("X-Amz-Target", "").startswith("AWSGlue")
+        target = self.headers.get("X-Amz-Target", "")
+        glue = target.startswith("AWSGlue")
+        write = self.command not in ("GET", "HEAD")
+        klass = self.request_class(glue) if write else None
         with lock:
             state["requests"] += 1
             kind = None
-            if state["requests"] % EVERY == 0:
+            if write and klass in LOSE_FIRST and klass not in state["seen"]:
+                state["seen"].add(klass)
+                kind = "lost"
+            elif EVERY and state["requests"] % EVERY == 0:
                 kind = KINDS[state["turn"] % len(KINDS)]
                 state["turn"] += 1
-                if kind == "cut" and self.command != "GET":
-                    kind = "throttle"
+                if kind in ("cut", "lost"):
+                    kind = "lost" if write else "cut"
+            if kind:
                 counts[kind] += 1
                 counts["glue"] += int(glue)
+                if kind == "lost":
+                    counts[f"lost_{klass}"] += 1
             else:
                 counts["forwarded"] += 1
+            if klass == "complete" and self.upload_id() in state["completed"]:
+                return self.answer(404, S3_NO_SUCH_UPLOAD, "application/xml")
         if kind == "throttle":
             if glue:
                 body = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
@@ -105,18 +163,26 @@ class Handler(BaseHTTPRequestHandler):
             return self.answer(500, S3_INTERNAL, "application/xml")
         if kind == "reset":
             return self.reset()
-        up = http.client.HTTPConnection("127.0.0.1", UPSTREAM, timeout=60)
-        headers = {k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"}
-        headers["Content-Length"] = str(len(data))
-        up.request(self.command, self.path, body=data, headers=headers)
-        r = up.getresponse()
-        payload = r.read()
-        up.close()
-        self.send_response(r.status)
-        for k, v in r.getheaders():
+        if target == "AWSGlue.UpdateTable":
+            with glue_update_lock:
+                stale = self.stale_update(data)
+                if stale:
+                    with lock:
+                        counts["stale_updates"] += 1
+                    return self.answer(400, stale, "application/x-amz-json-1.1")
+                status, headers, payload = self.forward(data)
+        else:
+            status, headers, payload = self.forward(data)
+        if klass == "complete" and status == 200 and b"<Error>" not in payload:
+            with lock:
+                state["completed"].add(self.upload_id())
+        if kind == "lost":
+            return self.reset()
+        self.send_response(status)
+        for k, v in headers:
             if k.lower() not in ("transfer-encoding", "content-length", "connection", "server", "date"):
                 self.send_header(k, v)
-        length = r.getheader("Content-Length") if self.command == "HEAD" else None
+        length = dict((k.lower(), v) for k, v in headers).get("content-length") if self.command == "HEAD" else None
         self.send_header("Content-Length", length or str(len(payload)))
         self.end_headers()
         if kind == "cut" and len(payload) > 1:
@@ -125,6 +191,38 @@ class Handler(BaseHTTPRequestHandler):
             return self.reset()
         if self.command != "HEAD":
             self.wfile.write(payload)
+
+    def forward(self, data, path=None, headers=None):
+        up = http.client.HTTPConnection("127.0.0.1", UPSTREAM, timeout=60)
+        if headers is None:
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"}
+        headers["Content-Length"] = str(len(data))
+        up.request(self.command if path is None else "POST", path or self.path, body=data, headers=headers)
+        r = up.getresponse()
+        payload = r.read()
+        up.close()
+        return r.status, r.getheaders(), payload
+
+    def stale_update(self, data):
+        """Glue's check of UpdateTable's VersionId against the table's current
+        version: the refusal to answer, or None to go ahead."""
+        update = json.loads(data or b"{}")
+        version = update.get("VersionId")
+        if version is None:
+            return None
+        ask = {"DatabaseName": update.get("DatabaseName"), "Name": update.get("TableInput", {}).get("Name")}
+        if update.get("CatalogId"):
+            ask["CatalogId"] = update["CatalogId"]
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"}
+        headers["X-Amz-Target"] = "AWSGlue.GetTable"
+        status, _, payload = self.forward(json.dumps(ask).encode(), path="/", headers=headers)
+        if status != 200:
+            return None
+        current = json.loads(payload)["Table"].get("VersionId")
+        if current is None or current == version:
+            return None
+        message = f"Update table failed due to concurrent modifications (version {version}, now {current})"
+        return json.dumps({"__type": "ConcurrentModificationException", "Message": message}).encode()
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_one
 

@@ -7,7 +7,9 @@
 //! key already handed on, so none is given twice), deletes, copies and
 //! unconditional puts. Conditional puts (`PutMode::Create`/`Update`) are not:
 //! their first attempt may have been applied, and repeating it would answer
-//! "already exists" for our own write. Backoff is exponential with full jitter.
+//! "already exists" for our own write. A multipart upload whose completion
+//! fails is checked with a HEAD: a completion applied whose answer was lost
+//! is a success ([`CheckedUpload`]). Backoff is exponential with full jitter.
 //! The S3 stores of [`crate::store`] are wrapped in it.
 
 use std::fmt;
@@ -22,7 +24,7 @@ use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+    ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
 
 /// Attempts of a call, the first included.
@@ -178,6 +180,67 @@ where
     }
 }
 
+/// How far the store's clock may be behind ours, for [`CheckedUpload`].
+const CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// A multipart upload whose completion is checked when its answer is an
+/// error. The completion is applied by the store before it answers, so a
+/// lost answer (a reset or timeout after S3 acted) fails a write that took
+/// place, and its retry meets an upload that no longer exists (S3 answers
+/// NoSuchUpload). If the object is then there, with exactly the bytes sent
+/// and written since this upload began, the upload is taken as completed.
+/// (Sluice's output names are fixed by their content's inputs, so an object
+/// of that name and size written since is this one.)
+struct CheckedUpload {
+    upload: Box<dyn MultipartUpload>,
+    store: Arc<dyn ObjectStore>,
+    location: Path,
+    bytes: u64,
+    started: chrono::DateTime<chrono::Utc>,
+}
+
+impl fmt::Debug for CheckedUpload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CheckedUpload({}, {} bytes)", self.location, self.bytes)
+    }
+}
+
+#[async_trait]
+impl MultipartUpload for CheckedUpload {
+    fn put_part(&mut self, data: PutPayload) -> object_store::UploadPart {
+        self.bytes += data.content_length() as u64;
+        self.upload.put_part(data)
+    }
+
+    async fn complete(&mut self) -> Result<PutResult> {
+        let error = match self.upload.complete().await {
+            Ok(done) => return Ok(done),
+            Err(e) => e,
+        };
+        let head = retry("head", self.location.as_ref(), || {
+            self.store.head(&self.location)
+        })
+        .await;
+        match head {
+            Ok(meta)
+                if meta.size == self.bytes && meta.last_modified >= self.started - CLOCK_SKEW =>
+            {
+                tracing::warn!(location = %self.location, bytes = self.bytes, error = %error,
+                    "the answer to completing an upload was an error, but the object is there, whole: taken as completed");
+                Ok(PutResult {
+                    e_tag: meta.e_tag,
+                    version: meta.version,
+                })
+            }
+            _ => Err(error),
+        }
+    }
+
+    async fn abort(&mut self) -> Result<()> {
+        self.upload.abort().await
+    }
+}
+
 /// Retries transient failures of idempotent calls; see the module docs.
 pub struct RetryStore {
     inner: Arc<dyn ObjectStore>,
@@ -223,10 +286,17 @@ impl ObjectStore for RetryStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
-        retry("create multipart upload", location.as_ref(), || {
+        let upload = retry("create multipart upload", location.as_ref(), || {
             self.inner.put_multipart_opts(location, opts.clone())
         })
-        .await
+        .await?;
+        Ok(Box::new(CheckedUpload {
+            upload,
+            store: self.inner.clone(),
+            location: location.clone(),
+            bytes: 0,
+            started: chrono::Utc::now(),
+        }))
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {

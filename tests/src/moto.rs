@@ -110,8 +110,12 @@ impl Moto {
 }
 
 /// A faulty network in front of the server (`tests/fault_proxy.py`): every
-/// `every`-th request is answered with throttling, a reset connection, a
-/// server error, or (a GET) a body cut halfway. Stopped when dropped.
+/// `every`-th request (never if 0) is answered with throttling, a reset
+/// connection, a server error, a body cut halfway (a GET) or, for a write,
+/// applied with its answer lost. The proxy also keeps two promises of AWS
+/// that moto does not: Glue refuses an UpdateTable with a stale VersionId,
+/// and a multipart upload completed twice answers NoSuchUpload. Stopped when
+/// dropped.
 pub struct FaultProxy {
     pub endpoint: String,
     port: u16,
@@ -120,12 +124,20 @@ pub struct FaultProxy {
 
 impl FaultProxy {
     pub fn start(every: u32) -> FaultProxy {
+        FaultProxy::losing_first(every, &[])
+    }
+
+    /// As [`FaultProxy::start`], and the first write of each class named
+    /// (`put`, `create`, `complete`, `delete`, `glue`) is applied and its
+    /// answer lost.
+    pub fn losing_first(every: u32, classes: &[&str]) -> FaultProxy {
         let upstream = moto().port;
         let script = repo_root().join("tests/fault_proxy.py");
         let mut child = Command::new(python())
             .arg(&script)
             .arg(upstream.to_string())
             .arg(every.to_string())
+            .arg(classes.join(","))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -140,6 +152,14 @@ impl FaultProxy {
             endpoint: format!("http://127.0.0.1:{port}"),
             port,
             child,
+        }
+    }
+
+    /// How the engine and the SDKs reach the server through this proxy.
+    pub fn aws(&self) -> AwsOptions {
+        AwsOptions {
+            endpoint: Some(self.endpoint.clone()),
+            ..moto().aws()
         }
     }
 

@@ -12,6 +12,7 @@ use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde_json::{Value, json};
+use sluice::catalog::Catalog;
 use sluice::messages::TaskSpec;
 use sluice::store::AwsOptions;
 use sluice_functions::{Deps, Settings, catalog, compactor, planner, transform};
@@ -912,10 +913,105 @@ async fn the_catalog_queues_partitions_and_the_compactor_merges_them_in_s3_and_g
     lake_matches_raw(&w);
 }
 
+/// Chunks of an `evolve` table finding different new fields update the Glue
+/// table at once. Glue refuses an update whose VersionId is stale, and the
+/// writer must read the table again and merge, or a column is lost. moto
+/// ignores VersionId, so the calls go through the proxy, which checks it as
+/// Glue does (first shown to refuse a stale update here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn glue_keeps_every_column_when_writers_evolve_a_table_at_once() {
+    let w = World::new().await;
+    let proxy = sluice_tests::moto::FaultProxy::start(0);
+    let client = aws_sdk_glue::Client::new(&proxy.aws().sdk_config().await);
+    let glue = sluice::glue::GlueCatalog::new(
+        client.clone(),
+        &w.database,
+        &format!("s3://{}/lake", w.lake),
+        true,
+    )
+    .await
+    .unwrap();
+
+    // The proxy keeps Glue's promise: an update from a stale version fails.
+    let t = sluice::catalog::contract::table(vec![sluice::commit::ColumnDef {
+        name: "a".into(),
+        hive_type: "bigint".into(),
+    }]);
+    glue.ensure_table(&t).await.unwrap();
+    let current = client
+        .get_table()
+        .database_name(&w.database)
+        .name("t")
+        .send()
+        .await
+        .unwrap();
+    let current = current.table().unwrap();
+    let version = current.version_id().unwrap().to_string();
+    let input = aws_sdk_glue::types::TableInput::builder()
+        .name("t")
+        .set_storage_descriptor(current.storage_descriptor().cloned())
+        .build()
+        .unwrap();
+    let update = |v: &str| {
+        client
+            .update_table()
+            .database_name(&w.database)
+            .table_input(input.clone())
+            .version_id(v)
+            .send()
+    };
+    update(&version)
+        .await
+        .expect("an update from the current version");
+    let e = update(&version).await.unwrap_err();
+    assert_eq!(
+        e.as_service_error().and_then(|e| e.meta().code()),
+        Some("ConcurrentModificationException"),
+        "{e:?}"
+    );
+
+    sluice::catalog::contract::concurrent_evolution(&glue).await;
+    println!("faults: {}", proxy.counts());
+}
+
+/// A multipart upload whose completion is applied by S3 and whose answer is
+/// lost: the retry meets NoSuchUpload, and the object is there. The write
+/// succeeds, once, with every byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_to_completing_an_upload_is_a_completed_upload() {
+    let w = World::new().await;
+    let proxy = sluice_tests::moto::FaultProxy::losing_first(0, &["complete"]);
+    let lake =
+        sluice::store::Location::open_with(&format!("s3://{}/lake", w.lake), true, &proxy.aws())
+            .unwrap();
+    let path = lake.child("t/big.bin").unwrap();
+    // 12 MiB in parts of 5 MiB: three parts, one completion.
+    let data: Vec<u8> = (0..12u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut writer =
+        object_store::buffered::BufWriter::with_capacity(lake.store.clone(), path.clone(), 5 << 20);
+    tokio::io::AsyncWriteExt::write_all(&mut writer, &data)
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::shutdown(&mut writer)
+        .await
+        .expect("the completed upload is taken as completed");
+    let counts = proxy.counts();
+    assert_eq!(counts["lost_complete"], 1, "{counts}");
+    let got = lake.get_bytes(&path).await.unwrap().unwrap();
+    assert!(
+        got[..] == data[..],
+        "{} bytes back of {}",
+        got.len(),
+        data.len()
+    );
+}
+
 /// `sluice run` and `sluice compact` on an S3 input and lake registered in
 /// Glue, through a network that spoils every fourth request (S3 503 SlowDown
 /// and Glue ThrottlingException, reset connections, 500s, GET bodies cut
-/// halfway): every fault is retried with backoff, and the lake holds exactly
+/// halfway, writes applied with their answers lost): every fault is retried with backoff, and the lake holds exactly
 /// the raw rows, once, with every partition in Glue. (Four partitions are
 /// compacted: all 56 take about 100 s of backoff here.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -931,7 +1027,11 @@ async fn a_faulty_network_loses_and_doubles_nothing() {
         )
         .await;
     }
-    let proxy = sluice_tests::moto::FaultProxy::start(4);
+    // Besides every fourth request, the first plain PUT, conditional PUT
+    // (lease, commit record), delete and Glue call lose their answers after
+    // they were applied.
+    let proxy =
+        sluice_tests::moto::FaultProxy::losing_first(4, &["put", "create", "delete", "glue"]);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sluice.toml");
     std::fs::write(&config, w.pipeline()).unwrap();
@@ -973,7 +1073,18 @@ async fn a_faulty_network_loses_and_doubles_nothing() {
     ]);
     let counts = proxy.counts();
     println!("faults: {counts}\n{summary}\n{compacted}");
-    for kind in ["throttle", "reset", "error", "cut", "glue"] {
+    for kind in [
+        "throttle",
+        "reset",
+        "error",
+        "cut",
+        "lost",
+        "glue",
+        "lost_put",
+        "lost_create",
+        "lost_delete",
+        "lost_glue",
+    ] {
         assert!(
             counts[kind].as_u64().unwrap() > 0,
             "no {kind} fault was injected: {counts}"
