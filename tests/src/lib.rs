@@ -230,3 +230,46 @@ print(json.dumps({{"only_got": len(only_got), "only_got_rows": only_got[:5],
     );
     v["got"].as_str().unwrap().parse().unwrap()
 }
+
+/// A new version of the example's first raw file that differs in every way a
+/// re-upload can: half the rows are gone, every price changed, a third of the
+/// rows moved to another day (new `dt` partitions), no `scroll` event is left
+/// (its partitions vanish), and rows that were not there before are added.
+pub fn new_version() -> String {
+    new_version_of(
+        &std::fs::read_to_string(
+            repo_root()
+                .join("examples/clickstream/raw/clickstream")
+                .join("events-00000.jsonl"),
+        )
+        .unwrap(),
+    )
+}
+
+/// [`new_version`] of any JSON Lines text of the example's schema.
+pub fn new_version_of(text: &str) -> String {
+    let mut out = String::new();
+    for (i, line) in text.lines().enumerate().filter(|(i, _)| i % 2 == 0) {
+        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if v["event_type"] == "scroll" {
+            continue;
+        }
+        if v["price"].is_number() {
+            let p = v["price"].as_f64().unwrap();
+            v["price"] = serde_json::json!(((p + 1.25) * 100.0).round() / 100.0);
+        }
+        if i % 3 == 0 {
+            let t =
+                chrono::DateTime::parse_from_rfc3339(v["event_time"].as_str().unwrap()).unwrap();
+            v["event_time"] = (t + chrono::Duration::days(40)).to_rfc3339().into();
+        }
+        out.push_str(&v.to_string());
+        out.push('\n');
+        if i % 10 == 0 {
+            v["event_id"] = format!("new-{i}").into();
+            out.push_str(&v.to_string());
+            out.push('\n');
+        }
+    }
+    out
+}

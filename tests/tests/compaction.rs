@@ -1,6 +1,7 @@
 //! Compaction: crash at every call, fail at every call, race a transform at
 //! every call; the finished state always holds exactly the rows it started
-//! with. And `sluice compact` on a real lake, read back with DuckDB.
+//! with. Loading a new version of a raw file (row cutting in merged files,
+//! settling the old version, the local catalog) crashed at every call. And `sluice compact` on a real lake, read back with DuckDB.
 
 use std::collections::HashSet;
 use std::path::Path as FsPath;
@@ -646,4 +647,194 @@ async fn files_of_two_schemas_are_re_encoded_into_the_wider_one() {
         .unwrap()
         .expect("figures recorded");
     assert_eq!((stats.files, stats.rows), (1, after.rows as u64));
+}
+
+/// Every row of every Parquet file of the table, as `figures` writes a row:
+/// the exact multiset of the table's rows.
+async fn table_rows(lake: &Location) -> Vec<String> {
+    let metas: Vec<_> = lake
+        .store
+        .list(Some(&Path::parse("clickstream").unwrap()))
+        .try_collect()
+        .await
+        .unwrap();
+    let mut folders: Vec<String> = metas
+        .iter()
+        .filter(|m| m.location.as_ref().ends_with(".parquet"))
+        .filter_map(|m| {
+            let s = m.location.as_ref();
+            s.rfind('/').map(|i| s[..i].to_string())
+        })
+        .collect();
+    folders.sort();
+    folders.dedup();
+    let mut all = Vec::new();
+    for folder in folders {
+        let (f, _) = figures(lake, &folder).await;
+        all.extend(f.all.into_iter().map(|r| format!("{folder}\u{1e}{r}")));
+    }
+    all.sort();
+    all
+}
+
+/// Load `input` into `lake` with the lake's own catalog: one worker, so the
+/// calls come in the same order every time, and 1 MiB chunks.
+async fn load(engine: &Arc<Engine>, input: &Location, lake: &Location) -> sluice::Result<()> {
+    let catalog: Arc<dyn Catalog> = Arc::new(LocalCatalog::new(lake));
+    let options = RunOptions {
+        workers: 1,
+        chunk_size: 1 << 20,
+        read: ReadOptions::default(),
+        fail_fast: true,
+    };
+    let counters = Arc::new(Counters::default());
+    let summary = run(engine, input, lake, &catalog, &options, &counters).await?;
+    match summary.failed.first() {
+        Some(f) => Err(sluice::Error::Unavailable(f.error.clone())),
+        None => Ok(()),
+    }
+}
+
+/// A new version of a raw file whose old rows compaction merged with another
+/// file's: loading it writes its chunks, commits them, records them in the
+/// source ledger, settles the old version (cutting its rows out of every
+/// merged file, under the partition leases and the intent protocol) and
+/// registers partitions in the catalog (the local catalog, on the same
+/// store). The load is crashed at each of its store calls in turn; after the
+/// crashed run's leases expire, a clean rerun leaves exactly the rows of a
+/// load that never failed, which are DuckDB's reading of the raw files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_at_any_call_while_a_new_version_replaces_merged_rows_loses_and_doubles_nothing() {
+    // Two files of the example's `click` rows of three days (six partitions
+    // at most, so that crashing at every call stays quick): the odd and the
+    // even lines.
+    let engine = engine().await;
+    let text = std::fs::read_to_string(
+        repo_root().join("examples/clickstream/raw/clickstream/events-00000.jsonl"),
+    )
+    .unwrap();
+    let day = |l: &str| {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        v["event_time"].as_str().unwrap()[..10].to_string()
+    };
+    let is_click = |l: &&str| l.contains("\"event_type\":\"click\"");
+    let days: std::collections::BTreeSet<String> = text.lines().filter(is_click).map(day).collect();
+    let first_days: Vec<&String> = days.iter().take(3).collect();
+    let clicks: Vec<&str> = text
+        .lines()
+        .filter(is_click)
+        .filter(|l| first_days.contains(&&day(l)))
+        .collect();
+    let half = |parity: usize| -> String {
+        clicks
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 2 == parity)
+            .map(|(_, l)| format!("{l}\n"))
+            .collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("clickstream")).unwrap();
+    std::fs::write(dir.path().join("clickstream/a.jsonl"), half(0)).unwrap();
+    std::fs::write(dir.path().join("clickstream/b.jsonl"), half(1)).unwrap();
+    let input = Location::open(dir.path().to_str().unwrap(), false).unwrap();
+    let base = lake_on(Arc::new(InMemory::new()));
+    load(&engine, &input, &base).await.unwrap();
+    let catalog = LocalCatalog::new(&base);
+    let table = catalog.table("clickstream").await.unwrap().unwrap();
+    for p in catalog.partitions("clickstream").await.unwrap() {
+        compact_on(&base, &table, &p, &options(Duration::from_secs(60)))
+            .await
+            .unwrap();
+    }
+    let partitions = catalog.partitions("clickstream").await.unwrap().len();
+    assert!(
+        (2..=3).contains(&partitions) && clicks.len() > 100,
+        "{partitions} partitions, {} rows",
+        clicks.len()
+    );
+    std::fs::write(
+        dir.path().join("clickstream/a.jsonl"),
+        sluice_tests::new_version_of(&half(0)),
+    )
+    .unwrap();
+
+    // A load that never failed: its calls, and the rows it leaves, which
+    // DuckDB confirms are the raw files' rows.
+    let counted = Arc::new(FaultyStore::new(copy_of(&base.store).await, Faults::None));
+    let clean_lake = lake_on(counted.clone());
+    load(&engine, &input, &clean_lake).await.unwrap();
+    let calls = counted.calls();
+    // The old version's rows were cut out of merged files: every merged
+    // output of the base lake is gone, replaced by one written without them.
+    let merged = |lake: Location| async move {
+        let metas: Vec<_> = lake.store.list(None).try_collect().await.unwrap();
+        metas
+            .into_iter()
+            .map(|m| m.location.to_string())
+            .filter(|p| sluice::write::compaction_output_id(p).is_some())
+            .collect::<HashSet<String>>()
+    };
+    let (before, after) = (merged(base.clone()).await, merged(clean_lake.clone()).await);
+    assert!(
+        !before.is_empty() && before.is_disjoint(&after) && after.len() == before.len(),
+        "merged outputs before {before:?}, after {after:?}"
+    );
+    let clean = table_rows(&clean_lake).await;
+    let on_disk = tempfile::tempdir().unwrap();
+    let local = Location::open(on_disk.path().to_str().unwrap(), true).unwrap();
+    for m in counted.list(None).try_collect::<Vec<_>>().await.unwrap() {
+        let bytes = counted
+            .get(&m.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        local.store.put(&m.location, bytes.into()).await.unwrap();
+    }
+    let glob = format!("{}/clickstream/*", dir.path().display());
+    let v = python_json(
+        &repo_root(),
+        &compare_script(on_disk.path(), &glob, "read_json"),
+    );
+    check_lake_matches_raw(&v);
+    println!("loading the new version: {calls} store calls, each crashed at");
+
+    for n in 1..=calls {
+        let store = copy_of(&base.store).await;
+        let faulty = lake_on(Arc::new(
+            FaultyStore::new(store.clone(), Faults::CrashAt(n)).with_kind(FaultKind::Refused),
+        ));
+        let first = load(&engine, &input, &faulty).await;
+        assert!(first.is_err(), "call {n}: the crash went unnoticed");
+        let after = lake_on(store);
+        // The crashed run's leases have expired by the time it is rerun.
+        let leases: Vec<Path> = after
+            .store
+            .list(None)
+            .try_filter(|m| futures::future::ready(m.location.as_ref().ends_with("lease.json")))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .unwrap();
+        for l in leases {
+            after.store.delete(&l).await.unwrap();
+        }
+        load(&engine, &input, &after)
+            .await
+            .unwrap_or_else(|e| panic!("call {n}: the rerun failed: {e}"));
+        let got = table_rows(&after).await;
+        if got != clean {
+            let only_got: Vec<_> = got.iter().filter(|r| !clean.contains(r)).take(3).collect();
+            let only_clean: Vec<_> = clean.iter().filter(|r| !got.contains(r)).take(3).collect();
+            panic!(
+                "crash at call {n} of {calls} ({first:?}): {} rows, {} wanted; extra {only_got:?}; missing {only_clean:?}",
+                got.len(),
+                clean.len()
+            );
+        }
+        let left = pending_intents(&after).await;
+        assert!(left.is_empty(), "call {n}: left behind: {left:?}");
+    }
 }

@@ -5,7 +5,9 @@
 
 use std::path::Path;
 
-use sluice_tests::{check_lake_matches_raw, compare_script, python_json, repo_root, sluice_ok};
+use sluice_tests::{
+    check_lake_matches_raw, compare_script, new_version, python_json, repo_root, sluice_ok,
+};
 
 const EXAMPLE: &str = "examples/clickstream/sluice.toml";
 const RAW: &str = "examples/clickstream/raw/clickstream";
@@ -47,38 +49,6 @@ fn check(lake: &Path, input: &Path) {
     let glob = format!("{}/clickstream/*", input.display());
     let v = python_json(&repo_root(), &compare_script(lake, &glob, "read_json"));
     check_lake_matches_raw(&v);
-}
-
-/// A new version of the example's first raw file that differs in every way a
-/// re-upload can: half the rows are gone, every price changed, a third of the
-/// rows moved to another day (new `dt` partitions), no `scroll` event is left
-/// (its partitions vanish), and rows that were not there before are added.
-fn new_version() -> String {
-    let text = std::fs::read_to_string(repo_root().join(RAW).join("events-00000.jsonl")).unwrap();
-    let mut out = String::new();
-    for (i, line) in text.lines().enumerate().filter(|(i, _)| i % 2 == 0) {
-        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
-        if v["event_type"] == "scroll" {
-            continue;
-        }
-        if v["price"].is_number() {
-            let p = v["price"].as_f64().unwrap();
-            v["price"] = serde_json::json!(((p + 1.25) * 100.0).round() / 100.0);
-        }
-        if i % 3 == 0 {
-            let t =
-                chrono::DateTime::parse_from_rfc3339(v["event_time"].as_str().unwrap()).unwrap();
-            v["event_time"] = (t + chrono::Duration::days(40)).to_rfc3339().into();
-        }
-        out.push_str(&v.to_string());
-        out.push('\n');
-        if i % 10 == 0 {
-            v["event_id"] = format!("new-{i}").into();
-            out.push_str(&v.to_string());
-            out.push('\n');
-        }
-    }
-    out
 }
 
 fn input_with(dir: &Path, files: &[(&str, Vec<u8>)]) {
