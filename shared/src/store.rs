@@ -53,7 +53,12 @@ impl AwsOptions {
         // The SDK retries throttling, transient and server errors of each
         // call itself (standard mode, jittered backoff); callers retry only
         // what it cannot see (SQS entries a batch failed, Glue conflicts).
+        use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+        let https = aws_smithy_http_client::Builder::new()
+            .tls_provider(Provider::Rustls(CryptoMode::Ring))
+            .build_https();
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(https)
             .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5));
         if let Some(e) = &self.endpoint {
             loader = loader.endpoint_url(e);
