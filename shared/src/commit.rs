@@ -44,6 +44,10 @@ pub struct FileInfo {
     pub partition_path: String,
     pub rows: u64,
     pub bytes: u64,
+    /// Row count and column bounds from the file's footer, as a Delta `add`
+    /// action carries them (absent in records written before they were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<crate::stats::FileStats>,
 }
 
 /// What one chunk wrote.

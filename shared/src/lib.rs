@@ -47,6 +47,7 @@ pub mod query;
 pub mod read;
 pub mod retry;
 pub mod sources;
+pub mod stats;
 pub mod store;
 pub mod transform;
 pub mod write;

@@ -273,7 +273,7 @@ impl ChunkWriter {
             rows,
         } = file;
         let mut writer = writer;
-        writer
+        let footer = writer
             .finish()
             .await
             .map_err(|e| Error::write(&relative, e))?;
@@ -284,6 +284,7 @@ impl ChunkWriter {
             partition_path,
             rows,
             bytes,
+            stats: Some(crate::stats::from_footer(&footer, &self.schema)),
         });
         Ok(())
     }

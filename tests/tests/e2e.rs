@@ -46,6 +46,16 @@ fn the_example_lake_holds_exactly_the_raw_rows_transformed() {
         "{cols:?}"
     );
 
+    // Each file's statistics in its commit record (a Delta `add` action's
+    // stats) are what pyarrow reads in the file's footer: row count, nulls,
+    // and bounds that hold every value DuckDB reads in the file.
+    let v = python_json(&repo_root(), &stats_script(&lake));
+    assert!(
+        v["files"].as_u64().unwrap() >= 56 && v["bounded"].as_u64().unwrap() > 56 * 8,
+        "{v}"
+    );
+    assert_eq!(v["mismatches"], serde_json::json!([]), "{v}");
+
     // The catalog knows the table and every partition; queries prune by partition.
     let tables = sluice_ok(&repo_root(), &["tables", "--lake", lake_s]);
     assert!(
@@ -78,6 +88,61 @@ print(json.dumps(con.sql("SELECT count(*) FROM read_json('examples/clickstream/r
 "#,
     );
     assert_eq!(n, want.as_u64().unwrap());
+}
+
+/// A Python script that checks every file's `stats` in the commit records of
+/// `lake` against pyarrow's reading of the file's footer, and checks each
+/// bound against DuckDB's min and max of the column in that file. Prints
+/// the number of files, of bounded columns, and the mismatches.
+fn stats_script(lake: &Path) -> String {
+    format!(
+        r#"
+import datetime, decimal, glob, json, os
+import duckdb, pyarrow.parquet as pq
+lake = {lake:?}
+con = duckdb.connect(); con.sql("SET TimeZone='UTC'")
+def delta(v):
+    if isinstance(v, datetime.datetime):
+        v = v.astimezone(datetime.timezone.utc) if v.tzinfo else v
+        z = "Z" if v.tzinfo else ""
+        return v.strftime("%Y-%m-%dT%H:%M:%S.") + f"{{v.microsecond // 1000:03d}}" + z
+    if isinstance(v, datetime.date):
+        return v.isoformat()
+    if isinstance(v, decimal.Decimal):
+        return float(v)
+    return v
+files = bounded = 0
+bad = []
+for rec in sorted(glob.glob(os.path.join(lake, "_sluice/commits/*/*.json"))):
+    for f in json.load(open(rec))["files"]:
+        files += 1
+        path = os.path.join(lake, f["path"])
+        st = f["stats"]
+        meta = pq.ParquetFile(path).metadata
+        if st["numRecords"] != meta.num_rows:
+            bad.append([f["path"], "numRecords", st["numRecords"], meta.num_rows])
+        for i in range(meta.num_columns):
+            name = meta.schema.column(i).name
+            groups = [meta.row_group(g).column(i).statistics for g in range(meta.num_row_groups)]
+            nulls = sum(s.null_count for s in groups)
+            if st["nullCount"].get(name) != nulls:
+                bad.append([f["path"], name, "nullCount", st["nullCount"].get(name), nulls])
+            if name not in st["minValues"]:
+                continue
+            bounded += 1
+            lo, hi = con.sql(f'SELECT min("{{name}}"), max("{{name}}") FROM read_parquet(?)', params=[path]).fetchall()[0]
+            # pyarrow's bounds of the footer, formatted as Delta writes them.
+            have = [s for s in groups if s.has_min_max]
+            want_lo = delta(min(s.min for s in have))
+            want_hi = delta(max(s.max for s in have))
+            if [st["minValues"][name], st["maxValues"][name]] != [want_lo, want_hi]:
+                bad.append([f["path"], name, "bounds", st["minValues"][name], st["maxValues"][name], want_lo, want_hi])
+            # And they hold the data as DuckDB reads it.
+            if delta(lo) < st["minValues"][name] or delta(hi) > st["maxValues"][name]:
+                bad.append([f["path"], name, "data outside", delta(lo), delta(hi)])
+print(json.dumps({{"files": files, "bounded": bounded, "mismatches": bad[:10]}}, default=str))
+"#
+    )
 }
 
 #[test]
