@@ -71,15 +71,11 @@ pub fn from_footer(meta: &ParquetMetaData, schema: &Schema) -> FileStats {
         ) else {
             continue;
         };
-        let bounds = (
-            extreme(&mins, &nulls, &rows, Ordering::Less),
-            extreme(&maxes, &nulls, &rows, Ordering::Greater),
-        );
-        if let (Some(min), Some(max)) = bounds {
-            if let (Some(min), Some(max)) = (json(&min), json(&max)) {
-                stats.min_values.insert(field.name().clone(), min);
-                stats.max_values.insert(field.name().clone(), max);
-            }
+        let min = extreme(&mins, &nulls, &rows, Ordering::Less).and_then(|v| json(&v));
+        let max = extreme(&maxes, &nulls, &rows, Ordering::Greater).and_then(|v| json(&v));
+        if let (Some(min), Some(max)) = (min, max) {
+            stats.min_values.insert(field.name().clone(), min);
+            stats.max_values.insert(field.name().clone(), max);
         }
     }
     stats
