@@ -353,9 +353,9 @@ pub async fn process_chunk(
             record
         }
         None => {
-            let (current, output) =
+            let (current, mut output) =
                 read_with_evolution(prepared, lake, task, options, counters, &id).await?;
-            let rejected = check_rejected(lake, task, &current.table, &id, &output).await?;
+            let rejected = check_rejected(lake, task, &current.table, &id, &mut output).await?;
             counters
                 .rows_rejected
                 .fetch_add(rejected.len() as u64, Ordering::Relaxed);
@@ -461,10 +461,10 @@ async fn check_rejected(
     task: &ChunkTask,
     table: &Table,
     id: &str,
-    output: &ChunkOutput,
+    output: &mut ChunkOutput,
 ) -> Result<Vec<QuarantineEntry>> {
-    let mut rejected = output.stats.rejected.clone();
-    rejected.extend(output.refused.iter().cloned());
+    let mut rejected = std::mem::take(&mut output.stats.rejected);
+    rejected.append(&mut output.refused);
     if let Some(e) = too_many_rejected(table, &task.object.url, &rejected, output.stats.rows, true)
     {
         let paths = output.files.iter().map(|f| f.path.clone()).collect();
