@@ -80,6 +80,24 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
+        /// Read Delta tables as of a version (`3`) or a time
+        /// (`2026-12-01T10:00:00Z`) instead of their latest snapshot.
+        #[arg(long)]
+        as_of: Option<String>,
+    },
+    /// Delete the files of Delta tables that no snapshot within the retention needs.
+    Vacuum {
+        #[command(flatten)]
+        lake: LakeArg,
+        /// Only this table (default: every Delta table).
+        #[arg(long)]
+        table: Option<String>,
+        /// Keep the files every snapshot younger than this needs (`168h`, `7days`).
+        #[arg(long, default_value = "168h", value_parser = humantime::parse_duration)]
+        retain: Duration,
+        /// List the files that would be deleted, and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Merge each partition's small files into files near the target size, with the same rows.
     Compact {
@@ -258,7 +276,18 @@ async fn dispatch(cli: Cli, workers: usize) -> Result<()> {
         } => run(&config, input, lake, workers, chunk_size, fail_fast).await,
         Command::Tables { lake } => tables(lake.open().await?).await,
         Command::Partitions { table, lake } => partitions(lake.open().await?, &table).await,
-        Command::Query { sql, lake, format } => query(lake.open().await?, &sql, format).await,
+        Command::Query {
+            sql,
+            lake,
+            format,
+            as_of,
+        } => query(lake.open().await?, &sql, format, as_of.as_deref()).await,
+        Command::Vacuum {
+            lake,
+            table,
+            retain,
+            dry_run,
+        } => vacuum(lake.open().await?, table, retain, dry_run).await,
         Command::Compact {
             lake,
             table,
@@ -414,12 +443,58 @@ async fn compact(
     options: sluice::compact::CompactOptions,
 ) -> Result<()> {
     use sluice::compact::{CompactReport, compact_partition};
+    let delta_tables = sluice::delta::tables(&lake).await?;
+    let delta_only = table.as_ref().is_some_and(|t| delta_tables.contains(t));
+    for name in delta_tables
+        .iter()
+        .filter(|n| table.as_ref().is_none_or(|t| t == *n))
+    {
+        if !only.is_empty() {
+            bail!(
+                "table '{name}' is a Delta table: its compaction runs over the whole table (no --partition)"
+            );
+        }
+        let started = Instant::now();
+        let o = sluice::delta::compact(&lake, name, &options, chrono::Utc::now())
+            .await
+            .with_context(|| format!("compacting Delta table '{name}'"))?;
+        let secs = started.elapsed().as_secs_f64();
+        match o.version {
+            Some(v) => println!(
+                "{name}: committed version {v}: {} files -> {} in {} partitions, {:.1} MB -> {:.1} MB, {} rows, column chunks copied in {} of {} outputs, {:.2} s ({:.1} MB/s)",
+                o.files_removed,
+                o.files_added,
+                o.partitions,
+                o.bytes_in as f64 / 1e6,
+                o.bytes_out as f64 / 1e6,
+                o.rows,
+                o.copied,
+                o.files_added,
+                secs,
+                o.bytes_in as f64 / 1e6 / secs.max(1e-9)
+            ),
+            None => println!(
+                "{name}: nothing to merge: partitions need {} or more files under {:.0} MB, older than {}",
+                options.min_files,
+                options.target_size as f64 * 0.75 / 1e6,
+                humantime::format_duration(options.min_age)
+            ),
+        }
+    }
+    if delta_only {
+        return Ok(());
+    }
     let tables =
         match &table {
             Some(name) => vec![catalog.table(name).await?.ok_or_else(|| {
                 anyhow!("no table '{name}' in {} (see `sluice tables`)", lake.url)
             })?],
-            None => catalog.tables().await?,
+            None => catalog
+                .tables()
+                .await?
+                .into_iter()
+                .filter(|t| !delta_tables.contains(&t.name))
+                .collect(),
         };
     let started = Instant::now();
     let mut last_log = Instant::now();
@@ -539,6 +614,12 @@ fn print_summary(s: &Summary, lake: &Location) {
         s.rows_in as f64 / s.seconds.max(1e-9)
     );
     println!("  lake: {}", lake.url);
+    if s.delta_commits > 0 {
+        println!(
+            "  delta: {} commits made the chunks visible (each holds every chunk that finished while the one before was written)",
+            s.delta_commits
+        );
+    }
     if s.chunks_skipped > 0 {
         println!(
             "  {} of {} chunks were committed by an earlier run and not processed again",
@@ -573,16 +654,24 @@ fn print_summary(s: &Summary, lake: &Location) {
 }
 
 async fn tables((lake, catalog): (Location, Arc<dyn Catalog>)) -> Result<()> {
-    let tables = catalog.tables().await?;
-    if tables.is_empty() {
+    let delta_tables = sluice::delta::tables(&lake).await?;
+    let hive_tables: Vec<_> = catalog
+        .tables()
+        .await?
+        .into_iter()
+        .filter(|t| !delta_tables.contains(&t.name))
+        .collect();
+    if hive_tables.is_empty() && delta_tables.is_empty() {
         println!("no tables in {}", lake.url);
         return Ok(());
     }
-    println!(
-        "{:<24} {:>8} {:>11}  {:<28} location",
-        "table", "columns", "partitions", "partition keys"
-    );
-    for t in tables {
+    if !hive_tables.is_empty() {
+        println!(
+            "{:<24} {:<6} {:>8} {:>11}  {:<28} location",
+            "table", "format", "columns", "partitions", "partition keys"
+        );
+    }
+    for t in hive_tables {
         let n = catalog.partitions(&t.name).await?.len();
         let keys = t
             .partition_keys
@@ -591,14 +680,81 @@ async fn tables((lake, catalog): (Location, Arc<dyn Catalog>)) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ");
         println!(
-            "{:<24} {:>8} {:>11}  {:<28} {}/{}/",
+            "{:<24} {:<6} {:>8} {:>11}  {:<28} {}/{}/",
             t.name,
+            "hive",
             t.columns.len(),
             n,
             keys,
             lake.url,
             t.location
         );
+    }
+    if !delta_tables.is_empty() {
+        println!(
+            "{:<24} {:<6} {:>8} {:>8} {:>12} {:>12}  {:<20} {:<20} location",
+            "table", "format", "version", "files", "rows", "bytes", "partition keys", "committed"
+        );
+    }
+    for name in delta_tables {
+        let Some(info) = sluice::delta::info(&lake, &name).await? else {
+            continue;
+        };
+        let committed = info
+            .committed_at
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .unwrap_or_default();
+        println!(
+            "{:<24} {:<6} {:>8} {:>8} {:>12} {:>12}  {:<20} {:<20} {}/{}/",
+            name,
+            "delta",
+            info.version,
+            info.files,
+            info.rows,
+            info.bytes,
+            info.partition_columns.join(", "),
+            committed,
+            lake.url,
+            name
+        );
+    }
+    Ok(())
+}
+
+async fn vacuum(
+    (lake, _): (Location, Arc<dyn Catalog>),
+    table: Option<String>,
+    retain: Duration,
+    dry_run: bool,
+) -> Result<()> {
+    let all = sluice::delta::tables(&lake).await?;
+    let tables = match table {
+        Some(name) if all.contains(&name) => vec![name],
+        Some(name) => bail!(
+            "no Delta table '{name}' in {} (Delta tables: {})",
+            lake.url,
+            if all.is_empty() {
+                "none".into()
+            } else {
+                all.join(", ")
+            }
+        ),
+        None => all,
+    };
+    for name in tables {
+        let files = sluice::delta::vacuum(&lake, &name, retain, dry_run).await?;
+        let verb = if dry_run { "would delete" } else { "deleted" };
+        println!(
+            "{name}: {verb} {} files removed from the table more than {} ago",
+            files.len(),
+            humantime::format_duration(retain)
+        );
+        if dry_run {
+            for f in files {
+                println!("  {f}");
+            }
+        }
     }
     Ok(())
 }
@@ -647,8 +803,9 @@ async fn query(
     (lake, catalog): (Location, Arc<dyn Catalog>),
     sql: &str,
     format: OutputFormat,
+    as_of: Option<&str>,
 ) -> Result<()> {
-    let ctx = sluice::query::lake_context(&lake, catalog.as_ref()).await?;
+    let ctx = sluice::query::lake_context(&lake, catalog.as_ref(), as_of).await?;
     let df = ctx.sql(sql).await.map_err(|e| anyhow!("query: {e}"))?;
     let batches = df.collect().await.map_err(|e| anyhow!("query: {e}"))?;
     let stdout = std::io::stdout();

@@ -107,6 +107,19 @@ pub fn commit_entries(commit: &CommitRecord) -> (TableDef, Vec<PartitionDef>) {
     (table, parts)
 }
 
+/// The catalog's definition of a Delta table, from one of its commit
+/// records: its columns; no partitions are registered (the log has them).
+pub fn delta_table_def(commit: &CommitRecord, columns: Vec<ColumnDef>) -> TableDef {
+    TableDef {
+        name: commit.table.clone(),
+        location: commit.table.clone(),
+        columns,
+        partition_keys: commit.partition_keys.clone(),
+        format: crate::glue::DELTA.into(),
+        compression: None,
+    }
+}
+
 /// Apply a commit record to a catalog.
 pub async fn register_commit(catalog: &dyn Catalog, commit: &CommitRecord) -> Result<usize> {
     let (table, parts) = commit_entries(commit);

@@ -169,8 +169,41 @@ pub fn hive_type(dt: &DataType) -> Option<String> {
     })
 }
 
-/// The Arrow type of a Hive scalar type (for partition columns).
+/// The Arrow type of a Hive type, as [`hive_type`] names them (scalars,
+/// `array<..>`, `struct<name:..,..>`, `map<..,..>`): partition columns, and
+/// a Delta table's schema from commit records.
 pub fn arrow_type(hive: &str) -> Option<DataType> {
+    let hive = hive.trim();
+    if let Some(inner) = nested(hive, "array") {
+        return Some(DataType::new_list(arrow_type(inner)?, true));
+    }
+    if let Some(inner) = nested(hive, "struct") {
+        let fields = top_level(inner)
+            .into_iter()
+            .map(|f| {
+                let (name, ty) = f.split_once(':')?;
+                Some(Field::new(name.trim(), arrow_type(ty)?, true))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        return Some(DataType::Struct(fields.into()));
+    }
+    if let Some(inner) = nested(hive, "map") {
+        let [k, v] = top_level(inner)[..] else {
+            return None;
+        };
+        let entries = Field::new(
+            "entries",
+            DataType::Struct(
+                vec![
+                    Field::new("key", arrow_type(k)?, false),
+                    Field::new("value", arrow_type(v)?, true),
+                ]
+                .into(),
+            ),
+            false,
+        );
+        return Some(DataType::Map(std::sync::Arc::new(entries), false));
+    }
     Some(match hive {
         "string" => DataType::Utf8,
         "boolean" => DataType::Boolean,
@@ -181,6 +214,7 @@ pub fn arrow_type(hive: &str) -> Option<DataType> {
         "float" => DataType::Float32,
         "double" => DataType::Float64,
         "date" => DataType::Date32,
+        "binary" => DataType::Binary,
         "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, Some(crate::config::UTC.into())),
         _ => {
             let inner = hive.strip_prefix("decimal(")?.strip_suffix(')')?;
@@ -188,6 +222,31 @@ pub fn arrow_type(hive: &str) -> Option<DataType> {
             DataType::Decimal128(p.trim().parse().ok()?, s.trim().parse().ok()?)
         }
     })
+}
+
+/// The inside of `<name><...>`.
+fn nested<'a>(hive: &'a str, name: &str) -> Option<&'a str> {
+    hive.strip_prefix(name)?
+        .strip_prefix('<')?
+        .strip_suffix('>')
+}
+
+/// `a,b<c,d>,e` split at the commas outside `<>`.
+fn top_level(list: &str) -> Vec<&str> {
+    let (mut out, mut depth, mut start) = (Vec::new(), 0i32, 0);
+    for (i, c) in list.char_indices() {
+        match c {
+            '<' | '(' => depth += 1,
+            '>' | ')' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(&list[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&list[start..]);
+    out
 }
 
 /// Column definitions of a schema; fails naming a column whose type has no Hive equivalent.
@@ -267,6 +326,20 @@ mod tests {
             arrow_type("decimal(10,2)"),
             Some(DataType::Decimal128(10, 2))
         );
+        // Every type hive_type names comes back.
+        for t in [
+            "struct<a:bigint,b:array<string>>",
+            "map<string,array<decimal(10,2)>>",
+            "array<struct<x:double,y:map<string,int>>>",
+            "timestamp",
+            "binary",
+        ] {
+            let arrow = arrow_type(t).unwrap_or_else(|| panic!("{t}"));
+            assert_eq!(hive_type(&arrow).as_deref(), Some(t));
+        }
+        assert_eq!(arrow_type("struct<a>"), None);
+        assert_eq!(arrow_type("map<string>"), None);
+        assert_eq!(arrow_type("array<nonsense>"), None);
         let _ = Arc::new(0);
     }
 }

@@ -54,6 +54,12 @@ pub struct LakeConfig {
     /// production the database usually comes with the deployment).
     #[serde(default)]
     pub glue_create_database: bool,
+    /// How tables are kept: `hive` (Hive-partitioned Parquet plus catalog
+    /// partitions, the default) or `delta` (Delta Lake tables: the same files,
+    /// made visible by atomic commits to `<table>/_delta_log/`). A table may
+    /// override it.
+    #[serde(default)]
+    pub table_format: Option<String>,
 }
 
 fn default_catalog() -> String {
@@ -71,6 +77,7 @@ impl Default for LakeConfig {
             catalog: default_catalog(),
             glue_database: None,
             glue_create_database: false,
+            table_format: None,
         }
     }
 }
@@ -169,6 +176,9 @@ pub struct TableConfig {
     /// Columns of the transformed rows that make up the Hive partition path, in order.
     #[serde(default)]
     pub partition_by: Vec<String>,
+    /// `hive` or `delta`; by default the lake's `table_format`.
+    #[serde(default)]
+    pub table_format: Option<String>,
     /// Optional SQL over the table `input`; its result is what is written.
     #[serde(default)]
     pub sql: Option<String>,
@@ -548,6 +558,38 @@ pub struct Table {
     pub max_record_bytes: usize,
     pub contract: Contract,
     pub rules: Vec<Rule>,
+    pub table_format: TableFormat,
+}
+
+/// How a table's files are made visible to readers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TableFormat {
+    /// Hive-partitioned Parquet; partitions registered in the catalog.
+    #[default]
+    Hive,
+    /// A Delta Lake table: files enter it by commits to `_delta_log/`.
+    Delta,
+}
+
+impl TableFormat {
+    fn parse(n: Option<&str>, field: &str, text: &str) -> Result<TableFormat> {
+        match text {
+            "hive" => Ok(TableFormat::Hive),
+            "delta" => Ok(TableFormat::Delta),
+            other => Err(Error::config(
+                n,
+                field,
+                format!("{other:?} is not a table format; use \"hive\" or \"delta\""),
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TableFormat::Hive => "hive",
+            TableFormat::Delta => "delta",
+        }
+    }
 }
 
 impl Table {
@@ -793,10 +835,16 @@ impl PipelineConfig {
         if self.lake.root.trim().is_empty() {
             return Err(Error::config(None, "lake.root", "must not be empty"));
         }
+        if let Some(f) = &self.lake.table_format {
+            TableFormat::parse(None, "lake.table_format", f)?;
+        }
         let mut tables: Vec<Table> = Vec::new();
-        for t in self.tables {
+        for mut t in self.tables {
             if tables.iter().any(|o| o.name == t.name) {
                 return Err(Error::config(Some(&t.name), "name", "declared twice"));
+            }
+            if t.table_format.is_none() {
+                t.table_format = self.lake.table_format.clone();
             }
             tables.push(t.validate()?);
         }
@@ -843,6 +891,10 @@ impl TableConfig {
             ));
         }
         let max_record_bytes = parse_record_size(n, self.max_record_size.as_deref())?;
+        let table_format = match &self.table_format {
+            Some(f) => TableFormat::parse(n, "table_format", f)?,
+            None => TableFormat::default(),
+        };
         let contract = parse_contract(n, &self.contract)?;
         if contract.unknown_fields == UnknownFields::Evolve && format == Format::Parquet {
             return Err(Error::config(
@@ -865,6 +917,7 @@ impl TableConfig {
             ));
         }
         Ok(Table {
+            table_format,
             max_record_bytes,
             contract,
             rules,

@@ -72,6 +72,14 @@ pub enum Error {
     #[error("unavailable: {0}")]
     Unavailable(String),
 
+    /// A Delta table operation (commit, optimize, vacuum, load) failed.
+    #[error("table '{table}': delta: {source}")]
+    Delta {
+        table: String,
+        #[source]
+        source: Cause,
+    },
+
     /// Storage (object_store) failed.
     #[error("storage: {0}")]
     Store(#[from] object_store::Error),
@@ -92,9 +100,11 @@ impl Error {
             Error::Store(e) => classify(e) != Verdict::Permanent,
             // A read or write fails for good unless its cause is transient:
             // an undecodable file stays undecodable.
-            Error::Read { source, .. } | Error::Write { source, .. } => {
-                classify(source.as_ref()) == Verdict::Transient
-            }
+            // A conflict with another committer was already retried by the
+            // committer; past that, only a storage failure is worth another try.
+            Error::Read { source, .. }
+            | Error::Write { source, .. }
+            | Error::Delta { source, .. } => classify(source.as_ref()) == Verdict::Transient,
             Error::Config(_)
             | Error::Event(_)
             | Error::Record { .. }

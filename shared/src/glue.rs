@@ -11,6 +11,9 @@
 //!   is [`Error::Unavailable`] (retryable by the caller).
 //! - New columns are added with `UpdateTable`; a changed type is refused,
 //!   naming the column ([`crate::catalog::evolve`]).
+//! - A Delta table (`format = "delta"`) is registered as Athena reads it
+//!   natively: `table_type = DELTA`, `spark.sql.sources.provider = delta`,
+//!   every column, no partition keys and no partitions (its log has them).
 
 use async_trait::async_trait;
 use aws_sdk_glue::Client;
@@ -22,6 +25,9 @@ use aws_sdk_glue::types::{
 use crate::catalog::{Catalog, PartitionDef, PartitionStats, TableDef, evolve};
 use crate::commit::ColumnDef;
 use crate::error::{Error, Result};
+
+/// The `format` of a Delta table's definition.
+pub const DELTA: &str = "delta";
 
 /// The value Hive and Glue use for a null partition value.
 pub const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
@@ -105,6 +111,9 @@ impl GlueCatalog {
     }
 
     fn table_input(&self, table: &TableDef) -> Result<TableInput> {
+        if table.format == DELTA {
+            return self.delta_table_input(table);
+        }
         let mut b = TableInput::builder()
             .name(&table.name)
             .description("Written by Sluice")
@@ -118,6 +127,48 @@ impl GlueCatalog {
             b = b.parameters("parquet.compression", c.to_ascii_uppercase());
         }
         b.build()
+            .map_err(|e| Error::Catalog(format!("table '{}': {e}", table.name)))
+    }
+
+    /// A Delta table as Athena reads it natively (`table_type = DELTA`) and
+    /// Spark and Trino find it (`spark.sql.sources.provider = delta`, the
+    /// SerDe's `path`): its location and every column (partition columns
+    /// too, as Glue consumers list them), and no partition keys: the
+    /// table's log holds its files and partitions.
+    fn delta_table_input(&self, table: &TableDef) -> Result<TableInput> {
+        let location = self.table_location(table);
+        let mut columns = table.columns.clone();
+        columns.extend(table.partition_keys.iter().cloned());
+        let keys: Vec<&str> = table
+            .partition_keys
+            .iter()
+            .map(|k| k.name.as_str())
+            .collect();
+        let storage = StorageDescriptor::builder()
+            .set_columns(Some(glue_columns(&columns)?))
+            .location(&location)
+            .input_format(INPUT_FORMAT)
+            .output_format(OUTPUT_FORMAT)
+            .compressed(false)
+            .serde_info(
+                SerDeInfo::builder()
+                    .serialization_library(SERDE)
+                    .parameters("serialization.format", "1")
+                    .parameters("path", &location)
+                    .build(),
+            )
+            .build();
+        TableInput::builder()
+            .name(&table.name)
+            .description("Delta Lake table written by Sluice")
+            .table_type("EXTERNAL_TABLE")
+            .parameters("table_type", "DELTA")
+            .parameters("spark.sql.sources.provider", "delta")
+            .parameters("EXTERNAL", "TRUE")
+            .parameters("sluice.location", &table.location)
+            .parameters("sluice.partition_keys", keys.join(","))
+            .storage_descriptor(storage)
+            .build()
             .map_err(|e| Error::Catalog(format!("table '{}': {e}", table.name)))
     }
 
@@ -136,6 +187,29 @@ impl GlueCatalog {
                 })
             })
             .unwrap_or_else(|| name.clone());
+        if params.and_then(|p| p.get("table_type")).map(String::as_str) == Some("DELTA") {
+            let keys: Vec<String> = params
+                .and_then(|p| p.get("sluice.partition_keys"))
+                .map(|k| {
+                    k.split(',')
+                        .filter(|k| !k.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let (partition_keys, columns) =
+                sluice_columns(sd.map(|s| s.columns()).unwrap_or_default())
+                    .into_iter()
+                    .partition(|c| keys.contains(&c.name));
+            return Ok(TableDef {
+                columns,
+                partition_keys,
+                format: DELTA.into(),
+                compression: None,
+                location,
+                name,
+            });
+        }
         Ok(TableDef {
             columns: sluice_columns(sd.map(|s| s.columns()).unwrap_or_default()),
             partition_keys: sluice_columns(t.partition_keys()),

@@ -12,6 +12,8 @@
 //! <lake>/_sluice/schemas/<table>.json           columns gained by evolution
 //! <lake>/_sluice/sources/<table>/<source>/...   the ledger of source versions
 //! <lake>/_sluice/manifests/                     chunk-task manifests of backfills
+//! <lake>/_sluice/committers/<table>.json        the lease of a Delta table's committer
+//! <lake>/<table>/_delta_log/                    a Delta table's log
 //! ```
 
 /// Rejected records: `<dir>/<table>/<chunk id>.jsonl`.
@@ -31,6 +33,9 @@ pub const SCHEMAS_DIR: &str = "_sluice/schemas";
 
 /// The ledger of which versions of a source were loaded.
 pub const SOURCES_DIR: &str = "_sluice/sources";
+
+/// Leases of Delta tables' committers in AWS: `<dir>/<table>.json`.
+pub const COMMITTERS_DIR: &str = "_sluice/committers";
 
 /// The planner's manifests of chunk tasks, for a Distributed Map.
 pub const MANIFESTS_DIR: &str = "_sluice/manifests";

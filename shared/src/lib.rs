@@ -19,6 +19,8 @@
 //! - [`pipeline`]: all of it for a whole input, chunks in parallel;
 //! - [`compact`]: small files of a partition merged into large ones, crash-safely;
 //! - [`query`]: SQL over the lake's tables;
+//! - `delta` (with the `delta` feature): Delta Lake tables, committed by one
+//!   writer per table from the chunks' commit records;
 //!
 //! With the `testing` feature (for tests and the fuzzers only, never in a
 //! function binary): [`fault`], a store wrapper that fails chosen calls, and
@@ -30,6 +32,8 @@ pub mod commit;
 pub mod compact;
 pub mod config;
 pub mod connect;
+#[cfg(feature = "delta")]
+pub mod delta;
 pub mod error;
 pub mod event;
 #[cfg(any(test, feature = "testing"))]

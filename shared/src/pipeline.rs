@@ -17,7 +17,9 @@ use crate::catalog::{Catalog, register_commit};
 use crate::commit::{ColumnDef, CommitRecord, chunk_id, column_defs, schema_fingerprint};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Codec, Column, ColumnType, Format, Pipeline, Table, UnknownFields};
+use crate::config::{
+    Codec, Column, ColumnType, Format, Pipeline, Table, TableFormat, UnknownFields,
+};
 use crate::error::{Error, Result};
 use crate::partition::{RefusedSlice, Splitter};
 use crate::plan::{Chunk, plan_parquet, plan_text};
@@ -100,6 +102,8 @@ pub struct Summary {
     /// Chunks (or whole files) that failed, in file and chunk order; every
     /// other chunk ran to its commit.
     pub failed: Vec<FailedChunk>,
+    /// Delta commits written (Delta tables only: each holds a batch of chunks).
+    pub delta_commits: u64,
 }
 
 /// A table with its checked transform: everything needed to process its chunks.
@@ -129,6 +133,9 @@ impl PreparedTable {
             .project(&key_indices)
             .map_err(|e| Error::transform(&t.name, e))?;
         let partition_keys = column_defs(&t.name, &keys_schema)?;
+        if t.table_format == TableFormat::Delta {
+            check_delta_types(&t.name, out_schema)?;
+        }
         Ok(PreparedTable {
             table: t.clone(),
             transform,
@@ -136,6 +143,33 @@ impl PreparedTable {
             partition_keys,
         })
     }
+}
+
+/// A Delta table's columns must hold what Delta's types say exactly:
+/// timestamps are UTC microseconds, integers are signed.
+fn check_delta_types(table: &str, schema: &arrow::datatypes::Schema) -> Result<()> {
+    use arrow::datatypes::{DataType as D, TimeUnit};
+    for f in schema.fields() {
+        let exact = match f.data_type() {
+            D::Timestamp(TimeUnit::Microsecond, Some(tz)) => {
+                matches!(tz.as_ref(), "UTC" | "+00:00" | "Z")
+            }
+            D::Timestamp(_, _) => false,
+            D::UInt8 | D::UInt16 | D::UInt32 | D::UInt64 => false,
+            _ => true,
+        };
+        if !exact {
+            return Err(Error::transform(
+                table,
+                format!(
+                    "column '{}' has type {}, which a Delta table cannot hold as it is (Delta timestamps are UTC microseconds, its integers signed); cast it in the sql, e.g. arrow_cast(x, 'Timestamp(Microsecond, Some(\"UTC\"))') or CAST(x AS BIGINT)",
+                    f.name(),
+                    f.data_type()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 use crate::layout::{QUARANTINE_DIR, SCHEMAS_DIR};
@@ -220,6 +254,13 @@ impl Engine {
     pub async fn new(pipeline: Pipeline) -> Result<Engine> {
         let mut tables = Vec::new();
         for t in &pipeline.tables {
+            if t.table_format == TableFormat::Delta && !cfg!(feature = "delta") {
+                return Err(Error::config(
+                    Some(&t.name),
+                    "table_format",
+                    "\"delta\": this build of sluice has no Delta support (the engine's `delta` feature)",
+                ));
+            }
             tables.push(PreparedTable::new(t).await?);
         }
         Ok(Engine { pipeline, tables })
@@ -323,7 +364,9 @@ pub async fn plan_object(
 }
 
 /// Process one chunk: read, transform, split, write its files, then its
-/// commit record, then (given a catalog) register it. In AWS the catalog
+/// commit record, then (given a catalog) register it; a Delta table's chunk
+/// is recorded in its source's ledger for the table's committer instead
+/// (`delta::commit_batch`), which makes it visible. In AWS the catalog
 /// function registers commit records instead. Retrying a chunk that failed
 /// before its commit record writes the same file names with the same
 /// content; a chunk whose commit record exists is done and is not processed
@@ -385,6 +428,12 @@ pub async fn process_chunk(
             record
         }
     };
+    if prepared.table.table_format == TableFormat::Delta {
+        // The table's committer makes the chunk visible (and settles a
+        // replaced version in the same Delta commit).
+        crate::sources::record_chunk(lake, &record, task.chunks).await?;
+        return Ok(record);
+    }
     settle(lake, &record, task.chunks, counters).await?;
     if let Some(catalog) = catalog {
         register_commit(catalog, &record).await?;
@@ -757,6 +806,10 @@ pub async fn run(
         .bytes_total
         .store(summary.bytes_in, Ordering::Relaxed);
     summary.chunks = tasks.len() as u64;
+    // Delta tables: one committer for the run turns finished chunks into
+    // Delta commits, a batch at a time (whatever finished while the last
+    // commit was being written), so small chunks do not cost a log entry each.
+    let (finished, committer) = delta_committer(lake, catalog);
     // Every chunk is its own task and runs to its end: a failure never
     // cancels another chunk half way (that left a random share of the good
     // files' rows behind). Under `fail_fast` no chunk is started after the
@@ -765,17 +818,18 @@ pub async fn run(
     let outcomes: Vec<(ChunkTask, Result<CommitRecord>)> = futures::stream::iter(tasks)
         .take_while(|_| futures::future::ready(!(options.fail_fast && stop.load(Ordering::SeqCst))))
         .map(|task| {
-            let (engine, lake, catalog, counters, stop) = (
+            let (engine, lake, catalog, counters, stop, finished) = (
                 engine.clone(),
                 lake.clone(),
                 catalog.clone(),
                 counters.clone(),
                 stop.clone(),
+                finished.clone(),
             );
             let read = options.read;
             async move {
                 let handle = {
-                    let (task, counters) = (task.clone(), counters.clone());
+                    let (task, counters, engine) = (task.clone(), counters.clone(), engine.clone());
                     tokio::spawn(async move {
                         process_chunk(
                             &engine,
@@ -794,8 +848,18 @@ pub async fn run(
                         task.chunk.index, task.object.url
                     )))
                 });
-                if r.is_err() {
-                    stop.store(true, Ordering::SeqCst);
+                match &r {
+                    Err(_) => stop.store(true, Ordering::SeqCst),
+                    Ok(record) => {
+                        if let Some(finished) = &finished
+                            && engine
+                                .table(&record.table)
+                                .is_some_and(|t| t.table.table_format == TableFormat::Delta)
+                        {
+                            // The committer lives until every sender is gone.
+                            let _ = finished.send(record.clone());
+                        }
+                    }
                 }
                 counters.chunks_done.fetch_add(1, Ordering::Relaxed);
                 (task, r)
@@ -804,8 +868,32 @@ pub async fn run(
         .buffer_unordered(options.workers.max(1))
         .collect()
         .await;
+    drop(finished);
+    let uncommitted = match committer {
+        Some(c) => {
+            let (commits, failed) = c.await.map_err(|e| {
+                Error::Unavailable(format!(
+                    "the Delta committer panicked or was cancelled: {e}"
+                ))
+            })?;
+            summary.delta_commits = commits;
+            failed
+        }
+        None => Vec::new(),
+    };
     let mut records = Vec::new();
     let mut first_error = None;
+    for (record, error, retryable) in uncommitted {
+        let error = format!("written, but not committed to the Delta table: {error}");
+        summary.failed.push(FailedChunk {
+            table: record.table.clone(),
+            file: record.source.url.clone(),
+            chunk: Some(record.chunk.index),
+            error: error.clone(),
+            retryable,
+        });
+        first_error.get_or_insert(Error::Unavailable(error));
+    }
     for (task, outcome) in outcomes {
         match outcome {
             Ok(record) => records.push(record),
@@ -846,6 +934,90 @@ pub async fn run(
     summary.chunks_replaced = counters.chunks_replaced.load(Ordering::Relaxed);
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Records of chunks that were written but could not be committed, each
+/// with the error (as one line) and whether it is worth another run.
+type Uncommitted = Vec<(CommitRecord, String, bool)>;
+
+/// The run's Delta committer: a sender for finished chunks' records, and the
+/// task that commits them (its result: commits written, and the records it
+/// could not commit). Without the `delta` feature there is none.
+#[allow(clippy::type_complexity)]
+fn delta_committer(
+    lake: &Location,
+    catalog: &Arc<dyn Catalog>,
+) -> (
+    Option<mpsc::UnboundedSender<CommitRecord>>,
+    Option<tokio::task::JoinHandle<(u64, Uncommitted)>>,
+) {
+    #[cfg(feature = "delta")]
+    {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (lake, catalog) = (lake.clone(), catalog.clone());
+        (
+            Some(tx),
+            Some(tokio::spawn(async move {
+                commit_as_chunks_finish(&lake, catalog.as_ref(), rx).await
+            })),
+        )
+    }
+    #[cfg(not(feature = "delta"))]
+    {
+        let _ = (lake, catalog);
+        (None, None)
+    }
+}
+
+/// Commit finished chunks, a batch per table at a time. A batch that fails
+/// (after the committer's own retries on conflicts) is tried again with the
+/// next one, and once more at the end; what then still fails is returned.
+#[cfg(feature = "delta")]
+async fn commit_as_chunks_finish(
+    lake: &Location,
+    catalog: &dyn Catalog,
+    mut finished: mpsc::UnboundedReceiver<CommitRecord>,
+) -> (u64, Uncommitted) {
+    use std::collections::BTreeMap;
+    let mut commits = 0;
+    let mut carried: BTreeMap<String, Vec<CommitRecord>> = BTreeMap::new();
+    let mut failed = Vec::new();
+    let mut open = true;
+    loop {
+        let mut batch = std::mem::take(&mut carried);
+        if open {
+            match finished.recv().await {
+                Some(r) => batch.entry(r.table.clone()).or_default().push(r),
+                None => open = false,
+            }
+            while let Ok(r) = finished.try_recv() {
+                batch.entry(r.table.clone()).or_default().push(r);
+            }
+        }
+        if batch.is_empty() && !open {
+            return (commits, failed);
+        }
+        for (table, records) in batch {
+            let committed = async {
+                let done = crate::delta::commit_batch(lake, &table, records.clone()).await?;
+                // Every batch (a retried one too): the table's definition
+                // is there, with every column, whatever failed before.
+                crate::delta::register(catalog, &records).await?;
+                Ok::<_, Error>(done)
+            };
+            match committed.await {
+                Ok(done) => commits += u64::from(done.version.is_some()),
+                Err(e) if open => {
+                    tracing::warn!(table, error = %crate::error::describe(&e), "a Delta commit failed; its chunks go with the next batch");
+                    carried.insert(table, records);
+                }
+                Err(e) => {
+                    let (msg, retryable) = (crate::error::describe(&e), e.is_retryable());
+                    failed.extend(records.into_iter().map(|r| (r, msg.clone(), retryable)));
+                }
+            }
+        }
+    }
 }
 
 /// The name readers use for a Parquet codec (`zstd`, `snappy`, `uncompressed`).

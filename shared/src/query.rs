@@ -28,8 +28,14 @@ fn quote(name: &str) -> String {
 use crate::error::{Error, Result};
 use crate::store::Location;
 
-/// A DataFusion context with every table of the lake registered.
-pub async fn lake_context(lake: &Location, catalog: &dyn Catalog) -> Result<SessionContext> {
+/// A DataFusion context with every table of the lake registered: the
+/// catalog's Hive tables, and the lake's Delta tables at their latest
+/// snapshot, or `as_of` a version or a time (`3`, `2026-12-01T10:00:00Z`).
+pub async fn lake_context(
+    lake: &Location,
+    catalog: &dyn Catalog,
+    as_of: Option<&str>,
+) -> Result<SessionContext> {
     let config = SessionConfig::new()
         .set_bool(
             "datafusion.execution.parquet.schema_force_view_types",
@@ -46,7 +52,11 @@ pub async fn lake_context(lake: &Location, catalog: &dyn Catalog) -> Result<Sess
             .map_err(|e| Error::Config(e.to_string()))?;
         ctx.register_object_store(&bucket_url, lake.store.clone());
     }
+    let delta_tables = register_delta_tables(&ctx, lake, as_of).await?;
     for table in catalog.tables().await? {
+        if delta_tables.contains(&table.name) {
+            continue;
+        }
         let url = format!("{}/{}/", lake.url, table.location);
         let table_url =
             ListingTableUrl::parse(&url).map_err(|e| Error::Catalog(format!("{url}: {e}")))?;
@@ -109,4 +119,56 @@ pub async fn lake_context(lake: &Location, catalog: &dyn Catalog) -> Result<Sess
             .map_err(|e| Error::Catalog(format!("table '{}': {e}", table.name)))?;
     }
     Ok(ctx)
+}
+
+/// Register the lake's Delta tables (as of `as_of`); their names.
+#[cfg(feature = "delta")]
+async fn register_delta_tables(
+    ctx: &SessionContext,
+    lake: &Location,
+    as_of: Option<&str>,
+) -> Result<Vec<String>> {
+    use crate::delta::{self, AsOf};
+    let at = match as_of {
+        Some(text) => AsOf::parse(text)?,
+        None => AsOf::Latest,
+    };
+    let names = delta::tables(lake).await?;
+    for name in &names {
+        let table = match delta::open(lake, name, at).await {
+            Ok(Some(t)) => t,
+            Ok(None) => continue,
+            // A table that did not exist yet at that time or version: only a
+            // query that names it fails (DataFusion names the missing table).
+            Err(e) if at != AsOf::Latest => {
+                tracing::warn!(table = %name, error = %e, "not registered at --as-of");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        table
+            .update_datafusion_session(&ctx.state())
+            .map_err(|e| delta::error(name, e))?;
+        let provider = table
+            .table_provider()
+            .await
+            .map_err(|e| Error::Catalog(format!("table '{name}': {e}")))?;
+        ctx.register_table(name.as_str(), provider)
+            .map_err(|e| Error::Catalog(format!("table '{name}': {e}")))?;
+    }
+    Ok(names)
+}
+
+#[cfg(not(feature = "delta"))]
+async fn register_delta_tables(
+    _: &SessionContext,
+    _: &Location,
+    as_of: Option<&str>,
+) -> Result<Vec<String>> {
+    match as_of {
+        Some(_) => Err(Error::Config(
+            "--as-of reads Delta tables; this build of sluice has no Delta support".into(),
+        )),
+        None => Ok(Vec::new()),
+    }
 }

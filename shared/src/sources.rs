@@ -96,6 +96,13 @@ pub async fn record_and_settle(
     record: &CommitRecord,
     chunks: usize,
 ) -> Result<Settled> {
+    record_chunk(lake, record, chunks).await?;
+    settle(lake, &record.table, &record.source.url).await
+}
+
+/// Record a committed chunk (of a version cut into `chunks` chunks) in its
+/// source's ledger.
+pub async fn record_chunk(lake: &Location, record: &CommitRecord, chunks: usize) -> Result<()> {
     let entry = Entry {
         url: record.source.url.clone(),
         version: version_key(&record.source),
@@ -112,17 +119,31 @@ pub async fn record_and_settle(
         )
         .await
         .map_err(|e| Error::write(lake.url_of(&path), e))?;
-    settle(lake, &record.table, &record.source.url).await
+    Ok(())
 }
 
-/// Retire the chunks of every version of `url` older than its newest
-/// complete version. Reads one ledger entry per version (and every entry of
-/// a version it retires); a source with one version costs one listing.
-pub async fn settle(lake: &Location, table: &str, url: &str) -> Result<Settled> {
+/// One version of a source in the ledger.
+struct Version {
+    /// The hash its entries' names start with.
+    hash: String,
+    order: (Option<DateTime<Utc>>, String),
+    complete: bool,
+    entries: Vec<(object_store::path::Path, u32)>,
+}
+
+async fn read_entry(lake: &Location, path: &object_store::path::Path) -> Result<Entry> {
+    let bytes = lake.store.get(path).await?.bytes().await?;
+    serde_json::from_slice::<Entry>(&bytes)
+        .map_err(|err| Error::Catalog(format!("bad source record {}: {err}", lake.url_of(path))))
+}
+
+/// The versions of `url` in the ledger: one listing, and one entry read a
+/// version; nothing more read when there is one version only.
+async fn versions(lake: &Location, table: &str, url: &str) -> Result<Vec<Version>> {
     let dir = lake.child(&source_dir(table, url))?;
     let metas: Vec<_> = lake.store.list(Some(&dir)).try_collect().await?;
     // Entry names are `<version hash>-<chunk>.json`.
-    let mut versions: BTreeMap<String, Vec<(object_store::path::Path, u32)>> = BTreeMap::new();
+    let mut found: BTreeMap<String, Vec<(object_store::path::Path, u32)>> = BTreeMap::new();
     for m in metas {
         let Some((hash, index)) = m
             .location
@@ -133,51 +154,127 @@ pub async fn settle(lake: &Location, table: &str, url: &str) -> Result<Settled> 
         else {
             continue;
         };
-        versions.entry(hash).or_default().push((m.location, index));
+        found.entry(hash).or_default().push((m.location, index));
     }
-    if versions.len() < 2 {
-        return Ok(Settled::default());
+    if found.len() < 2 {
+        return Ok(found
+            .into_iter()
+            .map(|(hash, entries)| Version {
+                hash,
+                order: (None, String::new()),
+                complete: false,
+                entries,
+            })
+            .collect());
     }
-    let read = |path: object_store::path::Path| async move {
-        let bytes = lake.store.get(&path).await?.bytes().await?;
-        serde_json::from_slice::<Entry>(&bytes).map_err(|err| {
-            Error::Catalog(format!("bad source record {}: {err}", lake.url_of(&path)))
-        })
-    };
-    let mut heads = Vec::new();
-    for entries in versions.values() {
-        let head = read(entries[0].0.clone()).await?;
+    let mut out = Vec::new();
+    for (hash, entries) in found {
+        let head = read_entry(lake, &entries[0].0).await?;
         let mut idx: Vec<u32> = entries.iter().map(|(_, i)| *i).collect();
         idx.sort();
         idx.dedup();
-        let complete = idx.len() == head.chunks;
-        heads.push((order(&head), complete, entries));
+        out.push(Version {
+            hash,
+            order: order(&head),
+            complete: idx.len() == head.chunks,
+            entries,
+        });
     }
-    let Some(newest) = heads.iter().filter(|h| h.1).map(|h| h.0.clone()).max() else {
+    Ok(out)
+}
+
+/// Retire the chunks of every version of `url` older than its newest
+/// complete version. Reads one ledger entry per version (and every entry of
+/// a version it retires); a source with one version costs one listing.
+pub async fn settle(lake: &Location, table: &str, url: &str) -> Result<Settled> {
+    let versions = versions(lake, table, url).await?;
+    if versions.len() < 2 {
+        return Ok(Settled::default());
+    }
+    let Some(newest) = versions
+        .iter()
+        .filter(|v| v.complete)
+        .map(|v| v.order.clone())
+        .max()
+    else {
         return Ok(Settled::default());
     };
     let mut done = Settled::default();
-    for (key, _, entries) in &heads {
-        if *key >= newest {
+    for v in &versions {
+        if v.order >= newest {
             continue;
         }
-        for (path, _) in entries.iter() {
-            let entry = read(path.clone()).await?;
+        for (path, _) in &v.entries {
+            let entry = read_entry(lake, path).await?;
             let (deleted, rewritten) = retire(lake, table, &entry).await?;
             done.files_deleted += deleted;
             done.outputs_rewritten += rewritten;
             // Its rows are gone: the entry goes too. A late retry of this
             // chunk records it again, and the next settle retires it again
             // (finding nothing left to remove).
-            match lake.store.delete(path).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
+            forget(lake, path).await?;
             done.chunks_retired += 1;
             tracing::info!(table, source = url, chunk = %entry.chunk_id, "retired a chunk of a replaced version");
         }
     }
     Ok(done)
+}
+
+/// Delete a ledger entry (its chunk's rows are gone from the table).
+pub async fn forget(lake: &Location, path: &object_store::path::Path) -> Result<()> {
+    match lake.store.delete(path).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Where one version of a source stands among the source's versions, for a
+/// committer that makes a replacement visible in one step (a Delta table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// The source has no other version: its chunks enter as they come.
+    Only,
+    /// Another version is in the table and this one is not complete yet, or
+    /// a newer complete version replaces it: its chunks wait, or never enter.
+    Waiting,
+    /// This is the newest complete version: every chunk of it enters, and
+    /// the older versions' chunks leave, together.
+    Replaces {
+        /// The chunk ids of this version.
+        chunks: Vec<String>,
+        /// The ledger entries (path, chunk id) of the older versions.
+        retired: Vec<(object_store::path::Path, String)>,
+    },
+}
+
+/// The standing of `record`'s source version.
+pub async fn standing(lake: &Location, record: &CommitRecord) -> Result<Standing> {
+    let versions = versions(lake, &record.table, &record.source.url).await?;
+    if versions.len() < 2 {
+        return Ok(Standing::Only);
+    }
+    let mine = hash(&version_key(&record.source), 8);
+    let Some(newest) = versions
+        .iter()
+        .filter(|v| v.complete)
+        .max_by(|a, b| a.order.cmp(&b.order))
+    else {
+        return Ok(Standing::Waiting);
+    };
+    if newest.hash != mine {
+        return Ok(Standing::Waiting);
+    }
+    let mut chunks = Vec::new();
+    for (path, _) in &newest.entries {
+        chunks.push(read_entry(lake, path).await?.chunk_id);
+    }
+    let mut retired = Vec::new();
+    for v in versions.iter().filter(|v| v.order < newest.order) {
+        for (path, _) in &v.entries {
+            retired.push((path.clone(), read_entry(lake, path).await?.chunk_id));
+        }
+    }
+    Ok(Standing::Replaces { chunks, retired })
 }
 
 /// Remove a chunk's rows from its partitions; (files deleted, outputs rewritten).

@@ -145,14 +145,18 @@ impl Location {
         if !dir.is_dir() {
             return Err(Error::Config(format!("{} is not a folder", path.display())));
         }
-        let store = LocalFileSystem::new_with_prefix(&dir)
-            .map_err(|e| Error::Config(format!("cannot open {}: {e}", dir.display())))?
-            .with_automatic_cleanup(true);
+        // The store is the file system's root and the folder its prefix, as
+        // an S3 location is a bucket and a prefix: a key and the folder's
+        // URL then name the same file (Delta's log store resolves a table's
+        // URL path against the store's root).
+        let store = LocalFileSystem::new().with_automatic_cleanup(true);
+        let prefix = Path::from_filesystem_path(&dir)
+            .map_err(|e| Error::Config(format!("cannot open {}: {e}", dir.display())))?;
         // Local reads come in 8 KiB pieces, each a blocking task; read 1 MiB at a time.
         let store = ChunkedStore::new(Arc::new(store), LOCAL_READ_PIECE);
         Ok(Location {
             store: Arc::new(store),
-            prefix: Path::default(),
+            prefix,
             url: format!("file://{}", dir.display()),
         })
     }

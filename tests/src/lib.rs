@@ -273,3 +273,119 @@ pub fn new_version_of(text: &str) -> String {
     }
     out
 }
+
+/// The Python interpreter with the Delta readers (`deltalake`, DuckDB 1.4.4
+/// with the `delta` extension, Polars): `SLUICE_DELTA_PYTHON`, else
+/// `.venv-delta` of the repository (scripts/test makes it).
+pub fn delta_python() -> String {
+    std::env::var("SLUICE_DELTA_PYTHON").unwrap_or_else(|_| {
+        repo_root()
+            .join(".venv-delta/bin/python")
+            .to_string_lossy()
+            .into_owned()
+    })
+}
+
+/// Run a Python script with the Delta readers in `cwd`; it must print one
+/// JSON document, which is returned.
+pub fn delta_python_json(cwd: &Path, script: &str) -> serde_json::Value {
+    let out = Command::new(delta_python())
+        .arg("-c")
+        .arg(script)
+        .current_dir(cwd)
+        .output()
+        .expect(
+            "the Delta readers' Python runs (scripts/test installs tests/requirements-delta.txt)",
+        );
+    assert!(
+        out.status.success(),
+        "the Python check failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "Python printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// Python that opens DuckDB (`con`) with the `delta` extension loaded from
+/// the installed `duckdb-ext-delta` package (DuckDB cannot download it here).
+pub const DUCKDB_DELTA: &str = r#"
+import duckdb, os, duckdb_ext
+ext = os.path.join(list(duckdb_ext.__path__)[0], "extensions", "v" + duckdb.__version__, "linux_amd64", "delta.duckdb_extension")
+con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
+con.sql(f"LOAD '{ext}'")
+con.sql("SET TimeZone='UTC'")
+"#;
+
+/// A Python script comparing the example table of the Delta lake `lake`
+/// (at `version`, or its latest) with DuckDB's own reading and transform of
+/// the raw files, as [`compare_script`] does for a Hive lake, through two
+/// readers nobody here wrote: DuckDB's `delta_scan` and Python `deltalake`
+/// (`to_pyarrow_table`); an older `version` is read by Polars (`read_delta`)
+/// instead of `delta_scan`, which reads only the latest. Check it with
+/// [`check_delta_matches_raw`].
+pub fn compare_delta_script(lake: &Path, raw_glob: &str, version: Option<i64>) -> String {
+    let types = "{'event_id':'VARCHAR','event_time':'VARCHAR','user_id':'BIGINT','session_id':'VARCHAR','event_type':'VARCHAR','page':'VARCHAR','referrer':'VARCHAR','country':'VARCHAR','device':'VARCHAR','ip':'VARCHAR','price':'DECIMAL(10,2)','properties':'VARCHAR'}";
+    let version = version.map_or("None".to_string(), |v| v.to_string());
+    format!(
+        r#"{DUCKDB_DELTA}
+import json, deltalake
+table = {lake:?} + "/clickstream"
+version = {version}
+dt = deltalake.DeltaTable(table, version=version)
+arrow_table = dt.to_pyarrow_table()
+con.register("deltalake_rows", arrow_table)
+if version is None:
+    con.sql(f"CREATE VIEW scan AS SELECT * FROM delta_scan('{{table}}')")
+else:
+    # delta_scan (duckdb-ext-delta 1.4) reads the latest version only: an
+    # older one is read by a third reader, Polars.
+    import polars
+    con.register("scan", polars.read_delta(table, version=version).to_arrow())
+q = lambda s: [list(map(str, r)) for r in con.sql(s).fetchall()]
+shape = lambda src: f"""SELECT event_id, CAST(event_time AS TIMESTAMPTZ) AS event_time, user_id, session_id, page, referrer,
+         country, device, ip_hash, price, json(properties)::VARCHAR AS properties,
+         CAST(dt AS VARCHAR) AS dt, event_type FROM {{src}}"""
+con.sql("CREATE TABLE by_scan AS " + shape("scan"))
+con.sql("CREATE TABLE by_deltalake AS " + shape("deltalake_rows"))
+con.sql("""CREATE TABLE raw_rows AS
+  SELECT event_id, CAST(event_time AS TIMESTAMPTZ) AS event_time, user_id, session_id, page, referrer,
+         lower(country) AS country, device, sha256(ip) AS ip_hash, price, json(properties)::VARCHAR AS properties,
+         CAST(CAST(CAST(event_time AS TIMESTAMPTZ) AS DATE) AS VARCHAR) AS dt, event_type
+  FROM read_json('{raw_glob}', columns={types})
+  WHERE event_type IS NOT NULL""")
+diff = lambda a, b: q(f"SELECT * FROM (SELECT * FROM {{a}} EXCEPT ALL SELECT * FROM {{b}}) ORDER BY ALL")
+per_partition = "SELECT dt, event_type, count(*) FROM {{}} GROUP BY ALL ORDER BY ALL"
+out = {{"raw_rows": q("SELECT count(*) FROM raw_rows")[0][0], "want": q(per_partition.format("raw_rows")),
+       "version": dt.version(), "files": len(dt.file_uris()), "columns": arrow_table.schema.names}}
+for side in ["by_scan", "by_deltalake"]:
+    only_lake, only_raw = diff(side, "raw_rows"), diff("raw_rows", side)
+    out[side] = {{"only_lake": len(only_lake), "only_lake_rows": only_lake[:5],
+                 "only_raw": len(only_raw), "only_raw_rows": only_raw[:5],
+                 "rows": q(f"SELECT count(*) FROM {{side}}")[0][0], "got": q(per_partition.format(side))}}
+print(json.dumps(out))
+"#
+    )
+}
+
+/// Require that [`compare_delta_script`] found, through both readers, every
+/// row of the raw input, transformed, once, and nothing else.
+pub fn check_delta_matches_raw(v: &Value) {
+    let raw_rows: u64 = v["raw_rows"].as_str().unwrap().parse().unwrap();
+    assert!(raw_rows > 0, "the raw side is empty: {v}");
+    for side in ["by_scan", "by_deltalake"] {
+        let s = &v[side];
+        assert_eq!(
+            (s["only_lake"].as_u64(), s["only_raw"].as_u64()),
+            (Some(0), Some(0)),
+            "{side}: the Delta table and the raw input differ: rows only in the table: {}, only in the raw input: {}",
+            s["only_lake_rows"],
+            s["only_raw_rows"]
+        );
+        assert_eq!(s["got"], v["want"], "{side}: per-partition counts");
+        assert_eq!(s["rows"].as_str().unwrap(), v["raw_rows"].as_str().unwrap());
+    }
+}

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sluice::catalog::{PartitionDef, TableDef, commit_entries};
 use sluice::commit::CommitRecord;
+use sluice::config::TableFormat;
 use sluice::event::{Target, decode, sqs_messages};
 use sluice::layout::{COMMITS_DIR, MANIFESTS_DIR};
 use sluice::messages::{Manifest, ManifestPayload, PartitionTask, TaskSpec};
@@ -262,6 +263,13 @@ async fn queue_compactions(deps: &Deps, records: &[&CommitRecord], registered: &
     let touched: BTreeSet<(String, String, String)> = records
         .iter()
         .filter(|r| registered.contains(&r.table))
+        // A Delta table is compacted by OPTIMIZE (`sluice compact`), never
+        // by rewriting the files its log names.
+        .filter(|r| {
+            deps.engine
+                .table(&r.table)
+                .is_none_or(|t| t.table.table_format != TableFormat::Delta)
+        })
         .flat_map(|r| {
             let location = commit_entries(r).0.location;
             r.files
@@ -318,6 +326,14 @@ async fn queue_compactions(deps: &Deps, records: &[&CommitRecord], registered: &
 
 /// Register records grouped by table. Returns the tables done and, per
 /// table that failed, its error.
+/// A Delta table's committer lease outlives the longest invocation (the
+/// function's timeout is 300 s): one left by a crashed invocation is taken
+/// over after this.
+const COMMITTER_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(360);
+
+/// How long a batch waits for another invocation committing the same table.
+const COMMITTER_LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 async fn register(
     deps: &Deps,
     records: &[&CommitRecord],
@@ -340,6 +356,46 @@ async fn register(
     let mut done = Vec::new();
     let mut errors = Vec::new();
     for (table, (defs, parts)) in by_table {
+        let delta = deps
+            .engine
+            .table(table)
+            .is_some_and(|t| t.table.table_format == TableFormat::Delta);
+        if delta {
+            // A Delta table's chunks become visible by one Delta commit of
+            // the batch (conditional puts on S3: a concurrent committer of
+            // the same table makes this one retry, never lose a chunk).
+            let batch: Vec<CommitRecord> = records
+                .iter()
+                .filter(|r| r.table == table)
+                .map(|r| (*r).clone())
+                .collect();
+            let committed = async {
+                let c = sluice::delta::commit_batch_leased(
+                    &deps.lake,
+                    table,
+                    batch.clone(),
+                    COMMITTER_LEASE_TTL,
+                    COMMITTER_LEASE_WAIT,
+                )
+                .await?;
+                sluice::delta::register(deps.catalog.as_ref(), &batch).await?;
+                Ok::<_, sluice::Error>(c)
+            };
+            match committed
+                .instrument(info_span!("table", table = %table))
+                .await
+            {
+                Ok(c) => {
+                    Record::new("catalog")
+                        .dimension("Table", table)
+                        .metric("DeltaChunksAdded", c.chunks_added as f64, Unit::Count)
+                        .emit();
+                    done.push(table.to_string());
+                }
+                Err(e) => errors.push((table.to_string(), FunctionError::from(e))),
+            }
+            continue;
+        }
         let result = async {
             for def in &defs {
                 deps.catalog.ensure_table(def).await?;

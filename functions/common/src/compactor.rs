@@ -12,6 +12,10 @@
 //! - a scheduled EventBridge event: a sweep over every partition of every
 //!   table, from a place that moves with the time, until the deadline nears.
 //!
+//! A Delta table is compacted whole, in one Delta commit
+//! (`sluice::delta::compact`), never partition by partition; the scheduled
+//! sweep also deletes the files its tables removed more than 7 days ago.
+//!
 //! Direct payloads may set `"min_age"` (`"0s"`, `"15m"`); otherwise the
 //! function's setting (`SLUICE_COMPACT_MIN_AGE`, 15 minutes) applies.
 
@@ -23,6 +27,7 @@ use serde_json::Value;
 use sluice::catalog::{PartitionDef, TableDef};
 use sluice::compact::{CompactOptions, CompactReport, compact_partition};
 use sluice::event::sqs_messages;
+use sluice::glue::DELTA;
 use tracing::{Instrument, info, info_span};
 
 use crate::catalog::manifest_records;
@@ -67,7 +72,18 @@ pub struct CompactorResponse {
     /// Where to go on from, if the deadline came first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<usize>,
+    /// Files of Delta tables deleted by the scheduled vacuum.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub files_vacuumed: usize,
 }
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// How long a file removed from a Delta table stays on the store, for
+/// readers of older snapshots (Delta's default, 7 days).
+pub const VACUUM_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Leave this much of the invocation's time unused: one more partition of
 /// a few hundred MB fits in it.
@@ -93,6 +109,9 @@ pub async fn handle(
                 ))
             })?;
             let table = table_def(deps, &task.table).await?;
+            if table.format == DELTA {
+                return delta_one(deps, &table.name, &deps.compact).await;
+            }
             let p = partition_def(&table, &task.partition)?;
             one(deps, &table, &p, &deps.compact).await
         })
@@ -137,7 +156,17 @@ pub async fn handle(
         response
     } else if event.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event") {
         let mut all = Vec::new();
+        let mut delta_tables = Vec::new();
         for t in deps.catalog.tables().await? {
+            if t.format == DELTA {
+                // A Delta table is compacted whole, as one task.
+                all.push(PartitionTask {
+                    table: t.name.clone(),
+                    partition: String::new(),
+                });
+                delta_tables.push(t.name.clone());
+                continue;
+            }
             for p in deps.catalog.partitions(&t.name).await? {
                 all.push(PartitionTask {
                     table: t.name.clone(),
@@ -158,6 +187,13 @@ pub async fn handle(
         };
         all.rotate_left(start);
         sweep(deps, &all, 0, &deps.compact, deadline, &mut response).await?;
+        // Files Delta tables removed longer ago than the retention go.
+        for name in delta_tables {
+            let gone = sluice::delta::vacuum(&deps.lake, &name, VACUUM_RETENTION, false)
+                .instrument(info_span!("vacuum", table = %name))
+                .await?;
+            response.files_vacuumed += gone.len();
+        }
         response
     } else {
         let request: Request = serde_json::from_value(event).map_err(|e| {
@@ -223,6 +259,7 @@ async fn sweep(
     response: &mut CompactorResponse,
 ) -> Result<(), FunctionError> {
     let mut tables: Vec<TableDef> = Vec::new();
+    let mut delta_done: Vec<String> = Vec::new();
     for (i, task) in tasks.iter().enumerate().skip(start) {
         // At least one partition per call, so a caller that goes on from
         // `next` always gets somewhere.
@@ -240,11 +277,54 @@ async fn sweep(
                 t
             }
         };
+        if table.format == DELTA {
+            // One compaction of the whole Delta table, in one commit.
+            if !delta_done.contains(&table.name) {
+                delta_done.push(table.name.clone());
+                let r = delta_one(deps, &table.name, options).await?;
+                response.report.add(&r);
+            }
+            continue;
+        }
         let p = partition_def(&table, &task.partition)?;
         let r = one(deps, &table, &p, options).await?;
         response.report.add(&r);
     }
     Ok(())
+}
+
+/// Compact a Delta table (one commit for the whole table).
+async fn delta_one(
+    deps: &Deps,
+    table: &str,
+    options: &CompactOptions,
+) -> Result<CompactReport, FunctionError> {
+    let o = sluice::delta::compact(&deps.lake, table, options, chrono::Utc::now())
+        .instrument(info_span!("delta", table = %table))
+        .await?;
+    if o.files_added > 0 {
+        Record::new("compactor")
+            .dimension("Table", table)
+            .metric("FilesMerged", o.files_removed as f64, Unit::Count)
+            .metric("FilesWritten", o.files_added as f64, Unit::Count)
+            .metric("BytesMerged", o.bytes_in as f64, Unit::Bytes)
+            .emit();
+    }
+    Ok(CompactReport {
+        partitions: o.partitions as usize,
+        compacted: if o.version.is_some() {
+            o.partitions as usize
+        } else {
+            0
+        },
+        inputs: o.files_removed as usize,
+        outputs: o.files_added as usize,
+        bytes_in: o.bytes_in,
+        bytes_out: o.bytes_out,
+        rows: o.rows,
+        copied: o.copied as usize,
+        ..Default::default()
+    })
 }
 
 async fn one(

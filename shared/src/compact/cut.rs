@@ -156,7 +156,7 @@ impl Partition<'_> {
 }
 
 /// `input` without the rows in `ranges` (row numbers), re-encoded into `output`.
-async fn write_without(
+pub(super) async fn write_without(
     lake: &Location,
     input: &str,
     ranges: &[std::ops::Range<u64>],

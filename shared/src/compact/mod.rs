@@ -126,6 +126,49 @@ pub struct CompactReport {
     pub max_overlap_ms: u64,
 }
 
+/// A file merged from others, written outside any partition protocol (a
+/// Delta table's committer makes it visible by a commit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergedFile {
+    pub rows: u64,
+    pub bytes: u64,
+    /// Whether column chunks were copied undecoded.
+    pub copied: bool,
+    /// The rows of each input, in the order of the inputs (and of the output's rows).
+    pub input_rows: Vec<u64>,
+}
+
+/// Merge `inputs` (paths relative to the lake, with their sizes) into
+/// `output`, in the inputs' order: column chunks copied where the inputs
+/// share a schema, else rows re-encoded with `options.writer`.
+pub async fn merge_files(
+    lake: &Location,
+    inputs: &[Candidate],
+    output: &str,
+    options: &CompactOptions,
+) -> Result<MergedFile> {
+    let (rows, bytes, copied, input_rows) =
+        merge::write_merged(lake, inputs, output, options).await?;
+    Ok(MergedFile {
+        rows,
+        bytes,
+        copied,
+        input_rows,
+    })
+}
+
+/// Write `input` again as `output` without the rows in `ranges` (row
+/// numbers of the file); (rows kept, bytes written).
+pub async fn write_without_rows(
+    lake: &Location,
+    input: &str,
+    ranges: &[std::ops::Range<u64>],
+    output: &str,
+    options: &CompactOptions,
+) -> Result<(u64, u64)> {
+    cut::write_without(lake, input, ranges, output, options).await
+}
+
 /// What merging one bin did.
 pub(super) struct Merged {
     rows: u64,

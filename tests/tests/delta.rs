@@ -1,0 +1,473 @@
+//! Delta Lake tables end to end: the `sluice` command on the example data
+//! with `table_format = "delta"`, read back by DuckDB's `delta_scan` and by
+//! Python `deltalake` (readers nobody here wrote), row for row against
+//! DuckDB's own reading of the raw files; time travel, a re-upload replaced
+//! in one commit, OPTIMIZE and VACUUM; and the committer crashed at every
+//! store call.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::memory::InMemory;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use sluice::catalog::{Catalog, LocalCatalog};
+use sluice::commit::CommitRecord;
+use sluice::config::Pipeline;
+use sluice::delta::{self, AsOf};
+use sluice::fault::{FaultKind, Faults, FaultyStore};
+use sluice::pipeline::{Counters, Engine, RunOptions, run};
+use sluice::read::ReadOptions;
+use sluice::store::Location;
+use sluice_tests::{
+    check_delta_matches_raw, compare_delta_script, delta_python_json, repo_root, sluice_ok,
+};
+
+const EXAMPLE: &str = "examples/clickstream/sluice.toml";
+
+/// The example's pipeline with Delta tables.
+fn delta_config() -> String {
+    let text = std::fs::read_to_string(repo_root().join(EXAMPLE)).unwrap();
+    let out = text.replacen(
+        "root = \"./lake\"\n",
+        "root = \"./lake\"\ntable_format = \"delta\"\n",
+        1,
+    );
+    assert_ne!(out, text, "the example's [lake] root line moved");
+    out
+}
+
+/// A work folder with the Delta pipeline file and the given raw files of
+/// the example under `raw/clickstream/`.
+fn workdir(files: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("sluice.toml"), delta_config()).unwrap();
+    let raw = dir.path().join("raw/clickstream");
+    std::fs::create_dir_all(&raw).unwrap();
+    for f in files {
+        std::fs::copy(
+            repo_root()
+                .join("examples/clickstream/raw/clickstream")
+                .join(f),
+            raw.join(f),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+fn run_sluice(dir: &Path, chunk_size: &str) -> String {
+    sluice_ok(
+        dir,
+        &[
+            "run",
+            "--config",
+            "sluice.toml",
+            "--input",
+            "raw",
+            "--lake",
+            "lake",
+            "--chunk-size",
+            chunk_size,
+        ],
+    )
+}
+
+fn query(dir: &Path, args: &[&str]) -> String {
+    let mut all = vec!["query", "--lake", "lake", "--format", "csv"];
+    all.extend_from_slice(args);
+    sluice_ok(dir, &all)
+}
+
+/// The one number a `--format csv` query printed.
+fn number(csv: &str) -> u64 {
+    csv.lines().nth(1).unwrap().trim().parse().unwrap()
+}
+
+fn versions_and_rows(dir: &Path) -> serde_json::Value {
+    delta_python_json(
+        dir,
+        r#"
+import json, deltalake
+t = deltalake.DeltaTable("lake/clickstream")
+rows = {}
+for v in range(t.version() + 1):
+    rows[v] = deltalake.DeltaTable("lake/clickstream", version=v).to_pyarrow_table().num_rows
+print(json.dumps({"latest": t.version(), "rows": rows, "files": len(t.file_uris())}))
+"#,
+    )
+}
+
+#[test]
+fn a_delta_lake_holds_exactly_the_raw_rows_for_delta_scan_and_deltalake() {
+    let dir = workdir(&["events-00000.jsonl", "events-00001.jsonl.gz"]);
+    let out = run_sluice(dir.path(), "256KiB");
+    assert!(out.contains("delta:"), "{out}");
+    let lake = dir.path().join("lake");
+    assert!(lake.join("clickstream/_delta_log").is_dir());
+    let raw = dir.path().join("raw/clickstream/*");
+    let v = delta_python_json(
+        dir.path(),
+        &compare_delta_script(&lake, raw.to_str().unwrap(), None),
+    );
+    check_delta_matches_raw(&v);
+    // Partition columns live in the log, not in the files (Delta's rule),
+    // and every reader still sees them.
+    let cols: Vec<&str> = v["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(
+        cols.contains(&"dt") && cols.contains(&"event_type"),
+        "{cols:?}"
+    );
+    let raw_rows: u64 = v["raw_rows"].as_str().unwrap().parse().unwrap();
+    // sluice's own query reads the latest snapshot.
+    assert_eq!(
+        number(&query(dir.path(), &["SELECT count(*) FROM clickstream"])),
+        raw_rows
+    );
+    let tables = sluice_ok(dir.path(), &["tables", "--lake", "lake"]);
+    let line = tables
+        .lines()
+        .find(|l| l.starts_with("clickstream"))
+        .unwrap_or_else(|| panic!("{tables}"));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[1], "delta", "{tables}");
+    assert_eq!(fields[2], v["version"].to_string(), "{tables}");
+    assert_eq!(fields[3], v["files"].to_string(), "{tables}");
+    assert_eq!(fields[4], raw_rows.to_string(), "{tables}");
+
+    // Running again adds nothing: no new version, the same rows.
+    let again = run_sluice(dir.path(), "256KiB");
+    assert!(again.contains("committed by an earlier run"), "{again}");
+    let after = versions_and_rows(dir.path());
+    assert_eq!(after["latest"], v["version"]);
+}
+
+#[test]
+fn time_travel_and_a_re_upload_replaced_in_one_commit() {
+    let dir = workdir(&["events-00000.jsonl"]);
+    run_sluice(dir.path(), "256KiB");
+    let first = versions_and_rows(dir.path());
+    let v1 = first["latest"].as_i64().unwrap();
+    let old_rows = first["rows"][v1.to_string()].as_u64().unwrap();
+    // Keep the old raw file to compare the old version with.
+    let old = dir.path().join("old/clickstream");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::copy(
+        dir.path().join("raw/clickstream/events-00000.jsonl"),
+        old.join("events-00000.jsonl"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("raw/clickstream/events-00000.jsonl"),
+        sluice_tests::new_version(),
+    )
+    .unwrap();
+    run_sluice(dir.path(), "256KiB");
+    let lake = dir.path().join("lake");
+    // The latest version holds exactly the new file's rows.
+    let raw = dir.path().join("raw/clickstream/*");
+    let latest = delta_python_json(
+        dir.path(),
+        &compare_delta_script(&lake, raw.to_str().unwrap(), None),
+    );
+    check_delta_matches_raw(&latest);
+    let new_rows: u64 = latest["raw_rows"].as_str().unwrap().parse().unwrap();
+    assert_ne!(new_rows, old_rows);
+    // The old version still reads whole, through both readers and through
+    // `sluice query --as-of`.
+    let old_glob = old.join("*");
+    check_delta_matches_raw(&delta_python_json(
+        dir.path(),
+        &compare_delta_script(&lake, old_glob.to_str().unwrap(), Some(v1)),
+    ));
+    assert_eq!(
+        number(&query(
+            dir.path(),
+            &[
+                "--as-of",
+                &v1.to_string(),
+                "SELECT count(*) FROM clickstream"
+            ]
+        )),
+        old_rows
+    );
+    // No version ever held a mix: the replacement is one commit.
+    let all = versions_and_rows(dir.path());
+    let latest_version = all["latest"].as_i64().unwrap();
+    assert_eq!(
+        latest_version,
+        v1 + 1,
+        "the replacement took one commit: {all}"
+    );
+    for v in 1..=latest_version {
+        let rows = all["rows"][v.to_string()].as_u64().unwrap();
+        assert!(
+            rows == old_rows || rows == new_rows || v < v1,
+            "version {v} holds {rows} rows, neither the old {old_rows} nor the new {new_rows}: {all}"
+        );
+    }
+}
+
+#[test]
+fn compact_is_one_optimize_commit_and_vacuum_deletes_only_what_no_snapshot_needs() {
+    let dir = workdir(&["events-00000.jsonl", "events-00001.jsonl.gz"]);
+    run_sluice(dir.path(), "128KiB");
+    let before = versions_and_rows(dir.path());
+    let out = sluice_ok(
+        dir.path(),
+        &[
+            "compact",
+            "--lake",
+            "lake",
+            "--target-size",
+            "64MiB",
+            "--min-age",
+            "0s",
+        ],
+    );
+    assert!(out.contains("committed version"), "{out}");
+    let after = versions_and_rows(dir.path());
+    assert_eq!(
+        after["latest"].as_i64().unwrap(),
+        before["latest"].as_i64().unwrap() + 1,
+        "{out}"
+    );
+    assert!(
+        after["files"].as_u64().unwrap() < before["files"].as_u64().unwrap(),
+        "{before} -> {after}"
+    );
+    let lake = dir.path().join("lake");
+    let raw = dir.path().join("raw/clickstream/*");
+    check_delta_matches_raw(&delta_python_json(
+        dir.path(),
+        &compare_delta_script(&lake, raw.to_str().unwrap(), None),
+    ));
+    // Running the same input again after the compaction: every chunk's
+    // files were merged away (tombstoned), and none comes back.
+    let again = run_sluice(dir.path(), "128KiB");
+    assert!(again.contains("committed by an earlier run"), "{again}");
+    assert_eq!(versions_and_rows(dir.path())["latest"], after["latest"]);
+    check_delta_matches_raw(&delta_python_json(
+        dir.path(),
+        &compare_delta_script(&lake, raw.to_str().unwrap(), None),
+    ));
+    // Within the retention nothing goes; with none, the merged inputs go,
+    // and the table reads whole.
+    let kept = sluice_ok(dir.path(), &["vacuum", "--lake", "lake"]);
+    assert!(kept.contains("deleted 0 files"), "{kept}");
+    let parquet = |d: &Path| {
+        sluice_tests::files_under(&d.join("lake/clickstream"))
+            .into_iter()
+            .filter(|f| f.ends_with(".parquet") && !f.starts_with("_delta_log"))
+            .count() as u64
+    };
+    let on_disk = parquet(dir.path());
+    let gone = sluice_ok(dir.path(), &["vacuum", "--lake", "lake", "--retain", "0s"]);
+    let removed = before["files"].as_u64().unwrap();
+    assert!(gone.contains(&format!("deleted {removed} files")), "{gone}");
+    assert_eq!(parquet(dir.path()), on_disk - removed);
+    assert_eq!(parquet(dir.path()), after["files"].as_u64().unwrap());
+    check_delta_matches_raw(&delta_python_json(
+        dir.path(),
+        &compare_delta_script(&lake, raw.to_str().unwrap(), None),
+    ));
+}
+
+fn lake_on(store: Arc<dyn ObjectStore>) -> Location {
+    Location {
+        store,
+        prefix: StorePath::default(),
+        url: "memory://".into(),
+    }
+}
+
+async fn copy_of(store: &Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> {
+    let out = Arc::new(InMemory::new());
+    let metas: Vec<_> = store.list(None).try_collect().await.unwrap();
+    for m in metas {
+        let bytes = store.get(&m.location).await.unwrap().bytes().await.unwrap();
+        out.put(&m.location, PutPayload::from(bytes)).await.unwrap();
+    }
+    out
+}
+
+async fn load(engine: &Arc<Engine>, input: &Location, lake: &Location) -> sluice::Result<()> {
+    let catalog: Arc<dyn Catalog> = Arc::new(LocalCatalog::new(lake));
+    let options = RunOptions {
+        workers: 2,
+        chunk_size: 16 << 10,
+        read: ReadOptions::default(),
+        fail_fast: false,
+    };
+    let counters = Arc::new(Counters::default());
+    let summary = run(engine, input, lake, &catalog, &options, &counters).await?;
+    match summary.failed.first() {
+        Some(f) => Err(sluice::Error::Unavailable(f.error.clone())),
+        None => Ok(()),
+    }
+}
+
+/// The table's files (paths relative to the lake) and rows, as delta-rs
+/// reads its log, and every chunk's commit record.
+async fn table_state(lake: &Location) -> (Vec<String>, u64, Vec<CommitRecord>) {
+    let t = delta::open(lake, "clickstream", AsOf::Latest)
+        .await
+        .unwrap()
+        .expect("a Delta table");
+    let snapshot = t.snapshot().unwrap();
+    let mut files: Vec<String> = snapshot
+        .log_data()
+        .iter()
+        .map(|f| format!("clickstream/{}", f.path()))
+        .collect();
+    files.sort();
+    let rows = snapshot
+        .log_data()
+        .iter()
+        .map(|f| f.num_records().unwrap() as u64)
+        .sum();
+    let dir = lake.child("_sluice/commits/clickstream").unwrap();
+    let metas: Vec<_> = lake.store.list(Some(&dir)).try_collect().await.unwrap();
+    let mut records = Vec::new();
+    for m in metas {
+        let bytes = lake
+            .store
+            .get(&m.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        records.push(CommitRecord::from_json(&bytes, m.location.as_ref()).unwrap());
+    }
+    (files, rows, records)
+}
+
+/// A load of two small files into a Delta table, crashed at each of its
+/// store calls in turn (chunk writes, the ledger, the committer's log reads,
+/// its conditional put of the commit, the checkpoint), and then with each
+/// call's answer lost in turn, then run again cleanly: the table holds every
+/// chunk's files once, no other file, and the rows of the raw input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_at_any_call_of_a_delta_load_then_a_rerun_leaves_each_chunk_once() {
+    let pipeline = Pipeline::from_toml(&delta_config()).unwrap();
+    let engine = Arc::new(Engine::new(pipeline).await.unwrap());
+    let text = std::fs::read_to_string(
+        repo_root().join("examples/clickstream/raw/clickstream/events-00000.jsonl"),
+    )
+    .unwrap();
+    // Clicks of two days: few partitions, so crashing at every call is quick.
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("\"event_type\":\"click\""))
+        .filter(|l| {
+            l.contains("\"event_time\":\"2026-11-18") || l.contains("\"event_time\":\"2026-11-19")
+        })
+        .take(400)
+        .collect();
+    assert!(lines.len() > 50, "{}", lines.len());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("clickstream")).unwrap();
+    for (i, part) in lines.chunks(lines.len() / 2 + 1).enumerate() {
+        std::fs::write(
+            dir.path().join(format!("clickstream/{i}.jsonl")),
+            part.join("\n") + "\n",
+        )
+        .unwrap();
+    }
+    let input = Location::open(dir.path().to_str().unwrap(), false).unwrap();
+
+    // A clean load: its calls, and the state it leaves.
+    let counted = Arc::new(FaultyStore::new(Arc::new(InMemory::new()), Faults::None));
+    load(&engine, &input, &lake_on(counted.clone()))
+        .await
+        .unwrap();
+    let calls = counted.calls();
+    let (want_files, want_rows, records) = table_state(&lake_on(counted.clone())).await;
+    let written: u64 = records.iter().map(|r| r.rows_out).sum();
+    assert_eq!(want_rows, written);
+    assert!(records.len() >= 4, "{} chunks", records.len());
+    let mut listed: Vec<String> = records
+        .iter()
+        .flat_map(|r| r.files.iter().map(|f| f.path.clone()))
+        .collect();
+    listed.sort();
+    assert_eq!(
+        want_files, listed,
+        "the clean load's table is its chunks' files"
+    );
+
+    assert!(calls > 50, "{calls} store calls");
+    // Each call crashed in turn, then each call's answer lost in turn (the
+    // store applied the write: a conditional put of a log entry that
+    // happened, though its writer was told it failed).
+    let faults = (1..=calls)
+        .map(|n| (n, Faults::CrashAt(n), FaultKind::Refused))
+        .chain((1..=calls).map(|n| (n, Faults::Once(n), FaultKind::AnswerLost)));
+    for (n, fault, kind) in faults {
+        let base: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let faulty = Arc::new(FaultyStore::new(base.clone(), fault).with_kind(kind));
+        let _ = load(&engine, &input, &lake_on(faulty)).await;
+        let lake = lake_on(copy_of(&base).await);
+        load(&engine, &input, &lake)
+            .await
+            .unwrap_or_else(|e| panic!("{fault:?} {kind:?}: the rerun failed: {e}"));
+        let (files, rows, records) = table_state(&lake).await;
+        let mut listed: Vec<String> = records
+            .iter()
+            .flat_map(|r| r.files.iter().map(|f| f.path.clone()))
+            .collect();
+        listed.sort();
+        assert_eq!(
+            files, listed,
+            "{fault:?} {kind:?} at call {n}: the table's files"
+        );
+        assert_eq!(rows, want_rows, "{fault:?} {kind:?} at call {n}: rows");
+    }
+}
+
+#[test]
+fn a_re_upload_after_compaction_cuts_the_old_rows_out_of_merged_files_in_one_commit() {
+    let dir = workdir(&["events-00000.jsonl", "events-00001.jsonl.gz"]);
+    run_sluice(dir.path(), "128KiB");
+    let out = sluice_ok(
+        dir.path(),
+        &[
+            "compact",
+            "--lake",
+            "lake",
+            "--target-size",
+            "64MiB",
+            "--min-age",
+            "0s",
+        ],
+    );
+    assert!(out.contains("committed version"), "{out}");
+    let compacted = versions_and_rows(dir.path())["latest"].as_i64().unwrap();
+    std::fs::write(
+        dir.path().join("raw/clickstream/events-00000.jsonl"),
+        sluice_tests::new_version(),
+    )
+    .unwrap();
+    run_sluice(dir.path(), "128KiB");
+    let lake = dir.path().join("lake");
+    let raw = dir.path().join("raw/clickstream/*");
+    // Every old row of the re-uploaded file is gone from the merged files
+    // (which also hold the other file's rows), every new row is in.
+    check_delta_matches_raw(&delta_python_json(
+        dir.path(),
+        &compare_delta_script(&lake, raw.to_str().unwrap(), None),
+    ));
+    let all = versions_and_rows(dir.path());
+    assert_eq!(
+        all["latest"].as_i64().unwrap(),
+        compacted + 1,
+        "the replacement took one commit: {all}"
+    );
+}
