@@ -484,6 +484,15 @@ async fn compact(
     if delta_only {
         return Ok(());
     }
+    let hive_tables = catalog
+        .tables()
+        .await?
+        .into_iter()
+        .filter(|t| !delta_tables.contains(&t.name))
+        .count();
+    if table.is_none() && hive_tables == 0 && !delta_tables.is_empty() {
+        return Ok(());
+    }
     let tables =
         match &table {
             Some(name) => vec![catalog.table(name).await?.ok_or_else(|| {

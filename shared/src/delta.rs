@@ -305,15 +305,15 @@ pub async fn commit_batch(
                 retired: old,
             } => {
                 for id in chunks {
-                    if !adds.contains_key(&id) {
-                        let r = read_record(lake, table, &id).await?;
-                        adds.insert(id, r);
+                    if let std::collections::btree_map::Entry::Vacant(e) = adds.entry(id) {
+                        let r = read_record(lake, table, e.key()).await?;
+                        e.insert(r);
                     }
                 }
                 for (path, id) in old {
-                    if !retired.contains_key(&id) {
-                        let r = read_record(lake, table, &id).await?;
-                        retired.insert(id, r);
+                    if let std::collections::btree_map::Entry::Vacant(e) = retired.entry(id) {
+                        let r = read_record(lake, table, e.key()).await?;
+                        e.insert(r);
                         forget.push(path);
                     }
                 }

@@ -289,9 +289,14 @@ pub fn delta_python() -> String {
 /// Run a Python script with the Delta readers in `cwd`; it must print one
 /// JSON document, which is returned.
 pub fn delta_python_json(cwd: &Path, script: &str) -> serde_json::Value {
+    // The readers' threads (pyarrow's, the delta extension's) can abort the
+    // interpreter's shutdown ("terminate called without an active
+    // exception") after the answer is out: end the process at once.
+    let script =
+        format!("{script}\nimport os as _os, sys as _sys\n_sys.stdout.flush()\n_os._exit(0)\n");
     let out = Command::new(delta_python())
         .arg("-c")
-        .arg(script)
+        .arg(&script)
         .current_dir(cwd)
         .output()
         .expect(
@@ -299,8 +304,10 @@ pub fn delta_python_json(cwd: &Path, script: &str) -> serde_json::Value {
         );
     assert!(
         out.status.success(),
-        "the Python check failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        "the Python check failed:\n{}\nstdout: {}\nscript: {}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout),
+        &script[..script.len().min(400)]
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(

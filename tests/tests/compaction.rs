@@ -791,7 +791,8 @@ async fn a_crash_at_any_call_while_a_new_version_replaces_merged_rows_loses_and_
             .bytes()
             .await
             .unwrap();
-        local.store.put(&m.location, bytes.into()).await.unwrap();
+        let path = local.child(m.location.as_ref()).unwrap();
+        local.store.put(&path, bytes.into()).await.unwrap();
     }
     let glob = format!("{}/clickstream/*", dir.path().display());
     let v = python_json(

@@ -257,6 +257,7 @@ async fn a_503_listing_the_input_or_reading_the_pipeline_file_is_retried_and_a_4
     let on = |faults, kind| {
         let (faulty, mut location) = failing(input.store.clone(), faults, kind);
         location.url = input.url.clone();
+        location.prefix = input.prefix.clone();
         (faulty, location)
     };
     // Once: retried in place.
