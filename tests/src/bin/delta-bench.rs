@@ -23,11 +23,14 @@ use sluice::plan::Chunk;
 use sluice::store::Location;
 
 fn lake(dir: &std::path::Path) -> (Location, Arc<FaultyStore>) {
-    let fs: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir).unwrap());
+    // As `Location::open` opens a folder: the file system's root, the
+    // folder as the prefix.
+    let dir = std::fs::canonicalize(dir).unwrap();
+    let fs: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
     let counted = Arc::new(FaultyStore::new(fs, Faults::None));
     let lake = Location {
         store: counted.clone(),
-        prefix: Path::default(),
+        prefix: Path::from_filesystem_path(&dir).unwrap(),
         url: format!("file://{}", dir.display()),
     };
     (lake, counted)
@@ -60,7 +63,7 @@ async fn records(lake: &Location, n: usize) -> Vec<CommitRecord> {
         let path = format!("bench/dt={day}/part-{id}-00000.parquet");
         let bytes = buf.len() as u64;
         lake.store
-            .put(&Path::from(path.as_str()), PutPayload::from(buf))
+            .put(&lake.child(&path).unwrap(), PutPayload::from(buf))
             .await
             .unwrap();
         let stats = sluice::stats::from_footer(&meta, &schema);
