@@ -471,3 +471,105 @@ fn a_re_upload_after_compaction_cuts_the_old_rows_out_of_merged_files_in_one_com
         "the replacement took one commit: {all}"
     );
 }
+
+/// Every version a reader can see holds whole chunks: a load in small
+/// chunks, a compaction, a re-upload of one file and its load, and at every
+/// version of the table each chunk's files (directly, or through the merged
+/// files that list them) are all there or none is, and no chunk file is
+/// there twice. Readers see versions only, so this is what any reader polling
+/// the table while the work ran could have seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_version_holds_whole_chunks_through_ingest_compaction_and_a_re_upload() {
+    let pipeline = Pipeline::from_toml(&delta_config()).unwrap();
+    let engine = Arc::new(Engine::new(pipeline).await.unwrap());
+    let text = std::fs::read_to_string(
+        repo_root().join("examples/clickstream/raw/clickstream/events-00000.jsonl"),
+    )
+    .unwrap();
+    let lines: Vec<&str> = text.lines().take(1200).collect();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("clickstream")).unwrap();
+    let write = |name: &str, part: &[&str]| {
+        std::fs::write(
+            dir.path().join(format!("clickstream/{name}")),
+            part.join("\n") + "\n",
+        )
+        .unwrap()
+    };
+    write("a.jsonl", &lines[..600]);
+    write("b.jsonl", &lines[600..]);
+    let input = Location::open(dir.path().to_str().unwrap(), false).unwrap();
+    let lake = lake_on(Arc::new(InMemory::new()));
+    load(&engine, &input, &lake).await.unwrap();
+    let options = sluice::compact::CompactOptions {
+        min_age: std::time::Duration::ZERO,
+        min_files: 2,
+        ..Default::default()
+    };
+    let compacted = delta::compact(&lake, "clickstream", &options, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert!(compacted.files_added > 0, "{compacted:?}");
+    std::fs::write(
+        dir.path().join("clickstream/a.jsonl"),
+        sluice_tests::new_version_of(&(lines[..600].join("\n") + "\n")),
+    )
+    .unwrap();
+    load(&engine, &input, &lake).await.unwrap();
+
+    let (_, _, records) = table_state(&lake).await;
+    let latest = delta::open(&lake, "clickstream", AsOf::Latest)
+        .await
+        .unwrap()
+        .unwrap()
+        .version()
+        .unwrap();
+    assert!(latest >= 4, "{latest} versions");
+    let mut saw_merged = false;
+    for v in 0..=latest {
+        let t = delta::open(&lake, "clickstream", AsOf::Version(v))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut chunk_files: Vec<String> = Vec::new();
+        for f in t.snapshot().unwrap().log_data().iter() {
+            #[allow(deprecated)]
+            let tags = f.add_action().tags;
+            match tags.and_then(|t| t.get(delta::PARTS_TAG).cloned().flatten()) {
+                Some(json) => {
+                    saw_merged = true;
+                    let parts: Vec<delta::Part> = serde_json::from_str(&json).unwrap();
+                    chunk_files
+                        .extend(parts.into_iter().map(|p| format!("clickstream/{}", p.file)));
+                }
+                None => chunk_files.push(format!("clickstream/{}", f.path())),
+            }
+        }
+        let mut unique = chunk_files.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            chunk_files.len(),
+            "version {v}: a chunk file twice"
+        );
+        for r in &records {
+            let held = r.files.iter().filter(|f| unique.contains(&f.path)).count();
+            assert!(
+                held == 0 || held == r.files.len(),
+                "version {v}: {held} of the {} files of chunk {} of {}",
+                r.files.len(),
+                r.chunk.index,
+                r.source.url
+            );
+        }
+        let owned = records
+            .iter()
+            .flat_map(|r| r.files.iter().map(|f| f.path.clone()))
+            .collect::<Vec<_>>();
+        for f in &unique {
+            assert!(owned.contains(f), "version {v}: {f} is no chunk's file");
+        }
+    }
+    assert!(saw_merged, "the compaction's merged files were seen");
+}
