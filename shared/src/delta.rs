@@ -133,6 +133,13 @@ pub fn is_conflict(e: &DeltaTableError) -> bool {
     )
 }
 
+/// Whether an error of ours is a commit that another writer's beat: worth
+/// planning again from the new snapshot.
+fn lost_to_another_writer(e: &Error) -> bool {
+    matches!(e, Error::Delta { source, .. }
+        if source.downcast_ref::<DeltaTableError>().is_some_and(is_conflict))
+}
+
 /// The log store of `table`, on the lake's own object store (so every
 /// retry, fault and credential setting of the lake applies to the log).
 pub fn log_store(lake: &Location, table: &str) -> Result<LogStoreRef> {
@@ -250,12 +257,7 @@ pub async fn commit(
             None => create(lake, first).await?,
         };
         match commit_once(lake, table, &t, records, retired).await {
-            Err(Error::Delta { source, .. })
-                if attempt < ATTEMPTS
-                    && source
-                        .downcast_ref::<DeltaTableError>()
-                        .is_some_and(is_conflict) =>
-            {
+            Err(e) if attempt < ATTEMPTS && lost_to_another_writer(&e) => {
                 tracing::info!(
                     table,
                     attempt,
@@ -899,12 +901,7 @@ pub async fn compact(
             )));
         };
         match compact_once(lake, table, &t, options, now).await {
-            Err(Error::Delta { source, .. })
-                if attempt < ATTEMPTS
-                    && source
-                        .downcast_ref::<DeltaTableError>()
-                        .is_some_and(is_conflict) =>
-            {
+            Err(e) if attempt < ATTEMPTS && lost_to_another_writer(&e) => {
                 tracing::info!(
                     table,
                     attempt,
