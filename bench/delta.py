@@ -42,7 +42,8 @@ def timed(cmd, cores=1, env=None):
 def connect():
     ext = os.path.join(list(duckdb_ext.__path__)[0], "extensions", "v" + duckdb.__version__,
                        "linux_amd64", "delta.duckdb_extension")
-    con = duckdb.connect(config={"allow_unsigned_extensions": "true", "enable_progress_bar": "false"})
+    con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
+    con.sql("SET enable_progress_bar = false")
     con.sql(f"LOAD '{ext}'")
     return con
 

@@ -322,7 +322,8 @@ pub fn delta_python_json(cwd: &Path, script: &str) -> serde_json::Value {
 pub const DUCKDB_DELTA: &str = r#"
 import duckdb, os, duckdb_ext
 ext = os.path.join(list(duckdb_ext.__path__)[0], "extensions", "v" + duckdb.__version__, "linux_amd64", "delta.duckdb_extension")
-con = duckdb.connect(config={"allow_unsigned_extensions": "true", "enable_progress_bar": "false"})
+con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
+con.sql("SET enable_progress_bar = false")
 con.sql(f"LOAD '{ext}'")
 con.sql("SET TimeZone='UTC'")
 "#;
