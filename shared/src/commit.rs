@@ -77,6 +77,13 @@ pub struct CommitRecord {
     /// The Parquet compression codec of the files.
     #[serde(default)]
     pub compression: Option<String>,
+    /// CDC: Kafka tombstones (null values after deletes) skipped.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tombstones: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl CommitRecord {

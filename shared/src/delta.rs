@@ -135,7 +135,7 @@ pub fn is_conflict(e: &DeltaTableError) -> bool {
 
 /// Whether an error of ours is a commit that another writer's beat: worth
 /// planning again from the new snapshot.
-fn lost_to_another_writer(e: &Error) -> bool {
+pub fn lost_to_another_writer(e: &Error) -> bool {
     matches!(e, Error::Delta { source, .. }
         if source.downcast_ref::<DeltaTableError>().is_some_and(is_conflict))
 }
@@ -215,12 +215,23 @@ pub fn schema_of(table: &str, columns: &[ColumnDef], keys: &[ColumnDef]) -> Resu
 /// Create `table` from the shape of `record`, unless it exists. Another
 /// committer creating it at the same time is no error.
 async fn create(lake: &Location, record: &CommitRecord) -> Result<DeltaTable> {
-    let schema = schema_of(&record.table, &record.columns, &record.partition_keys)?;
+    create_table(lake, &record.table, &record.columns, &record.partition_keys).await
+}
+
+/// Create `table` with these data columns and partition keys, unless it
+/// exists. Another committer creating it at the same time is no error.
+pub async fn create_table(
+    lake: &Location,
+    table: &str,
+    columns: &[ColumnDef],
+    partition_keys: &[ColumnDef],
+) -> Result<DeltaTable> {
+    let schema = schema_of(table, columns, partition_keys)?;
     let created = CreateBuilder::new()
-        .with_log_store(log_store(lake, &record.table)?)
-        .with_table_name(&record.table)
+        .with_log_store(log_store(lake, table)?)
+        .with_table_name(table)
         .with_columns(schema.fields().cloned())
-        .with_partition_columns(record.partition_keys.iter().map(|k| k.name.clone()))
+        .with_partition_columns(partition_keys.iter().map(|k| k.name.clone()))
         .with_configuration_property(
             TableProperty::CheckpointInterval,
             Some(CHECKPOINT_INTERVAL.to_string()),
@@ -229,10 +240,10 @@ async fn create(lake: &Location, record: &CommitRecord) -> Result<DeltaTable> {
         .await;
     match created {
         Ok(t) => Ok(t),
-        Err(e) if is_conflict(&e) => open(lake, &record.table, AsOf::Latest)
+        Err(e) if is_conflict(&e) => open(lake, table, AsOf::Latest)
             .await?
-            .ok_or_else(|| error(&record.table, e)),
-        Err(e) => Err(error(&record.table, e)),
+            .ok_or_else(|| error(table, e)),
+        Err(e) => Err(error(table, e)),
     }
 }
 
@@ -346,6 +357,18 @@ pub async fn commit_batch_leased(
     ttl: std::time::Duration,
     wait: std::time::Duration,
 ) -> Result<Committed> {
+    leased(lake, table, ttl, wait, commit_batch(lake, table, records)).await
+}
+
+/// Run `work` (a commit of `table`) as the table's only committer: under
+/// its lease, as [`commit_batch_leased`] describes.
+pub async fn leased<T>(
+    lake: &Location,
+    table: &str,
+    ttl: std::time::Duration,
+    wait: std::time::Duration,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
     let path = lake.child(&format!("{}/{table}.json", crate::layout::COMMITTERS_DIR))?;
     let started = std::time::Instant::now();
     let mut attempt = 0;
@@ -360,7 +383,7 @@ pub async fn commit_batch_leased(
         }
         tokio::time::sleep(crate::retry::backoff(attempt)).await;
     }
-    let result = commit_batch(lake, table, records).await;
+    let result = work.await;
     let released = crate::lease::release(lake.store.as_ref(), &path).await;
     let done = result?;
     released?;
@@ -653,7 +676,8 @@ fn partition_values(keys: &[String], f: &FileInfo) -> HashMap<String, Option<Str
         .collect()
 }
 
-fn add_action(table: &str, keys: &[String], f: &FileInfo, now: i64) -> Result<Add> {
+/// The `add` of a file a chunk (or a merge) wrote.
+pub fn add_action(table: &str, keys: &[String], f: &FileInfo, now: i64) -> Result<Add> {
     let path = relative(table, &f.path)?;
     Ok(Add {
         path: utf8_percent_encode(&path, PATH_KEEP).to_string(),

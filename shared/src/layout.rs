@@ -13,6 +13,8 @@
 //! <lake>/_sluice/sources/<table>/<source>/...   the ledger of source versions
 //! <lake>/_sluice/manifests/                     chunk-task manifests of backfills
 //! <lake>/_sluice/committers/<table>.json        the lease of a Delta table's committer
+//! <lake>/_sluice/cdc-staged/<table>/...         a CDC table's staged changes
+//! <lake>/_sluice/cdc-deleted/<table>/...        keys a CDC table deleted, with positions
 //! <lake>/<table>/_delta_log/                    a Delta table's log
 //! ```
 
@@ -39,3 +41,9 @@ pub const COMMITTERS_DIR: &str = "_sluice/committers";
 
 /// The planner's manifests of chunk tasks, for a Distributed Map.
 pub const MANIFESTS_DIR: &str = "_sluice/manifests";
+
+/// A CDC table's staged changes (when it keeps no change table): `<dir>/<table>/`.
+pub const CDC_STAGED_DIR: &str = "_sluice/cdc-staged";
+
+/// The keys a CDC table deleted, with their positions: `<dir>/<table>/<batch>.parquet`.
+pub const CDC_DELETED_DIR: &str = "_sluice/cdc-deleted";

@@ -19,6 +19,8 @@
 //! - [`pipeline`]: all of it for a whole input, chunks in parallel;
 //! - [`compact`]: small files of a partition merged into large ones, crash-safely;
 //! - [`query`]: SQL over the lake's tables;
+//! - [`cdc`]: change events (Debezium, AWS DMS) staged, then merged by key
+//!   into a Delta table (`cdc::merge`, with the `delta` feature);
 //! - `delta` (with the `delta` feature): Delta Lake tables, committed by one
 //!   writer per table from the chunks' commit records;
 //!
@@ -28,6 +30,7 @@
 //! `catalog::contract`, the suite every catalog implementation passes.
 
 pub mod catalog;
+pub mod cdc;
 pub mod commit;
 pub mod compact;
 pub mod config;

@@ -122,10 +122,12 @@ impl PreparedTable {
     pub async fn new(t: &Table) -> Result<PreparedTable> {
         let transform = Transform::plan(t).await?;
         let out_schema = transform.output_schema();
-        let splitter = Splitter::new(out_schema, &t.partition_by)?;
+        // A CDC table's chunks stage their changes unpartitioned; the merge
+        // partitions the table's files.
+        let (_, partition_by) = t.chunk_destination();
+        let splitter = Splitter::new(out_schema, &partition_by)?;
         let columns = column_defs(&t.name, splitter.data_schema())?;
-        let key_indices: Vec<usize> = t
-            .partition_by
+        let key_indices: Vec<usize> = partition_by
             .iter()
             .map(|k| out_schema.index_of(k).expect("checked by Transform::plan"))
             .collect();
@@ -423,11 +425,16 @@ pub async fn process_chunk(
                 bytes_in: output.stats.bytes,
                 quarantine,
                 compression: Some(codec_name(current.table.parquet.compression).to_string()),
+                tombstones: output.stats.tombstones,
             };
             commit(lake, &record).await?;
             record
         }
     };
+    if prepared.table.cdc.is_some() {
+        // The table's committer merges the staged changes.
+        return Ok(record);
+    }
     if prepared.table.table_format == TableFormat::Delta {
         // The table's committer makes the chunk visible (and settles a
         // replaced version in the same Delta commit).
@@ -631,7 +638,8 @@ async fn write_chunk(
     id: &str,
 ) -> Result<ChunkOutput> {
     let table = &prepared.table;
-    let splitter = Splitter::new(prepared.transform.output_schema(), &table.partition_by)?;
+    let (folder, partition_by) = table.chunk_destination();
+    let splitter = Splitter::new(prepared.transform.output_schema(), &partition_by)?;
     // Reader task → channel → DataFusion → splitter → writers.
     let (tx, mut rx) =
         mpsc::channel::<std::result::Result<RecordBatch, datafusion::error::DataFusionError>>(4);
@@ -671,9 +679,9 @@ async fn write_chunk(
     let input = Box::pin(RecordBatchStreamAdapter::new(table.input_schema(), input));
     let mut writer = ChunkWriter::new(
         lake,
-        &table.name,
+        &folder,
         id,
-        &table.partition_by,
+        &partition_by,
         splitter.data_schema().clone(),
         &table.parquet,
     );
@@ -809,7 +817,7 @@ pub async fn run(
     // Delta tables: one committer for the run turns finished chunks into
     // Delta commits, a batch at a time (whatever finished while the last
     // commit was being written), so small chunks do not cost a log entry each.
-    let (finished, committer) = delta_committer(lake, catalog);
+    let (finished, committer) = delta_committer(engine, lake, catalog);
     // Every chunk is its own task and runs to its end: a failure never
     // cancels another chunk half way (that left a random share of the good
     // files' rows behind). Under `fail_fast` no chunk is started after the
@@ -945,6 +953,7 @@ type Uncommitted = Vec<(CommitRecord, String, bool)>;
 /// could not commit). Without the `delta` feature there is none.
 #[allow(clippy::type_complexity)]
 fn delta_committer(
+    engine: &Arc<Engine>,
     lake: &Location,
     catalog: &Arc<dyn Catalog>,
 ) -> (
@@ -954,17 +963,17 @@ fn delta_committer(
     #[cfg(feature = "delta")]
     {
         let (tx, rx) = mpsc::unbounded_channel();
-        let (lake, catalog) = (lake.clone(), catalog.clone());
+        let (engine, lake, catalog) = (engine.clone(), lake.clone(), catalog.clone());
         (
             Some(tx),
             Some(tokio::spawn(async move {
-                commit_as_chunks_finish(&lake, catalog.as_ref(), rx).await
+                commit_as_chunks_finish(&engine, &lake, catalog.as_ref(), rx).await
             })),
         )
     }
     #[cfg(not(feature = "delta"))]
     {
-        let _ = (lake, catalog);
+        let _ = (engine, lake, catalog);
         (None, None)
     }
 }
@@ -974,6 +983,7 @@ fn delta_committer(
 /// next one, and once more at the end; what then still fails is returned.
 #[cfg(feature = "delta")]
 async fn commit_as_chunks_finish(
+    engine: &Engine,
     lake: &Location,
     catalog: &dyn Catalog,
     mut finished: mpsc::UnboundedReceiver<CommitRecord>,
@@ -998,15 +1008,22 @@ async fn commit_as_chunks_finish(
             return (commits, failed);
         }
         for (table, records) in batch {
+            let cdc = engine.table(&table).filter(|t| t.table.cdc.is_some());
             let committed = async {
+                if let Some(t) = cdc {
+                    // Change events: merged by key, one commit per batch.
+                    let merged = crate::cdc::merge::apply(lake, &t.table, &records).await?;
+                    crate::cdc::merge::register(catalog, &t.table, &records).await?;
+                    return Ok::<_, Error>(merged.version.is_some());
+                }
                 let done = crate::delta::commit_batch(lake, &table, records.clone()).await?;
                 // Every batch (a retried one too): the table's definition
                 // is there, with every column, whatever failed before.
                 crate::delta::register(catalog, &records).await?;
-                Ok::<_, Error>(done)
+                Ok::<_, Error>(done.version.is_some())
             };
             match committed.await {
-                Ok(done) => commits += u64::from(done.version.is_some()),
+                Ok(committed) => commits += u64::from(committed),
                 Err(e) if open => {
                     tracing::warn!(table, error = %crate::error::describe(&e), "a Delta commit failed; its chunks go with the next batch");
                     carried.insert(table, records);

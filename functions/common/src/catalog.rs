@@ -369,7 +369,22 @@ async fn register(
                 .filter(|r| r.table == table)
                 .map(|r| (*r).clone())
                 .collect();
+            let cdc = deps.engine.table(table).filter(|t| t.table.cdc.is_some());
             let committed = async {
+                if let Some(t) = cdc {
+                    // Change events: merged by key under the table's lease.
+                    sluice::delta::leased(
+                        &deps.lake,
+                        table,
+                        COMMITTER_LEASE_TTL,
+                        COMMITTER_LEASE_WAIT,
+                        sluice::cdc::merge::apply(&deps.lake, &t.table, &batch),
+                    )
+                    .await?;
+                    sluice::cdc::merge::register(deps.catalog.as_ref(), &t.table, &batch).await?;
+                    // Every chunk of the batch is applied (or was before).
+                    return Ok::<_, sluice::Error>(batch.len() as f64);
+                }
                 let c = sluice::delta::commit_batch_leased(
                     &deps.lake,
                     table,
@@ -379,16 +394,16 @@ async fn register(
                 )
                 .await?;
                 sluice::delta::register(deps.catalog.as_ref(), &batch).await?;
-                Ok::<_, sluice::Error>(c)
+                Ok::<_, sluice::Error>(c.chunks_added as f64)
             };
             match committed
                 .instrument(info_span!("table", table = %table))
                 .await
             {
-                Ok(c) => {
+                Ok(added) => {
                     Record::new("catalog")
                         .dimension("Table", table)
-                        .metric("DeltaChunksAdded", c.chunks_added as f64, Unit::Count)
+                        .metric("DeltaChunksAdded", added, Unit::Count)
                         .emit();
                     done.push(table.to_string());
                 }

@@ -142,6 +142,13 @@ impl CsvDecoder {
         Ok(out)
     }
 
+    /// Read files without a header whose first field is the builder's
+    /// column `first` (the columns before it are left null).
+    pub fn map_from(&mut self, first: usize, width: usize) {
+        self.mapping = Some((first..width).map(Some).collect());
+        self.header_width = width - first;
+    }
+
     fn set_header(&mut self, names: &[String], builder: &BatchBuilder) {
         self.header_width = names.len();
         for n in names {

@@ -99,6 +99,8 @@ pub struct ReadStats {
     /// inferred types. When any are found, no batch is sent after the first
     /// find: the chunk is to be read again with the wider schema.
     pub discovered: Vec<crate::config::Column>,
+    /// CDC: Kafka tombstones (null values after deletes) skipped.
+    pub tombstones: u64,
 }
 
 /// A record set aside: where it was, why, and its raw text.
@@ -281,6 +283,9 @@ pub async fn first_line(obj: &SourceObject, max_record_bytes: usize) -> Result<V
 
 struct LineSink {
     decoder: TextDecoder,
+    /// A Debezium table's settings: each line is a change event.
+    debezium: Option<crate::config::Cdc>,
+    tombstones: u64,
     builder: BatchBuilder,
     rows: u64,
     rejected: Vec<QuarantineEntry>,
@@ -304,6 +309,38 @@ impl LineSink {
                 return Ok(());
             }
         };
+        if let Some(cdc) = &self.debezium {
+            let flat = match crate::cdc::debezium(trim_newline(line), cdc) {
+                Ok(crate::cdc::Decoded::Tombstone) => {
+                    self.tombstones += 1;
+                    return Ok(());
+                }
+                Ok(crate::cdc::Decoded::Changes(flat)) => flat,
+                Err(_) if trim_newline(line).iter().all(u8::is_ascii_whitespace) => {
+                    return Ok(());
+                }
+                Err(reason) => {
+                    self.reject(trim_newline(line), offset, reason);
+                    return Ok(());
+                }
+            };
+            let before = self.builder.rows();
+            for change in &flat {
+                match self.decoder.line(change, &mut self.builder) {
+                    Ok(_) => {}
+                    Err(reason) => {
+                        // A key change whose new row does not fit: its
+                        // delete (decoded first) stands, the event is
+                        // quarantined with the reason.
+                        self.rows += (self.builder.rows() - before) as u64;
+                        self.reject(trim_newline(line), offset, reason);
+                        return Ok(());
+                    }
+                }
+            }
+            self.rows += (self.builder.rows() - before) as u64;
+            return Ok(());
+        }
         match self.decoder.line(line, &mut self.builder) {
             Ok(true) => {
                 self.rows += 1;
@@ -326,6 +363,7 @@ impl LineSink {
             bytes,
             rejected: self.rejected,
             values_discarded: self.builder.discarded,
+            tombstones: self.tombstones,
             discovered: self
                 .decoder
                 .discovered()
@@ -361,8 +399,9 @@ async fn read_text(
 ) -> Result<ReadStats> {
     let file = obj.url.as_str();
     let codec = table.codec_for(obj.path.as_ref());
-    let builder = BatchBuilder::new(table.input_schema(), &table.columns)
+    let builder = BatchBuilder::new(table.reader_schema(), &table.columns)
         .with_checks(table.contract.wrong_type, &table.rules);
+    let mut stager = crate::cdc::Stager::new(table, file, obj.modified.as_deref(), chunk.start);
     let unknown = table.contract.unknown_fields;
     let decoder = match table.format {
         Format::JsonLines => {
@@ -376,20 +415,28 @@ async fn read_text(
             } else {
                 None
             };
-            TextDecoder::Csv(Box::new(
-                CsvDecoder::with_contract(
-                    &table.csv,
-                    &builder,
-                    header.as_deref(),
-                    unknown,
-                    options.evolve_room,
-                )
-                .map_err(|e| Error::read(file, e))?,
-            ))
+            let mut d = CsvDecoder::with_contract(
+                &table.csv,
+                &builder,
+                header.as_deref(),
+                unknown,
+                options.evolve_room,
+            )
+            .map_err(|e| Error::read(file, e))?;
+            if !table.csv.header && stager.as_ref().is_some_and(|s| s.full_load()) {
+                // A DMS full-load file: the columns after `Op`, without it.
+                d.map_from(1, builder.columns().len());
+            }
+            TextDecoder::Csv(Box::new(d))
         }
     };
     let mut sink = LineSink {
         decoder,
+        debezium: table
+            .cdc
+            .clone()
+            .filter(|c| c.envelope == crate::config::Envelope::Debezium),
+        tombstones: 0,
         builder,
         rows: 0,
         rejected: Vec::new(),
@@ -438,7 +485,7 @@ async fn read_text(
             return Err(e);
         }
         if sink.builder.rows() >= options.batch_rows {
-            let batch = sink.builder.finish_batch();
+            let batch = staged(&mut stager, sink.builder.finish_batch(), file)?;
             // Once a field to evolve is found, the chunk will be read again:
             // stop handing on rows, keep reading to find every such field.
             if sink.decoder.discovered().is_empty() && tx.send(Ok(batch)).await.is_err() {
@@ -469,9 +516,22 @@ async fn read_text(
         return Err(e);
     }
     if sink.builder.rows() > 0 && sink.decoder.discovered().is_empty() {
-        let _ = tx.send(Ok(sink.builder.finish_batch())).await;
+        let batch = staged(&mut stager, sink.builder.finish_batch(), file)?;
+        let _ = tx.send(Ok(batch)).await;
     }
     Ok(sink.stats(bytes))
+}
+
+/// A CDC table's read batch as staged changes; any other table's as it is.
+fn staged(
+    stager: &mut Option<crate::cdc::Stager>,
+    batch: RecordBatch,
+    file: &str,
+) -> Result<RecordBatch> {
+    match stager {
+        Some(s) => s.stage(&batch, file),
+        None => Ok(batch),
+    }
 }
 
 /// Row groups of a Parquet file as `(start offset, compressed size)`, for planning.
@@ -517,9 +577,17 @@ async fn read_parquet(
         .map(|(i, _)| i)
         .collect();
     let file_schema = builder.schema().clone();
-    let target: SchemaRef = table.input_schema();
+    let target: SchemaRef = table.reader_schema();
+    let mut stager = crate::cdc::Stager::new(table, file, obj.modified.as_deref(), chunk.start);
     let mut roots = Vec::new();
     for f in target.fields() {
+        if stager.is_some()
+            && f.name() == crate::config::DMS_OP
+            && file_schema.index_of(f.name()).is_err()
+        {
+            // A DMS full-load file has no `Op`: its rows are inserts.
+            continue;
+        }
         let i = file_schema.index_of(f.name()).map_err(|_| {
             Error::read(
                 file,
@@ -544,7 +612,13 @@ async fn read_parquet(
         let batch = batch.map_err(|e| Error::read(file, e))?;
         let mut columns = Vec::with_capacity(target.fields().len());
         for f in target.fields() {
-            let col = batch.column_by_name(f.name()).expect("projected");
+            let Some(col) = batch.column_by_name(f.name()) else {
+                columns.push(arrow::array::new_null_array(
+                    f.data_type(),
+                    batch.num_rows(),
+                ));
+                continue;
+            };
             let col = cast(col, f.data_type()).map_err(|e| {
                 Error::read(
                     file,
@@ -561,6 +635,7 @@ async fn read_parquet(
         }
         let out =
             RecordBatch::try_new(target.clone(), columns).map_err(|e| Error::read(file, e))?;
+        let out = staged(&mut stager, out, file)?;
         stats.rows += out.num_rows() as u64;
         if tx.send(Ok(out)).await.is_err() {
             break;
