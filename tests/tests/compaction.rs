@@ -13,7 +13,7 @@ use arrow::array::{Array, Decimal128Array, Int64Array, StringArray};
 use futures::{FutureExt, TryStreamExt};
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sluice::catalog::{Catalog, LocalCatalog, PartitionDef, TableDef};
 use sluice::compact::{CompactOptions, CompactReport, compact_partition};
@@ -23,17 +23,10 @@ use sluice::pipeline::{Counters, Engine, RunOptions, run};
 use sluice::read::ReadOptions;
 use sluice::retry::RetryStore;
 use sluice::store::Location;
+use sluice_tests::memory::{copy_of, lake_on, load_with};
 use sluice_tests::{check_lake_matches_raw, compare_script, python_json, repo_root, sluice_ok};
 
 const EXAMPLE: &str = "examples/clickstream/sluice.toml";
-
-fn lake_on(store: Arc<dyn ObjectStore>) -> Location {
-    Location {
-        store,
-        prefix: Path::default(),
-        url: "memory://".into(),
-    }
-}
 
 async fn engine() -> Arc<Engine> {
     let pipeline = Pipeline::from_file(&repo_root().join(EXAMPLE)).unwrap();
@@ -77,16 +70,6 @@ async fn ingest(engine: &Arc<Engine>, input: &Location, lake: &Location) {
     )
     .await
     .unwrap();
-}
-
-async fn copy_of(store: &Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> {
-    let out = Arc::new(InMemory::new());
-    let metas: Vec<_> = store.list(None).try_collect().await.unwrap();
-    for m in metas {
-        let bytes = store.get(&m.location).await.unwrap().bytes().await.unwrap();
-        out.put(&m.location, PutPayload::from(bytes)).await.unwrap();
-    }
-    out
 }
 
 /// Rows, sum of price (cents), distinct event ids, sum of user ids, files:
@@ -680,19 +663,7 @@ async fn table_rows(lake: &Location) -> Vec<String> {
 /// Load `input` into `lake` with the lake's own catalog: one worker, so the
 /// calls come in the same order every time, and 1 MiB chunks.
 async fn load(engine: &Arc<Engine>, input: &Location, lake: &Location) -> sluice::Result<()> {
-    let catalog: Arc<dyn Catalog> = Arc::new(LocalCatalog::new(lake));
-    let options = RunOptions {
-        workers: 1,
-        chunk_size: 1 << 20,
-        read: ReadOptions::default(),
-        fail_fast: true,
-    };
-    let counters = Arc::new(Counters::default());
-    let summary = run(engine, input, lake, &catalog, &options, &counters).await?;
-    match summary.failed.first() {
-        Some(f) => Err(sluice::Error::Unavailable(f.error.clone())),
-        None => Ok(()),
-    }
+    load_with(engine, input, lake, 1, 1 << 20, true).await
 }
 
 /// A new version of a raw file whose old rows compaction merged with another

@@ -10,16 +10,14 @@ use std::sync::Arc;
 
 use futures::TryStreamExt;
 use object_store::memory::InMemory;
-use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use sluice::catalog::{Catalog, LocalCatalog};
+use object_store::{ObjectStore, ObjectStoreExt};
 use sluice::commit::CommitRecord;
 use sluice::config::Pipeline;
 use sluice::delta::{self, AsOf};
 use sluice::fault::{FaultKind, Faults, FaultyStore};
-use sluice::pipeline::{Counters, Engine, RunOptions, run};
-use sluice::read::ReadOptions;
+use sluice::pipeline::Engine;
 use sluice::store::Location;
+use sluice_tests::memory::{copy_of, lake_on, load_with};
 use sluice_tests::{
     check_delta_matches_raw, compare_delta_script, delta_python_json, repo_root, sluice_ok,
 };
@@ -279,38 +277,8 @@ fn compact_is_one_optimize_commit_and_vacuum_deletes_only_what_no_snapshot_needs
     ));
 }
 
-fn lake_on(store: Arc<dyn ObjectStore>) -> Location {
-    Location {
-        store,
-        prefix: StorePath::default(),
-        url: "memory://".into(),
-    }
-}
-
-async fn copy_of(store: &Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> {
-    let out = Arc::new(InMemory::new());
-    let metas: Vec<_> = store.list(None).try_collect().await.unwrap();
-    for m in metas {
-        let bytes = store.get(&m.location).await.unwrap().bytes().await.unwrap();
-        out.put(&m.location, PutPayload::from(bytes)).await.unwrap();
-    }
-    out
-}
-
 async fn load(engine: &Arc<Engine>, input: &Location, lake: &Location) -> sluice::Result<()> {
-    let catalog: Arc<dyn Catalog> = Arc::new(LocalCatalog::new(lake));
-    let options = RunOptions {
-        workers: 2,
-        chunk_size: 16 << 10,
-        read: ReadOptions::default(),
-        fail_fast: false,
-    };
-    let counters = Arc::new(Counters::default());
-    let summary = run(engine, input, lake, &catalog, &options, &counters).await?;
-    match summary.failed.first() {
-        Some(f) => Err(sluice::Error::Unavailable(f.error.clone())),
-        None => Ok(()),
-    }
+    load_with(engine, input, lake, 2, 16 << 10, false).await
 }
 
 /// The table's files (paths relative to the lake) and rows, as delta-rs

@@ -469,7 +469,9 @@ mod tests {
         // Documented examples: io.debezium.time.Date 19723 = 2024-01-01;
         // MicroTimestamp 1704067200123456 = 2024-01-01T00:00:00.123456Z;
         // Decimal "AeI=" = 0x01E2 = 482, scale 2 = 4.82; "/x4=" = -226, scale 2 = -2.26.
-        let cases: &[(ColumnType, Value, Option<&str>, Option<Value>, Value)] = &[
+        // (declared type, value, Debezium type name, its parameters, expected)
+        type Case<'a> = (ColumnType, Value, Option<&'a str>, Option<Value>, Value);
+        let cases: &[Case] = &[
             (
                 ColumnType::Date,
                 19723.into(),

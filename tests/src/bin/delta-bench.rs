@@ -110,6 +110,7 @@ async fn records(lake: &Location, n: usize) -> Vec<CommitRecord> {
             rows_out: 10,
             rows_rejected: 0,
             values_discarded: 0,
+            tombstones: 0,
             bytes_in: 100,
             quarantine: None,
             compression: None,
