@@ -9,6 +9,8 @@ writes
                                           tombstone after each delete)
     OUT_DIR/dms/LOAD00000001.csv          the DMS full load (no Op column)
     OUT_DIR/dms/2026MMDD-HHMMSSmmm.csv    DMS change files: Op, ts, columns
+    OUT_DIR/dms_parquet/*.parquet         with --parquet: the same DMS files as
+                                          Parquet (Op column; none in LOAD*)
     OUT_DIR/expected.json                 the database table after every change
 
 The database is the oracle: a test ingests the files (in any order, any
@@ -70,6 +72,7 @@ def main():
     ap.add_argument("--changes", type=int, default=400)
     ap.add_argument("--files", type=int, default=8)
     ap.add_argument("--initial", type=int, default=30)
+    ap.add_argument("--parquet", action="store_true", help="also write DMS Parquet (pyarrow)")
     a = ap.parse_args()
     rnd = random.Random(a.seed)
     db = sqlite3.connect(":memory:")
@@ -223,12 +226,62 @@ def main():
         with open(os.path.join(a.out, "dms", f"{stamp}.csv"), "w") as out:
             out.write("\n".join(lines) + "\n")
 
+    if a.parquet:
+        write_dms_parquet(a.out, load, snapshot_us, changes, per_file)
+
     rows = [dict(zip(["id", "email", "balance", "signup", "updated_at"], r)) for r in
             db.execute("SELECT id, email, balance, signup, updated_at FROM customers ORDER BY id")]
     expected = [[r["id"], r["email"], cents_text(r["balance"]), iso_date(r["signup"]),
                  iso_ts(r["updated_at"])] for r in rows]
     with open(os.path.join(a.out, "expected.json"), "w") as out:
         json.dump(expected, out)
+
+
+def write_dms_parquet(out_dir, load, snapshot_us, changes, per_file):
+    """The DMS files as the Parquet target endpoint writes them: native types,
+    `Op` first in change files, no `Op` in the full load."""
+    import decimal
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = os.path.join(out_dir, "dms_parquet")
+    os.makedirs(folder, exist_ok=True)
+
+    def ts(us):
+        return EPOCH + dt.timedelta(microseconds=us)
+
+    def table(items, with_op):
+        cols = {}
+        if with_op:
+            cols["Op"] = pa.array([op for op, _, _ in items], pa.string())
+        cols["ts"] = pa.array([ts(us) for _, _, us in items], pa.timestamp("us"))
+        cols["id"] = pa.array([r["id"] for _, r, _ in items], pa.int64())
+        cols["email"] = pa.array([r["email"] for _, r, _ in items], pa.string())
+        cols["balance"] = pa.array(
+            [decimal.Decimal(r["balance"]).scaleb(-2) for _, r, _ in items], pa.decimal128(12, 2))
+        cols["signup"] = pa.array(
+            [(EPOCH + dt.timedelta(days=r["signup"])).date() for _, r, _ in items], pa.date32())
+        cols["updated_at"] = pa.array(
+            [ts(r["updated_at"]) for _, r, _ in items], pa.timestamp("us", tz="UTC"))
+        return pa.table(cols)
+
+    pq.write_table(table([(None, r, snapshot_us) for r in load], False),
+                   os.path.join(folder, "LOAD00000001.parquet"))
+    for f in range(0, len(changes), per_file):
+        part = changes[f:f + per_file]
+        items = []
+        for op, before, after, pos, us in part:
+            if op == "c":
+                items.append(("I", after, us))
+            elif op == "d":
+                items.append(("D", before, us))
+            elif before["id"] != after["id"]:
+                items.append(("D", before, us))
+                items.append(("I", after, us))
+            else:
+                items.append(("U", after, us))
+        stamp = (EPOCH + dt.timedelta(microseconds=part[0][4])).strftime("%Y%m%d-%H%M%S%f")[:-3]
+        pq.write_table(table(items, True), os.path.join(folder, f"{stamp}.parquet"))
 
 
 if __name__ == "__main__":

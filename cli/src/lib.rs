@@ -629,6 +629,19 @@ fn print_summary(s: &Summary, lake: &Location) {
             s.delta_commits
         );
     }
+    if s.cdc.changes > 0 || s.tombstones > 0 {
+        let c = &s.cdc;
+        println!(
+            "  cdc: {} changes merged: {} rows upserted, {} deleted, {} stale (already applied, or older than the row there: ignored); {} table files read, {} rewritten; {} tombstones skipped",
+            c.changes,
+            c.upserted,
+            c.deleted,
+            c.stale,
+            c.files_read,
+            c.files_rewritten,
+            s.tombstones
+        );
+    }
     if s.chunks_skipped > 0 {
         println!(
             "  {} of {} chunks were committed by an earlier run and not processed again",

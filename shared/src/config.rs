@@ -1047,7 +1047,12 @@ impl TableConfig {
             .enumerate()
             .map(|(i, r)| parse_rule(n, i, r, &columns))
             .collect::<Result<Vec<_>>>()?;
-        if let Some(c) = &cdc {
+        // Parquet change files have no raw text to quarantine: the stager
+        // refuses a change without its key or with an unknown operation,
+        // naming the file and row.
+        if let Some(c) = &cdc
+            && format != Format::Parquet
+        {
             rules.extend(cdc_rules(c, &columns));
         }
         if !rules.is_empty() && format == Format::Parquet {

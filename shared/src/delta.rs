@@ -390,6 +390,36 @@ pub async fn leased<T>(
     Ok(done)
 }
 
+/// The records of `records` whose files `table` holds or once held (the
+/// chunks a commit of the table already took), by chunk id.
+pub async fn held(
+    lake: &Location,
+    table: &str,
+    records: &[CommitRecord],
+) -> Result<HashSet<String>> {
+    let Some(t) = open(lake, table, AsOf::Latest).await? else {
+        return Ok(HashSet::new());
+    };
+    let snapshot = t.snapshot().map_err(|e| error(table, e))?;
+    let active: HashMap<String, i64> = active_files(snapshot)
+        .into_iter()
+        .map(|f| (f.path, f.size))
+        .collect();
+    let tombstones: HashSet<String> = snapshot
+        .all_tombstones(t.log_store().as_ref())
+        .map_ok(|r| r.path().into_owned())
+        .try_collect()
+        .await
+        .map_err(|e| error(table, e))?;
+    let mut out = HashSet::new();
+    for r in records {
+        if !is_new(lake, table, r, &active, &tombstones).await? {
+            out.insert(r.chunk_id.clone());
+        }
+    }
+    Ok(out)
+}
+
 async fn read_record(lake: &Location, table: &str, chunk_id: &str) -> Result<CommitRecord> {
     let path = lake.child(&CommitRecord::path(table, chunk_id))?;
     let bytes = lake.get_bytes(&path).await?.ok_or_else(|| {

@@ -104,6 +104,27 @@ pub struct Summary {
     pub failed: Vec<FailedChunk>,
     /// Delta commits written (Delta tables only: each holds a batch of chunks).
     pub delta_commits: u64,
+    /// CDC: Kafka tombstones (null values after deletes) skipped.
+    pub tombstones: u64,
+    /// CDC: what the merges into change-data tables did.
+    pub cdc: CdcSummary,
+}
+
+/// What a run's CDC merges did, summed over tables and batches.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CdcSummary {
+    /// Changes read from the staged files.
+    pub changes: u64,
+    /// Changes older than the row (or remembered delete) of their key: ignored.
+    pub stale: u64,
+    /// Rows inserted or replaced.
+    pub upserted: u64,
+    /// Deletes applied.
+    pub deleted: u64,
+    /// Table files read because their key ranges overlap a batch's keys.
+    pub files_read: u64,
+    /// Of those, files written again without their replaced or deleted rows.
+    pub files_rewritten: u64,
 }
 
 /// A table with its checked transform: everything needed to process its chunks.
@@ -879,13 +900,14 @@ pub async fn run(
     drop(finished);
     let uncommitted = match committer {
         Some(c) => {
-            let (commits, failed) = c.await.map_err(|e| {
+            let done = c.await.map_err(|e| {
                 Error::Unavailable(format!(
                     "the Delta committer panicked or was cancelled: {e}"
                 ))
             })?;
-            summary.delta_commits = commits;
-            failed
+            summary.delta_commits = done.commits;
+            summary.cdc = done.cdc;
+            done.failed
         }
         None => Vec::new(),
     };
@@ -931,6 +953,7 @@ pub async fn run(
         summary.rows_out += r.rows_out;
         summary.rows_rejected += r.rows_rejected;
         summary.values_discarded += r.values_discarded;
+        summary.tombstones += r.tombstones;
         for f in &r.files {
             summary.files_out += 1;
             summary.bytes_out += f.bytes;
@@ -948,17 +971,25 @@ pub async fn run(
 /// with the error (as one line) and whether it is worth another run.
 type Uncommitted = Vec<(CommitRecord, String, bool)>;
 
+/// What the run's Delta committer did.
+#[derive(Default)]
+struct Committed {
+    /// Commits written.
+    commits: u64,
+    /// Records it could not commit.
+    failed: Uncommitted,
+    cdc: CdcSummary,
+}
+
 /// The run's Delta committer: a sender for finished chunks' records, and the
-/// task that commits them (its result: commits written, and the records it
-/// could not commit). Without the `delta` feature there is none.
-#[allow(clippy::type_complexity)]
+/// task that commits them. Without the `delta` feature there is none.
 fn delta_committer(
     engine: &Arc<Engine>,
     lake: &Location,
     catalog: &Arc<dyn Catalog>,
 ) -> (
     Option<mpsc::UnboundedSender<CommitRecord>>,
-    Option<tokio::task::JoinHandle<(u64, Uncommitted)>>,
+    Option<tokio::task::JoinHandle<Committed>>,
 ) {
     #[cfg(feature = "delta")]
     {
@@ -987,9 +1018,9 @@ async fn commit_as_chunks_finish(
     lake: &Location,
     catalog: &dyn Catalog,
     mut finished: mpsc::UnboundedReceiver<CommitRecord>,
-) -> (u64, Uncommitted) {
+) -> Committed {
     use std::collections::BTreeMap;
-    let mut commits = 0;
+    let mut done = Committed::default();
     let mut carried: BTreeMap<String, Vec<CommitRecord>> = BTreeMap::new();
     let mut failed = Vec::new();
     let mut open = true;
@@ -1005,7 +1036,8 @@ async fn commit_as_chunks_finish(
             }
         }
         if batch.is_empty() && !open {
-            return (commits, failed);
+            done.failed = failed;
+            return done;
         }
         for (table, records) in batch {
             let cdc = engine.table(&table).filter(|t| t.table.cdc.is_some());
@@ -1014,6 +1046,13 @@ async fn commit_as_chunks_finish(
                     // Change events: merged by key, one commit per batch.
                     let merged = crate::cdc::merge::apply(lake, &t.table, &records).await?;
                     crate::cdc::merge::register(catalog, &t.table, &records).await?;
+                    let c = &mut done.cdc;
+                    c.changes += merged.changes;
+                    c.stale += merged.stale;
+                    c.upserted += merged.upserted;
+                    c.deleted += merged.deleted;
+                    c.files_read += merged.files_read as u64;
+                    c.files_rewritten += merged.files_removed as u64;
                     return Ok::<_, Error>(merged.version.is_some());
                 }
                 let done = crate::delta::commit_batch(lake, &table, records.clone()).await?;
@@ -1023,7 +1062,7 @@ async fn commit_as_chunks_finish(
                 Ok::<_, Error>(done.version.is_some())
             };
             match committed.await {
-                Ok(committed) => commits += u64::from(committed),
+                Ok(committed) => done.commits += u64::from(committed),
                 Err(e) if open => {
                     tracing::warn!(table, error = %crate::error::describe(&e), "a Delta commit failed; its chunks go with the next batch");
                     carried.insert(table, records);

@@ -76,6 +76,23 @@ pub async fn apply(lake: &Location, table: &Table, records: &[CommitRecord]) -> 
         .ok_or_else(|| Error::Config(format!("table '{}' is no CDC table", table.name)))?;
     let name = table.name.as_str();
     let staged = table.input_schema();
+    // With a change table, a chunk whose staged files it holds was merged
+    // (the change table's commit follows the merge's): not read again.
+    let fresh: Vec<CommitRecord>;
+    let records = if cdc.keep_changes {
+        let held = crate::delta::held(lake, &Cdc::changes_table(name), records).await?;
+        fresh = records
+            .iter()
+            .filter(|r| !held.contains(&r.chunk_id))
+            .cloned()
+            .collect();
+        if fresh.is_empty() {
+            return Ok(Merged::default());
+        }
+        fresh.as_slice()
+    } else {
+        records
+    };
     let changes = read_staged(lake, name, &staged, records).await?;
     let mut attempt = 0;
     let merged = loop {
@@ -283,12 +300,15 @@ async fn apply_once(
         }
     }
     done.latest = latest.len() as u64;
-    // Deletes remembered: a change no newer than its key's delete is stale.
+    // Deletes remembered: a change older than its key's delete is stale.
+    // The delete itself (same position) still applies: it is remembered
+    // before its commit, and a batch retried after a failed commit must
+    // still remove the row.
     let deleted = remembered_deletes(lake, name, cdc, &keys, changes.schema()).await?;
     latest.retain(|k, i| {
         let keep = deleted
             .get(*k)
-            .is_none_or(|p| change_pos.value(*i) > p.as_str());
+            .is_none_or(|p| change_pos.value(*i) >= p.as_str());
         done.stale += u64::from(!keep);
         keep
     });
@@ -352,6 +372,8 @@ async fn apply_once(
     let mut kept_batches = Vec::new();
     let mut removes = Vec::new();
     let mut stale: Vec<&[u8]> = Vec::new();
+    // Keys of the batch the table holds a row of.
+    let mut found: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
     for (path, size, add) in &candidates {
         done.files_read += 1;
         let lake_path = lake.child(&format!("{name}/{path}"))?;
@@ -365,6 +387,7 @@ async fn apply_once(
             for (r, k) in row_keys.iter().enumerate() {
                 let replaced = match latest.get_key_value(k.as_ref()) {
                     Some((key, &i)) => {
+                        found.insert(key);
                         if change_pos.value(i) > row_pos.value(r) {
                             true
                         } else {
@@ -398,14 +421,26 @@ async fn apply_once(
             }));
         }
     }
-    done.stale += stale.len() as u64;
-    for k in stale {
-        latest.remove(k);
-    }
     let ops = changes
         .column_by_name(CDC_OP)
         .expect("staged changes have their operation")
         .as_string::<i32>();
+    // A delete of a key the table does not hold, already remembered at its
+    // position (or later), was applied before: nothing to do again.
+    for (k, &i) in &latest {
+        if ops.value(i) == "d"
+            && !found.contains(k)
+            && deleted
+                .get(*k)
+                .is_some_and(|p| p.as_str() >= change_pos.value(i))
+        {
+            stale.push(k);
+        }
+    }
+    done.stale += stale.len() as u64;
+    for k in stale {
+        latest.remove(k);
+    }
     let mut upserts: Vec<u32> = Vec::new();
     let mut deletes: Vec<u32> = Vec::new();
     let mut order: Vec<usize> = latest.values().copied().collect();

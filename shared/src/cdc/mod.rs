@@ -344,6 +344,20 @@ impl Stager {
         for c in &self.cdc.declared {
             columns.push(column(&c.name)?);
         }
+        // The reader's rules quarantine these in text files; a Parquet
+        // change file has no raw text to quarantine, so it fails here.
+        for k in &self.cdc.key {
+            let key = column(k)?;
+            if let Some(i) = (0..n).find(|&i| key.is_null(i)) {
+                return Err(Error::read(
+                    file,
+                    format!(
+                        "change {} has no value for key column '{k}'",
+                        self.row + i as u64 + 1
+                    ),
+                ));
+            }
+        }
         let mut ops = StringBuilder::with_capacity(n, n);
         let mut positions = StringBuilder::with_capacity(n, n * 64);
         match self.cdc.envelope {
@@ -378,7 +392,10 @@ impl Stager {
                         Some(other) => {
                             return Err(Error::read(
                                 file,
-                                format!("unknown DMS operation {other:?}"),
+                                format!(
+                                    "change {}: unknown DMS operation {other:?} (I, U or D)",
+                                    self.row + i as u64 + 1
+                                ),
                             ));
                         }
                     };
