@@ -7,7 +7,6 @@
 //! twice, in small chunks; a load crashed at any store call and run again
 //! ends in the same rows; bad changes are quarantined with their reason.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -22,146 +21,11 @@ use sluice::delta::{self, AsOf};
 use sluice::fault::{FaultKind, Faults, FaultyStore};
 use sluice::pipeline::Engine;
 use sluice::store::Location;
+use sluice_tests::cdc::{TABLES, check_tables, config, expected, workload};
 use sluice_tests::memory::{copy_of, lake_on, load_with};
 use sluice_tests::{
     DUCKDB_DELTA, delta_python_json, files_under, python, repo_root, sluice, sluice_ok,
 };
-
-const TABLES: [&str; 3] = ["customers_dbz", "customers_dms", "customers_dmsp"];
-
-/// The example's pipeline (Debezium and DMS CSV) plus a DMS Parquet table.
-fn config() -> String {
-    let text = std::fs::read_to_string(repo_root().join("examples/cdc/sluice.toml")).unwrap();
-    text + r#"
-[[tables]]
-name = "customers_dmsp"
-source = "dms_parquet/"
-format = "parquet"
-
-[tables.cdc]
-envelope = "dms"
-key = ["id"]
-order_by = "ts"
-
-[tables.schema]
-id = "int64"
-email = "string"
-balance = "decimal(12,2)"
-signup = "date"
-updated_at = "timestamp"
-"#
-}
-
-/// Generate the workload into `out`: `debezium/`, `dms/`, `dms_parquet/`
-/// and `expected.json`.
-fn workload(out: &Path, seed: u64, changes: u64, files: u64) {
-    let status = std::process::Command::new(python())
-        .arg(repo_root().join("tests/cdc_workload.py"))
-        .arg(out)
-        .args(["--seed", &seed.to_string()])
-        .args(["--changes", &changes.to_string()])
-        .args(["--files", &files.to_string()])
-        .arg("--parquet")
-        .status()
-        .expect("the test Python runs (scripts/test installs tests/requirements.txt)");
-    assert!(status.success(), "cdc_workload.py failed");
-}
-
-/// The database's rows, as the readers' rows are canonicalised below.
-fn expected(raw: &Path) -> Vec<Vec<String>> {
-    let rows: Vec<Vec<Value>> =
-        serde_json::from_str(&std::fs::read_to_string(raw.join("expected.json")).unwrap()).unwrap();
-    let mut out: Vec<Vec<String>> = rows
-        .into_iter()
-        .map(|r| {
-            r.into_iter()
-                .map(|v| match v {
-                    Value::String(s) => s,
-                    Value::Null => "None".into(),
-                    other => other.to_string(),
-                })
-                .collect()
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-/// Python reading each table of the lake `lake` with `deltalake` and with
-/// DuckDB's `delta_scan`, as sorted rows of text, and the change table's
-/// operations; also the number of changes in the Debezium files under
-/// `raw` (events, a key-moving update counted as a delete and an insert).
-fn readers_script(lake: &Path, raw: &Path) -> String {
-    format!(
-        r#"{DUCKDB_DELTA}
-import json, glob, deltalake
-lake, raw = {lake:?}, {raw:?}
-def text(v):
-    if v is None: return "None"
-    if hasattr(v, "strftime") and hasattr(v, "hour"): return v.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return str(v)
-cols = ["id", "email", "balance", "signup", "updated_at"]
-out = {{}}
-for t in {tables:?}:
-    rows = deltalake.DeltaTable(f"{{lake}}/{{t}}").to_pyarrow_table().to_pylist()
-    by_deltalake = sorted([text(r[c]) for c in cols] for r in rows)
-    scan = con.sql(f"""SELECT id::VARCHAR, coalesce(email, 'None'), balance::VARCHAR, signup::VARCHAR,
-        strftime(updated_at, '%Y-%m-%dT%H:%M:%S.%fZ') FROM delta_scan('{{lake}}/{{t}}')""").fetchall()
-    by_scan = sorted(list(r) for r in scan)
-    columns = [f.name for f in deltalake.DeltaTable(f"{{lake}}/{{t}}").schema().fields]
-    out[t] = {{"deltalake": by_deltalake, "scan": by_scan, "columns": columns}}
-changes = con.sql(f"""SELECT _op, count(*), count(DISTINCT _sluice_position)
-    FROM delta_scan('{{lake}}/customers_dbz_changes') GROUP BY ALL ORDER BY ALL""").fetchall()
-out["changes"] = {{op: [n, distinct] for op, n, distinct in changes}}
-events = 0
-for f in glob.glob(raw + "/debezium/*.jsonl"):
-    for line in open(f):
-        if line.strip() == "null": continue
-        e = json.loads(line); e = e.get("payload", e)
-        moved = e["op"] == "u" and e["before"]["id"] != e["after"]["id"]
-        events += 2 if moved else 1
-out["events"] = events
-print(json.dumps(out))
-"#,
-        tables = TABLES
-    )
-}
-
-/// Require both readers to find every table equal to the database.
-fn check_tables(dir: &Path, raw: &Path, stage: &str) -> Value {
-    let want = expected(raw);
-    assert!(want.len() > 20, "{stage}: a small oracle: {}", want.len());
-    let got = delta_python_json(dir, &readers_script(&dir.join("lake"), raw));
-    for t in TABLES {
-        for reader in ["deltalake", "scan"] {
-            let rows: Vec<Vec<String>> = serde_json::from_value(got[t][reader].clone()).unwrap();
-            if rows != want {
-                let g: BTreeSet<_> = rows.iter().collect();
-                let w: BTreeSet<_> = want.iter().collect();
-                panic!(
-                    "{stage}: {t} read by {reader} is not the source table ({} rows, want {}): only in the lake {:?}, only in the source {:?}",
-                    rows.len(),
-                    want.len(),
-                    g.difference(&w).take(3).collect::<Vec<_>>(),
-                    w.difference(&g).take(3).collect::<Vec<_>>()
-                );
-            }
-        }
-        assert_eq!(
-            got[t]["columns"],
-            serde_json::json!([
-                "id",
-                "email",
-                "balance",
-                "signup",
-                "updated_at",
-                "_sluice_position"
-            ]),
-            "{stage}: {t}'s columns"
-        );
-    }
-    got
-}
 
 fn copy_files(from: &Path, to: &Path, names: &[String]) {
     std::fs::create_dir_all(to).unwrap();
