@@ -10,6 +10,16 @@ use serde_json::Value;
 
 use crate::{DUCKDB_DELTA, delta_python_json, python, repo_root};
 
+/// The columns of each mirror table: the declared ones, then the position.
+pub const COLUMNS: [&str; 6] = [
+    "id",
+    "email",
+    "balance",
+    "signup",
+    "updated_at",
+    "_sluice_position",
+];
+
 pub const TABLES: [&str; 3] = ["customers_dbz", "customers_dms", "customers_dmsp"];
 
 /// The example's pipeline: Debezium, DMS CSV and DMS Parquet tables.
@@ -114,14 +124,7 @@ pub fn check_tables(dir: &Path, raw: &Path, stage: &str) -> Value {
         }
         assert_eq!(
             got[t]["columns"],
-            serde_json::json!([
-                "id",
-                "email",
-                "balance",
-                "signup",
-                "updated_at",
-                "_sluice_position"
-            ]),
+            serde_json::json!(COLUMNS),
             "{stage}: {t}'s columns"
         );
     }

@@ -60,6 +60,22 @@ fn run(dir: &Path, chunk_size: &str) -> String {
     )
 }
 
+/// One plain `sluice run` of `dir`'s input into its lake, as it ended.
+fn run_once(dir: &Path) -> std::process::Output {
+    sluice(
+        dir,
+        &[
+            "run",
+            "--config",
+            "sluice.toml",
+            "--input",
+            "input",
+            "--lake",
+            "lake",
+        ],
+    )
+}
+
 fn versions(dir: &Path) -> Vec<i64> {
     TABLES
         .iter()
@@ -312,18 +328,7 @@ fn bad_changes_are_quarantined_with_their_reason() {
          I,2026-01-01 00:00:00.000003,,no-key@x,1.00,2024-01-01,2024-01-01T00:00:00Z\n",
     )
     .unwrap();
-    let out = sluice(
-        dir,
-        &[
-            "run",
-            "--config",
-            "sluice.toml",
-            "--input",
-            "input",
-            "--lake",
-            "lake",
-        ],
-    );
+    let out = run_once(dir);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lake = dir.join("lake");
     let mut reasons = Vec::new();
@@ -395,18 +400,7 @@ pq.write_table(pa.table({"Op": ["I", "I"], "ts": ["a", "b"], "id": pa.array([1, 
         .status()
         .unwrap();
     assert!(out.success());
-    let out = sluice(
-        dir,
-        &[
-            "run",
-            "--config",
-            "sluice.toml",
-            "--input",
-            "input",
-            "--lake",
-            "lake",
-        ],
-    );
+    let out = run_once(dir);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
