@@ -8,6 +8,7 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use sluice::catalog::{Catalog, LocalCatalog};
+use sluice::fault::{FaultKind, Faults};
 use sluice::pipeline::{Counters, Engine, RunOptions, run};
 use sluice::read::ReadOptions;
 use sluice::store::Location;
@@ -57,4 +58,13 @@ pub async fn load_with(
         Some(f) => Err(sluice::Error::Unavailable(f.error.clone())),
         None => Ok(()),
     }
+}
+
+/// Each of `calls` store calls crashed at in turn (it and every later call
+/// refused), then each call's answer lost in turn (the store applied it, its
+/// caller was told it failed), with the call's number.
+pub fn crashes_then_lost_answers(calls: u64) -> impl Iterator<Item = (u64, Faults, FaultKind)> {
+    (1..=calls)
+        .map(|n| (n, Faults::CrashAt(n), FaultKind::Refused))
+        .chain((1..=calls).map(|n| (n, Faults::Once(n), FaultKind::AnswerLost)))
 }

@@ -18,11 +18,11 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
 use sluice::config::Pipeline;
 use sluice::delta::{self, AsOf};
-use sluice::fault::{FaultKind, Faults, FaultyStore};
+use sluice::fault::{Faults, FaultyStore};
 use sluice::pipeline::Engine;
 use sluice::store::Location;
 use sluice_tests::cdc::{TABLES, check_tables, config, expected, workload};
-use sluice_tests::memory::{copy_of, lake_on, load_with};
+use sluice_tests::memory::{copy_of, crashes_then_lost_answers, lake_on, load_with};
 use sluice_tests::{
     DUCKDB_DELTA, delta_python_json, files_under, python, repo_root, sluice, sluice_ok,
 };
@@ -43,37 +43,28 @@ fn names(dir: &Path) -> Vec<String> {
     n
 }
 
+/// `sluice run` of `dir`'s input into its lake, then `extra`.
+fn run_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "run",
+        "--config",
+        "sluice.toml",
+        "--input",
+        "input",
+        "--lake",
+        "lake",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 fn run(dir: &Path, chunk_size: &str) -> String {
-    sluice_ok(
-        dir,
-        &[
-            "run",
-            "--config",
-            "sluice.toml",
-            "--input",
-            "input",
-            "--lake",
-            "lake",
-            "--chunk-size",
-            chunk_size,
-        ],
-    )
+    sluice_ok(dir, &run_args(&["--chunk-size", chunk_size]))
 }
 
 /// One plain `sluice run` of `dir`'s input into its lake, as it ended.
 fn run_once(dir: &Path) -> std::process::Output {
-    sluice(
-        dir,
-        &[
-            "run",
-            "--config",
-            "sluice.toml",
-            "--input",
-            "input",
-            "--lake",
-            "lake",
-        ],
-    )
+    sluice(dir, &run_args(&[]))
 }
 
 fn versions(dir: &Path) -> Vec<i64> {
@@ -263,10 +254,7 @@ async fn a_crash_at_any_call_of_a_cdc_load_then_a_rerun_ends_in_the_source_rows(
     );
     assert!(calls > 30, "{calls} store calls");
 
-    let faults = (1..=calls)
-        .map(|n| (n, Faults::CrashAt(n), FaultKind::Refused))
-        .chain((1..=calls).map(|n| (n, Faults::Once(n), FaultKind::AnswerLost)));
-    for (n, fault, kind) in faults {
+    for (n, fault, kind) in crashes_then_lost_answers(calls) {
         let base: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let faulty = Arc::new(FaultyStore::new(base.clone(), fault).with_kind(kind));
         let _ = load(lake_on(faulty)).await;

@@ -14,10 +14,10 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use sluice::commit::CommitRecord;
 use sluice::config::Pipeline;
 use sluice::delta::{self, AsOf};
-use sluice::fault::{FaultKind, Faults, FaultyStore};
+use sluice::fault::{Faults, FaultyStore};
 use sluice::pipeline::Engine;
 use sluice::store::Location;
-use sluice_tests::memory::{copy_of, lake_on, load_with};
+use sluice_tests::memory::{copy_of, crashes_then_lost_answers, lake_on, load_with};
 use sluice_tests::{
     check_delta_matches_raw, compare_delta_script, delta_python_json, repo_root, sluice_ok,
 };
@@ -375,10 +375,7 @@ async fn a_crash_at_any_call_of_a_delta_load_then_a_rerun_leaves_each_chunk_once
     // Each call crashed in turn, then each call's answer lost in turn (the
     // store applied the write: a conditional put of a log entry that
     // happened, though its writer was told it failed).
-    let faults = (1..=calls)
-        .map(|n| (n, Faults::CrashAt(n), FaultKind::Refused))
-        .chain((1..=calls).map(|n| (n, Faults::Once(n), FaultKind::AnswerLost)));
-    for (n, fault, kind) in faults {
+    for (n, fault, kind) in crashes_then_lost_answers(calls) {
         let base: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let faulty = Arc::new(FaultyStore::new(base.clone(), fault).with_kind(kind));
         let _ = load(&engine, &input, &lake_on(faulty)).await;
