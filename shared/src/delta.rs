@@ -39,7 +39,6 @@ use deltalake::{DeltaTable, DeltaTableError, TableProperty};
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt as _;
 use object_store::prefix::PrefixStore;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
 use crate::commit::{ColumnDef, CommitRecord, FileInfo, arrow_type, version_key};
@@ -676,16 +675,6 @@ fn evolve(
         .map_err(|e| Error::Catalog(format!("table '{table}': evolved schema: {e}")))
 }
 
-/// What a Delta path may hold as it is: the rest is percent-encoded (the
-/// protocol's paths are URIs; a Hive-escaped value holds `%`).
-const PATH_KEEP: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'/')
-    .remove(b'=')
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
 /// A file's key relative to the table, as the log's (decoded) paths read.
 fn relative(table: &str, lake_path: &str) -> Result<String> {
     lake_path
@@ -706,11 +695,14 @@ fn partition_values(keys: &[String], f: &FileInfo) -> HashMap<String, Option<Str
         .collect()
 }
 
-/// The `add` of a file a chunk (or a merge) wrote.
+/// The `add` of a file a chunk (or a merge) wrote. Its path is the file's
+/// key relative to the table as it is on the store (a Hive-escaped value
+/// holds `%`): delta-rs percent-encodes action paths as it writes the log
+/// and decodes them as it reads, so encoding here would encode twice.
 pub fn add_action(table: &str, keys: &[String], f: &FileInfo, now: i64) -> Result<Add> {
     let path = relative(table, &f.path)?;
     Ok(Add {
-        path: utf8_percent_encode(&path, PATH_KEEP).to_string(),
+        path,
         partition_values: partition_values(keys, f),
         size: f.bytes as i64,
         modification_time: now,
@@ -729,7 +721,7 @@ pub fn add_action(table: &str, keys: &[String], f: &FileInfo, now: i64) -> Resul
 
 fn remove_action(keys: &[String], f: &FileInfo, path: &str, now: i64) -> Remove {
     Remove {
-        path: utf8_percent_encode(path, PATH_KEEP).to_string(),
+        path: path.to_string(),
         data_change: true,
         deletion_timestamp: Some(now),
         extended_file_metadata: Some(true),
@@ -898,7 +890,7 @@ async fn merged_add(
     let stats = footer_stats(lake, lake_path, bytes).await?;
     let path = relative(table, lake_path)?;
     Ok(Add {
-        path: utf8_percent_encode(&path, PATH_KEEP).to_string(),
+        path,
         partition_values: partition,
         size: bytes as i64,
         modification_time: now,
@@ -917,7 +909,7 @@ async fn merged_add(
 
 fn compaction_remove(f: &ActiveFile, now: i64) -> Remove {
     Remove {
-        path: utf8_percent_encode(&f.path, PATH_KEEP).to_string(),
+        path: f.path.clone(),
         data_change: false,
         deletion_timestamp: Some(now),
         extended_file_metadata: Some(true),

@@ -3,12 +3,21 @@
 //! rows are read back by DuckDB, the quarantine and the commit records are
 //! read as files, and each is compared with the case's expected outcome.
 //! Uncompressed files are run again cut into 100-byte chunks, which must
-//! give the same outcome.
+//! give the same outcome. The whole corpus runs again into Delta tables,
+//! read back by DuckDB's `delta_scan` and Python `deltalake`: the same
+//! outcome, evolved columns in the Delta schema.
 
 use std::path::Path;
 
 use serde_json::Value;
-use sluice_tests::{files_under, python_json, repo_root, sluice};
+use sluice_tests::{DUCKDB_DELTA, delta_python_json, files_under, python_json, repo_root, sluice};
+
+/// The lake's table format a case runs with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Format {
+    Hive,
+    Delta,
+}
 
 fn corpus() -> Vec<toml::Table> {
     let text = std::fs::read_to_string(repo_root().join("tests/fixtures/bad/cases.toml"))
@@ -51,7 +60,7 @@ struct Outcome {
 }
 
 /// Run a case in a fresh folder; `Err(stderr)` when sluice fails.
-fn run_case(case: &toml::Table, chunk_size: &str) -> Result<Outcome, String> {
+fn run_case(case: &toml::Table, chunk_size: &str, format: Format) -> Result<Outcome, String> {
     let name = case["name"].as_str().unwrap();
     let file = case["file"].as_str().unwrap();
     let tmp = tempfile::tempdir().unwrap();
@@ -63,7 +72,12 @@ fn run_case(case: &toml::Table, chunk_size: &str) -> Result<Outcome, String> {
     )
     .unwrap();
     let config = format!(
-        "[lake]\nroot = \"lake\"\n[input]\nroot = \"input\"\n[[tables]]\nname = \"{name}\"\nsource = \"{name}/\"\n{}",
+        "[lake]\nroot = \"lake\"\ntable_format = \"{}\"\n[input]\nroot = \"input\"\n[[tables]]\nname = \"{name}\"\nsource = \"{name}/\"\n{}",
+        if format == Format::Delta {
+            "delta"
+        } else {
+            "hive"
+        },
         case["table"].as_str().unwrap()
     );
     std::fs::write(dir.join("pipeline.toml"), config).unwrap();
@@ -104,10 +118,13 @@ fn run_case(case: &toml::Table, chunk_size: &str) -> Result<Outcome, String> {
         }
     }
     rejected.sort_by_key(|r| r["offset"].as_u64());
-    let read_back = if parquet == 0 {
-        serde_json::json!({"rows": 0})
-    } else {
-        read_back(&lake, name, case.get("sql").and_then(|s| s.as_str()))
+    let sql = case.get("sql").and_then(|s| s.as_str());
+    let read_back = match format {
+        Format::Hive if parquet > 0 => read_back(&lake, name, sql),
+        Format::Delta if lake.join(name).join("_delta_log").is_dir() => {
+            read_back_delta(&lake, name, sql)
+        }
+        _ => serde_json::json!({"rows": 0}),
     };
     let catalog = lake.join(format!("_sluice/catalog/{name}/table.json"));
     let catalog_columns = if catalog.exists() {
@@ -151,6 +168,36 @@ print(json.dumps(out))
         },
     );
     python_json(lake, &script)
+}
+
+/// [`read_back`] of a Delta table: DuckDB's `delta_scan`, its row count
+/// checked against Python `deltalake`'s.
+fn read_back_delta(lake: &Path, table: &str, sql: Option<&str>) -> Value {
+    let script = format!(
+        r#"{DUCKDB_DELTA}
+import deltalake, json, os
+lake, table, sql = {lake:?}, {table:?}, {sql}
+con.execute(f"CREATE VIEW t AS SELECT * FROM delta_scan('{{lake}}/{{table}}')")
+out = {{"rows": con.execute("SELECT count(*) FROM t").fetchone()[0]}}
+out["deltalake_rows"] = deltalake.DeltaTable(f"{{lake}}/{{table}}").to_pyarrow_table().num_rows
+out["columns"] = [r[0] for r in con.execute("DESCRIBE t").fetchall()]
+if sql is not None:
+    out["sql"] = [["NULL" if v is None else str(v) for v in row] for row in con.execute(sql).fetchall()]
+out["partitions"] = sorted(d for d in os.listdir(os.path.join(lake, table)) if "=" in d)
+print(json.dumps(out))
+"#,
+        lake = lake.to_str().unwrap(),
+        sql = match sql {
+            Some(s) => format!("{s:?}"),
+            None => "None".into(),
+        },
+    );
+    let v = delta_python_json(lake, &script);
+    assert_eq!(
+        v["rows"], v["deltalake_rows"],
+        "{table}: delta_scan and deltalake disagree"
+    );
+    v
 }
 
 /// Compare an outcome with the case; the problems found.
@@ -258,11 +305,21 @@ fn check(case: &toml::Table, got: &Result<Outcome, String>) -> Vec<String> {
 
 #[test]
 fn every_bad_input_has_its_expected_outcome() {
+    run_corpus(Format::Hive);
+}
+
+#[test]
+fn every_bad_input_has_its_expected_outcome_in_a_delta_table() {
+    run_corpus(Format::Delta);
+}
+
+/// Every case of the corpus, in one chunk and (Hive tables) in 100-byte chunks.
+fn run_corpus(format: Format) {
     let mut failures = Vec::new();
     for case in corpus() {
         let name = case["name"].as_str().unwrap();
         let file = case["file"].as_str().unwrap();
-        let whole = run_case(&case, "128MiB");
+        let whole = run_case(&case, "128MiB", format);
         let problems = check(&case, &whole);
         let outcome = match &whole {
             Ok(o) => format!(
@@ -282,8 +339,14 @@ fn every_bad_input_has_its_expected_outcome() {
         // rules (unique, max_rejected_ratio) depend on the cut, so only
         // cases that land rows are compared.
         let per_chunk = case["table"].as_str().unwrap().contains("unique");
-        if whole.is_ok() && !file.ends_with(".gz") && !file.ends_with(".parquet") && !per_chunk {
-            let cut = run_case(&case, "100");
+        // (Cutting is the readers' business, the same for both formats.)
+        if format == Format::Hive
+            && whole.is_ok()
+            && !file.ends_with(".gz")
+            && !file.ends_with(".parquet")
+            && !per_chunk
+        {
+            let cut = run_case(&case, "100", format);
             match (&whole, &cut) {
                 (Ok(a), Ok(b)) => {
                     let key = |o: &Outcome| {
@@ -305,5 +368,9 @@ fn every_bad_input_has_its_expected_outcome() {
             }
         }
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{format:?} tables:\n{}",
+        failures.join("\n")
+    );
 }
