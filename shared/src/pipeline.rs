@@ -1041,6 +1041,15 @@ async fn commit_as_chunks_finish(
         }
         for (table, records) in batch {
             let cdc = engine.table(&table).filter(|t| t.table.cdc.is_some());
+            // A merge rewrites every table file a change lands in, so staged
+            // changes wait (durably: their commit records are written) until
+            // a full commit's worth is there or the run's chunks are done:
+            // fewer, larger merges.
+            let staged: u64 = records.iter().map(|r| r.rows_out).sum();
+            if cdc.is_some() && open && staged < crate::cdc::merge::MAX_CHANGES_PER_COMMIT {
+                carried.insert(table, records);
+                continue;
+            }
             let committed = async {
                 if let Some(t) = cdc {
                     // Change events: merged by key, one commit per batch.

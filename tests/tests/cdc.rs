@@ -109,6 +109,13 @@ fn late_redelivered_and_chunked_changes_leave_the_tables_equal_to_the_source_dat
         );
     }
     run(dir, "4KiB");
+    // Version 0 creates each table; its many small chunks' changes then wait
+    // for the end of the run and are merged in one commit.
+    assert_eq!(
+        versions(dir),
+        vec![1, 1, 1],
+        "one merge commit per table for the run's chunks"
+    );
 
     // Everything, and the first two files of each folder again under new names.
     for f in folders {

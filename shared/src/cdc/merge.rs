@@ -10,10 +10,13 @@
 //! so an older upsert arriving within that time cannot bring the row back.
 //!
 //! **Copy on write.** The table's files whose key statistics (the first key
-//! column's `minValues`/`maxValues`) overlap the batch's keys are read; a
-//! file that holds a row the batch replaces or deletes is written again
-//! without it, and the batch's new rows go to a new file; one commit
-//! removes the old files and adds the new ones. The remembered deletes are
+//! column's `minValues`/`maxValues`) overlap the batch's keys are read, their
+//! key and position columns only; a file that holds a row the batch replaces
+//! or deletes is then read whole, a batch of rows at a time, and written
+//! again without those rows, and the batch's new rows follow; one commit
+//! removes the old files and adds the new ones. Memory holds the batch's
+//! changes (at most [`MAX_CHANGES_PER_COMMIT`]) and a batch of table rows,
+//! never a whole table file. The remembered deletes are
 //! written before the commit: a delete seen is a delete, whether or not its
 //! commit lands (a retry applies it).
 
@@ -67,9 +70,53 @@ pub struct Merged {
 /// Attempts at one batch when another writer's commit conflicts with it.
 const ATTEMPTS: usize = 8;
 
+/// Most staged changes merged in one commit: a larger batch of chunks (a
+/// full load, a backlog) is merged in several commits, in the order the
+/// chunks came, so memory holds at most this many changes and their keys.
+pub const MAX_CHANGES_PER_COMMIT: u64 = 1_000_000;
+
 /// Merge the staged changes of `records` (chunks of CDC table `table`) into
-/// its Delta table, creating it if need be. See the module's docs.
+/// its Delta table, creating it if need be: one commit for each run of
+/// chunks holding at most [`MAX_CHANGES_PER_COMMIT`] changes (a chunk is
+/// never split). See the module's docs.
 pub async fn apply(lake: &Location, table: &Table, records: &[CommitRecord]) -> Result<Merged> {
+    let mut total = Merged::default();
+    let sizes: Vec<u64> = records.iter().map(|r| r.rows_out).collect();
+    for run in runs(&sizes, MAX_CHANGES_PER_COMMIT) {
+        let m = apply_group(lake, table, &records[run]).await?;
+        total.version = m.version.or(total.version);
+        total.changes += m.changes;
+        total.latest += m.latest;
+        total.stale += m.stale;
+        total.upserted += m.upserted;
+        total.deleted += m.deleted;
+        total.files_read += m.files_read;
+        total.files_removed += m.files_removed;
+        total.files_added += m.files_added;
+    }
+    Ok(total)
+}
+
+/// Consecutive runs of `sizes`, each summing to at most `max` unless one
+/// size alone is larger (it is never split), covering every index in order.
+fn runs(sizes: &[u64], max: u64) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < sizes.len() {
+        let mut end = start + 1;
+        let mut sum = sizes[start];
+        while end < sizes.len() && sum + sizes[end] <= max {
+            sum += sizes[end];
+            end += 1;
+        }
+        out.push(start..end);
+        start = end;
+    }
+    out
+}
+
+/// [`apply`] for a run of chunks: one commit.
+async fn apply_group(lake: &Location, table: &Table, records: &[CommitRecord]) -> Result<Merged> {
     let cdc = table
         .cdc
         .as_ref()
@@ -166,19 +213,42 @@ async fn read_file(
     size: u64,
     schema: &SchemaRef,
 ) -> Result<Vec<RecordBatch>> {
+    file_batches(lake, path, size, schema)
+        .await?
+        .try_collect()
+        .await
+}
+
+/// The rows of a Parquet file, a batch at a time, as `schema`: only the
+/// file's columns `schema` names are read (columns by name).
+async fn file_batches(
+    lake: &Location,
+    path: &object_store::path::Path,
+    size: u64,
+    schema: &SchemaRef,
+) -> Result<impl futures::Stream<Item = Result<RecordBatch>> + use<>> {
     let url = lake.url_of(path);
     let reader = ObjectReader::at(lake.store.clone(), path.clone(), size);
     let builder = ParquetRecordBatchStreamBuilder::new(reader)
         .await
         .map_err(|e| Error::read(&url, e))?;
-    let stream = builder.build().map_err(|e| Error::read(&url, e))?;
-    let batches: Vec<RecordBatch> = stream
-        .try_collect()
-        .await
+    let parquet = builder.parquet_schema();
+    let roots = (0..parquet.root_schema().get_fields().len())
+        .filter(|&i| {
+            schema
+                .field_with_name(parquet.root_schema().get_fields()[i].name())
+                .is_ok()
+        })
+        .collect::<Vec<_>>();
+    let mask = parquet::arrow::ProjectionMask::roots(parquet, roots);
+    let stream = builder
+        .with_projection(mask)
+        .build()
         .map_err(|e| Error::read(&url, e))?;
-    batches
-        .into_iter()
-        .map(|b| {
+    let schema = schema.clone();
+    Ok(stream.map_err(move |e| Error::read(&url, e)).and_then({
+        let url = lake.url_of(path);
+        move |b| {
             let columns = schema
                 .fields()
                 .iter()
@@ -188,10 +258,13 @@ async fn read_file(
                     })?;
                     arrow::compute::cast(c, f.data_type()).map_err(|e| Error::read(&url, e))
                 })
-                .collect::<Result<Vec<ArrayRef>>>()?;
-            RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::read(&url, e))
-        })
-        .collect()
+                .collect::<Result<Vec<ArrayRef>>>();
+            let batch = columns.and_then(|c| {
+                RecordBatch::try_new(schema.clone(), c).map_err(|e| Error::read(&url, e))
+            });
+            futures::future::ready(batch)
+        }
+    }))
 }
 
 /// Encodes key columns as bytes that compare equal when the keys are.
@@ -367,59 +440,91 @@ async fn apply_once(
             candidates.push((f.path().into_owned(), f.size(), add));
         }
     }
-    // Read them: a row a newer change replaces or deletes goes; a change
-    // no newer than its key's row is stale.
-    let mut kept_batches = Vec::new();
-    let mut removes = Vec::new();
+    let mut chunk_ids: Vec<&str> = records.iter().map(|r| r.chunk_id.as_str()).collect();
+    chunk_ids.sort_unstable();
+    let id = {
+        let mut h = sha2::Sha256::new();
+        h.update(version.to_string());
+        for c in &chunk_ids {
+            h.update(c.as_bytes());
+        }
+        format!("u{}", &hex::encode(h.finalize())[..24])
+    };
+    // Does a newer change replace (or delete) the row with key `k` at
+    // position `pos`? Its key is then one the table holds.
+    let replaces = |k: &[u8], pos: &str| -> Option<(&[u8], bool)> {
+        latest
+            .get_key_value(k)
+            .map(|(key, &i)| (*key, change_pos.value(i) > pos))
+    };
+    // First pass, over the key and position columns only: which files hold
+    // a row the batch replaces; which changes are no newer than their row.
+    let key_schema = Arc::new(arrow::datatypes::Schema::new(
+        table_schema
+            .fields()
+            .iter()
+            .filter(|f| cdc.key.contains(f.name()) || f.name() == CDC_POSITION)
+            .cloned()
+            .collect::<Vec<_>>(),
+    ));
     let mut stale: Vec<&[u8]> = Vec::new();
     // Keys of the batch the table holds a row of.
     let mut found: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
+    let mut touched = Vec::new();
     for (path, size, add) in &candidates {
         done.files_read += 1;
         let lake_path = lake.child(&format!("{name}/{path}"))?;
-        let batches = read_file(lake, &lake_path, *size as u64, &table_schema).await?;
-        let mut touched = false;
-        let mut kept = Vec::new();
-        for b in batches {
+        let mut batches =
+            std::pin::pin!(file_batches(lake, &lake_path, *size as u64, &key_schema).await?);
+        let mut replaced_any = false;
+        while let Some(b) = batches.try_next().await? {
             let row_keys = keys.of(&b)?;
             let row_pos = positions(&b);
-            let mut keep = Vec::with_capacity(b.num_rows());
             for (r, k) in row_keys.iter().enumerate() {
-                let replaced = match latest.get_key_value(k.as_ref()) {
-                    Some((key, &i)) => {
-                        found.insert(key);
-                        if change_pos.value(i) > row_pos.value(r) {
-                            true
-                        } else {
-                            stale.push(key);
-                            false
-                        }
+                if let Some((key, replaced)) = replaces(k, row_pos.value(r)) {
+                    found.insert(key);
+                    if !replaced {
+                        stale.push(key);
                     }
-                    None => false,
-                };
-                touched |= replaced;
-                keep.push(!replaced);
+                    replaced_any |= replaced;
+                }
             }
-            kept.push(
-                filter_record_batch(&b, &BooleanArray::from(keep))
-                    .map_err(|e| Error::transform(name, e))?,
-            );
         }
-        if touched {
-            kept_batches.extend(kept);
-            removes.push(Action::Remove(Remove {
-                path: add.path.clone(),
-                data_change: true,
-                deletion_timestamp: Some(Utc::now().timestamp_millis()),
-                extended_file_metadata: Some(true),
-                partition_values: Some(add.partition_values.clone()),
-                size: Some(*size),
-                tags: None,
-                deletion_vector: None,
-                base_row_id: None,
-                default_row_commit_version: None,
-            }));
+        if replaced_any {
+            touched.push((lake_path, *size, add));
         }
+    }
+    // Second pass: each touched file is written again without the rows the
+    // batch replaces, a batch of rows at a time through one writer, so
+    // memory holds a batch, not a file.
+    let mut writer = ChunkWriter::new(lake, name, &id, &[], table_schema.clone(), &table.parquet);
+    let mut removes = Vec::new();
+    for (lake_path, size, add) in touched {
+        let mut batches =
+            std::pin::pin!(file_batches(lake, &lake_path, size as u64, &table_schema).await?);
+        while let Some(b) = batches.try_next().await? {
+            let row_keys = keys.of(&b)?;
+            let row_pos = positions(&b);
+            let keep: BooleanArray = row_keys
+                .iter()
+                .enumerate()
+                .map(|(r, k)| Some(!replaces(k, row_pos.value(r)).is_some_and(|(_, x)| x)))
+                .collect();
+            let kept = filter_record_batch(&b, &keep).map_err(|e| Error::transform(name, e))?;
+            write_rows(&mut writer, kept).await?;
+        }
+        removes.push(Action::Remove(Remove {
+            path: add.path.clone(),
+            data_change: true,
+            deletion_timestamp: Some(Utc::now().timestamp_millis()),
+            extended_file_metadata: Some(true),
+            partition_values: Some(add.partition_values.clone()),
+            size: Some(size),
+            tags: None,
+            deletion_vector: None,
+            base_row_id: None,
+            default_row_commit_version: None,
+        }));
     }
     let ops = changes
         .column_by_name(CDC_OP)
@@ -457,22 +562,11 @@ async fn apply_once(
     if removes.is_empty() && upserts.is_empty() && deletes.is_empty() {
         return Ok(done);
     }
-    let mut chunk_ids: Vec<&str> = records.iter().map(|r| r.chunk_id.as_str()).collect();
-    chunk_ids.sort_unstable();
-    let id = {
-        let mut h = sha2::Sha256::new();
-        h.update(version.to_string());
-        for c in &chunk_ids {
-            h.update(c.as_bytes());
-        }
-        format!("u{}", &hex::encode(h.finalize())[..24])
-    };
     if !deletes.is_empty() {
         let gone = take_record_batch(changes, &UInt32Array::from(deletes))
             .map_err(|e| Error::transform(name, e))?;
         remember(lake, table, cdc, &gone, &id).await?;
     }
-    let mut out = kept_batches;
     if !upserts.is_empty() {
         let rows = take_record_batch(changes, &UInt32Array::from(upserts))
             .map_err(|e| Error::transform(name, e))?;
@@ -485,24 +579,9 @@ async fn apply_once(
                     .expect("staged columns")
             })
             .collect();
-        out.push(
-            RecordBatch::try_new(table_schema.clone(), columns)
-                .map_err(|e| Error::transform(name, e))?,
-        );
-    }
-    let mut writer = ChunkWriter::new(lake, name, &id, &[], table_schema.clone(), &table.parquet);
-    for b in out {
-        if b.num_rows() == 0 {
-            continue;
-        }
-        writer.sample(&b);
-        writer
-            .write(crate::partition::PartitionSlice {
-                values: Vec::new(),
-                batch: b,
-            })
-            .await?;
-        writer.end_batch().await?;
+        let rows = RecordBatch::try_new(table_schema.clone(), columns)
+            .map_err(|e| Error::transform(name, e))?;
+        write_rows(&mut writer, rows).await?;
     }
     let files = writer.finish().await?;
     let now = Utc::now().timestamp_millis();
@@ -555,6 +634,21 @@ async fn apply_once(
         "cdc merge"
     );
     Ok(done)
+}
+
+/// Write `rows` (of a table without partitions) through `writer`.
+async fn write_rows(writer: &mut ChunkWriter, rows: RecordBatch) -> Result<()> {
+    if rows.num_rows() == 0 {
+        return Ok(());
+    }
+    writer.sample(&rows);
+    writer
+        .write(crate::partition::PartitionSlice {
+            values: Vec::new(),
+            batch: rows,
+        })
+        .await?;
+    writer.end_batch().await
 }
 
 /// The remembered deletes of `table`: per key, the newest delete's
@@ -674,4 +768,19 @@ pub async fn register(
         crate::delta::register(catalog, std::slice::from_ref(&changes)).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runs;
+
+    #[test]
+    fn runs_of_chunks_fill_each_commit_up_to_the_limit_in_order() {
+        assert_eq!(runs(&[], 10), Vec::<std::ops::Range<usize>>::new());
+        assert_eq!(runs(&[4, 6, 1], 10), vec![0..2, 2..3]);
+        assert_eq!(runs(&[10, 10], 10), vec![0..1, 1..2]);
+        // A chunk larger than the limit is a commit of its own, never split.
+        assert_eq!(runs(&[3, 25, 3, 3, 5], 10), vec![0..1, 1..2, 2..4, 4..5]);
+        assert_eq!(runs(&[0, 0, 0], 10), vec![0..3]);
+    }
 }
