@@ -46,6 +46,30 @@ DATABASE = "sluice_backfill"
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 FUNCTIONS = ("planner", "transform", "catalog", "compactor")
+CDC_TABLES = ("customers_dbz", "customers_dms", "customers_dmsp")
+
+# Python deltalake (SLUICE_DELTA_PYTHON: its own environment) reading Delta
+# tables in the moto S3: each table's rows as text, as expected.json holds them.
+READ_DELTA = """
+import json, os, sys, deltalake
+opts = {k: os.environ[k] for k in ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ACCESS_KEY_ID",
+                                   "AWS_SECRET_ACCESS_KEY")}
+opts["AWS_ALLOW_HTTP"] = "true"
+def text(v):
+    if v is None: return "None"
+    if hasattr(v, "strftime") and hasattr(v, "hour"): return v.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return str(v)
+cols = ["id", "email", "balance", "signup", "updated_at"]
+out = {}
+for t in sys.argv[2:]:
+    rows = deltalake.DeltaTable(f"s3://{sys.argv[1]}/{t}", storage_options=opts).to_pyarrow_table().to_pylist()
+    out[t] = sorted([text(r[c]) for c in cols] for r in rows)
+print(json.dumps(out))
+# The readers' threads can abort the interpreter's shutdown after the
+# answer is out: end the process at once.
+sys.stdout.flush()
+os._exit(0)
+"""
 
 
 def free_port():
@@ -167,6 +191,13 @@ def main():
         config = config.replace('[lake]\nroot = "./lake"\n', "").replace(
             '[input]\nroot = "examples/clickstream/raw"\n', "")
         assert "[lake]" not in config and "[input]" not in config, "the example changed shape"
+        # And the CDC example's tables (Delta, merged by key), their change
+        # files under raw/cdc/.
+        cdc = (REPO / "examples/cdc/sluice.toml").read_text()
+        cdc = cdc[cdc.index("[[tables]]"):]
+        cdc = re.sub(r'source = "(debezium|dms|dms_parquet)/"', r'source = "cdc/\1/"\ntable_format = "delta"', cdc)
+        assert cdc.count('table_format = "delta"') == len(CDC_TABLES), "the CDC example changed shape"
+        config += "\n" + cdc
         s3.put_object(Bucket=LAKE_BUCKET, Key="_sluice/config/sluice.toml", Body=config.encode())
         raw = REPO / "examples/clickstream/raw/clickstream"
         lines = (raw / "events-00000.jsonl").read_bytes().splitlines(keepends=True)
@@ -419,6 +450,42 @@ def main():
               failed)
         map_state = [e for e in events if e["type"].startswith("MapRun")]
         print(f"   (this server recorded {[e['type'] for e in map_state]} for that Map)")
+
+        # 10. Change data capture: the CDC example's Debezium, DMS CSV and DMS
+        #     Parquet files backfilled; the Register step merges each table's
+        #     staged changes into its Delta table, which must then equal the
+        #     source database's table (examples/cdc/expected.json), twice.
+        cdc_raw = REPO / "examples/cdc/raw"
+        for f in sorted(cdc_raw.rglob("*")):
+            if f.is_file():
+                s3.upload_file(str(f), RAW_BUCKET, f"raw/cdc/{f.relative_to(cdc_raw)}")
+        want = sorted([("None" if v is None else str(v)) for v in r]
+                      for r in json.loads((REPO / "examples/cdc/expected.json").read_text()))
+        delta_python = os.environ.get("SLUICE_DELTA_PYTHON", str(REPO / ".venv-delta/bin/python"))
+        for attempt in ("backfill-cdc", "backfill-cdc-again"):
+            forwarder.calls.clear()
+            d, _ = run(attempt, {"bucket": RAW_BUCKET, "prefix": "raw/cdc/"})
+            if d["status"] != "SUCCEEDED":
+                sys.stdout.write((work / "watch.log").read_text()[-4000:])
+            out = json.loads(d.get("output") or "{}")
+            register = out.get("register", {})
+            merged = register.get("cdc", {})
+            if attempt == "backfill-cdc":
+                check(d["status"] == "SUCCEEDED" and register.get("tables") == list(CDC_TABLES)
+                      and merged.get("changes", 0) > 0 and register.get("missing_total") == 0,
+                      f"a backfill of CDC change files merges them: {merged}",
+                      f"{d['status']} {d.get('cause', '')[:500]} {register}")
+            else:
+                check(d["status"] == "SUCCEEDED" and merged.get("changes") == 0,
+                      "a second backfill of the same change files merges nothing", f"{d['status']} {register}")
+            read = subprocess.run([delta_python, "-c", READ_DELTA, LAKE_BUCKET, *CDC_TABLES],
+                                  capture_output=True, text=True, env=dict(os.environ))
+            check(read.returncode == 0, "Python deltalake reads the CDC tables in S3", read.stderr[-2000:])
+            got = json.loads(read.stdout)
+            for t in CDC_TABLES:
+                check(got[t] == want, f"{t} equals the source database's table, row for row ({len(want)} rows)",
+                      f"only in the lake: {[r for r in got[t] if r not in want][:3]}; "
+                      f"only in the source: {[r for r in want if r not in got[t]][:3]}")
         print("backfill-workflow: all checks passed", flush=True)
     finally:
         if watch is not None:

@@ -50,6 +50,24 @@ pub struct CatalogResponse {
     /// Partitions queued for the compactor (`SLUICE_COMPACTION_QUEUE_URL`).
     #[serde(default)]
     pub compactions_queued: usize,
+    /// What the merges of CDC tables did (all tables of the invocation).
+    #[serde(default)]
+    pub cdc: CdcMerged,
+}
+
+/// Changes merged into CDC tables by one invocation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CdcMerged {
+    /// Changes read from the staged files.
+    pub changes: u64,
+    /// Rows inserted or replaced.
+    pub upserted: u64,
+    /// Deletes applied.
+    pub deleted: u64,
+    /// Changes older than the row (or remembered delete) of their key: ignored.
+    pub stale: u64,
+    /// Table files written again without their replaced or deleted rows.
+    pub files_rewritten: u64,
 }
 
 /// Handle one invocation.
@@ -373,7 +391,7 @@ async fn register(
             let committed = async {
                 if let Some(t) = cdc {
                     // Change events: merged by key under the table's lease.
-                    sluice::delta::leased(
+                    let merged = sluice::delta::leased(
                         &deps.lake,
                         table,
                         COMMITTER_LEASE_TTL,
@@ -382,6 +400,19 @@ async fn register(
                     )
                     .await?;
                     sluice::cdc::merge::register(deps.catalog.as_ref(), &t.table, &batch).await?;
+                    Record::new("catalog")
+                        .dimension("Table", table)
+                        .metric("ChangesMerged", merged.changes as f64, Unit::Count)
+                        .metric("RowsUpserted", merged.upserted as f64, Unit::Count)
+                        .metric("RowsDeleted", merged.deleted as f64, Unit::Count)
+                        .metric("ChangesStale", merged.stale as f64, Unit::Count)
+                        .emit();
+                    let c = &mut response.cdc;
+                    c.changes += merged.changes;
+                    c.upserted += merged.upserted;
+                    c.deleted += merged.deleted;
+                    c.stale += merged.stale;
+                    c.files_rewritten += merged.files_removed as u64;
                     // Every chunk of the batch is applied (or was before).
                     return Ok::<_, sluice::Error>(batch.len() as f64);
                 }
