@@ -22,17 +22,13 @@ read from and written back to Parquet), one core each, in the same run.
 """
 
 import argparse
-import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import duckdb
-import duckdb_ext
+from delta import connect, timed  # bench/delta.py: pinned, measured runs; DuckDB with delta_scan
 
 REPO = Path(__file__).resolve().parent.parent
 COLUMNS = "id, email, balance, signup, updated_at"
@@ -81,29 +77,6 @@ con.sql("INSERT OR REPLACE INTO customers SELECT id, email, balance, signup, upd
         "FROM latest WHERE Op <> 'D'")
 con.sql(f"COPY customers TO '{out}' (FORMAT parquet, COMPRESSION zstd)")
 """
-
-
-def timed(cmd, cores=1):
-    """Run cmd pinned to `cores` CPUs under /usr/bin/time: (wall s, peak RSS MB, stdout)."""
-    with tempfile.NamedTemporaryFile() as t:
-        pin = ["taskset", "-c", ",".join(str(c) for c in range(cores))]
-        started = time.perf_counter()
-        out = subprocess.run(pin + ["/usr/bin/time", "-f", "%M", "-o", t.name] + cmd,
-                             capture_output=True, text=True)
-        wall = time.perf_counter() - started
-        if out.returncode != 0:
-            sys.exit(f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr}")
-        rss = int(Path(t.name).read_text().split()[-1]) / 1024
-        return wall, rss, out.stdout
-
-
-def connect():
-    ext = os.path.join(list(duckdb_ext.__path__)[0], "extensions", "v" + duckdb.__version__,
-                       "linux_amd64", "delta.duckdb_extension")
-    con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
-    con.sql("SET enable_progress_bar = false")
-    con.sql(f"LOAD '{ext}'")
-    return con
 
 
 def generate(con, folder, rows, changes, files):

@@ -110,8 +110,9 @@ pub struct Summary {
     pub cdc: CdcSummary,
 }
 
-/// What a run's CDC merges did, summed over tables and batches.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// What CDC merges did, summed over tables and batches (a run's, or a
+/// catalog function invocation's).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CdcSummary {
     /// Changes read from the staged files.
     pub changes: u64,
@@ -125,6 +126,19 @@ pub struct CdcSummary {
     pub files_read: u64,
     /// Of those, files written again without their replaced or deleted rows.
     pub files_rewritten: u64,
+}
+
+impl CdcSummary {
+    /// Count one merge in.
+    #[cfg(feature = "delta")]
+    pub fn add(&mut self, m: &crate::cdc::merge::Merged) {
+        self.changes += m.changes;
+        self.stale += m.stale;
+        self.upserted += m.upserted;
+        self.deleted += m.deleted;
+        self.files_read += m.files_read as u64;
+        self.files_rewritten += m.files_removed as u64;
+    }
 }
 
 /// A table with its checked transform: everything needed to process its chunks.
@@ -1055,13 +1069,7 @@ async fn commit_as_chunks_finish(
                     // Change events: merged by key, one commit per batch.
                     let merged = crate::cdc::merge::apply(lake, &t.table, &records).await?;
                     crate::cdc::merge::register(catalog, &t.table, &records).await?;
-                    let c = &mut done.cdc;
-                    c.changes += merged.changes;
-                    c.stale += merged.stale;
-                    c.upserted += merged.upserted;
-                    c.deleted += merged.deleted;
-                    c.files_read += merged.files_read as u64;
-                    c.files_rewritten += merged.files_removed as u64;
+                    done.cdc.add(&merged);
                     return Ok::<_, Error>(merged.version.is_some());
                 }
                 let done = crate::delta::commit_batch(lake, &table, records.clone()).await?;

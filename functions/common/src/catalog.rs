@@ -22,6 +22,7 @@ use sluice::config::TableFormat;
 use sluice::event::{Target, decode, sqs_messages};
 use sluice::layout::{COMMITS_DIR, MANIFESTS_DIR};
 use sluice::messages::{Manifest, ManifestPayload, PartitionTask, TaskSpec};
+use sluice::pipeline::CdcSummary;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::deps::Deps;
@@ -52,22 +53,7 @@ pub struct CatalogResponse {
     pub compactions_queued: usize,
     /// What the merges of CDC tables did (all tables of the invocation).
     #[serde(default)]
-    pub cdc: CdcMerged,
-}
-
-/// Changes merged into CDC tables by one invocation.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct CdcMerged {
-    /// Changes read from the staged files.
-    pub changes: u64,
-    /// Rows inserted or replaced.
-    pub upserted: u64,
-    /// Deletes applied.
-    pub deleted: u64,
-    /// Changes older than the row (or remembered delete) of their key: ignored.
-    pub stale: u64,
-    /// Table files written again without their replaced or deleted rows.
-    pub files_rewritten: u64,
+    pub cdc: CdcSummary,
 }
 
 /// Handle one invocation.
@@ -407,12 +393,7 @@ async fn register(
                         .metric("RowsDeleted", merged.deleted as f64, Unit::Count)
                         .metric("ChangesStale", merged.stale as f64, Unit::Count)
                         .emit();
-                    let c = &mut response.cdc;
-                    c.changes += merged.changes;
-                    c.upserted += merged.upserted;
-                    c.deleted += merged.deleted;
-                    c.stale += merged.stale;
-                    c.files_rewritten += merged.files_removed as u64;
+                    response.cdc.add(&merged);
                     // Every chunk of the batch is applied (or was before).
                     return Ok::<_, sluice::Error>(batch.len() as f64);
                 }
