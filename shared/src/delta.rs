@@ -236,6 +236,11 @@ pub async fn create_table(
             Some(CHECKPOINT_INTERVAL.to_string()),
         )
         .with_save_mode(SaveMode::Ignore)
+        // Version 0 or nothing: a creator that loses the race for version 0
+        // must not retry its CREATE TABLE as version 1, which would replace
+        // the winner's metadata (its table id, and any column a commit added
+        // since). The conflict error opens the winner's table below.
+        .with_commit_properties(CommitProperties::default().with_max_retries(0))
         .await;
     match created {
         Ok(t) => Ok(t),

@@ -483,16 +483,194 @@ async fn every_version_holds_whole_chunks_through_ingest_compaction_and_a_re_upl
     load(&engine, &input, &lake).await.unwrap();
 
     let (_, _, records) = table_state(&lake).await;
-    let latest = delta::open(&lake, "clickstream", AsOf::Latest)
+    let (latest, saw_merged) = check_every_version_holds_whole_chunks(&lake, &records).await;
+    assert!(latest >= 4, "{latest} versions");
+    assert!(saw_merged, "the compaction's merged files were seen");
+}
+
+/// Two committers (two `sluice run`s, or catalog functions without the
+/// lease) and the compactor on one table at once: chunks staged by the
+/// transform are committed one per commit by each committer, half each,
+/// while the compactor merges what it finds, over and over. No commit is
+/// lost to another: every chunk is in the table once, every version a
+/// reader could have seen held whole chunks, a redelivery of every record
+/// adds nothing, and DuckDB's `delta_scan` and Python `deltalake` read the
+/// raw rows exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_committers_and_the_compactor_at_once_lose_and_double_no_chunk() {
+    let pipeline = Pipeline::from_toml(&delta_config()).unwrap();
+    let engine = Arc::new(Engine::new(pipeline).await.unwrap());
+    let text = std::fs::read_to_string(
+        repo_root().join("examples/clickstream/raw/clickstream/events-00000.jsonl"),
+    )
+    .unwrap();
+    let lines: Vec<&str> = text.lines().take(2000).collect();
+    let raw = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(raw.path().join("clickstream")).unwrap();
+    for (i, part) in lines.chunks(500).enumerate() {
+        std::fs::write(
+            raw.path().join(format!("clickstream/part-{i}.jsonl")),
+            part.join("\n") + "\n",
+        )
+        .unwrap();
+    }
+    let input = Location::open(raw.path().to_str().unwrap(), false).unwrap();
+    // Stage the chunks: load into a lake in memory, then copy its files and
+    // commit records, not its log, into a lake folder.
+    let staged = lake_on(Arc::new(InMemory::new()));
+    load(&engine, &input, &staged).await.unwrap();
+    let lake_dir = tempfile::tempdir().unwrap();
+    let lake = Location::open(lake_dir.path().to_str().unwrap(), false).unwrap();
+    let objects: Vec<_> = staged.store.list(None).try_collect().await.unwrap();
+    for m in objects {
+        if m.location.as_ref().contains("/_delta_log/") {
+            continue;
+        }
+        let bytes = staged
+            .store
+            .get(&m.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let to = lake.child(m.location.as_ref()).unwrap();
+        lake.store.put(&to, bytes.into()).await.unwrap();
+    }
+    let (_, _, records) = table_state(&staged).await;
+    assert!(
+        records.len() >= 8,
+        "{} chunks: too few to race",
+        records.len()
+    );
+    assert!(!delta::exists(&lake, "clickstream").await.unwrap());
+
+    let a: Vec<CommitRecord> = records.iter().step_by(2).cloned().collect();
+    let b: Vec<CommitRecord> = records.iter().skip(1).step_by(2).cloned().collect();
+    let committer = |records: Vec<CommitRecord>| {
+        let lake = lake.clone();
+        tokio::spawn(async move {
+            let mut added = 0;
+            for r in records {
+                added += delta::commit_batch(&lake, "clickstream", vec![r])
+                    .await
+                    .unwrap()
+                    .chunks_added;
+            }
+            added
+        })
+    };
+    let committing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let compactor = {
+        let lake = lake.clone();
+        let committing = committing.clone();
+        tokio::spawn(async move {
+            let options = sluice::compact::CompactOptions {
+                min_age: std::time::Duration::ZERO,
+                min_files: 2,
+                ..Default::default()
+            };
+            let mut merged = 0;
+            loop {
+                let last = !committing.load(std::sync::atomic::Ordering::SeqCst);
+                if delta::exists(&lake, "clickstream").await.unwrap() {
+                    merged += delta::compact(&lake, "clickstream", &options, chrono::Utc::now())
+                        .await
+                        .unwrap()
+                        .files_added;
+                }
+                if last {
+                    return merged;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let (a, b) = (committer(a), committer(b));
+    let added = a.await.unwrap() + b.await.unwrap();
+    committing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let merged = compactor.await.unwrap();
+    assert_eq!(added, records.len(), "chunks added by the two committers");
+    assert!(
+        merged > 0,
+        "the compactor merged files while they committed"
+    );
+
+    let again = delta::commit_batch(&lake, "clickstream", records.clone())
+        .await
+        .unwrap();
+    assert_eq!((again.chunks_added, again.version), (0, None), "{again:?}");
+    let (latest, saw_merged) = check_every_version_holds_whole_chunks(&lake, &records).await;
+    assert!(saw_merged);
+    assert!(
+        latest as usize > records.len(),
+        "{latest} versions for {} chunks",
+        records.len()
+    );
+    // They ran at once: the log interleaves the three writers' commits.
+    let evens: std::collections::HashSet<&str> = records
+        .iter()
+        .step_by(2)
+        .map(|r| r.chunk_id.as_str())
+        .collect();
+    let mut writers = String::new();
+    for v in 1..=latest {
+        let entry = std::fs::read_to_string(
+            lake_dir
+                .path()
+                .join(format!("clickstream/_delta_log/{v:020}.json")),
+        )
+        .unwrap();
+        let info: serde_json::Value = entry
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find_map(|a| a.get("commitInfo").cloned())
+            .unwrap();
+        assert_ne!(
+            info["operation"], "CREATE TABLE",
+            "version {v}: a creator that lost the race for version 0 created the table again"
+        );
+        let chunk = info["sluice.chunks"][0].as_str();
+        writers.push(match chunk {
+            Some(c) if evens.contains(c) => 'a',
+            Some(_) => 'b',
+            None => 'c',
+        });
+    }
+    let switches = writers
+        .as_bytes()
+        .windows(2)
+        .filter(|w| w[0] != w[1])
+        .count();
+    assert!(
+        switches >= 4 && writers.contains('c'),
+        "the writers' commits, in version order, barely interleave: {writers}"
+    );
+    let glob = raw.path().join("clickstream/*");
+    let v = delta_python_json(
+        lake_dir.path(),
+        &compare_delta_script(lake_dir.path(), glob.to_str().unwrap(), None),
+    );
+    check_delta_matches_raw(&v);
+}
+
+/// Check that every version of the table holds whole chunks of `records`:
+/// each chunk's files (directly, or through the merged files that list them)
+/// all there or none, no chunk file twice, no file that is no chunk's. The
+/// latest version, and whether some version held merged files.
+async fn check_every_version_holds_whole_chunks(
+    lake: &Location,
+    records: &[CommitRecord],
+) -> (u64, bool) {
+    let latest = delta::open(lake, "clickstream", AsOf::Latest)
         .await
         .unwrap()
         .unwrap()
         .version()
         .unwrap();
-    assert!(latest >= 4, "{latest} versions");
     let mut saw_merged = false;
     for v in 0..=latest {
-        let t = delta::open(&lake, "clickstream", AsOf::Version(v))
+        let t = delta::open(lake, "clickstream", AsOf::Version(v))
             .await
             .unwrap()
             .unwrap();
@@ -518,7 +696,7 @@ async fn every_version_holds_whole_chunks_through_ingest_compaction_and_a_re_upl
             chunk_files.len(),
             "version {v}: a chunk file twice"
         );
-        for r in &records {
+        for r in records {
             let held = r.files.iter().filter(|f| unique.contains(&f.path)).count();
             assert!(
                 held == 0 || held == r.files.len(),
@@ -536,5 +714,5 @@ async fn every_version_holds_whole_chunks_through_ingest_compaction_and_a_re_upl
             assert!(owned.contains(f), "version {v}: {f} is no chunk's file");
         }
     }
-    assert!(saw_merged, "the compaction's merged files were seen");
+    (latest, saw_merged)
 }
