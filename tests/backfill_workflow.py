@@ -262,6 +262,7 @@ def main():
             "LakeBucket": LAKE_BUCKET,
             "MapMaxConcurrency": "4",
             "MapToleratedFailurePercentage": "0",
+            "Partition": "aws",
         }
         for k, v in substitutions.items():
             definition = definition.replace("${" + k + "}", v)
@@ -486,6 +487,36 @@ def main():
                 check(got[t] == want, f"{t} equals the source database's table, row for row ({len(want)} rows)",
                       f"only in the lake: {[r for r in got[t] if r not in want][:3]}; "
                       f"only in the source: {[r for r in want if r not in got[t]][:3]}")
+
+        # 11. The Compact loop's cap: the definition's CompactFrom and
+        #     CompactCap states, fed a compactor answer that always says "go
+        #     on", stop after 100 calls and go on to AllChunksCommitted.
+        states = json.loads(definition)["States"]
+        settings = {k: v for k, v in states["Settings"]["Parameters"].items() if not k.endswith(".$")}
+        loop = {
+            "StartAt": "Settings",
+            "States": {
+                "Settings": {"Type": "Pass",
+                             "Result": settings | {"max_concurrency": 1, "tolerated_failure_percentage": 0},
+                             "ResultPath": "$.settings", "Next": "Compact"},
+                "Compact": {"Type": "Pass", "Result": {"next": 3}, "ResultPath": "$.compact.report",
+                            "Next": "CompactFrom"},
+                "CompactFrom": states["CompactFrom"],
+                "CompactCap": states["CompactCap"],
+                "AllChunksCommitted": {"Type": "Succeed"},
+            },
+        }
+        capped = sfn.create_state_machine(name="sluice-compact-cap", definition=json.dumps(loop),
+                                          roleArn=f"arn:aws:iam::{ACCOUNT}:role/sluice-backfill",
+                                          type="STANDARD")["stateMachineArn"]
+        arn = sfn.start_execution(stateMachineArn=capped, input="{}")["executionArn"]
+        deadline = time.time() + 120
+        while (d := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING" and time.time() < deadline:
+            time.sleep(0.2)
+        settings = json.loads(d.get("output") or "{}").get("settings", {})
+        check(d["status"] == "SUCCEEDED" and settings.get("compact_calls") == 100
+              and settings.get("compact_from") == 3,
+              "the Compact loop stops after 100 calls (the sweep does the rest)", f"{d['status']} {settings}")
         print("backfill-workflow: all checks passed", flush=True)
     finally:
         if watch is not None:

@@ -137,8 +137,9 @@ fn path_opt<'a>(doc: &'a Value, p: &str) -> Option<&'a Value> {
     Some(v)
 }
 
-/// A Parameters / ResultSelector template evaluated against `doc`. Intrinsic
-/// functions (`States.…`) are not evaluated: they become null.
+/// A Parameters / ResultSelector template evaluated against `doc`. Of the
+/// intrinsic functions, `States.MathAdd(path, n)` is evaluated; the others
+/// (`States.…`) become null.
 fn eval(template: &Value, doc: &Value) -> Value {
     match template {
         Value::Object(m) => {
@@ -147,7 +148,14 @@ fn eval(template: &Value, doc: &Value) -> Value {
                 match k.strip_suffix(".$") {
                     Some(key) => {
                         let expr = v.as_str().unwrap();
-                        let value = if expr.starts_with("States.") {
+                        let value = if let Some(args) = expr
+                            .strip_prefix("States.MathAdd(")
+                            .and_then(|a| a.strip_suffix(')'))
+                        {
+                            let (p, n) = args.split_once(',').unwrap();
+                            let base = path(doc, p.trim()).as_i64().expect("a number");
+                            json!(base + n.trim().parse::<i64>().unwrap())
+                        } else if expr.starts_with("States.") {
                             Value::Null
                         } else {
                             path(doc, expr).clone()
@@ -214,7 +222,9 @@ fn the_backfill_state_machine_passes_each_function_its_own_input_type() {
             .to_string()
     };
     let binary_of = |task: &Value| -> String {
-        assert_eq!(task["Resource"], "arn:aws:states:::lambda:invoke");
+        // ${Partition}: the template's AWS::Partition, so that the workflow
+        // deploys in every partition (aws, aws-cn, aws-us-gov).
+        assert_eq!(task["Resource"], "arn:${Partition}:states:::lambda:invoke");
         let name = task["Parameters"]["FunctionName"].as_str().unwrap();
         let key = name
             .strip_prefix("${")

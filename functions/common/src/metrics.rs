@@ -25,7 +25,11 @@ impl Unit {
     }
 }
 
-/// One EMF record: dimensions (`Function`, `Table`) and values.
+/// One EMF record: dimensions (`Function`, `Table`) and values. Its metrics
+/// are published under every leading run of its dimensions: a record with
+/// `Function` and `Table` counts under (`Function`, `Table`) and under
+/// (`Function`) alone, which CloudWatch treats as two metrics; alarms and
+/// dashboards over a whole function watch the second.
 #[derive(Debug, Clone)]
 pub struct Record {
     dimensions: Vec<(String, String)>,
@@ -65,7 +69,8 @@ impl Record {
     /// The EMF JSON document, stamped `timestamp_ms`.
     pub fn to_json(&self, timestamp_ms: i64) -> Value {
         let mut doc = Map::new();
-        let dims: Vec<&str> = self.dimensions.iter().map(|(k, _)| k.as_str()).collect();
+        let names: Vec<&str> = self.dimensions.iter().map(|(k, _)| k.as_str()).collect();
+        let sets: Vec<&[&str]> = (1..=names.len()).rev().map(|n| &names[..n]).collect();
         let defs: Vec<Value> = self
             .metrics
             .iter()
@@ -75,7 +80,7 @@ impl Record {
             "_aws".into(),
             json!({
                 "Timestamp": timestamp_ms,
-                "CloudWatchMetrics": [{"Namespace": NAMESPACE, "Dimensions": [dims], "Metrics": defs}]
+                "CloudWatchMetrics": [{"Namespace": NAMESPACE, "Dimensions": sets, "Metrics": defs}]
             }),
         );
         for (k, v) in &self.dimensions {
@@ -107,7 +112,15 @@ mod tests {
         assert_eq!(doc["_aws"]["Timestamp"], 1_700_000_000_000i64);
         let m = &doc["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(m["Namespace"], "Sluice");
-        assert_eq!(m["Dimensions"], json!([["Function", "Table"]]));
+        assert_eq!(
+            m["Dimensions"],
+            json!([["Function", "Table"], ["Function"]])
+        );
+        let alone = Record::new("planner").metric("Objects", 1.0, Unit::Count);
+        assert_eq!(
+            alone.to_json(0)["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Function"]])
+        );
         assert_eq!(m["Metrics"][1], json!({"Name": "BytesIn", "Unit": "Bytes"}));
         assert_eq!(doc["Table"], "clickstream");
         assert_eq!(doc["RowsIn"], 10.0);
