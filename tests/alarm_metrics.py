@@ -14,26 +14,9 @@ import json
 import re
 import sys
 
-import yaml
+from template_yaml import load
 
 NAMESPACE = "Sluice"
-
-
-class Loader(yaml.SafeLoader):
-    pass
-
-
-def _tag(loader, suffix, node):
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    return {suffix: value}
-
-
-Loader.add_multi_constructor("!", _tag)
 
 
 def emitted(log_path):
@@ -64,7 +47,7 @@ def watched(template_path):
     """(where, metric name, {dimension: value or None}) for every metric of
     the Sluice namespace the template's alarms and dashboard name; None
     stands for any value (a SEARCH over a dimension)."""
-    t = yaml.load(open(template_path), Loader=Loader)
+    t = load(template_path)
     out = []
     for name, r in t["Resources"].items():
         props = r.get("Properties", {})
@@ -79,7 +62,7 @@ def watched(template_path):
                     out.append((f"alarm {name}", metric["MetricName"], dims))
         elif r["Type"] == "AWS::CloudWatch::Dashboard":
             body = props["DashboardBody"]
-            text = body["Sub"] if isinstance(body, dict) else body
+            text = body["Fn::Sub"] if isinstance(body, dict) else body
             doc = json.loads(re.sub(r"\$\{[^}]+\}", "x", text))
             for w in doc["widgets"]:
                 for row in w.get("properties", {}).get("metrics", []):

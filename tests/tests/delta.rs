@@ -277,6 +277,35 @@ fn compact_is_one_optimize_commit_and_vacuum_deletes_only_what_no_snapshot_needs
     ));
 }
 
+/// The Delta pipeline's engine, and the text of the example's first JSON
+/// Lines file.
+async fn engine_and_example() -> (Arc<Engine>, String) {
+    let pipeline = Pipeline::from_toml(&delta_config()).unwrap();
+    let engine = Arc::new(Engine::new(pipeline).await.unwrap());
+    let text = std::fs::read_to_string(
+        repo_root().join("examples/clickstream/raw/clickstream/events-00000.jsonl"),
+    )
+    .unwrap();
+    (engine, text)
+}
+
+/// An input folder holding each (name, lines) as `clickstream/<name>`.
+fn raw_folder<'a>(
+    files: impl IntoIterator<Item = (String, &'a [&'a str])>,
+) -> (tempfile::TempDir, Location) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("clickstream")).unwrap();
+    for (name, lines) in files {
+        std::fs::write(
+            dir.path().join(format!("clickstream/{name}")),
+            lines.join("\n") + "\n",
+        )
+        .unwrap();
+    }
+    let input = Location::open(dir.path().to_str().unwrap(), false).unwrap();
+    (dir, input)
+}
+
 async fn load(engine: &Arc<Engine>, input: &Location, lake: &Location) -> sluice::Result<()> {
     load_with(engine, input, lake, 2, 16 << 10, false).await
 }
@@ -324,12 +353,7 @@ async fn table_state(lake: &Location) -> (Vec<String>, u64, Vec<CommitRecord>) {
 /// chunk's files once, no other file, and the rows of the raw input.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_at_any_call_of_a_delta_load_then_a_rerun_leaves_each_chunk_once() {
-    let pipeline = Pipeline::from_toml(&delta_config()).unwrap();
-    let engine = Arc::new(Engine::new(pipeline).await.unwrap());
-    let text = std::fs::read_to_string(
-        repo_root().join("examples/clickstream/raw/clickstream/events-00000.jsonl"),
-    )
-    .unwrap();
+    let (engine, text) = engine_and_example().await;
     // Clicks of two days: few partitions, so crashing at every call is quick.
     let lines: Vec<&str> = text
         .lines()
@@ -340,16 +364,12 @@ async fn a_crash_at_any_call_of_a_delta_load_then_a_rerun_leaves_each_chunk_once
         .take(400)
         .collect();
     assert!(lines.len() > 50, "{}", lines.len());
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("clickstream")).unwrap();
-    for (i, part) in lines.chunks(lines.len() / 2 + 1).enumerate() {
-        std::fs::write(
-            dir.path().join(format!("clickstream/{i}.jsonl")),
-            part.join("\n") + "\n",
-        )
-        .unwrap();
-    }
-    let input = Location::open(dir.path().to_str().unwrap(), false).unwrap();
+    let (_dir, input) = raw_folder(
+        lines
+            .chunks(lines.len() / 2 + 1)
+            .enumerate()
+            .map(|(i, part)| (format!("{i}.jsonl"), part)),
+    );
 
     // A clean load: its calls, and the state it leaves.
     let counted = Arc::new(FaultyStore::new(Arc::new(InMemory::new()), Faults::None));
@@ -445,25 +465,12 @@ fn a_re_upload_after_compaction_cuts_the_old_rows_out_of_merged_files_in_one_com
 /// the table while the work ran could have seen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_version_holds_whole_chunks_through_ingest_compaction_and_a_re_upload() {
-    let pipeline = Pipeline::from_toml(&delta_config()).unwrap();
-    let engine = Arc::new(Engine::new(pipeline).await.unwrap());
-    let text = std::fs::read_to_string(
-        repo_root().join("examples/clickstream/raw/clickstream/events-00000.jsonl"),
-    )
-    .unwrap();
+    let (engine, text) = engine_and_example().await;
     let lines: Vec<&str> = text.lines().take(1200).collect();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("clickstream")).unwrap();
-    let write = |name: &str, part: &[&str]| {
-        std::fs::write(
-            dir.path().join(format!("clickstream/{name}")),
-            part.join("\n") + "\n",
-        )
-        .unwrap()
-    };
-    write("a.jsonl", &lines[..600]);
-    write("b.jsonl", &lines[600..]);
-    let input = Location::open(dir.path().to_str().unwrap(), false).unwrap();
+    let (dir, input) = raw_folder([
+        ("a.jsonl".to_string(), &lines[..600]),
+        ("b.jsonl".to_string(), &lines[600..]),
+    ]);
     let lake = lake_on(Arc::new(InMemory::new()));
     load(&engine, &input, &lake).await.unwrap();
     let options = sluice::compact::CompactOptions {
@@ -498,23 +505,14 @@ async fn every_version_holds_whole_chunks_through_ingest_compaction_and_a_re_upl
 /// raw rows exactly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_committers_and_the_compactor_at_once_lose_and_double_no_chunk() {
-    let pipeline = Pipeline::from_toml(&delta_config()).unwrap();
-    let engine = Arc::new(Engine::new(pipeline).await.unwrap());
-    let text = std::fs::read_to_string(
-        repo_root().join("examples/clickstream/raw/clickstream/events-00000.jsonl"),
-    )
-    .unwrap();
+    let (engine, text) = engine_and_example().await;
     let lines: Vec<&str> = text.lines().take(2000).collect();
-    let raw = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(raw.path().join("clickstream")).unwrap();
-    for (i, part) in lines.chunks(500).enumerate() {
-        std::fs::write(
-            raw.path().join(format!("clickstream/part-{i}.jsonl")),
-            part.join("\n") + "\n",
-        )
-        .unwrap();
-    }
-    let input = Location::open(raw.path().to_str().unwrap(), false).unwrap();
+    let (raw, input) = raw_folder(
+        lines
+            .chunks(500)
+            .enumerate()
+            .map(|(i, part)| (format!("part-{i}.jsonl"), part)),
+    );
     // Stage the chunks: load into a lake in memory, then copy its files and
     // commit records, not its log, into a lake folder.
     let staged = lake_on(Arc::new(InMemory::new()));

@@ -20,26 +20,16 @@ use sluice_functions::transform::TaskResult;
 use sluice_tests::{python_json, repo_root};
 
 /// template.yaml as JSON, CloudFormation tags (`!Ref`, `!GetAtt`, `!Sub`, ...)
-/// turned into their long forms (`{"Ref": ...}`, `{"Fn::GetAtt": ...}`).
+/// turned into their long forms (`{"Ref": ...}`, `{"Fn::GetAtt": ...}`) by
+/// tests/template_yaml.py.
 fn template() -> Value {
     python_json(
         &repo_root(),
         r#"
-import json, yaml
-class Loader(yaml.SafeLoader):
-    pass
-def tag(loader, suffix, node):
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    if suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {suffix if suffix in ("Ref", "Condition") else "Fn::" + suffix: value}
-Loader.add_multi_constructor("!", tag)
-print(json.dumps(yaml.load(open("template.yaml"), Loader=Loader)))
+import json, sys
+sys.path.insert(0, "tests")
+from template_yaml import load
+print(json.dumps(load("template.yaml")))
 "#,
     )
 }
