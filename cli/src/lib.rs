@@ -18,6 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sluice::catalog::Catalog;
 use sluice::config::CatalogKind;
 use sluice::config::Pipeline;
+use sluice::lookup::Sources;
 use sluice::pipeline::{Counters, Engine, RunOptions, Summary};
 use sluice::read::ReadOptions;
 use sluice::store::AwsOptions;
@@ -58,6 +59,19 @@ enum Command {
         /// and the exit code is non-zero.
         #[arg(long)]
         fail_fast: bool,
+    },
+    /// Show the plan each table's SQL runs on every chunk: a join with a
+    /// lookup is a hash join whose build side is the lookup.
+    Explain {
+        /// The pipeline file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Folder or URL of the lake, for lookups of its tables (default: `[lake] root`).
+        #[arg(long)]
+        lake: Option<String>,
+        /// Only this table (default: every table with sql).
+        #[arg(long)]
+        table: Option<String>,
     },
     /// List the lake's tables.
     Tables {
@@ -274,6 +288,11 @@ async fn dispatch(cli: Cli, workers: usize) -> Result<()> {
             fail_fast,
             ..
         } => run(&config, input, lake, workers, chunk_size, fail_fast).await,
+        Command::Explain {
+            config,
+            lake,
+            table,
+        } => explain(&config, lake, table).await,
         Command::Tables { lake } => tables(lake.open().await?).await,
         Command::Partitions { table, lake } => partitions(lake.open().await?, &table).await,
         Command::Query {
@@ -339,13 +358,26 @@ async fn run(
         bail!("--chunk-size must be at least 1 byte");
     }
     let catalog_kind = pipeline.catalog.clone();
-    let engine = Arc::new(Engine::new(pipeline).await?);
     let input =
         Location::open(&input_root, false).with_context(|| format!("input {input_root}"))?;
     let lake = Location::open(&lake_root, true).with_context(|| format!("lake {lake_root}"))?;
     let catalog = sluice::connect::catalog(&catalog_kind, &lake, &AwsOptions::default())
         .await
         .with_context(|| format!("catalog of lake {lake_root}"))?;
+    let sources = Sources {
+        lake: &lake,
+        catalog: catalog.as_ref(),
+        aws: &AwsOptions::default(),
+    };
+    let engine = Arc::new(Engine::load(pipeline, sources, true).await?);
+    for l in &engine.lookups {
+        eprintln!(
+            "lookup {}: {} rows, {} in memory",
+            l.lookup.name,
+            l.rows(),
+            bytesize::ByteSize::b(l.bytes).display().iec()
+        );
+    }
     let options = RunOptions {
         workers,
         chunk_size,
@@ -385,6 +417,46 @@ async fn run(
         files.len(),
         summary.files_in
     )
+}
+
+async fn explain(
+    config: &std::path::Path,
+    lake: Option<String>,
+    only: Option<String>,
+) -> Result<()> {
+    let pipeline = Pipeline::from_file(config)?;
+    if let Some(t) = &only
+        && pipeline.table(t).is_none()
+    {
+        bail!("{} has no table '{t}'", config.display());
+    }
+    let root = lake.unwrap_or_else(|| pipeline.lake_root.clone());
+    // Only the lookups' schemas are read; a lake that is not there yet is
+    // an empty one (a lookup of one of its tables then says so).
+    let lake = if root.contains("://") || std::path::Path::new(&root).is_dir() {
+        Location::open(&root, false).with_context(|| format!("lake {root}"))?
+    } else {
+        Location::memory()
+    };
+    let catalog = sluice::connect::catalog(&pipeline.catalog, &lake, &AwsOptions::default())
+        .await
+        .with_context(|| format!("catalog of lake {root}"))?;
+    let sources = Sources {
+        lake: &lake,
+        catalog: catalog.as_ref(),
+        aws: &AwsOptions::default(),
+    };
+    let engine = Engine::load(pipeline, sources, false).await?;
+    for t in &engine.tables {
+        if only.as_ref().is_some_and(|o| *o != t.table.name) {
+            continue;
+        }
+        match t.transform.explain(&t.table).await? {
+            None => println!("table {}: no sql; rows are written as read\n", t.table.name),
+            Some(plan) => println!("table {}:\n{plan}", t.table.name),
+        }
+    }
+    Ok(())
 }
 
 async fn report_progress(counters: Arc<Counters>) {

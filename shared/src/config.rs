@@ -34,6 +34,9 @@ pub struct PipelineConfig {
     /// The tables; each raw file belongs to the first table whose `source` matches.
     #[serde(default)]
     pub tables: Vec<TableConfig>,
+    /// Reference tables the tables' SQL may join (`[[lookups]]`).
+    #[serde(default)]
+    pub lookups: Vec<crate::lookup::LookupConfig>,
 }
 
 /// `[lake]`
@@ -756,6 +759,7 @@ pub struct Pipeline {
     pub catalog: CatalogKind,
     pub input_root: Option<String>,
     pub tables: Vec<Table>,
+    pub lookups: Vec<crate::lookup::Lookup>,
 }
 
 impl Pipeline {
@@ -791,14 +795,14 @@ fn strip_prefix(e: &Error) -> String {
 }
 
 /// Whether `name` is a valid table or partition column name.
-fn valid_identifier(name: &str) -> bool {
+pub(crate) fn valid_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && name.len() <= 128
 }
 
-fn one_byte(table: &str, key: &str, value: &str) -> Result<u8> {
+pub(crate) fn one_byte(table: &str, key: &str, value: &str) -> Result<u8> {
     match value.as_bytes() {
         [b] if b.is_ascii() => Ok(*b),
         [b'\\', b't'] => Ok(b'\t'),
@@ -975,7 +979,19 @@ impl PipelineConfig {
             }
             tables.push(t.validate()?);
         }
+        let mut lookups: Vec<crate::lookup::Lookup> = Vec::new();
+        for l in self.lookups {
+            let l = l.validate()?;
+            if lookups.iter().any(|o| o.name == l.name) {
+                return Err(Error::Config(format!(
+                    "lookup '{}', key 'name': declared twice",
+                    l.name
+                )));
+            }
+            lookups.push(l);
+        }
         Ok(Pipeline {
+            lookups,
             catalog: self.lake.catalog_kind()?,
             lake_root: self.lake.root,
             input_root: self.input.root,
@@ -1294,7 +1310,7 @@ impl ParquetConfig {
 }
 
 /// `format`: `jsonl` (or `ndjson`, `json`), `csv` or `parquet`.
-fn parse_format(n: Option<&str>, text: &str) -> Result<Format> {
+pub(crate) fn parse_format(n: Option<&str>, text: &str) -> Result<Format> {
     match text.trim().to_ascii_lowercase().as_str() {
         "jsonl" | "ndjson" | "json" => Ok(Format::JsonLines),
         "csv" => Ok(Format::Csv),
@@ -1348,7 +1364,10 @@ fn parse_source(n: Option<&str>, text: &str) -> Result<SourceMatch> {
 }
 
 /// `[tables.schema]`: column name to type, in file order; at least one.
-fn parse_schema(n: Option<&str>, schema: &IndexMap<String, String>) -> Result<Vec<Column>> {
+pub(crate) fn parse_schema(
+    n: Option<&str>,
+    schema: &IndexMap<String, String>,
+) -> Result<Vec<Column>> {
     let mut columns = Vec::new();
     for (col, ty) in schema {
         if col.is_empty() {
@@ -1401,28 +1420,26 @@ fn check_partition_by(n: Option<&str>, keys: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// A size: bytes (`4096`) or with a unit (`1MiB`, `2GB`).
+pub(crate) fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    text.parse::<u64>()
+        .ok()
+        .or_else(|| text.parse::<bytesize::ByteSize>().ok().map(|b| b.as_u64()))
+}
+
 /// `max_record_size`: bytes or a size with a unit, 1 KiB to 2 GiB (default 64 MiB).
 fn parse_record_size(n: Option<&str>, text: Option<&str>) -> Result<usize> {
     let Some(text) = text else {
         return Ok(DEFAULT_MAX_RECORD_BYTES);
     };
-    let bytes = text
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .or_else(|| {
-            text.trim()
-                .parse::<bytesize::ByteSize>()
-                .ok()
-                .map(|b| b.as_u64())
-        })
-        .ok_or_else(|| {
-            Error::config(
-                n,
-                "max_record_size",
-                format!("{text:?} is not a size (use bytes or a unit: 4096, 1MiB)"),
-            )
-        })?;
+    let bytes = parse_size(text).ok_or_else(|| {
+        Error::config(
+            n,
+            "max_record_size",
+            format!("{text:?} is not a size (use bytes or a unit: 4096, 1MiB)"),
+        )
+    })?;
     if !(1024..=(1u64 << 31)).contains(&bytes) {
         return Err(Error::config(
             n,

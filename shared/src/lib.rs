@@ -46,6 +46,7 @@ pub mod fuzz;
 pub mod glue;
 pub mod layout;
 pub mod lease;
+pub mod lookup;
 pub mod messages;
 pub mod partition;
 pub mod pipeline;

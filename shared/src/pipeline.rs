@@ -21,6 +21,7 @@ use crate::config::{
     Codec, Column, ColumnType, Format, Pipeline, Table, TableFormat, UnknownFields,
 };
 use crate::error::{Error, Result};
+use crate::lookup::{self, Loaded, Sources};
 use crate::partition::{RefusedSlice, Splitter};
 use crate::plan::{Chunk, plan_parquet, plan_text};
 use crate::read::{
@@ -154,8 +155,8 @@ pub struct PreparedTable {
 
 impl PreparedTable {
     /// Plan a table's transform and derive its catalog columns.
-    pub async fn new(t: &Table) -> Result<PreparedTable> {
-        let transform = Transform::plan(t).await?;
+    pub async fn new(t: &Table, lookups: &[Arc<Loaded>]) -> Result<PreparedTable> {
+        let transform = Transform::plan(t, lookups).await?;
         let out_schema = transform.output_schema();
         // A CDC table's chunks stage their changes unpartitioned; the merge
         // partitions the table's files.
@@ -279,16 +280,59 @@ async fn add_evolved_columns(
     Ok(columns)
 }
 
-/// The pipeline, with every table's SQL checked.
+/// The pipeline, with its lookups read and every table's SQL checked.
 #[derive(Debug, Clone)]
 pub struct Engine {
     pub pipeline: Pipeline,
     pub tables: Vec<PreparedTable>,
+    /// The pipeline's lookups as read (rows, or only schemas).
+    pub lookups: Vec<Arc<Loaded>>,
+    /// Whether the lookups hold their rows (a process that transforms).
+    lookup_rows: bool,
 }
 
 impl Engine {
-    /// Check every table's transform before reading anything.
+    /// Check every table's transform before reading anything; for a
+    /// pipeline without `[[lookups]]` (see [`Engine::load`]).
     pub async fn new(pipeline: Pipeline) -> Result<Engine> {
+        if let Some(l) = pipeline.lookups.first() {
+            return Err(Error::Config(format!(
+                "lookup '{}': the pipeline's lookups must be read before its tables are planned (Engine::load)",
+                l.name
+            )));
+        }
+        Engine::plan(pipeline, Vec::new(), false).await
+    }
+
+    /// The pipeline alone, no table planned and no lookup read: for a
+    /// process that matches files to tables and commits, but never
+    /// transforms ([`Engine::table`] finds no table in it).
+    pub fn unplanned(pipeline: Pipeline) -> Engine {
+        Engine {
+            pipeline,
+            tables: Vec::new(),
+            lookups: Vec::new(),
+            lookup_rows: false,
+        }
+    }
+
+    /// Read the pipeline's lookups (their rows if `rows`, else only their
+    /// schemas: enough to plan, for functions that never transform), then
+    /// check every table's transform. A lookup that cannot be read or is
+    /// larger than its `max_size` fails here, before any chunk starts.
+    pub async fn load(pipeline: Pipeline, sources: Sources<'_>, rows: bool) -> Result<Engine> {
+        let mut lookups = Vec::new();
+        for l in &pipeline.lookups {
+            lookups.push(Arc::new(lookup::load(l, sources, rows).await?));
+        }
+        Engine::plan(pipeline, lookups, rows).await
+    }
+
+    async fn plan(
+        pipeline: Pipeline,
+        lookups: Vec<Arc<Loaded>>,
+        lookup_rows: bool,
+    ) -> Result<Engine> {
         let mut tables = Vec::new();
         for t in &pipeline.tables {
             if t.table_format == TableFormat::Delta && !cfg!(feature = "delta") {
@@ -298,9 +342,39 @@ impl Engine {
                     "\"delta\": this build of sluice has no Delta support (the engine's `delta` feature)",
                 ));
             }
-            tables.push(PreparedTable::new(t).await?);
+            tables.push(PreparedTable::new(t, &lookups).await?);
         }
-        Ok(Engine { pipeline, tables })
+        Ok(Engine {
+            pipeline,
+            tables,
+            lookups,
+            lookup_rows,
+        })
+    }
+
+    /// The engine with every lookup whose source changed read again (each
+    /// source asked at most every `refresh`), or `None` if none changed.
+    /// Called between chunks, so a chunk sees one version of each lookup.
+    pub async fn refreshed(&self, sources: Sources<'_>) -> Result<Option<Engine>> {
+        let mut changed = false;
+        let mut lookups = Vec::with_capacity(self.lookups.len());
+        for l in &self.lookups {
+            if l.changed(sources).await? {
+                tracing::info!(lookup = %l.lookup.name, "lookup changed; reading it again");
+                lookups.push(Arc::new(
+                    lookup::load(&l.lookup, sources, self.lookup_rows).await?,
+                ));
+                changed = true;
+            } else {
+                lookups.push(l.clone());
+            }
+        }
+        if !changed {
+            return Ok(None);
+        }
+        Engine::plan(self.pipeline.clone(), lookups, self.lookup_rows)
+            .await
+            .map(Some)
     }
 
     /// The prepared table named `name`.
@@ -522,7 +596,7 @@ async fn read_with_evolution(
         } else {
             let mut t = table.clone();
             t.columns.extend(evolved.iter().cloned());
-            PreparedTable::new(&t).await?
+            PreparedTable::new(&t, prepared.transform.lookups()).await?
         };
         let mut read = *options;
         read.evolve_room = MAX_EVOLVED_COLUMNS.saturating_sub(evolved.len());

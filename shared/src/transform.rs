@@ -5,18 +5,37 @@
 //! [`Transform::plan`] checks the query once at start-up, against the
 //! declared schema and with no data: a bad query, or a `partition_by` column
 //! that it does not produce, fails before anything is read.
+//!
+//! The SQL may join lookups ([`crate::lookup`]), each registered under its
+//! name as an in-memory table. Every join of a chunk's rows with a lookup
+//! must run as a hash join whose build side is the lookup, so that the
+//! chunk streams past it: a planner rule ([`LookupBuildSide`]) swaps the
+//! sides where DataFusion, knowing nothing of the chunk's size, put the
+//! chunk on the build side, and [`check_joins`] refuses at start-up a join
+//! that is not an equi-join, joins the chunk with itself, or would repeat
+//! the lookup's rows in every chunk (RIGHT or FULL joins keeping the
+//! lookup's unmatched rows).
 
 use std::sync::{Arc, Mutex};
 
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::streaming::StreamingTable;
+use datafusion::common::JoinType;
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::config::ConfigOptions;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
+use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::config::Table;
 use crate::error::{Error, Result};
+use crate::lookup::Loaded;
 
 /// A checked transform for one table.
 #[derive(Debug, Clone)]
@@ -25,6 +44,8 @@ pub struct Transform {
     sql: Option<String>,
     input_schema: SchemaRef,
     output_schema: SchemaRef,
+    /// The lookups registered beside `input` (all of the pipeline's).
+    lookups: Vec<Arc<Loaded>>,
 }
 
 /// A one-shot partition stream: hands out the chunk's batch stream once.
@@ -58,7 +79,10 @@ impl PartitionStream for OneShot {
     }
 }
 
-fn context() -> SessionContext {
+/// A context for one chunk: one partition, DataFusion's optimizer with
+/// [`LookupBuildSide`] right after its join selection (before anything that
+/// builds on the join's sides), and the lookups registered.
+fn context(lookups: &[Arc<Loaded>]) -> Result<SessionContext> {
     let config = SessionConfig::new()
         .with_target_partitions(1)
         .with_batch_size(8192)
@@ -67,35 +91,121 @@ fn context() -> SessionContext {
             false,
         )
         .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false);
-    SessionContext::new_with_config(config)
+    let mut rules = PhysicalOptimizer::new().rules;
+    let at = rules
+        .iter()
+        .position(|r| r.name() == "join_selection")
+        .map_or(0, |i| i + 1);
+    rules.insert(at, Arc::new(LookupBuildSide));
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_physical_optimizer_rules(rules)
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    for l in lookups {
+        ctx.register_table(l.lookup.name.as_str(), l.provider()?)
+            .map_err(|e| Error::Config(format!("lookup '{}': {e}", l.lookup.name)))?;
+    }
+    Ok(ctx)
+}
+
+/// Whether `plan` reads the chunk (`input`) anywhere below it.
+fn reads_input(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.downcast_ref::<StreamingTableExec>().is_some()
+        || plan.children().into_iter().any(reads_input)
+}
+
+/// Puts a lookup on the build (left) side of every hash join of the chunk
+/// with a lookup: DataFusion has no size for the chunk's stream and keeps
+/// the sides as written, which would collect the whole chunk into a hash
+/// table and stream the lookup past it.
+#[derive(Debug)]
+struct LookupBuildSide;
+
+impl PhysicalOptimizerRule for LookupBuildSide {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|node| {
+            if let Some(join) = node.downcast_ref::<HashJoinExec>()
+                && reads_input(join.left())
+                && !reads_input(join.right())
+                && join.join_type().supports_swap()
+            {
+                return Ok(Transformed::yes(join.swap_inputs(*join.partition_mode())?));
+            }
+            Ok(Transformed::no(node))
+        })
+        .data()
+    }
+
+    fn name(&self) -> &str {
+        "sluice_lookup_build_side"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// Refuse joins of the chunk that would not stream it past a lookup's hash
+/// table, naming the table and the join.
+fn check_joins(table: &str, plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
+    let children = plan.children();
+    if children.len() >= 2 && plan.name().contains("Join") {
+        let sides: Vec<bool> = children.iter().map(|c| reads_input(c)).collect();
+        let input_sides = sides.iter().filter(|s| **s).count();
+        let refuse = |why: String| Err(Error::transform(table, why));
+        if input_sides > 1 {
+            return refuse(
+                "the sql joins `input` with itself; a chunk holds only part of a file, so such a join would depend on where the file was cut".into(),
+            );
+        }
+        if input_sides == 1 {
+            let Some(join) = plan.downcast_ref::<HashJoinExec>() else {
+                return refuse(format!(
+                    "a join of `input` with a lookup must be an equi-join (ON input.a = lookup.b [AND ...]), which runs as a hash join with the lookup as its build side; this one plans as {}",
+                    plan.name()
+                ));
+            };
+            if sides[0] {
+                return refuse(format!(
+                    "the {} join cannot run with the lookup as its build side; write it as an inner or LEFT join from `input` (for NOT IN over a lookup, NOT EXISTS)",
+                    join.join_type()
+                ));
+            }
+            if !matches!(
+                join.join_type(),
+                JoinType::Inner
+                    | JoinType::Right
+                    | JoinType::RightSemi
+                    | JoinType::RightAnti
+                    | JoinType::RightMark
+            ) {
+                return refuse(format!(
+                    "the join keeps rows of the lookup that match nothing (it plans as a {} join), so every chunk would write them again; use an inner or LEFT join from `input`",
+                    join.join_type()
+                ));
+            }
+        }
+    }
+    for c in children {
+        check_joins(table, c)?;
+    }
+    Ok(())
 }
 
 impl Transform {
     /// Check the table's SQL against its declared schema and work out the
     /// output schema; check the partition columns are in it.
-    pub async fn plan(table: &Table) -> Result<Transform> {
+    pub async fn plan(table: &Table, lookups: &[Arc<Loaded>]) -> Result<Transform> {
         let input_schema = table.input_schema();
         let output_schema = match &table.sql {
             None => input_schema.clone(),
-            Some(sql) => {
-                let ctx = context();
-                let empty = futures::stream::empty();
-                register_input(
-                    &ctx,
-                    input_schema.clone(),
-                    Box::pin(RecordBatchStreamAdapter::new(input_schema.clone(), empty)),
-                )
-                .map_err(|e| Error::transform(&table.name, e))?;
-                let df = ctx
-                    .sql(sql)
-                    .await
-                    .map_err(|e| Error::transform(&table.name, format!("invalid sql: {e}")))?;
-                let plan = df
-                    .create_physical_plan()
-                    .await
-                    .map_err(|e| Error::transform(&table.name, format!("invalid sql: {e}")))?;
-                plan.schema()
-            }
+            Some(sql) => physical_plan(table, sql, lookups).await?.schema(),
         };
         for p in &table.partition_by {
             let field = output_schema.field_with_name(p).map_err(|_| {
@@ -156,7 +266,24 @@ impl Transform {
             sql: table.sql.clone(),
             input_schema,
             output_schema,
+            lookups: lookups.to_vec(),
         })
+    }
+
+    /// The physical plan a chunk runs, indented (no SQL: none).
+    pub async fn explain(&self, table: &Table) -> Result<Option<String>> {
+        let Some(sql) = &self.sql else {
+            return Ok(None);
+        };
+        let plan = physical_plan(table, sql, &self.lookups).await?;
+        let mut out = String::new();
+        render(&plan, &self.lookups, 0, &mut out);
+        Ok(Some(out))
+    }
+
+    /// The lookups its SQL may join.
+    pub fn lookups(&self) -> &[Arc<Loaded>] {
+        &self.lookups
     }
 
     /// The schema of what the transform produces.
@@ -169,7 +296,18 @@ impl Transform {
         let Some(sql) = &self.sql else {
             return Ok(input);
         };
-        let ctx = context();
+        if let Some(l) = self.lookups.iter().find(|l| l.batch.is_none()) {
+            // Only the schema was read (a process that plans but does not
+            // transform): joining it would drop every match.
+            return Err(Error::transform(
+                &self.table,
+                format!(
+                    "lookup '{}' was read without its rows; this process cannot transform",
+                    l.lookup.name
+                ),
+            ));
+        }
+        let ctx = context(&self.lookups)?;
         register_input(&ctx, self.input_schema.clone(), input)
             .map_err(|e| Error::transform(&self.table, e))?;
         let df = ctx
@@ -180,6 +318,65 @@ impl Transform {
             .await
             .map_err(|e| Error::transform(&self.table, e))
     }
+}
+
+/// One line per node, indented as DataFusion's EXPLAIN; the chunk's scan
+/// and each lookup's are named.
+fn render(plan: &Arc<dyn ExecutionPlan>, lookups: &[Arc<Loaded>], depth: usize, out: &mut String) {
+    let line = displayable(plan.as_ref()).one_line().to_string();
+    out.push_str(&"  ".repeat(depth));
+    out.push_str(line.trim_end());
+    if plan.downcast_ref::<StreamingTableExec>().is_some() {
+        out.push_str("   <- the chunk (input)");
+    } else if plan.children().is_empty() {
+        let schema = plan.schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        if let Some(l) = lookups.iter().find(|l| {
+            names
+                .iter()
+                .all(|n| l.schema.fields().iter().any(|f| f.name() == n))
+        }) {
+            out.push_str(&format!("   <- lookup '{}'", l.lookup.name));
+        }
+    }
+    out.push('\n');
+    for c in plan.children() {
+        render(c, lookups, depth + 1, out);
+    }
+}
+
+/// The table's SQL planned over an empty `input` and the lookups, its joins checked.
+async fn physical_plan(
+    table: &Table,
+    sql: &str,
+    lookups: &[Arc<Loaded>],
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let input_schema = table.input_schema();
+    let ctx = context(lookups)?;
+    let empty = futures::stream::empty();
+    register_input(
+        &ctx,
+        input_schema.clone(),
+        Box::pin(RecordBatchStreamAdapter::new(input_schema.clone(), empty)),
+    )
+    .map_err(|e| Error::transform(&table.name, e))?;
+    let invalid = |e: datafusion::error::DataFusionError| {
+        let mut message = format!("invalid sql: {e}");
+        if message.contains("not found") {
+            let names: Vec<&str> = std::iter::once("input")
+                .chain(lookups.iter().map(|l| l.lookup.name.as_str()))
+                .collect();
+            message.push_str(&format!(
+                " (the sql reads the tables: {})",
+                names.join(", ")
+            ));
+        }
+        Error::transform(&table.name, message)
+    };
+    let df = ctx.sql(sql).await.map_err(invalid)?;
+    let plan = df.create_physical_plan().await.map_err(invalid)?;
+    check_joins(&table.name, &plan)?;
+    Ok(plan)
 }
 
 fn register_input(
@@ -194,4 +391,190 @@ fn register_input(
     let table = StreamingTable::try_new(schema, vec![part])?;
     ctx.register_table("input", Arc::new(table))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Pipeline;
+    use crate::lookup::{Lookup, LookupSource};
+    use arrow::array::{Array, Int64Array, StringArray};
+    use futures::TryStreamExt;
+
+    fn orders(sql: &str) -> Table {
+        let toml = format!(
+            "[[tables]]\nname = \"orders\"\nsource = \"o/\"\nformat = \"jsonl\"\nsql = \"\"\"{sql}\"\"\"\n[tables.schema]\nid = \"int64\"\ncustomer = \"int64\"\n"
+        );
+        Pipeline::from_toml(&toml).unwrap().tables.remove(0)
+    }
+
+    fn customers() -> Arc<Loaded> {
+        let lookup = Lookup {
+            name: "customers".into(),
+            source: LookupSource::Table("customers".into()),
+            max_bytes: 1 << 20,
+            refresh: std::time::Duration::from_secs(60),
+        };
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("cid", DataType::Int64, true),
+            arrow::datatypes::Field::new("segment", DataType::Utf8, true),
+        ]));
+        let batch = arrow::array::RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![Some(1), Some(2), Some(2), None])),
+                Arc::new(StringArray::from(vec!["a", "b", "b2", "null-key"])),
+            ],
+        )
+        .unwrap();
+        Arc::new(Loaded::in_memory(lookup, batch))
+    }
+
+    fn input(table: &Table) -> SendableRecordBatchStream {
+        let schema = table.input_schema();
+        let batch = arrow::array::RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(vec![10, 11, 12, 13])),
+                Arc::new(Int64Array::from(vec![Some(1), Some(2), Some(3), None])),
+            ],
+        )
+        .unwrap();
+        Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            futures::stream::iter(vec![Ok(batch)]),
+        ))
+    }
+
+    /// The join nodes of a plan: (reads the chunk on the left, on the right, join type).
+    fn joins(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<(bool, bool, JoinType)>) {
+        if let Some(j) = plan.downcast_ref::<HashJoinExec>() {
+            out.push((
+                reads_input(j.left()),
+                reads_input(j.right()),
+                *j.join_type(),
+            ));
+        }
+        for c in plan.children() {
+            joins(c, out);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_left_join_streams_the_chunk_past_the_lookup_and_keeps_every_row() {
+        let t = orders(
+            "SELECT o.id, c.segment FROM input o LEFT JOIN customers c ON o.customer = c.cid",
+        );
+        let lookups = vec![customers()];
+        let plan = physical_plan(&t, t.sql.as_deref().unwrap(), &lookups)
+            .await
+            .unwrap();
+        let mut found = Vec::new();
+        joins(&plan, &mut found);
+        assert_eq!(found, vec![(false, true, JoinType::Right)]);
+
+        let transform = Transform::plan(&t, &lookups).await.unwrap();
+        let out: Vec<_> = transform
+            .run(input(&t))
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        let mut rows = Vec::new();
+        for b in &out {
+            let ids = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+            let seg = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+            for i in 0..b.num_rows() {
+                let s = (!seg.is_null(i)).then(|| seg.value(i).to_string());
+                rows.push((ids.value(i), s));
+            }
+        }
+        rows.sort();
+        // 11 matches twice (a duplicate key: every match), 12 and the null
+        // key match nothing (not even the lookup's null key) and stay.
+        assert_eq!(
+            rows,
+            vec![
+                (10, Some("a".to_string())),
+                (11, Some("b".to_string())),
+                (11, Some("b2".to_string())),
+                (12, None),
+                (13, None)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_inner_join_written_lookup_first_still_builds_on_the_lookup() {
+        let t = orders(
+            "SELECT o.id, c.segment FROM customers c JOIN input o ON o.customer = c.cid WHERE o.id > 0",
+        );
+        let plan = physical_plan(&t, t.sql.as_deref().unwrap(), &[customers()])
+            .await
+            .unwrap();
+        let mut found = Vec::new();
+        joins(&plan, &mut found);
+        assert_eq!(found, vec![(false, true, JoinType::Inner)]);
+    }
+
+    #[tokio::test]
+    async fn joins_that_would_not_stream_the_chunk_are_refused_naming_the_table() {
+        for (sql, says) in [
+            (
+                "SELECT o.id FROM input o RIGHT JOIN customers c ON o.customer = c.cid",
+                "keeps rows of the lookup",
+            ),
+            (
+                "SELECT o.id FROM input o FULL JOIN customers c ON o.customer = c.cid",
+                "keeps rows of the lookup",
+            ),
+            (
+                "SELECT o.id FROM input o JOIN customers c ON o.customer < c.cid",
+                "must be an equi-join",
+            ),
+            (
+                "SELECT o.id FROM input o CROSS JOIN customers c",
+                "must be an equi-join",
+            ),
+            (
+                "SELECT a.id FROM input a JOIN input b ON a.id = b.customer",
+                "joins `input` with itself",
+            ),
+            (
+                "SELECT o.id FROM input o JOIN suppliers s ON o.customer = s.id",
+                "the sql reads the tables: input, customers",
+            ),
+        ] {
+            let e = Transform::plan(&orders(sql), &[customers()])
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("table 'orders'") && e.contains(says),
+                "{sql}: {e}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lookup_read_without_its_rows_refuses_to_transform() {
+        let t = orders(
+            "SELECT o.id, c.segment FROM input o LEFT JOIN customers c ON o.customer = c.cid",
+        );
+        let full = customers();
+        let schema_only = Arc::new(Loaded::schema_only(
+            full.lookup.clone(),
+            full.schema.clone(),
+        ));
+        let transform = Transform::plan(&t, &[schema_only]).await.unwrap();
+        let e = match transform.run(input(&t)).await {
+            Ok(_) => panic!("ran without the lookup's rows"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            e.contains("lookup 'customers' was read without its rows"),
+            "{e}"
+        );
+    }
 }

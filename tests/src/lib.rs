@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 pub mod cdc;
+pub mod enrichment;
 pub mod memory;
 pub mod moto;
 

@@ -1143,7 +1143,11 @@ async fn the_functions_keep_a_delta_table_in_s3_registered_in_glue_for_athena() 
     }
     let deps = w.delta_deps(256 * 1024, |_| {}).await;
     assert!(
-        deps.engine.table("clickstream").unwrap().table.table_format
+        deps.engine()
+            .table("clickstream")
+            .unwrap()
+            .table
+            .table_format
             == sluice::config::TableFormat::Delta,
         "the Delta pipeline"
     );
@@ -1428,4 +1432,93 @@ async fn the_functions_merge_change_files_into_tables_equal_to_the_source_databa
             .collect();
         assert_eq!(columns, COLUMNS, "{t}");
     }
+}
+
+/// The transform function joins lookups read from S3, and reads a lookup
+/// again when its object changes between two invocations (`refresh = 0`):
+/// the orders of the first upload carry the first customers file's
+/// segments, those of the second upload the second's, as DuckDB's join of
+/// each upload with the file that stood beside it says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_transform_reads_a_changed_lookup_again_between_invocations() {
+    use sluice_tests::enrichment::{EXAMPLE, lake_orders, oracle};
+    let w = World::new().await;
+    let example = repo_root().join("examples/enrichment");
+    let customers_v1 = std::fs::read(example.join("ref/customers.csv")).unwrap();
+    let customers_v2 = String::from_utf8(customers_v1.clone())
+        .unwrap()
+        .replace(",consumer,", ",retail,")
+        .into_bytes();
+    w.put(&w.raw, "ref/customers.csv", customers_v1.clone())
+        .await;
+    let products = std::fs::read(example.join("ref/products.jsonl")).unwrap();
+    w.put(&w.raw, "ref/products.jsonl", products).await;
+    let pipeline = std::fs::read_to_string(repo_root().join(EXAMPLE))
+        .unwrap()
+        .replace(
+            "[lake]\nroot = \"./lake\"",
+            &format!(
+                "[lake]\nroot = \"s3://{}/lake\"\ncatalog = \"glue\"\nglue_database = \"{}\"\nglue_create_database = true",
+                w.lake, w.database
+            ),
+        )
+        .replace(
+            "root = \"examples/enrichment/raw\"",
+            &format!("root = \"s3://{}/raw\"", w.raw),
+        )
+        .replace(
+            "\"examples/enrichment/ref/customers.csv\"",
+            &format!("\"s3://{}/ref/customers.csv\"\nrefresh = 0", w.raw),
+        )
+        .replace(
+            "\"examples/enrichment/ref/products.jsonl\"",
+            &format!("\"s3://{}/ref/products.jsonl\"", w.raw),
+        );
+    assert!(pipeline.contains("refresh = 0") && !pipeline.contains("\"examples/"));
+    let deps = w.deps_from(pipeline, 1 << 30, |_| {}).await;
+
+    let local = tempfile::tempdir().unwrap();
+    for (i, (file, customers)) in [
+        ("orders-00000.jsonl", &customers_v1),
+        ("orders-00001.jsonl", &customers_v2),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if i == 1 {
+            w.put(&w.raw, "ref/customers.csv", customers.clone()).await;
+        }
+        std::fs::write(local.path().join(format!("customers-{i}.csv")), customers).unwrap();
+        let key = format!("raw/orders/{file}");
+        let bytes = std::fs::read(example.join("raw/orders").join(file)).unwrap();
+        w.put(&w.raw, &key, bytes).await;
+        let planned = planner::handle(&deps, s3_event(&w.raw, &[&key]))
+            .await
+            .expect("planner");
+        assert_eq!(planned["tasks"], 1, "{planned}");
+        let response = transform::handle(&deps, sqs_event(&w.drain().await))
+            .await
+            .expect("transform");
+        assert_eq!(failures(&response), Vec::<String>::new());
+    }
+
+    download(&w.lake, "lake/orders", &local.path().join("lake/orders"));
+    let raw = example.join("raw/orders");
+    let want = format!(
+        "{} UNION ALL {}",
+        oracle(
+            raw.join("orders-00000.jsonl").to_str().unwrap(),
+            local.path().join("customers-0.csv").to_str().unwrap()
+        ),
+        oracle(
+            raw.join("orders-00001.jsonl").to_str().unwrap(),
+            local.path().join("customers-1.csv").to_str().unwrap()
+        )
+    );
+    let rows = sluice_tests::assert_same_rows(
+        local.path(),
+        &lake_orders(&local.path().join("lake")),
+        &want,
+    );
+    assert_eq!(rows, 3000);
 }

@@ -270,9 +270,10 @@ async fn queue_compactions(deps: &Deps, records: &[&CommitRecord], registered: &
         // A Delta table is compacted by OPTIMIZE (`sluice compact`), never
         // by rewriting the files its log names.
         .filter(|r| {
-            deps.engine
+            deps.engine()
+                .pipeline
                 .table(&r.table)
-                .is_none_or(|t| t.table.table_format != TableFormat::Delta)
+                .is_none_or(|t| t.table_format != TableFormat::Delta)
         })
         .flat_map(|r| {
             let location = commit_entries(r).0.location;
@@ -357,13 +358,14 @@ async fn register(
             }
         }
     }
+    let engine = deps.engine();
     let mut done = Vec::new();
     let mut errors = Vec::new();
     for (table, (defs, parts)) in by_table {
-        let delta = deps
-            .engine
+        let delta = engine
+            .pipeline
             .table(table)
-            .is_some_and(|t| t.table.table_format == TableFormat::Delta);
+            .is_some_and(|t| t.table_format == TableFormat::Delta);
         if delta {
             // A Delta table's chunks become visible by one Delta commit of
             // the batch (conditional puts on S3: a concurrent committer of
@@ -373,7 +375,7 @@ async fn register(
                 .filter(|r| r.table == table)
                 .map(|r| (*r).clone())
                 .collect();
-            let cdc = deps.engine.table(table).filter(|t| t.table.cdc.is_some());
+            let cdc = engine.pipeline.table(table).filter(|t| t.cdc.is_some());
             let committed = async {
                 if let Some(t) = cdc {
                     // Change events: merged by key under the table's lease.
@@ -382,10 +384,10 @@ async fn register(
                         table,
                         COMMITTER_LEASE_TTL,
                         COMMITTER_LEASE_WAIT,
-                        sluice::cdc::merge::apply(&deps.lake, &t.table, &batch),
+                        sluice::cdc::merge::apply(&deps.lake, t, &batch),
                     )
                     .await?;
-                    sluice::cdc::merge::register(deps.catalog.as_ref(), &t.table, &batch).await?;
+                    sluice::cdc::merge::register(deps.catalog.as_ref(), t, &batch).await?;
                     Record::new("catalog")
                         .dimension("Table", table)
                         .metric("ChangesMerged", merged.changes as f64, Unit::Count)

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use sluice::catalog::Catalog;
 use sluice::compact::CompactOptions;
 use sluice::config::{CatalogKind, Pipeline};
+use sluice::lookup::Sources;
 use sluice::pipeline::Engine;
 use sluice::plan::DEFAULT_CHUNK_SIZE;
 use sluice::read::ReadOptions;
@@ -37,6 +38,11 @@ pub struct Settings {
     pub compact: CompactOptions,
     /// How to reach AWS (from the environment in the functions; explicit in tests).
     pub aws: AwsOptions,
+    /// A function that never transforms (planner, catalog, compactor): it
+    /// matches files to tables and commits what the transforms wrote, so it
+    /// reads only the pipeline file, neither planning the tables' SQL nor
+    /// reading their `[[lookups]]` (and needs no access to where they are).
+    pub pipeline_only: bool,
 }
 
 impl Settings {
@@ -83,13 +89,15 @@ impl Settings {
             chunk_size,
             glue_database: var("SLUICE_GLUE_DATABASE"),
             aws: AwsOptions::default(),
+            pipeline_only: false,
         })
     }
 }
 
 /// Everything a handler needs, built once per container.
 pub struct Deps {
-    pub engine: Engine,
+    /// The engine; replaced between chunks when a lookup changes (see [`Deps::engine`]).
+    engine: std::sync::RwLock<Arc<Engine>>,
     /// Where raw files are (`[input] root`): events about other places are skipped.
     pub input: Location,
     /// The lake (warehouse) root.
@@ -101,6 +109,7 @@ pub struct Deps {
     pub read: ReadOptions,
     pub compaction_queue_url: Option<String>,
     pub compact: CompactOptions,
+    pub aws: AwsOptions,
 }
 
 impl Deps {
@@ -146,9 +155,19 @@ impl Deps {
         let lake = Location::open_with(&pipeline.lake_root, true, &settings.aws)?;
         let catalog = sluice::connect::catalog(&pipeline.catalog, &lake, &settings.aws).await?;
         let sqs = aws_sdk_sqs::Client::new(&settings.aws.sdk_config().await);
-        let engine = Engine::new(pipeline).await?;
+        let sources = Sources {
+            lake: &lake,
+            catalog: catalog.as_ref(),
+            aws: &settings.aws,
+        };
+        let engine = if settings.pipeline_only {
+            Engine::unplanned(pipeline)
+        } else {
+            Engine::load(pipeline, sources, true).await?
+        };
         Ok(Deps {
-            engine,
+            engine: std::sync::RwLock::new(Arc::new(engine)),
+            aws: settings.aws.clone(),
             input,
             lake,
             catalog,
@@ -159,5 +178,32 @@ impl Deps {
             compaction_queue_url: settings.compaction_queue_url.clone(),
             compact: settings.compact.clone(),
         })
+    }
+
+    /// The engine as it stands.
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine.read().expect("not poisoned").clone()
+    }
+
+    /// The engine for the next chunk: with every lookup whose source changed
+    /// since it was read (each asked at most every `refresh`) read again.
+    pub async fn fresh_engine(&self) -> sluice::Result<Arc<Engine>> {
+        let engine = self.engine();
+        if engine.lookups.is_empty() {
+            return Ok(engine);
+        }
+        let sources = Sources {
+            lake: &self.lake,
+            catalog: self.catalog.as_ref(),
+            aws: &self.aws,
+        };
+        match engine.refreshed(sources).await? {
+            None => Ok(engine),
+            Some(new) => {
+                let new = Arc::new(new);
+                *self.engine.write().expect("not poisoned") = new.clone();
+                Ok(new)
+            }
+        }
     }
 }

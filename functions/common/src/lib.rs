@@ -40,7 +40,9 @@ where
     Fut: std::future::Future<Output = Result<serde_json::Value, FunctionError>>,
 {
     logging::init();
-    let settings = Settings::from_env()?;
+    let mut settings = Settings::from_env()?;
+    // Only the transform runs the tables' SQL, and so reads their lookups.
+    settings.pipeline_only = function != "transform";
     let deps = Deps::new(&settings)
         .await
         .map_err(|e| anyhow::anyhow!("{function}: cannot start: {e}"))?;

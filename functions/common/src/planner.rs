@@ -197,7 +197,8 @@ async fn plan_one(deps: &Deps, o: &ObjectRef, planned: &mut Planned) -> Result<(
             skip(planned, "hidden (a path segment starts with . or _)".into());
             return Ok(());
         }
-        let Some(table) = deps.engine.pipeline.table_for(relative) else {
+        let engine = deps.engine();
+        let Some(table) = engine.pipeline.table_for(relative) else {
             skip(planned, "matches no table's source".into());
             return Ok(());
         };

@@ -79,7 +79,8 @@ pub async fn run(deps: &Deps, spec: &TaskSpec) -> Result<TaskResult, FunctionErr
         let counters = Arc::new(Counters::default());
         let result = async {
             let task = spec.resolve(&deps.input)?;
-            process_chunk(&deps.engine, &deps.lake, None, &task, &deps.read, &counters).await
+            let engine = deps.fresh_engine().await?;
+            process_chunk(&engine, &deps.lake, None, &task, &deps.read, &counters).await
         }
         .await;
         let metrics = Record::new("transform").dimension("Table", &spec.table);

@@ -1,0 +1,407 @@
+//! Lookups joined on the way in, end to end with the `sluice` command: the
+//! lake equals DuckDB's own join of the raw files with the reference files,
+//! row for row (unmatched rows, null keys and duplicate keys included), a
+//! changed lookup is read again by the next run, a lake table serves as a
+//! lookup, and a lookup that is too large or cannot be read stops the run
+//! before any chunk is written.
+
+use std::path::Path;
+
+use sluice_tests::enrichment::{EXAMPLE, lake_orders, oracle};
+use sluice_tests::{assert_same_rows, files_under, repo_root, sluice_err, sluice_ok};
+
+fn data_files(lake: &Path) -> Vec<String> {
+    if !lake.exists() {
+        return Vec::new();
+    }
+    files_under(lake)
+        .into_iter()
+        .filter(|f| f.ends_with(".parquet"))
+        .collect()
+}
+
+#[test]
+fn the_enrichment_example_equals_duckdbs_join_of_the_raw_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    let out = sluice(&[
+        "run",
+        "--config",
+        EXAMPLE,
+        "--lake",
+        lake.to_str().unwrap(),
+        "--chunk-size",
+        "64KiB",
+        "--workers",
+        "2",
+    ]);
+    assert!(out.contains("partitions"), "{out}");
+    let raw = repo_root().join("examples/enrichment/raw/orders/*.jsonl");
+    let customers = repo_root().join("examples/enrichment/ref/customers.csv");
+    let rows = assert_same_rows(
+        &repo_root(),
+        &lake_orders(&lake),
+        &oracle(raw.to_str().unwrap(), customers.to_str().unwrap()),
+    );
+    assert_eq!(rows, 3000);
+    // Some orders match no customer (unknown ids, null ids) and keep their
+    // row with nulls; most match.
+    let v = sluice_tests::python_json(
+        &repo_root(),
+        &format!(
+            "import duckdb, json\nprint(json.dumps(duckdb.sql(\"SELECT count(*) FILTER (WHERE segment IS NULL), count(*) FILTER (WHERE customer_id IS NULL), count(*) FILTER (WHERE product IS NULL) FROM ({})\").fetchall()[0]))",
+            lake_orders(&lake)
+        ),
+    );
+    let (no_segment, no_id, no_product) = (
+        v[0].as_u64().unwrap(),
+        v[1].as_u64().unwrap(),
+        v[2].as_u64().unwrap(),
+    );
+    assert!(no_id > 0 && no_segment > no_id && no_segment < 600, "{v}");
+    assert!(no_product > 0 && no_product < 600, "{v}");
+}
+
+/// Run `sluice` in the repository; its stdout and stderr.
+fn sluice(args: &[&str]) -> String {
+    let out = sluice_tests::sluice(&repo_root(), args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "sluice {args:?} failed:\n{text}");
+    text
+}
+
+/// The example's pipeline with its paths under `dir` (raw orders in
+/// `dir/raw/orders/`, customers in `dir/customers.csv`) and `change` applied.
+fn pipeline_in(dir: &Path, change: impl Fn(String) -> String) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(repo_root().join(EXAMPLE)).unwrap();
+    let text = text
+        .replace(
+            "root = \"./lake\"",
+            &format!("root = {:?}", dir.join("lake").to_str().unwrap()),
+        )
+        .replace(
+            "root = \"examples/enrichment/raw\"",
+            &format!("root = {:?}", dir.join("raw").to_str().unwrap()),
+        )
+        .replace(
+            "source = \"examples/enrichment/ref/customers.csv\"",
+            &format!("source = {:?}", dir.join("customers.csv").to_str().unwrap()),
+        )
+        .replace(
+            "source = \"examples/enrichment/ref/products.jsonl\"",
+            &format!(
+                "source = {:?}",
+                repo_root()
+                    .join("examples/enrichment/ref/products.jsonl")
+                    .to_str()
+                    .unwrap()
+            ),
+        );
+    let text = change(text);
+    let path = dir.join("sluice.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn copy_orders(dir: &Path, files: &[&str]) {
+    std::fs::create_dir_all(dir.join("raw/orders")).unwrap();
+    for f in files {
+        std::fs::copy(
+            repo_root().join("examples/enrichment/raw/orders").join(f),
+            dir.join("raw/orders").join(f),
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn duplicate_and_null_keys_join_as_sql_says_and_a_changed_lookup_is_read_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    copy_orders(dir, &["orders-00000.jsonl"]);
+    // Customer 5 twice (every match is joined: their orders appear twice),
+    // and a customer without an id (matches nothing, not even a null id).
+    let example =
+        std::fs::read_to_string(repo_root().join("examples/enrichment/ref/customers.csv")).unwrap();
+    let v1 = format!(
+        "{example}5,Second Five,public sector,NO,2021-01-01\n,No Id,consumer,XX,2021-01-01\n"
+    );
+    std::fs::write(dir.join("customers.csv"), &v1).unwrap();
+    std::fs::write(dir.join("customers-v1.csv"), &v1).unwrap();
+    let config = pipeline_in(dir, |t| t);
+    let out = sluice(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--chunk-size",
+        "100KiB",
+    ]);
+    assert!(out.contains("lookup customers: 302 rows"), "{out}");
+    let first = dir.join("raw/orders/orders-00000.jsonl");
+    let rows = assert_same_rows(
+        dir,
+        &lake_orders(&dir.join("lake")),
+        &oracle(
+            first.to_str().unwrap(),
+            dir.join("customers-v1.csv").to_str().unwrap(),
+        ),
+    );
+    let fives = sluice_tests::python_json(
+        dir,
+        &format!(
+            "import duckdb, json\nprint(json.dumps(duckdb.sql(\"SELECT count(*) FROM read_json('{}') WHERE customer_id = 5\").fetchall()[0][0]))",
+            first.display()
+        ),
+    );
+    assert!(
+        fives.as_u64().unwrap() > 0,
+        "the test needs orders of customer 5"
+    );
+    assert_eq!(rows, 1500 + fives.as_u64().unwrap());
+
+    // Every customer changes segment; the next run reads the new file for
+    // the new orders, and the orders already loaded keep what they were
+    // joined with.
+    let v2: String = v1
+        .lines()
+        .map(|l| {
+            l.replace(",consumer,", ",retail,")
+                .replace(",enterprise,", ",corporate,")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n";
+    assert_ne!(v1, v2);
+    std::fs::write(dir.join("customers.csv"), &v2).unwrap();
+    std::fs::write(dir.join("customers-v2.csv"), &v2).unwrap();
+    copy_orders(dir, &["orders-00001.jsonl"]);
+    sluice(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--chunk-size",
+        "100KiB",
+    ]);
+    let second = dir.join("raw/orders/orders-00001.jsonl");
+    let want = format!(
+        "{} UNION ALL {}",
+        oracle(
+            first.to_str().unwrap(),
+            dir.join("customers-v1.csv").to_str().unwrap()
+        ),
+        oracle(
+            second.to_str().unwrap(),
+            dir.join("customers-v2.csv").to_str().unwrap()
+        )
+    );
+    assert_same_rows(dir, &lake_orders(&dir.join("lake")), &want);
+}
+
+#[test]
+fn a_table_of_the_lake_is_a_lookup() {
+    for format in ["hive", "delta"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        copy_orders(dir, &["orders-00000.jsonl"]);
+        let customers = repo_root().join("examples/enrichment/ref/customers.csv");
+        std::fs::create_dir_all(dir.join("raw/customers")).unwrap();
+        std::fs::copy(&customers, dir.join("raw/customers/customers.csv")).unwrap();
+        // First the customers become a table of the lake...
+        let load = dir.join("customers.toml");
+        std::fs::write(
+            &load,
+            format!(
+                "[lake]\nroot = {lake:?}\ntable_format = \"{format}\"\n[input]\nroot = {raw:?}\n\
+                 [[tables]]\nname = \"customers\"\nsource = \"customers/\"\nformat = \"csv\"\n\
+                 [tables.schema]\nid = \"int64\"\nname = \"string\"\nsegment = \"string\"\n\
+                 country = \"string\"\nsince = \"date\"\n",
+                lake = dir.join("lake").to_str().unwrap(),
+                raw = dir.join("raw").to_str().unwrap(),
+            ),
+        )
+        .unwrap();
+        sluice(&["run", "--config", load.to_str().unwrap()]);
+        // ...then the orders (a Hive table) join it.
+        let config = pipeline_in(dir, |t| {
+            t.replace(
+                &format!(
+                    "source = {:?}\nformat = \"csv\"\nmax_size = \"64MiB\"",
+                    dir.join("customers.csv").to_str().unwrap()
+                ),
+                "table = \"customers\"",
+            )
+            .replace(
+                "[lookups.schema]\nid = \"int64\"\nname = \"string\"\nsegment = \"string\"\ncountry = \"string\"\nsince = \"date\"\n",
+                "",
+            )
+        });
+        let text = std::fs::read_to_string(&config).unwrap();
+        assert!(text.contains("table = \"customers\""), "{text}");
+        assert!(!text.contains("since = \"date\""), "{text}");
+        let out = sluice(&["run", "--config", config.to_str().unwrap()]);
+        assert!(
+            out.contains("lookup customers: 300 rows"),
+            "{format}: {out}"
+        );
+        let first = dir.join("raw/orders/orders-00000.jsonl");
+        assert_same_rows(
+            dir,
+            &lake_orders(&dir.join("lake")),
+            &oracle(first.to_str().unwrap(), customers.to_str().unwrap()),
+        );
+    }
+}
+
+#[test]
+fn a_lookup_too_large_or_unreadable_stops_the_run_before_any_chunk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    copy_orders(dir, &["orders-00000.jsonl"]);
+    std::fs::copy(
+        repo_root().join("examples/enrichment/ref/customers.csv"),
+        dir.join("customers.csv"),
+    )
+    .unwrap();
+    let small = pipeline_in(dir, |t| {
+        t.replace("max_size = \"64MiB\"", "max_size = \"4KiB\"")
+    });
+    let e = sluice_err(dir, &["run", "--config", small.to_str().unwrap()]);
+    assert!(
+        e.contains("lookup 'customers'")
+            && e.contains("max_size of 4.0 KiB")
+            && e.contains("read so far"),
+        "{e}"
+    );
+    assert_eq!(data_files(&dir.join("lake")), Vec::<String>::new());
+
+    let missing = pipeline_in(dir, |t| t.replace("customers.csv", "no-such-customers.csv"));
+    let e = sluice_err(dir, &["run", "--config", missing.to_str().unwrap()]);
+    assert!(
+        e.contains("lookup 'customers'") && e.contains("no-such-customers.csv"),
+        "{e}"
+    );
+    assert_eq!(data_files(&dir.join("lake")), Vec::<String>::new());
+
+    // A file that is not the CSV the schema says.
+    std::fs::write(
+        dir.join("customers.csv"),
+        "id,name,segment,country,since\nseven,x,y,z,never\n",
+    )
+    .unwrap();
+    let bad = pipeline_in(dir, |t| t);
+    let e = sluice_err(dir, &["run", "--config", bad.to_str().unwrap()]);
+    assert!(
+        e.contains("lookup 'customers'") && e.contains("customers.csv"),
+        "{e}"
+    );
+    assert_eq!(data_files(&dir.join("lake")), Vec::<String>::new());
+}
+
+#[test]
+fn explain_shows_the_lookup_as_the_build_side_and_bad_joins_are_config_errors() {
+    let out = sluice_ok(&repo_root(), &["explain", "--config", EXAMPLE]);
+    // The chunk streams (the probe side, last child of each hash join); each
+    // lookup is collected into the hash table (the first child).
+    let lines: Vec<&str> = out.lines().collect();
+    let joins: Vec<usize> = (0..lines.len())
+        .filter(|i| lines[*i].contains("HashJoinExec"))
+        .collect();
+    assert_eq!(joins.len(), 2, "{out}");
+    for name in [
+        "lookup 'customers'",
+        "lookup 'products'",
+        "the chunk (input)",
+    ] {
+        assert_eq!(out.matches(name).count(), 1, "{name}: {out}");
+    }
+    for &j in &joins {
+        assert!(lines[j].contains("join_type=Right"), "{out}");
+        let depth = lines[j].len() - lines[j].trim_start().len();
+        let first_child = lines[j + 1];
+        assert_eq!(
+            first_child.len() - first_child.trim_start().len(),
+            depth + 2,
+            "{out}"
+        );
+        // The build side reads no chunk: its subtree has no StreamingTableExec.
+        let build: Vec<&str> = lines[j + 1..]
+            .iter()
+            .take_while(|l| l.len() - l.trim_start().len() > depth)
+            .copied()
+            .collect();
+        let second = build
+            .iter()
+            .skip(1)
+            .position(|l| l.len() - l.trim_start().len() == depth + 2)
+            .map(|p| p + 1)
+            .unwrap_or_else(|| panic!("a join with two children: {out}"));
+        assert!(
+            !build[..second]
+                .iter()
+                .any(|l| l.contains("StreamingTableExec")),
+            "the chunk is on the build side:\n{out}"
+        );
+        assert!(
+            build[second..]
+                .iter()
+                .any(|l| l.contains("StreamingTableExec")),
+            "{out}"
+        );
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    copy_orders(dir, &["orders-00000.jsonl"]);
+    std::fs::copy(
+        repo_root().join("examples/enrichment/ref/customers.csv"),
+        dir.join("customers.csv"),
+    )
+    .unwrap();
+    for (from, to, says) in [
+        (
+            "FROM input o\nLEFT JOIN customers c",
+            "FROM input o\nRIGHT JOIN customers c",
+            "keeps rows of the lookup that match nothing",
+        ),
+        (
+            "FROM input o\nLEFT JOIN customers c",
+            "FROM input o\nFULL JOIN customers c",
+            "keeps rows of the lookup that match nothing",
+        ),
+        (
+            "ON o.customer_id = c.id",
+            "ON o.customer_id > c.id",
+            "must be an equi-join",
+        ),
+        (
+            "LEFT JOIN customers c",
+            "LEFT JOIN suppliers c",
+            "the sql reads the tables: input, customers, products",
+        ),
+        (
+            "LEFT JOIN products p ON o.sku = p.sku",
+            "LEFT JOIN (SELECT sku, order_id AS title, order_id AS category FROM input) p ON o.sku = p.sku",
+            "joins `input` with itself",
+        ),
+    ] {
+        let config = pipeline_in(dir, |t| {
+            assert!(t.contains(from), "{from}");
+            t.replace(from, to)
+        });
+        let e = sluice_err(dir, &["explain", "--config", config.to_str().unwrap()]);
+        assert!(
+            e.contains("table 'orders'") && e.contains(says),
+            "{to}: {e}"
+        );
+        let e = sluice_err(dir, &["run", "--config", config.to_str().unwrap()]);
+        assert!(
+            e.contains("table 'orders'") && e.contains(says),
+            "{to}: {e}"
+        );
+        assert_eq!(data_files(&dir.join("lake")), Vec::<String>::new());
+    }
+}
