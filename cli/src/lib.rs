@@ -357,19 +357,11 @@ async fn run(
     if chunk_size == 0 {
         bail!("--chunk-size must be at least 1 byte");
     }
-    let catalog_kind = pipeline.catalog.clone();
     let input =
         Location::open(&input_root, false).with_context(|| format!("input {input_root}"))?;
     let lake = Location::open(&lake_root, true).with_context(|| format!("lake {lake_root}"))?;
-    let catalog = sluice::connect::catalog(&catalog_kind, &lake, &AwsOptions::default())
-        .await
-        .with_context(|| format!("catalog of lake {lake_root}"))?;
-    let sources = Sources {
-        lake: &lake,
-        catalog: catalog.as_ref(),
-        aws: &AwsOptions::default(),
-    };
-    let engine = Arc::new(Engine::load(pipeline, sources, true).await?);
+    let (engine, catalog) = engine_on(pipeline, &lake, true).await?;
+    let engine = Arc::new(engine);
     for l in &engine.lookups {
         eprintln!(
             "lookup {}: {} rows, {} in memory",
@@ -419,6 +411,25 @@ async fn run(
     )
 }
 
+/// The lake's catalog, and the engine: the pipeline's lookups read (with
+/// their rows if `rows`, else only their schemas) and its tables planned.
+async fn engine_on(
+    pipeline: Pipeline,
+    lake: &Location,
+    rows: bool,
+) -> Result<(Engine, Arc<dyn Catalog>)> {
+    let catalog = sluice::connect::catalog(&pipeline.catalog, lake, &AwsOptions::default())
+        .await
+        .with_context(|| format!("catalog of lake {}", lake.url))?;
+    let sources = Sources {
+        lake,
+        catalog: catalog.as_ref(),
+        aws: &AwsOptions::default(),
+    };
+    let engine = Engine::load(pipeline, sources, rows).await?;
+    Ok((engine, catalog))
+}
+
 async fn explain(
     config: &std::path::Path,
     lake: Option<String>,
@@ -438,15 +449,7 @@ async fn explain(
     } else {
         Location::memory()
     };
-    let catalog = sluice::connect::catalog(&pipeline.catalog, &lake, &AwsOptions::default())
-        .await
-        .with_context(|| format!("catalog of lake {root}"))?;
-    let sources = Sources {
-        lake: &lake,
-        catalog: catalog.as_ref(),
-        aws: &AwsOptions::default(),
-    };
-    let engine = Engine::load(pipeline, sources, false).await?;
+    let (engine, _) = engine_on(pipeline, &lake, false).await?;
     for t in &engine.tables {
         if only.as_ref().is_some_and(|o| *o != t.table.name) {
             continue;

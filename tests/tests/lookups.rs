@@ -256,16 +256,23 @@ fn a_table_of_the_lake_is_a_lookup() {
     }
 }
 
-#[test]
-fn a_lookup_too_large_or_unreadable_stops_the_run_before_any_chunk() {
+/// A folder with the example's first orders file under `raw/orders/` and
+/// its customers file as `customers.csv`.
+fn first_orders_and_the_customers() -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    copy_orders(dir, &["orders-00000.jsonl"]);
+    copy_orders(tmp.path(), &["orders-00000.jsonl"]);
     std::fs::copy(
         repo_root().join("examples/enrichment/ref/customers.csv"),
-        dir.join("customers.csv"),
+        tmp.path().join("customers.csv"),
     )
     .unwrap();
+    tmp
+}
+
+#[test]
+fn a_lookup_too_large_or_unreadable_stops_the_run_before_any_chunk() {
+    let tmp = first_orders_and_the_customers();
+    let dir = tmp.path();
     let small = pipeline_in(dir, |t| {
         t.replace("max_size = \"64MiB\"", "max_size = \"4KiB\"")
     });
@@ -353,14 +360,8 @@ fn explain_shows_the_lookup_as_the_build_side_and_bad_joins_are_config_errors() 
         );
     }
 
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = first_orders_and_the_customers();
     let dir = tmp.path();
-    copy_orders(dir, &["orders-00000.jsonl"]);
-    std::fs::copy(
-        repo_root().join("examples/enrichment/ref/customers.csv"),
-        dir.join("customers.csv"),
-    )
-    .unwrap();
     for (from, to, says) in [
         (
             "FROM input o\nLEFT JOIN customers c",
