@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::csv::CsvFormat;
@@ -303,7 +303,7 @@ pub async fn load(lookup: &Lookup, sources: Sources<'_>, data: bool) -> Result<L
     let started = Instant::now();
     let (ctx, frame, what) = open(lookup, sources).await?;
     let version = fingerprint(&ctx, lookup, sources).await?;
-    let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+    let schema = without_views(frame.schema().as_arrow());
     let (batch, bytes) = if data {
         let (batch, bytes) = collect(lookup, &what, &schema, frame).await?;
         (Some(batch), bytes)
@@ -434,7 +434,7 @@ fn files_url(
 
 fn listing_options(format: Format, csv: &CsvOptions) -> ListingOptions {
     let format: Arc<dyn FileFormat> = match format {
-        Format::Parquet => Arc::new(ParquetFormat::default()),
+        Format::Parquet => Arc::new(ParquetFormat::default().with_force_view_types(false)),
         Format::Csv => Arc::new(
             CsvFormat::default()
                 .with_has_header(csv.header)
@@ -473,6 +473,7 @@ async fn collect(
         .await
         .map_err(|e| read_error(lookup, what, e))?
     {
+        let batch = plain(lookup, what, schema, batch)?;
         bytes += batch.get_array_memory_size() as u64;
         if bytes > lookup.max_bytes {
             return Err(too_big(bytes));
@@ -487,6 +488,46 @@ async fn collect(
         return Err(too_big(bytes));
     }
     Ok((batch, bytes))
+}
+
+/// `schema` with string and binary views as plain strings and binaries. A
+/// join that takes from a view array keeps the lookup's whole data buffers
+/// alive in its output (the writer would count them in every batch), and the
+/// lake's readers and catalog know the plain types.
+fn without_views(schema: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let ty = match f.data_type() {
+                DataType::Utf8View => DataType::Utf8,
+                DataType::BinaryView => DataType::Binary,
+                other => other.clone(),
+            };
+            f.as_ref().clone().with_data_type(ty)
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// `batch` cast to `schema` (its views made plain), where it differs.
+fn plain(
+    lookup: &Lookup,
+    what: &str,
+    schema: &SchemaRef,
+    batch: RecordBatch,
+) -> Result<RecordBatch> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| read_error(lookup, what, e))?;
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| read_error(lookup, what, e))
 }
 
 /// The source's fingerprint: a hash of its files' names, sizes and ETags
@@ -628,5 +669,42 @@ mod tests {
             assert!(e.contains("lookup '"), "{text}: {e}");
             assert!(e.contains(&format!("key '{key}'")), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn string_views_are_read_as_plain_strings() {
+        use arrow::array::{Array, StringViewArray};
+        let viewed = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8View, true),
+            Field::new("raw", DataType::BinaryView, true),
+        ]));
+        let plain_schema = without_views(&viewed);
+        let types: Vec<DataType> = plain_schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        assert_eq!(
+            types,
+            vec![DataType::Int64, DataType::Utf8, DataType::Binary]
+        );
+        let lookup = parse("name = \"c\"\ntable = \"t\"").unwrap();
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new(
+                "name",
+                DataType::Utf8View,
+                true,
+            )])),
+            vec![Arc::new(StringViewArray::from(vec![
+                Some("a long enough value"),
+                None,
+            ]))],
+        )
+        .unwrap();
+        let target = without_views(&batch.schema());
+        let out = plain(&lookup, "t", &target, batch).unwrap();
+        assert_eq!(out.column(0).data_type(), &DataType::Utf8);
+        assert_eq!(out.column(0).null_count(), 1);
     }
 }

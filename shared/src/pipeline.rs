@@ -359,7 +359,14 @@ impl Engine {
         let mut changed = false;
         let mut lookups = Vec::with_capacity(self.lookups.len());
         for l in &self.lookups {
-            if l.changed(sources).await? {
+            // A source that cannot be asked (a network fault) keeps the rows
+            // read before, until the next check; one that changed and cannot
+            // be read fails the chunk, naming the lookup.
+            let source_changed = l.changed(sources).await.unwrap_or_else(|e| {
+                tracing::warn!(lookup = %l.lookup.name, error = %e, "cannot tell whether the lookup changed; keeping the rows read before");
+                false
+            });
+            if source_changed {
                 tracing::info!(lookup = %l.lookup.name, "lookup changed; reading it again");
                 lookups.push(Arc::new(
                     lookup::load(&l.lookup, sources, self.lookup_rows).await?,
