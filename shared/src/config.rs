@@ -170,7 +170,13 @@ pub struct TableConfig {
     /// Table name: lower case letters, digits and `_`, starting with a letter or `_`.
     pub name: String,
     /// A prefix under the input root (`clickstream/`) or a glob (`clickstream/**/*.jsonl.gz`).
-    pub source: String,
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Instead of `source`: a Kinesis stream name or a Kafka topic whose
+    /// records (one JSON object or CSV line each, or several lines) the
+    /// `stream` function loads.
+    #[serde(default)]
+    pub stream: Option<String>,
     /// `jsonl`, `csv` or `parquet`.
     pub format: String,
     /// `auto` (from the file name: `.gz`, `.zst`), `none`, `gzip` or `zstd`.
@@ -531,6 +537,8 @@ pub const DEFAULT_MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
 pub enum SourceMatch {
     Prefix(String),
     Glob(glob::Pattern),
+    /// A Kinesis stream or Kafka topic: no file belongs to it.
+    Stream(String),
 }
 
 impl SourceMatch {
@@ -538,6 +546,7 @@ impl SourceMatch {
     pub fn matches(&self, relative: &str) -> bool {
         match self {
             SourceMatch::Prefix(p) => relative.starts_with(p.as_str()),
+            SourceMatch::Stream(_) => false,
             SourceMatch::Glob(g) => g.matches_with(
                 relative,
                 glob::MatchOptions {
@@ -553,6 +562,7 @@ impl SourceMatch {
     pub fn list_prefix(&self) -> &str {
         match self {
             SourceMatch::Prefix(p) => p,
+            SourceMatch::Stream(_) => "",
             SourceMatch::Glob(g) => {
                 let s = g.as_str();
                 let end = s.find(['*', '?', '[']).unwrap_or(s.len());
@@ -787,6 +797,13 @@ impl Pipeline {
     pub fn table_for(&self, relative: &str) -> Option<&Table> {
         self.tables.iter().find(|t| t.source.matches(relative))
     }
+
+    /// The table fed by the Kinesis stream or Kafka topic `name`.
+    pub fn table_for_stream(&self, name: &str) -> Option<&Table> {
+        self.tables
+            .iter()
+            .find(|t| matches!(&t.source, SourceMatch::Stream(s) if s == name))
+    }
 }
 
 fn strip_prefix(e: &Error) -> String {
@@ -977,7 +994,22 @@ impl PipelineConfig {
             if t.table_format.is_none() {
                 t.table_format = self.lake.table_format.clone();
             }
-            tables.push(t.validate()?);
+            let t = t.validate()?;
+            if let SourceMatch::Stream(name) = &t.source
+                && let Some(o) = tables
+                    .iter()
+                    .find(|o| matches!(&o.source, SourceMatch::Stream(s) if s == name))
+            {
+                return Err(Error::config(
+                    Some(&t.name),
+                    "stream",
+                    format!(
+                        "table '{}' already reads stream {name:?}: a stream feeds one table (its SQL can route records)",
+                        o.name
+                    ),
+                ));
+            }
+            tables.push(t);
         }
         let mut lookups: Vec<crate::lookup::Lookup> = Vec::new();
         for l in self.lookups {
@@ -1015,11 +1047,30 @@ impl TableConfig {
         }
         let format = parse_format(n, &self.format)?;
         let compression = parse_codec(n, self.compression.as_deref(), format)?;
-        let source = parse_source(n, &self.source)?;
+        let source = match (&self.source, &self.stream) {
+            (Some(source), None) => parse_source(n, source)?,
+            (None, Some(stream)) => parse_stream(n, stream, format, compression)?,
+            (Some(_), Some(_)) => {
+                return Err(Error::config(
+                    n,
+                    "stream",
+                    "a table reads files (`source`) or a stream (`stream`), not both",
+                ));
+            }
+            (None, None) => {
+                return Err(Error::config(
+                    n,
+                    "source",
+                    "missing: give the files' prefix or glob (`source`), or a Kinesis stream or Kafka topic (`stream`)",
+                ));
+            }
+        };
         let mut columns = parse_schema(n, &self.schema)?;
         check_partition_by(n, &self.partition_by)?;
         let csv = CsvOptions {
-            header: self.csv.header,
+            // A stream's CSV records are lines without a header: their
+            // fields are the declared columns, in order.
+            header: self.csv.header && self.stream.is_none(),
             delimiter: one_byte(&name, "csv.delimiter", &self.csv.delimiter)?,
             quote: one_byte(&name, "csv.quote", &self.csv.quote)?,
             null_values: self.csv.null_values,
@@ -1093,7 +1144,14 @@ impl TableConfig {
             columns,
             csv,
             parquet,
-            max_rejected_ratio: self.max_rejected_ratio,
+            // A stream batch that failed for its bad records would block its
+            // shard (and the records after them) until they expire: a
+            // stream's bad records are quarantined, however many.
+            max_rejected_ratio: if self.stream.is_some() {
+                1.0
+            } else {
+                self.max_rejected_ratio
+            },
         })
     }
 }
@@ -1347,6 +1405,39 @@ fn parse_codec(n: Option<&str>, text: Option<&str>, format: Format) -> Result<Op
         ));
     }
     Ok(codec)
+}
+
+/// `stream`: a Kinesis stream name or Kafka topic, whose records are text
+/// (each compressed or not: the `stream` function tells by its bytes).
+fn parse_stream(
+    n: Option<&str>,
+    text: &str,
+    format: Format,
+    codec: Option<Codec>,
+) -> Result<SourceMatch> {
+    let name = text.trim();
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err(Error::config(
+            n,
+            "stream",
+            format!("{text:?} is not a stream name or topic"),
+        ));
+    }
+    if format == Format::Parquet {
+        return Err(Error::config(
+            n,
+            "format",
+            "a stream's records are jsonl or csv text; Parquet comes in files (`source`)",
+        ));
+    }
+    if matches!(codec, Some(Codec::Gzip | Codec::Zstd)) {
+        return Err(Error::config(
+            n,
+            "compression",
+            "a stream's records are decompressed one by one (gzip and zstd are told by their bytes); leave this key out",
+        ));
+    }
+    Ok(SourceMatch::Stream(name.to_string()))
 }
 
 /// `source`: a prefix under the input root, or a glob.

@@ -11,6 +11,7 @@
 //! <lake>/_sluice/compactions/                   compaction intents and leases
 //! <lake>/_sluice/schemas/<table>.json           columns gained by evolution
 //! <lake>/_sluice/sources/<table>/<source>/...   the ledger of source versions
+//! <lake>/_sluice/streams/<table>/<shard>.json  how far a stream shard is loaded
 //! <lake>/_sluice/manifests/                     chunk-task manifests of backfills
 //! <lake>/_sluice/committers/<table>.json        the lease of a Delta table's committer
 //! <lake>/_sluice/cdc-staged/<table>/...         a CDC table's staged changes
@@ -47,3 +48,7 @@ pub const CDC_STAGED_DIR: &str = "_sluice/cdc-staged";
 
 /// The keys a CDC table deleted, with their positions: `<dir>/<table>/<batch>.parquet`.
 pub const CDC_DELETED_DIR: &str = "_sluice/cdc-deleted";
+
+/// How far each shard (Kinesis) or partition (Kafka) of a table's stream is
+/// loaded: `<dir>/<table>/<stream and shard hash>.json`.
+pub const STREAMS_DIR: &str = "_sluice/streams";

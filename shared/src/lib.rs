@@ -57,6 +57,7 @@ pub mod retry;
 pub mod sources;
 pub mod stats;
 pub mod store;
+pub mod stream;
 pub mod transform;
 pub mod write;
 

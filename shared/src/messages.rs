@@ -68,6 +68,7 @@ impl TaskSpec {
             },
             chunk: self.chunk,
             chunks: self.chunks,
+            stream: None,
         })
     }
 }

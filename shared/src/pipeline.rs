@@ -398,6 +398,9 @@ pub struct ChunkTask {
     pub chunk: Chunk,
     /// How many chunks the object was cut into.
     pub chunks: usize,
+    /// For a batch of stream records: where each record starts in the
+    /// object, and the records that could not even be decoded.
+    pub stream: Option<Arc<crate::stream::RecordIndex>>,
 }
 
 /// Whether a path (relative to the input root) is hidden: a segment starting
@@ -477,6 +480,7 @@ pub async fn plan_object(
             object: object.clone(),
             chunk,
             chunks: n,
+            stream: None,
         })
         .collect())
 }
@@ -516,6 +520,9 @@ pub async fn process_chunk(
         None => {
             let (current, mut output) =
                 read_with_evolution(prepared, lake, task, options, counters, &id).await?;
+            if let Some(index) = &task.stream {
+                index.attribute(&mut output.stats);
+            }
             let rejected = check_rejected(lake, task, &current.table, &id, &mut output).await?;
             counters
                 .rows_rejected
@@ -523,7 +530,15 @@ pub async fn process_chunk(
             counters
                 .values_discarded
                 .fetch_add(output.stats.values_discarded, Ordering::Relaxed);
-            let quarantine = write_quarantine(lake, &current.table.name, &id, &rejected).await?;
+            let quarantine = match write_quarantine(lake, &current.table.name, &id, &rejected).await
+            {
+                Ok(q) => q,
+                Err(e) => {
+                    let paths = output.files.iter().map(|f| f.path.clone()).collect();
+                    abandon(lake, &id, &current.table.name, paths).await;
+                    return Err(e);
+                }
+            };
             let record = CommitRecord {
                 version: 1,
                 table: current.table.name.clone(),
@@ -543,7 +558,14 @@ pub async fn process_chunk(
                 compression: Some(codec_name(current.table.parquet.compression).to_string()),
                 tombstones: output.stats.tombstones,
             };
-            commit(lake, &record).await?;
+            if let Err(e) = commit(lake, &record).await {
+                // A retry may not be this chunk again (a stream batch cut
+                // otherwise): its files must not stay without a record
+                // (nor where the quarantine step failed, above).
+                let paths = record.files.iter().map(|f| f.path.clone()).collect();
+                abandon(lake, &id, &record.table, paths).await;
+                return Err(e);
+            }
             record
         }
     };
@@ -883,6 +905,7 @@ fn refused_entries(
             offset: None,
             reason: refused.reason.clone(),
             raw: row.to_string(),
+            record: None,
         })
         .collect())
 }

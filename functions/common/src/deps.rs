@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use sluice::catalog::Catalog;
 use sluice::compact::CompactOptions;
-use sluice::config::{CatalogKind, Pipeline};
+use sluice::config::{CatalogKind, Pipeline, SourceMatch};
 use sluice::lookup::Sources;
 use sluice::pipeline::Engine;
 use sluice::plan::DEFAULT_CHUNK_SIZE;
@@ -144,15 +144,23 @@ impl Deps {
                 create_database: false,
             };
         }
-        let input_root = pipeline.input_root.clone().ok_or_else(|| {
-            sluice::Error::Config(format!(
-                "{}: [input] root is required by the functions: the s3:// prefix raw files \
-                 arrive under (or set SLUICE_INPUT)",
-                settings.config
-            ))
-        })?;
-        let input = Location::open_with(&input_root, false, &settings.aws)?;
         let lake = Location::open_with(&pipeline.lake_root, true, &settings.aws)?;
+        let reads_files = pipeline
+            .tables
+            .iter()
+            .any(|t| !matches!(t.source, SourceMatch::Stream(_)));
+        let input = match &pipeline.input_root {
+            Some(root) => Location::open_with(root, false, &settings.aws)?,
+            // A pipeline of stream tables only: no file is ever read.
+            None if !reads_files => lake.clone(),
+            None => {
+                return Err(sluice::Error::Config(format!(
+                    "{}: [input] root is required by the functions: the s3:// prefix raw files \
+                     arrive under (or set SLUICE_INPUT)",
+                    settings.config
+                )));
+            }
+        };
         let catalog = sluice::connect::catalog(&pipeline.catalog, &lake, &settings.aws).await?;
         let sqs = aws_sdk_sqs::Client::new(&settings.aws.sdk_config().await);
         let sources = Sources {

@@ -13,7 +13,9 @@
 //!   Glue (or local) tables and partitions, and partitions worth compacting
 //!   queued for the compactor;
 //! - [`compactor::handle`]: partitions (SQS, direct, a backfill's manifest, a
-//!   schedule) → their small files merged.
+//!   schedule) → their small files merged;
+//! - [`stream::handle`]: Kinesis and Kafka record batches → one chunk per
+//!   shard or topic partition, Parquet files and a commit record each.
 //!
 //! Handlers take the event as JSON and return JSON, so the tests call them
 //! directly with the sample events in `events/`.
@@ -25,6 +27,7 @@ pub mod error;
 pub mod logging;
 pub mod metrics;
 pub mod planner;
+pub mod stream;
 pub mod transform;
 
 pub use deps::{Deps, Settings};
@@ -41,8 +44,9 @@ where
 {
     logging::init();
     let mut settings = Settings::from_env()?;
-    // Only the transform runs the tables' SQL, and so reads their lookups.
-    settings.pipeline_only = function != "transform";
+    // Only the transform and the stream function run the tables' SQL, and
+    // so read their lookups.
+    settings.pipeline_only = !matches!(function, "transform" | "stream");
     let deps = Deps::new(&settings)
         .await
         .map_err(|e| anyhow::anyhow!("{function}: cannot start: {e}"))?;

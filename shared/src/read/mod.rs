@@ -116,6 +116,9 @@ pub struct QuarantineEntry {
     pub reason: String,
     /// The record as read (invalid UTF-8 replaced).
     pub raw: String,
+    /// A stream record's sequence number (Kinesis) or offset (Kafka).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
 }
 
 /// Below this many rejected records a chunk is never failed early; past it,
@@ -384,6 +387,7 @@ impl LineSink {
             offset: Some(offset),
             reason,
             raw: String::from_utf8_lossy(raw).into_owned(),
+            record: None,
         };
         self.rejected.push(entry);
     }

@@ -1,0 +1,235 @@
+//! The stream function: record batches from a Kinesis or Kafka (Amazon MSK,
+//! self-managed) event source mapping in, each shard's (or topic
+//! partition's) records loaded as one chunk into the table whose `stream`
+//! is the stream's name or the topic ([`sluice::stream::load_batch`]).
+//!
+//! Kinesis: a batch that fails (storage, the table's SQL) is answered with
+//! `batchItemFailures` naming the first record its shard has not loaded, so
+//! Lambda delivers the shard again from there; records before it are not
+//! asked for again. Bad records never fail a batch: they are quarantined.
+//! Kafka: a failure fails the invocation, and the whole batch comes again;
+//! the partitions it had loaded find their records loaded and skip them.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use aws_lambda_events::kafka::KafkaEvent;
+use aws_lambda_events::kinesis::KinesisEvent;
+use aws_lambda_events::streams::{KinesisBatchItemFailure, KinesisEventResponse};
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::Value;
+use sluice::pipeline::Counters;
+use sluice::stream::{Batch, Kind, Outcome, Record, first_unloaded, load_batch};
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::deps::Deps;
+use crate::error::FunctionError;
+use crate::metrics::{Record as Metrics, Unit};
+
+/// What the stream function is invoked with.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StreamEvent {
+    Kinesis(KinesisEvent),
+    Kafka(KafkaEvent),
+}
+
+/// Handle one invocation.
+pub async fn handle(deps: &Deps, event: Value) -> Result<Value, FunctionError> {
+    let event: StreamEvent = serde_json::from_value(event)
+        .map_err(|e| FunctionError::permanent(format!("not a Kinesis or Kafka event: {e}")))?;
+    match event {
+        StreamEvent::Kinesis(e) => {
+            let batches = kinesis_batches(e)?;
+            let mut response = KinesisEventResponse::default();
+            for batch in &batches {
+                if let Err(e) = load(deps, batch).await {
+                    let from = first_unloaded(&deps.engine(), &deps.lake, batch)
+                        .await
+                        .unwrap_or_else(|_| batch.records.first().map(|r| r.position.clone()));
+                    warn!(stream = %batch.stream, shard = %batch.shard, retry_from = ?from, retryable = e.retryable, error = %e, "batch failed");
+                    if let Some(from) = from {
+                        let mut f = KinesisBatchItemFailure::default();
+                        f.item_identifier = Some(from);
+                        response.batch_item_failures.push(f);
+                    }
+                }
+            }
+            Ok(serde_json::to_value(response).expect("serializes"))
+        }
+        StreamEvent::Kafka(e) => {
+            let batches = kafka_batches(e)?;
+            let mut failed = Vec::new();
+            for batch in &batches {
+                if let Err(e) = load(deps, batch).await {
+                    failed.push(format!("{}-{}: {e}", batch.stream, batch.shard));
+                }
+            }
+            if failed.is_empty() {
+                Ok(serde_json::json!({ "batches": batches.len() }))
+            } else {
+                Err(FunctionError::retryable(format!(
+                    "{} of {} topic partitions failed (the batch comes again; loaded ones are skipped): {}",
+                    failed.len(),
+                    batches.len(),
+                    failed.join("; ")
+                )))
+            }
+        }
+    }
+}
+
+/// A Kinesis event's records, by stream and shard (the event source
+/// mapping sends one shard's records; a hand-made event may mix them).
+fn kinesis_batches(event: KinesisEvent) -> Result<Vec<Batch>, FunctionError> {
+    let mut batches: Vec<Batch> = Vec::new();
+    for r in event.records {
+        let arn = r.event_source_arn.as_deref().unwrap_or_default();
+        let stream = arn.rsplit_once(":stream/").map(|(_, s)| s).ok_or_else(|| {
+            FunctionError::permanent(format!(
+                "Kinesis record {}: eventSourceARN {arn:?} does not name a stream",
+                r.kinesis.sequence_number
+            ))
+        })?;
+        // eventID is "<shard id>:<sequence number>".
+        let id = r.event_id.as_deref().unwrap_or_default();
+        let shard = id.split_once(':').map(|(s, _)| s).ok_or_else(|| {
+            FunctionError::permanent(format!(
+                "Kinesis record {}: eventID {id:?} does not name a shard",
+                r.kinesis.sequence_number
+            ))
+        })?;
+        let record = Record {
+            position: r.kinesis.sequence_number,
+            data: Some(Bytes::from(r.kinesis.data.0)),
+        };
+        match batches
+            .iter_mut()
+            .find(|b| b.stream == stream && b.shard == shard)
+        {
+            Some(b) => b.records.push(record),
+            None => batches.push(Batch {
+                kind: Kind::Kinesis,
+                stream: stream.to_string(),
+                shard: shard.to_string(),
+                records: vec![record],
+            }),
+        }
+    }
+    Ok(batches)
+}
+
+/// A Kafka event's records, by topic and partition, in offset order.
+fn kafka_batches(event: KafkaEvent) -> Result<Vec<Batch>, FunctionError> {
+    match event.event_source.as_deref() {
+        Some("aws:kafka" | "SelfManagedKafka") => {}
+        other => {
+            return Err(FunctionError::permanent(format!(
+                "not a Kinesis or Kafka event (eventSource {other:?}; a Kinesis event has \"Records\", a Kafka one \"eventSource\": \"aws:kafka\" or \"SelfManagedKafka\")"
+            )));
+        }
+    }
+    let mut batches = Vec::new();
+    let mut groups: Vec<_> = event.records.into_iter().collect();
+    groups.sort_by(|a, b| a.0.cmp(&b.0));
+    for (key, mut records) in groups {
+        records.sort_by_key(|r| r.offset);
+        let Some(first) = records.first() else {
+            continue;
+        };
+        let topic = first.topic.clone().unwrap_or_else(|| {
+            // "<topic>-<partition>", as the event's map is keyed.
+            key.rsplit_once('-')
+                .map_or(key.clone(), |(t, _)| t.to_string())
+        });
+        let partition = first.partition;
+        let mut batch = Batch {
+            kind: Kind::Kafka,
+            stream: topic,
+            shard: partition.to_string(),
+            records: Vec::with_capacity(records.len()),
+        };
+        for r in records {
+            let data = match r.value {
+                None => None,
+                Some(v) => Some(Bytes::from(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(v.as_bytes())
+                        .map_err(|e| {
+                            FunctionError::permanent(format!(
+                                "Kafka record {key}@{}: the value is not base64: {e}",
+                                r.offset
+                            ))
+                        })?,
+                )),
+            };
+            batch.records.push(Record {
+                position: r.offset.to_string(),
+                data,
+            });
+        }
+        batches.push(batch);
+    }
+    Ok(batches)
+}
+
+/// Load one shard's batch, with its metrics and log line.
+async fn load(deps: &Deps, batch: &Batch) -> Result<Outcome, FunctionError> {
+    let span = info_span!("batch", stream = %batch.stream, shard = %batch.shard, records = batch.records.len());
+    async {
+        let started = Instant::now();
+        let counters = Arc::new(Counters::default());
+        let result = async {
+            let engine = deps.fresh_engine().await?;
+            load_batch(&engine, &deps.lake, None, batch, &deps.read, &counters)
+                .await
+                .map_err(FunctionError::from)
+        }
+        .await;
+        let metrics = Metrics::new("stream").dimension("Stream", &batch.stream);
+        match result {
+            Ok(outcome) => {
+                let c = &outcome.commits;
+                let rows_out: u64 = c.iter().map(|c| c.rows_out).sum();
+                let rejected: u64 = c.iter().map(|c| c.rows_rejected).sum();
+                let bytes_out: u64 = c.iter().flat_map(|c| &c.files).map(|f| f.bytes).sum();
+                let files: usize = c.iter().map(|c| c.files.len()).sum();
+                metrics
+                    .metric("Records", outcome.records as f64, Unit::Count)
+                    .metric(
+                        "RecordsAlreadyLoaded",
+                        outcome.already_loaded as f64,
+                        Unit::Count,
+                    )
+                    .metric("RowsOut", rows_out as f64, Unit::Count)
+                    .metric("RowsRejected", rejected as f64, Unit::Count)
+                    .metric("BytesOut", bytes_out as f64, Unit::Bytes)
+                    .metric("FilesOut", files as f64, Unit::Count)
+                    .metric("BatchesFailed", 0.0, Unit::Count)
+                    .duration(started)
+                    .emit();
+                info!(
+                    table = %outcome.table,
+                    already_loaded = outcome.already_loaded,
+                    null_values = outcome.null_values,
+                    rows_out,
+                    rows_rejected = rejected,
+                    files,
+                    "batch done"
+                );
+                Ok(outcome)
+            }
+            Err(e) => {
+                metrics
+                    .metric("BatchesFailed", 1.0, Unit::Count)
+                    .duration(started)
+                    .emit();
+                Err(e)
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}

@@ -1,0 +1,12 @@
+//! The stream Lambda function: settings from the environment once
+//! (`SLUICE_CONFIG` and friends, see functions/README.md), the engine and
+//! clients built once ([`sluice_functions::serve`]), and every Kinesis or
+//! Kafka batch handed to [`sluice_functions::stream::handle`].
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    sluice_functions::serve("stream", |deps, event, _deadline| {
+        sluice_functions::stream::handle(deps, event)
+    })
+    .await
+}

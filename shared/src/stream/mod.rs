@@ -1,0 +1,715 @@
+//! Stream records into the lake: a batch of Kinesis or Kafka records from
+//! one shard (or partition) becomes one chunk, read, transformed, written
+//! and committed by the same path as a chunk of a file
+//! ([`crate::pipeline::process_chunk`]).
+//!
+//! The records' payloads (each one JSON object or CSV line, or several
+//! lines; gzip or zstd compressed, or a Kinesis Producer Library aggregate,
+//! told apart by their first bytes) are laid end to end, a newline after
+//! each, into an in-memory object that the engine's text readers read as
+//! they read a file. A record that cannot even be decoded (a corrupt gzip
+//! member, a damaged aggregate) is quarantined with its sequence number, as
+//! are the lines the reader refuses; none of them fails the batch, which
+//! would block its shard.
+//!
+//! ## Exactly once
+//!
+//! Lambda delivers a shard's records in order, and after a failure delivers
+//! them again from a checkpoint: the first record of a batch that failed, or
+//! the sequence number a partial-failure answer names. A retried batch may
+//! be cut differently (`BisectBatchOnFunctionError` halves it). So each
+//! shard keeps how far it is loaded, at
+//! `_sluice/streams/<table>/<stream and shard>.json`:
+//!
+//! 1. records at or before the shard's `last` loaded position are dropped;
+//! 2. the rest, positions `first..=last`, are one chunk whose id comes from
+//!    (stream, shard, first, last): a batch delivered again whole writes the
+//!    same file names and finds its commit record;
+//! 3. before the chunk is written, the checkpoint names it as `pending`;
+//!    after its commit record exists, `last` moves to its last position.
+//!    A crash between the two leaves `pending`, which the next batch
+//!    settles: committed, so `last` moves; not, so it is forgotten.
+//!
+//! This needs one batch of a shard at a time, in order: the event source
+//! mapping's `ParallelizationFactor` must be 1 (the template sets it; add
+//! shards to go faster).
+
+pub mod kpl;
+
+use std::io::Read;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::catalog::Catalog;
+use crate::commit::CommitRecord;
+use crate::config::Table;
+use crate::error::{Error, Result};
+use crate::layout::STREAMS_DIR;
+use crate::pipeline::{ChunkTask, Counters, Engine, process_chunk};
+use crate::plan::Chunk;
+use crate::read::{QuarantineEntry, ReadOptions, ReadStats, SourceObject};
+use crate::store::Location;
+
+/// Where a batch came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Kinesis,
+    Kafka,
+}
+
+impl Kind {
+    fn scheme(self) -> &'static str {
+        match self {
+            Kind::Kinesis => "kinesis",
+            Kind::Kafka => "kafka",
+        }
+    }
+}
+
+/// One record as the event carries it (base64 already decoded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The sequence number (Kinesis) or offset (Kafka), in decimal.
+    pub position: String,
+    /// The payload; `None` for a Kafka record with a null value.
+    pub data: Option<Bytes>,
+}
+
+/// The records of one shard (Kinesis) or topic partition (Kafka), in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub kind: Kind,
+    /// The Kinesis stream's name, or the Kafka topic.
+    pub stream: String,
+    /// The shard id, or the partition number.
+    pub shard: String,
+    pub records: Vec<Record>,
+}
+
+/// What loading a batch did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub table: String,
+    /// Records in the batch.
+    pub records: usize,
+    /// Records the shard had already loaded (a retried or overlapping batch).
+    pub already_loaded: usize,
+    /// Kafka records with a null value, in a table that is not CDC: nothing to load.
+    pub null_values: usize,
+    /// The commit records of the chunks loaded: none when every record was
+    /// already loaded; two when a chunk that failed is loaded again as it
+    /// was cut, then the records after it.
+    pub commits: Vec<CommitRecord>,
+}
+
+/// Where each record of a batch starts in the chunk's text, and the records
+/// that could not be decoded at all: for quarantine entries that name the
+/// record.
+#[derive(Debug, Default)]
+pub struct RecordIndex {
+    /// (byte offset, position), by offset.
+    starts: Vec<(u64, String)>,
+    /// Records refused before reading (decompression, aggregation).
+    undecodable: Vec<QuarantineEntry>,
+}
+
+impl RecordIndex {
+    /// The position of the record whose text holds byte `offset`.
+    fn position_at(&self, offset: u64) -> Option<&str> {
+        let i = self.starts.partition_point(|(start, _)| *start <= offset);
+        i.checked_sub(1).map(|i| self.starts[i].1.as_str())
+    }
+
+    /// Name the record of each entry the reader rejected, and add the
+    /// records refused before reading (they count as records read).
+    pub fn attribute(&self, stats: &mut ReadStats) {
+        for e in &mut stats.rejected {
+            if let Some(offset) = e.offset {
+                e.record = self.position_at(offset).map(str::to_string);
+            }
+        }
+        stats.rows += self.undecodable.len() as u64;
+        stats.rejected.extend(self.undecodable.iter().cloned());
+    }
+}
+
+/// A position as a key that orders as its number does: Kinesis sequence
+/// numbers are decimal strings of up to 128 digits, Kafka offsets 64-bit
+/// integers. Leading zeros are dropped; the shorter number is the smaller.
+fn position<'a>(batch: &Batch, p: &'a str) -> Result<(usize, &'a str)> {
+    if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::Event(format!(
+            "{}://{}/{}: record position {p:?} is not a decimal number",
+            batch.kind.scheme(),
+            batch.stream,
+            batch.shard
+        )));
+    }
+    let digits = p.trim_start_matches('0');
+    Ok((digits.len(), digits))
+}
+
+/// How far a shard is loaded.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Checkpoint {
+    stream: String,
+    shard: String,
+    /// The last position loaded.
+    last: Option<String>,
+    /// A chunk being written: loaded once its commit record exists.
+    pending: Option<Pending>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Pending {
+    first: String,
+    last: String,
+    chunk_id: String,
+}
+
+fn checkpoint_path(lake: &Location, table: &str, batch: &Batch) -> Result<Path> {
+    let mut h = Sha256::new();
+    h.update(batch.kind.scheme());
+    h.update([0]);
+    h.update(&batch.stream);
+    h.update([0]);
+    h.update(&batch.shard);
+    let id = hex::encode(&h.finalize()[..12]);
+    lake.child(&format!("{STREAMS_DIR}/{table}/{id}.json"))
+}
+
+/// The shard's checkpoint, with a pending chunk settled: committed, it is
+/// loaded; not, it is returned apart (a delivery that starts with its
+/// records loads the same chunk again, writing the same files).
+async fn read_checkpoint(
+    lake: &Location,
+    path: &Path,
+    table: &str,
+    batch: &Batch,
+) -> Result<(Checkpoint, Option<Pending>)> {
+    let mut cp = lake
+        .get_json::<Checkpoint>(path)
+        .await?
+        .unwrap_or_else(|| Checkpoint {
+            stream: batch.stream.clone(),
+            shard: batch.shard.clone(),
+            ..Default::default()
+        });
+    let mut unfinished = None;
+    if let Some(p) = cp.pending.take() {
+        let commit = lake.child(&CommitRecord::path(table, &p.chunk_id))?;
+        if lake.get_bytes(&commit).await?.is_some() {
+            cp.last = Some(p.last);
+        } else {
+            unfinished = Some(p);
+        }
+    }
+    Ok((cp, unfinished))
+}
+
+/// The most a batch's records may decompress to, together.
+const MAX_BATCH_TEXT: usize = 1 << 30;
+
+/// A record's payload as text lines: decompressed (gzip, zstd) or
+/// deaggregated (KPL), or as it is.
+fn decode(data: &[u8], room: usize) -> std::result::Result<Vec<Vec<u8>>, String> {
+    fn inflate(r: impl Read, what: &str, room: usize) -> std::result::Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        r.take(room as u64 + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("cannot decompress the {what} record: {e}"))?;
+        if out.len() > room {
+            return Err(format!(
+                "the {what} record decompresses to more than the batch's limit of {MAX_BATCH_TEXT} bytes"
+            ));
+        }
+        Ok(out)
+    }
+    if kpl::is_aggregated(data) {
+        kpl::deaggregate(data)
+    } else if data.starts_with(&[0x1f, 0x8b]) {
+        Ok(vec![inflate(
+            flate2::read::MultiGzDecoder::new(data),
+            "gzip",
+            room,
+        )?])
+    } else if data.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        let d = zstd::stream::read::Decoder::new(data)
+            .map_err(|e| format!("cannot decompress the zstd record: {e}"))?;
+        Ok(vec![inflate(d, "zstd", room)?])
+    } else {
+        Ok(vec![data.to_vec()])
+    }
+}
+
+/// The chunk's text: every record's lines, a newline after each.
+fn text(table: &Table, url: &str, records: &[&Record]) -> (Vec<u8>, RecordIndex, usize) {
+    let mut out = Vec::new();
+    let mut index = RecordIndex::default();
+    let mut null_values = 0;
+    for r in records {
+        let Some(data) = &r.data else {
+            if table.cdc.is_some() {
+                // A Kafka tombstone: the CDC reader skips it and counts it.
+                index.starts.push((out.len() as u64, r.position.clone()));
+                out.extend_from_slice(b"null\n");
+            } else {
+                null_values += 1;
+            }
+            continue;
+        };
+        match decode(data, MAX_BATCH_TEXT.saturating_sub(out.len())) {
+            Ok(lines) => {
+                index.starts.push((out.len() as u64, r.position.clone()));
+                for line in lines {
+                    out.extend_from_slice(&line);
+                    if !line.ends_with(b"\n") {
+                        out.push(b'\n');
+                    }
+                }
+            }
+            Err(reason) => {
+                let keep = data.len().min(4096);
+                index.undecodable.push(QuarantineEntry {
+                    table: table.name.clone(),
+                    source: url.to_string(),
+                    e_tag: None,
+                    offset: None,
+                    reason,
+                    raw: String::from_utf8_lossy(&data[..keep]).into_owned(),
+                    record: Some(r.position.clone()),
+                });
+            }
+        }
+    }
+    (out, index, null_values)
+}
+
+/// Load one batch into its table (the table whose `stream` is the batch's
+/// stream or topic): the records not loaded yet, as one chunk, exactly once
+/// (see the module's docs). A failure (storage, the table's SQL) leaves the
+/// shard's checkpoint where it was: the same records can be delivered
+/// again, from the first one not loaded ([`first_unloaded`]).
+pub async fn load_batch(
+    engine: &Engine,
+    lake: &Location,
+    catalog: Option<&dyn Catalog>,
+    batch: &Batch,
+    options: &ReadOptions,
+    counters: &Arc<Counters>,
+) -> Result<Outcome> {
+    let table = engine
+        .pipeline
+        .table_for_stream(&batch.stream)
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "no table reads stream {:?} (a table's `stream` key names the Kinesis stream or Kafka topic)",
+                batch.stream
+            ))
+        })?;
+    let path = checkpoint_path(lake, &table.name, batch)?;
+    let (mut checkpoint, unfinished) = read_checkpoint(lake, &path, &table.name, batch).await?;
+    let fresh = unloaded(batch, checkpoint.last.as_deref())?;
+    let mut outcome = Outcome {
+        table: table.name.clone(),
+        records: batch.records.len(),
+        already_loaded: batch.records.len() - fresh.len(),
+        null_values: 0,
+        commits: Vec::new(),
+    };
+    // A chunk that failed before its commit record may have left files; when
+    // this delivery holds all its records, it is loaded again as it was cut
+    // (the same names, overwritten), then the rest.
+    let split = unfinished.and_then(|p| {
+        let starts = fresh.first().is_some_and(|r| r.position == p.first);
+        let end = fresh.iter().position(|r| r.position == p.last)?;
+        starts.then_some(end + 1)
+    });
+    let (head, tail) = fresh.split_at(split.unwrap_or(fresh.len()));
+    for segment in [head, tail] {
+        if segment.is_empty() {
+            continue;
+        }
+        let (record, null_values) = load_segment(
+            engine,
+            lake,
+            catalog,
+            (table, batch),
+            segment,
+            (&path, &mut checkpoint),
+            options,
+            counters,
+        )
+        .await?;
+        outcome.null_values += null_values;
+        outcome.commits.push(record);
+    }
+    Ok(outcome)
+}
+
+/// Load `records` (in order, none loaded yet) as one chunk, moving the
+/// shard's checkpoint past them.
+#[allow(clippy::too_many_arguments)]
+async fn load_segment(
+    engine: &Engine,
+    lake: &Location,
+    catalog: Option<&dyn Catalog>,
+    (table, batch): (&Table, &Batch),
+    records: &[&Record],
+    (path, checkpoint): (&Path, &mut Checkpoint),
+    options: &ReadOptions,
+    counters: &Arc<Counters>,
+) -> Result<(CommitRecord, usize)> {
+    let first = records[0].position.clone();
+    let last = records[records.len() - 1].position.clone();
+    let url = format!(
+        "{}://{}/{}/{first}-{last}",
+        batch.kind.scheme(),
+        batch.stream,
+        batch.shard
+    );
+    let (body, index, null_values) = text(table, &url, records);
+    let size = body.len() as u64;
+    let store = Arc::new(InMemory::new());
+    let object_path = Path::from_iter([batch.stream.as_str(), &batch.shard, "records"]);
+    store
+        .put(&object_path, PutPayload::from(body))
+        .await
+        .map_err(|e| Error::write(&url, e))?;
+    let object = SourceObject {
+        store,
+        path: object_path,
+        url,
+        size,
+        e_tag: None,
+        version: Some(format!("{first}-{last}")),
+        modified: None,
+    };
+    let chunk = Chunk {
+        index: 0,
+        start: 0,
+        end: size,
+    };
+    let chunk_id = crate::commit::chunk_id(&object.source_info(), &chunk);
+    checkpoint.pending = Some(Pending {
+        first,
+        last: last.clone(),
+        chunk_id,
+    });
+    lake.put_json(path, &*checkpoint).await?;
+    let task = ChunkTask {
+        table: table.name.clone(),
+        object,
+        chunk,
+        chunks: 1,
+        stream: Some(Arc::new(index)),
+    };
+    let record = process_chunk(engine, lake, catalog, &task, options, counters).await?;
+    checkpoint.pending = None;
+    checkpoint.last = Some(last);
+    lake.put_json(path, &*checkpoint).await?;
+    Ok((record, null_values))
+}
+
+/// The records after the checkpoint's `last` position, in order; an error
+/// if the batch's positions do not increase.
+fn unloaded<'a>(batch: &'a Batch, last: Option<&str>) -> Result<Vec<&'a Record>> {
+    let last = last.map(|l| position(batch, l)).transpose()?;
+    let mut previous: Option<(usize, &str)> = None;
+    let mut out = Vec::new();
+    for r in &batch.records {
+        let p = position(batch, &r.position)?;
+        if previous.is_some_and(|q| p <= q) {
+            return Err(Error::Event(format!(
+                "{}://{}/{}: record {} comes after {}, not in order",
+                batch.kind.scheme(),
+                batch.stream,
+                batch.shard,
+                r.position,
+                previous.expect("checked").1
+            )));
+        }
+        previous = Some(p);
+        if last.is_none_or(|l| p > l) {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// The first record of `batch` the shard has not loaded: where a retry
+/// must start after a failure (what a partial-failure answer names).
+pub async fn first_unloaded(
+    engine: &Engine,
+    lake: &Location,
+    batch: &Batch,
+) -> Result<Option<String>> {
+    let Some(first) = batch.records.first() else {
+        return Ok(None);
+    };
+    let Some(table) = engine.pipeline.table_for_stream(&batch.stream) else {
+        return Ok(Some(first.position.clone()));
+    };
+    let path = checkpoint_path(lake, &table.name, batch)?;
+    let (checkpoint, _) = read_checkpoint(lake, &path, &table.name, batch).await?;
+    Ok(unloaded(batch, checkpoint.last.as_deref())?
+        .first()
+        .map(|r| r.position.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(positions: &[&str]) -> Batch {
+        Batch {
+            kind: Kind::Kinesis,
+            stream: "s".into(),
+            shard: "shardId-0".into(),
+            records: positions
+                .iter()
+                .map(|p| Record {
+                    position: p.to_string(),
+                    data: Some(Bytes::from_static(b"{}")),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn records_at_or_before_the_checkpoint_are_dropped_by_number_not_by_text() {
+        let b = batch(&["9", "10", "11", "100"]);
+        let left: Vec<_> = unloaded(&b, Some("10"))
+            .unwrap()
+            .iter()
+            .map(|r| r.position.as_str())
+            .collect();
+        assert_eq!(left, ["11", "100"]);
+        assert_eq!(unloaded(&b, None).unwrap().len(), 4);
+        assert!(unloaded(&b, Some("100")).unwrap().is_empty());
+        // Kinesis sequence numbers are wider than 64 bits.
+        let wide = batch(&[
+            "49590338271490256608559692538361571095921575989136588898",
+            "49590338271490256608559692540925702759324208523137515618",
+        ]);
+        assert_eq!(
+            unloaded(
+                &wide,
+                Some("49590338271490256608559692538361571095921575989136588898")
+            )
+            .unwrap()
+            .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_batch_out_of_order_or_with_a_bad_position_is_refused() {
+        let e = unloaded(&batch(&["5", "5"]), None).unwrap_err().to_string();
+        assert!(e.contains("not in order") && e.contains("shardId-0"), "{e}");
+        let e = unloaded(&batch(&["5", "x"]), None).unwrap_err().to_string();
+        assert!(e.contains("\"x\""), "{e}");
+    }
+
+    #[test]
+    fn records_are_decompressed_deaggregated_or_kept_by_their_bytes() {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"{\"a\":1}\n{\"a\":2}").unwrap();
+        let gz = gz.finish().unwrap();
+        assert_eq!(
+            decode(&gz, 1000).unwrap(),
+            vec![b"{\"a\":1}\n{\"a\":2}".to_vec()]
+        );
+        let zs = zstd::encode_all(&b"x,y"[..], 1).unwrap();
+        assert_eq!(decode(&zs, 1000).unwrap(), vec![b"x,y".to_vec()]);
+        let agg = kpl::aggregate(&[b"1", b"2"]);
+        assert_eq!(
+            decode(&agg, 1000).unwrap(),
+            vec![b"1".to_vec(), b"2".to_vec()]
+        );
+        assert_eq!(decode(b"plain", 1000).unwrap(), vec![b"plain".to_vec()]);
+        // Too large once inflated, or damaged: a reason, not a panic.
+        assert!(decode(&gz, 4).unwrap_err().contains("limit"));
+        assert!(
+            decode(&gz[..gz.len() - 6], 1000)
+                .unwrap_err()
+                .contains("gzip")
+        );
+    }
+
+    const CSV: &str = r#"
+[lake]
+root = "memory://"
+
+[[tables]]
+name = "orders"
+stream = "orders"
+format = "csv"
+partition_by = ["region"]
+
+[tables.schema]
+id = "int64"
+region = "string"
+"#;
+
+    fn csv_batch(records: &[(u64, &[u8])]) -> Batch {
+        Batch {
+            kind: Kind::Kafka,
+            stream: "orders".into(),
+            shard: "3".into(),
+            records: records
+                .iter()
+                .map(|(p, d)| Record {
+                    position: p.to_string(),
+                    data: Some(Bytes::copy_from_slice(d)),
+                })
+                .collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_loads_once_and_an_overlapping_one_loads_only_its_new_records() {
+        use std::io::Write;
+        let pipeline = crate::config::Pipeline::from_toml(CSV).unwrap();
+        let engine = Engine::new(pipeline).await.unwrap();
+        let lake = Location::memory();
+        let counters = Arc::new(Counters::default());
+        let options = ReadOptions::default();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"3,eu\n4,us").unwrap();
+        let gz = gz.finish().unwrap();
+        // CSV records have no header; a gzip record holds two lines; one
+        // gzip record is cut short.
+        let first = csv_batch(&[(10, b"1,eu"), (11, b"2,us\n"), (12, &gz), (13, &gz[..12])]);
+        let o = load_batch(&engine, &lake, None, &first, &options, &counters)
+            .await
+            .unwrap();
+        let c = o.commits[0].clone();
+        assert_eq!((o.records, o.already_loaded, o.commits.len()), (4, 0, 1));
+        assert_eq!((c.rows_out, c.rows_rejected), (4, 1));
+        assert_eq!(c.source.url, "kafka://orders/3/10-13");
+        let q = lake.child(c.quarantine.as_deref().unwrap()).unwrap();
+        let q = lake.get_bytes(&q).await.unwrap().unwrap();
+        let q: QuarantineEntry = serde_json::from_slice(&q).unwrap();
+        assert_eq!(q.record.as_deref(), Some("13"));
+        // Delivered again: nothing to load.
+        let again = load_batch(&engine, &lake, None, &first, &options, &counters)
+            .await
+            .unwrap();
+        assert_eq!((again.already_loaded, again.commits), (4, Vec::new()));
+        // Overlapping: only 14 and 15 are new.
+        let next = csv_batch(&[(12, &gz), (13, &gz[..12]), (14, b"5,eu"), (15, b"6,ap")]);
+        let o = load_batch(&engine, &lake, None, &next, &options, &counters)
+            .await
+            .unwrap();
+        let c = o.commits[0].clone();
+        assert_eq!((o.already_loaded, c.rows_out, c.rows_rejected), (2, 2, 0));
+        assert_eq!(c.source.url, "kafka://orders/3/14-15");
+        assert_eq!(
+            first_unloaded(&engine, &lake, &next).await.unwrap(),
+            None,
+            "all loaded"
+        );
+        let later = csv_batch(&[(15, b"6,ap"), (16, b"7,ap")]);
+        assert_eq!(
+            first_unloaded(&engine, &lake, &later)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("16")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pending_chunk_counts_as_loaded_only_once_its_commit_exists() {
+        let pipeline = crate::config::Pipeline::from_toml(CSV).unwrap();
+        let engine = Engine::new(pipeline).await.unwrap();
+        let lake = Location::memory();
+        let batch = csv_batch(&[(1, b"1,eu"), (2, b"2,eu")]);
+        let path = checkpoint_path(&lake, "orders", &batch).unwrap();
+        let pending = |chunk_id: &str| Checkpoint {
+            stream: "orders".into(),
+            shard: "3".into(),
+            last: None,
+            pending: Some(Pending {
+                first: "1".into(),
+                last: "2".into(),
+                chunk_id: chunk_id.into(),
+            }),
+        };
+        // A crash before the commit record: the pending chunk is not loaded.
+        lake.put_json(&path, &pending("c1")).await.unwrap();
+        let (cp, unfinished) = read_checkpoint(&lake, &path, "orders", &batch)
+            .await
+            .unwrap();
+        assert_eq!((cp.last, cp.pending), (None, None));
+        assert_eq!(unfinished.unwrap().chunk_id, "c1");
+        // A crash after it: the chunk is loaded.
+        lake.put_json(&path, &pending("c1")).await.unwrap();
+        let commit = lake.child(&CommitRecord::path("orders", "c1")).unwrap();
+        lake.store.put(&commit, "{}".into()).await.unwrap();
+        let (cp, unfinished) = read_checkpoint(&lake, &path, "orders", &batch)
+            .await
+            .unwrap();
+        assert_eq!((cp.last.as_deref(), unfinished), (Some("2"), None));
+        assert_eq!(first_unloaded(&engine, &lake, &batch).await.unwrap(), None);
+        // A delivery holding an unfinished chunk's records loads that chunk
+        // as it was cut (its files, if any were left, are overwritten), then
+        // the rest; one that does not start with them is one chunk.
+        let lake = Location::memory();
+        lake.put_json(&path, &pending("c1")).await.unwrap();
+        let counters = Arc::new(Counters::default());
+        let longer = csv_batch(&[(1, b"1,eu"), (2, b"2,eu"), (3, b"3,eu")]);
+        let o = load_batch(
+            &engine,
+            &lake,
+            None,
+            &longer,
+            &ReadOptions::default(),
+            &counters,
+        )
+        .await
+        .unwrap();
+        let urls: Vec<_> = o.commits.iter().map(|c| c.source.url.as_str()).collect();
+        assert_eq!(urls, ["kafka://orders/3/1-2", "kafka://orders/3/3-3"]);
+        let lake = Location::memory();
+        lake.put_json(&path, &pending("c1")).await.unwrap();
+        let o = load_batch(
+            &engine,
+            &lake,
+            None,
+            &batch_from_2(),
+            &ReadOptions::default(),
+            &counters,
+        )
+        .await
+        .unwrap();
+        let urls: Vec<_> = o.commits.iter().map(|c| c.source.url.as_str()).collect();
+        assert_eq!(urls, ["kafka://orders/3/2-3"]);
+    }
+
+    fn batch_from_2() -> Batch {
+        csv_batch(&[(2, b"2,eu"), (3, b"3,eu")])
+    }
+
+    #[test]
+    fn a_rejected_line_is_named_by_its_record() {
+        let index = RecordIndex {
+            starts: vec![(0, "7".into()), (10, "8".into()), (25, "9".into())],
+            undecodable: Vec::new(),
+        };
+        assert_eq!(index.position_at(0), Some("7"));
+        assert_eq!(index.position_at(9), Some("7"));
+        assert_eq!(index.position_at(10), Some("8"));
+        assert_eq!(index.position_at(24), Some("8"));
+        assert_eq!(index.position_at(400), Some("9"));
+        assert_eq!(RecordIndex::default().position_at(3), None);
+    }
+}

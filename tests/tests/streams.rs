@@ -1,0 +1,467 @@
+//! The stream function, fed as Lambda's event source mappings feed it:
+//! Kinesis records put to moto's Kinesis API and read back with GetRecords
+//! per shard, Kafka batches shaped as an MSK mapping sends them. DuckDB reads
+//! back every good record exactly once, row for row; the malformed ones are
+//! in quarantine under their sequence numbers; deliveries again, cut
+//! otherwise or overlapping, write nothing new; a batch that fails at any
+//! storage call answers the first record its shard has not loaded, and
+//! delivering from there loads every record once.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use sluice::fault::{FaultKind, Faults, FaultyStore};
+use sluice_functions::{Deps, Settings};
+use sluice_tests::moto::moto;
+use sluice_tests::{
+    assert_same_rows, check_lake_matches_raw, compare_script, files_under, python, python_json,
+    repo_root,
+};
+
+const EXAMPLE: &str = "examples/streams/sluice.toml";
+const SOURCE: &str = "examples/clickstream/raw/clickstream/events-00000.jsonl";
+
+/// The stream function's dependencies, on the example pipeline, with its
+/// lake in `lake` (a local folder).
+async fn deps(lake: &Path) -> Deps {
+    let settings = Settings {
+        config: repo_root().join(EXAMPLE).to_string_lossy().into_owned(),
+        lake: Some(lake.to_string_lossy().into_owned()),
+        ..Settings::default()
+    };
+    Deps::new(&settings)
+        .await
+        .expect("the stream function starts")
+}
+
+/// Build events with `tests/stream_events.py` into `out`; what it printed.
+fn build_events(args: &[&str], out: &Path) -> Value {
+    let mut cmd = Command::new(python());
+    cmd.arg(repo_root().join("tests/stream_events.py"))
+        .args(args)
+        .arg(out)
+        .current_dir(repo_root());
+    let done = cmd.output().expect("python runs");
+    assert!(
+        done.status.success(),
+        "stream_events.py failed: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    serde_json::from_slice(&done.stdout).expect("it prints JSON")
+}
+
+fn events(path: PathBuf) -> Vec<Value> {
+    serde_json::from_slice(&std::fs::read(&path).expect("events written")).expect("JSON events")
+}
+
+/// Hand each event to the handler; every answer.
+async fn feed(deps: &Deps, events: &[Value]) -> Vec<Result<Value, String>> {
+    let mut out = Vec::new();
+    for e in events {
+        out.push(
+            sluice_functions::stream::handle(deps, e.clone())
+                .await
+                .map_err(|e| e.to_string()),
+        );
+    }
+    out
+}
+
+/// Hand each event to the handler, requiring that every batch loads.
+async fn feed_ok(deps: &Deps, events: &[Value]) {
+    for (i, r) in feed(deps, events).await.into_iter().enumerate() {
+        let r = r.unwrap_or_else(|e| panic!("event {i} failed: {e}"));
+        assert!(
+            r.get("batchItemFailures")
+                .is_none_or(|f| f.as_array().is_some_and(Vec::is_empty)),
+            "event {i}: {r}"
+        );
+    }
+}
+
+/// The data files and commit records of the lake (what a retry must not add to).
+fn lake_files(lake: &Path) -> Vec<String> {
+    files_under(lake)
+        .into_iter()
+        .filter(|f| f.ends_with(".parquet") || f.contains("_sluice/commits/"))
+        .collect()
+}
+
+/// Every quarantined record as `<shard or partition>:<position>`, sorted,
+/// with the reasons.
+fn quarantined(lake: &Path) -> (Vec<String>, Vec<String>) {
+    let dir = lake.join("_quarantine/clickstream");
+    let mut records = Vec::new();
+    let mut reasons = Vec::new();
+    for f in files_under(&dir) {
+        for line in std::fs::read_to_string(dir.join(&f)).unwrap().lines() {
+            let e: Value = serde_json::from_str(line).unwrap();
+            // kafka://<topic>/<partition>/<first>-<last>, kinesis://<stream>/<shard>/...
+            let source = e["source"].as_str().unwrap();
+            let shard = source.split('/').nth(3).unwrap();
+            records.push(format!("{shard}:{}", e["record"].as_str().unwrap()));
+            reasons.push(e["reason"].as_str().unwrap().to_string());
+        }
+    }
+    records.sort();
+    (records, reasons)
+}
+
+fn check_rows(lake: &Path, good: &Path) {
+    let v = python_json(
+        &repo_root(),
+        &compare_script(lake, &good.to_string_lossy(), "read_json"),
+    );
+    check_lake_matches_raw(&v);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinesis_records_land_once_with_the_malformed_ones_in_quarantine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = moto();
+    let stream = m.unique("clickstream-events");
+    let built = build_events(
+        &["kinesis", &m.endpoint, &stream, SOURCE, "300", "40"],
+        tmp.path(),
+    );
+    // The example's table reads "clickstream-events": name this run's stream
+    // in a copy of the events (moto's streams are shared by the tests).
+    let rename = |events: Vec<Value>| -> Vec<Value> {
+        let text = serde_json::to_string(&events)
+            .unwrap()
+            .replace(&format!("stream/{stream}\""), "stream/clickstream-events\"");
+        serde_json::from_str(&text).unwrap()
+    };
+    let first = rename(events(tmp.path().join("events.json")));
+    let recut = rename(events(tmp.path().join("recut.json")));
+    assert!(first.len() >= 8, "several batches a shard: {built}");
+    let lake = tmp.path().join("lake");
+    let deps = deps(&lake).await;
+    feed_ok(&deps, &first).await;
+    let good = tmp.path().join("raw/good.jsonl");
+    check_rows(&lake, &good);
+    let mut want: Vec<String> = built["malformed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    want.sort();
+    let (got, reasons) = quarantined(&lake);
+    assert_eq!(
+        got, want,
+        "the malformed records, by shard and sequence number"
+    );
+    assert!(reasons.iter().any(|r| r.contains("gzip")), "{reasons:?}");
+    // Every batch delivered again, then again cut otherwise and overlapping:
+    // nothing is written, nothing changes.
+    let files = lake_files(&lake);
+    feed_ok(&deps, &first).await;
+    feed_ok(&deps, &recut).await;
+    assert_eq!(lake_files(&lake), files);
+    check_rows(&lake, &good);
+    assert_eq!(quarantined(&lake).0, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_batches_land_once_and_a_replayed_batch_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let built = build_events(
+        &["kafka", "clickstream-events", SOURCE, "300", "40"],
+        tmp.path(),
+    );
+    let first = events(tmp.path().join("events.json"));
+    let recut = events(tmp.path().join("recut.json"));
+    // Two topic partitions an event, as an MSK mapping may send them: the
+    // n-th batch of partition 0 with the n-th of partition 1.
+    let of = |p: &str| -> Vec<&Value> {
+        first
+            .iter()
+            .filter(|e| {
+                e["records"]
+                    .get(format!("clickstream-events-{p}"))
+                    .is_some()
+            })
+            .collect()
+    };
+    let (p0, p1) = (of("0"), of("1"));
+    assert_eq!(p0.len() + p1.len(), first.len());
+    let paired: Vec<Value> = (0..p0.len().max(p1.len()))
+        .map(|i| {
+            let mut e = json!({"eventSource": "aws:kafka", "records": {}});
+            for side in [&p0, &p1] {
+                if let Some(other) = side.get(i) {
+                    e["eventSourceArn"] = other["eventSourceArn"].clone();
+                    for (k, v) in other["records"].as_object().unwrap() {
+                        e["records"][k] = v.clone();
+                    }
+                }
+            }
+            e
+        })
+        .collect();
+    let lake = tmp.path().join("lake");
+    let deps = deps(&lake).await;
+    for (i, r) in feed(&deps, &paired).await.into_iter().enumerate() {
+        let r = r.unwrap_or_else(|e| panic!("event {i}: {e}"));
+        assert_eq!(
+            r["batches"],
+            json!(paired[i]["records"].as_object().unwrap().len())
+        );
+    }
+    let good = tmp.path().join("raw/good.jsonl");
+    check_rows(&lake, &good);
+    let mut want: Vec<String> = built["malformed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    want.sort();
+    assert_eq!(quarantined(&lake).0, want);
+    let files = lake_files(&lake);
+    feed_ok(&deps, &first).await;
+    feed_ok(&deps, &recut).await;
+    assert_eq!(lake_files(&lake), files);
+    check_rows(&lake, &good);
+}
+
+/// The records of one shard from `from` (a sequence number) on, delivered
+/// as Lambda delivers them after a failure: in events of `batch` records.
+fn deliveries(shard: &[Value], arn: &str, from: usize, batch: usize) -> Vec<Value> {
+    shard[from..]
+        .chunks(batch)
+        .map(|recs| {
+            json!({"Records": recs.iter().map(|r| json!({
+                "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": r["partitionKey"],
+                            "sequenceNumber": r["sequenceNumber"], "data": r["data"],
+                            "approximateArrivalTimestamp": r["approximateArrivalTimestamp"]},
+                "eventSource": "aws:kinesis", "eventVersion": "1.0",
+                "eventID": format!("shardId-000000000000:{}", r["sequenceNumber"].as_str().unwrap()),
+                "eventName": "aws:kinesis:record", "awsRegion": "us-east-1",
+                "eventSourceARN": arn,
+            })).collect::<Vec<_>>()})
+        })
+        .collect()
+}
+
+/// Deliver one shard's records as Lambda would, through a lake store that
+/// fails at call `fault` (as `kind`): after an answer naming a record, the
+/// shard is delivered again from that record (in batches cut otherwise).
+/// Returns how many failures were answered.
+async fn deliver_with_fault(
+    lake: &Path,
+    shard: &[Value],
+    arn: &str,
+    fault: Faults,
+    kind: FaultKind,
+) -> usize {
+    let mut deps = deps(lake).await;
+    let inner = deps.lake.store.clone();
+    deps.lake.store = Arc::new(FaultyStore::new(inner, fault).with_kind(kind));
+    let mut from = 0;
+    let mut batch = 9;
+    let mut failures = 0;
+    'deliver: while from < shard.len() {
+        for event in deliveries(shard, arn, from, batch) {
+            let r = sluice_functions::stream::handle(&deps, event.clone())
+                .await
+                .expect("a Kinesis batch is answered, not failed");
+            let failed = r["batchItemFailures"].as_array().unwrap();
+            if let Some(f) = failed.first() {
+                failures += 1;
+                assert!(failures < 10, "the same batch keeps failing");
+                let seq = f["itemIdentifier"].as_str().unwrap();
+
+                let i = shard
+                    .iter()
+                    .position(|r| r["sequenceNumber"] == seq)
+                    .expect("the answer names a record of the batch");
+                let first = event["Records"][0]["kinesis"]["sequenceNumber"]
+                    .as_str()
+                    .unwrap();
+                let first = shard
+                    .iter()
+                    .position(|r| r["sequenceNumber"] == first)
+                    .unwrap();
+                assert!(i >= first, "a record before the batch: {seq}");
+                from = i;
+                batch = 5;
+                continue 'deliver;
+            }
+        }
+        break;
+    }
+    failures
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_failing_at_any_storage_call_is_loaded_once_from_the_record_it_answers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = moto();
+    let stream = m.unique("faults");
+    build_events(
+        &["kinesis", &m.endpoint, &stream, SOURCE, "60", "9"],
+        tmp.path(),
+    );
+    let shards: Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("shards.json")).unwrap()).unwrap();
+    let shard = shards["shards"]["shardId-000000000000"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let arn = "arn:aws:kinesis:us-east-1:123456789012:stream/clickstream-events";
+    // A clean delivery, to count the calls and to compare with.
+    let clean = tmp.path().join("clean");
+    deliver_with_fault(&clean, &shard, arn, Faults::None, FaultKind::Refused).await;
+    let parquet = |lake: &Path| {
+        format!(
+            "SELECT * EXCLUDE (dt, event_type), CAST(dt AS VARCHAR) AS dt, event_type FROM read_parquet('{}/clickstream/**/*.parquet', hive_partitioning=true)",
+            lake.display()
+        )
+    };
+    let rows = assert_same_rows(&repo_root(), &parquet(&clean), &parquet(&clean));
+    assert!(rows > 20, "{rows}");
+    let mut answered = 0;
+    // Every call of the first batches, failing once, as a refused call and
+    // as a write applied whose answer is lost.
+    for (n, kind) in (1..=36u64)
+        .map(|n| (n, FaultKind::Refused))
+        .chain((1..=36u64).map(|n| (n, FaultKind::AnswerLost)))
+    {
+        let lake = tmp.path().join(format!("fault-{n}-{kind:?}"));
+        answered += deliver_with_fault(&lake, &shard, arn, Faults::Once(n), kind).await;
+        if std::env::var("DEBUG_STREAM").is_ok() {
+            for f in files_under(&lake) {
+                if f.contains("commits") || f.contains("streams") {
+                    eprintln!(
+                        "{n} {kind:?} {f} {}",
+                        std::fs::read_to_string(lake.join(&f))
+                            .unwrap()
+                            .chars()
+                            .take(300)
+                            .collect::<String>()
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            assert_same_rows(&repo_root(), &parquet(&lake), &parquet(&clean)),
+            rows,
+            "a fault at call {n} ({kind:?})"
+        );
+    }
+    assert!(answered >= 30, "the faults failed batches: {answered}");
+}
+
+/// A Kinesis event of `data` records on one shard, positions from `first`.
+fn kinesis(data: &[Vec<u8>], first: u64) -> Value {
+    use base64::Engine;
+    json!({"Records": data.iter().enumerate().map(|(i, d)| {
+        let seq = (first + i as u64).to_string();
+        json!({
+            "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": "k", "sequenceNumber": seq,
+                        "data": base64::engine::general_purpose::STANDARD.encode(d),
+                        "approximateArrivalTimestamp": 1796212800.0},
+            "eventSource": "aws:kinesis", "eventVersion": "1.0",
+            "eventID": format!("shardId-000000000007:{seq}"),
+            "eventName": "aws:kinesis:record", "awsRegion": "us-east-1",
+            "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/clickstream-events",
+        })
+    }).collect::<Vec<_>>()})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_of_one_byte_to_one_megabyte_empty_batches_and_ten_thousand_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    let deps = deps(&lake).await;
+    let lines: Vec<String> = std::fs::read_to_string(repo_root().join(SOURCE))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    // An empty batch: nothing to do, nothing written.
+    feed_ok(&deps, &[json!({"Records": []})]).await;
+    assert!(lake_files(&lake).is_empty());
+    // 10,000 records in one batch: one chunk, one commit record.
+    let many: Vec<Vec<u8>> = (0..10_000)
+        .map(|i| lines[i % lines.len()].clone().into_bytes())
+        .collect();
+    feed_ok(&deps, &[kinesis(&many, 1_000)]).await;
+    let commits = |lake: &Path| {
+        lake_files(lake)
+            .into_iter()
+            .filter(|f| f.contains("_sluice/commits/"))
+            .count()
+    };
+    assert_eq!(commits(&lake), 1);
+    // One byte (not a JSON object: quarantined) and one megabyte (kept).
+    let mut big: Value = serde_json::from_str(&lines[0]).unwrap();
+    big["page"] = json!("p".repeat(1 << 20));
+    big["event_type"] = json!("big");
+    let big = serde_json::to_vec(&big).unwrap();
+    assert!(big.len() > 1 << 20);
+    feed_ok(&deps, &[kinesis(&[b"x".to_vec(), big.clone()], 20_000)]).await;
+    assert_eq!(commits(&lake), 2);
+    let (q, _) = quarantined(&lake);
+    assert_eq!(q, ["shardId-000000000007:20000"]);
+    let raw = tmp.path().join("raw.jsonl");
+    let mut text = many
+        .iter()
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n");
+    text.push('\n');
+    text.push_str(&String::from_utf8_lossy(&big));
+    text.push('\n');
+    std::fs::write(&raw, text).unwrap();
+    check_rows(&lake, &raw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sample_events_load_and_a_stream_no_table_reads_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    let deps = deps(&lake).await;
+    for sample in ["events/kinesis.json", "events/msk.json"] {
+        let e: Value =
+            serde_json::from_slice(&std::fs::read(repo_root().join(sample)).unwrap()).unwrap();
+        feed_ok(&deps, &[e]).await;
+    }
+    // Each sample carries 24 good clickstream records and 3 malformed ones.
+    let v = python_json(
+        &repo_root(),
+        &format!(
+            "import duckdb, json\nprint(json.dumps(duckdb.sql(\"SELECT count(*), count(DISTINCT event_id) FROM read_parquet('{}/clickstream/**/*.parquet')\").fetchall()[0]))",
+            lake.display()
+        ),
+    );
+    assert_eq!(v, json!([48, 24]));
+    assert_eq!(quarantined(&lake).0.len(), 6);
+    // A stream no table reads: the batch is answered as failed from its
+    // first record, and nothing is written.
+    let mut other: Value =
+        serde_json::from_slice(&std::fs::read(repo_root().join("events/kinesis.json")).unwrap())
+            .unwrap();
+    for r in other["Records"].as_array_mut().unwrap() {
+        r["eventSourceARN"] = json!("arn:aws:kinesis:us-east-1:123456789012:stream/unknown");
+    }
+    let before = lake_files(&lake);
+    let r = sluice_functions::stream::handle(&deps, other.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        r["batchItemFailures"][0]["itemIdentifier"],
+        other["Records"][0]["kinesis"]["sequenceNumber"]
+    );
+    assert_eq!(lake_files(&lake), before);
+    // Not a stream event at all: refused, naming what was expected.
+    let e = sluice_functions::stream::handle(&deps, json!({"hello": 1}))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Kinesis or Kafka"), "{e}");
+}
