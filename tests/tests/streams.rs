@@ -249,8 +249,10 @@ fn deliveries(shard: &[Value], arn: &str, from: usize, batch: usize) -> Vec<Valu
 
 /// Deliver one shard's records as Lambda would, through a lake store that
 /// fails at call `fault` (as `kind`): after an answer naming a record, the
-/// shard is delivered again from that record (in batches cut otherwise).
-/// Returns how many failures were answered.
+/// shard is delivered again from that record, in halved batches (as
+/// `BisectBatchOnFunctionError` cuts them after a crash), by a process
+/// whose store works (a crash, `Faults::CrashAt`, fails every call after it
+/// until the function restarts). Returns how many failures were answered.
 async fn deliver_with_fault(
     lake: &Path,
     shard: &[Value],
@@ -260,7 +262,7 @@ async fn deliver_with_fault(
 ) -> usize {
     let mut deps = deps(lake).await;
     let inner = deps.lake.store.clone();
-    deps.lake.store = Arc::new(FaultyStore::new(inner, fault).with_kind(kind));
+    deps.lake.store = Arc::new(FaultyStore::new(inner.clone(), fault).with_kind(kind));
     let mut from = 0;
     let mut batch = 9;
     let mut failures = 0;
@@ -274,7 +276,6 @@ async fn deliver_with_fault(
                 failures += 1;
                 assert!(failures < 10, "the same batch keeps failing");
                 let seq = f["itemIdentifier"].as_str().unwrap();
-
                 let i = shard
                     .iter()
                     .position(|r| r["sequenceNumber"] == seq)
@@ -288,7 +289,8 @@ async fn deliver_with_fault(
                     .unwrap();
                 assert!(i >= first, "a record before the batch: {seq}");
                 from = i;
-                batch = 5;
+                batch = 4;
+                deps.lake.store = inner.clone();
                 continue 'deliver;
             }
         }
@@ -325,35 +327,25 @@ async fn a_batch_failing_at_any_storage_call_is_loaded_once_from_the_record_it_a
     let rows = assert_same_rows(&repo_root(), &parquet(&clean), &parquet(&clean));
     assert!(rows > 20, "{rows}");
     let mut answered = 0;
-    // Every call of the first batches, failing once, as a refused call and
-    // as a write applied whose answer is lost.
-    for (n, kind) in (1..=36u64)
-        .map(|n| (n, FaultKind::Refused))
-        .chain((1..=36u64).map(|n| (n, FaultKind::AnswerLost)))
-    {
-        let lake = tmp.path().join(format!("fault-{n}-{kind:?}"));
-        answered += deliver_with_fault(&lake, &shard, arn, Faults::Once(n), kind).await;
-        if std::env::var("DEBUG_STREAM").is_ok() {
-            for f in files_under(&lake) {
-                if f.contains("commits") || f.contains("streams") {
-                    eprintln!(
-                        "{n} {kind:?} {f} {}",
-                        std::fs::read_to_string(lake.join(&f))
-                            .unwrap()
-                            .chars()
-                            .take(300)
-                            .collect::<String>()
-                    );
-                }
-            }
-        }
+    // Every call of the first batches, failing once (refused, or a write
+    // applied whose answer is lost), or the process dying there.
+    let faults = (1..=36u64).flat_map(|n| {
+        [
+            (Faults::Once(n), FaultKind::Refused),
+            (Faults::Once(n), FaultKind::AnswerLost),
+            (Faults::CrashAt(n), FaultKind::AnswerLost),
+        ]
+    });
+    for (fault, kind) in faults {
+        let lake = tmp.path().join(format!("{fault:?}-{kind:?}"));
+        answered += deliver_with_fault(&lake, &shard, arn, fault, kind).await;
         assert_eq!(
             assert_same_rows(&repo_root(), &parquet(&lake), &parquet(&clean)),
             rows,
-            "a fault at call {n} ({kind:?})"
+            "{fault:?} ({kind:?})"
         );
     }
-    assert!(answered >= 30, "the faults failed batches: {answered}");
+    assert!(answered >= 60, "the faults failed batches: {answered}");
 }
 
 /// A Kinesis event of `data` records on one shard, positions from `first`.

@@ -326,11 +326,16 @@ pub async fn load_batch(
     // A chunk that failed before its commit record may have left files; when
     // this delivery holds all its records, it is loaded again as it was cut
     // (the same names, overwritten), then the rest.
-    let split = unfinished.and_then(|p| {
+    let split = unfinished.as_ref().and_then(|p| {
         let starts = fresh.first().is_some_and(|r| r.position == p.first);
         let end = fresh.iter().position(|r| r.position == p.last)?;
         starts.then_some(end + 1)
     });
+    if let (Some(p), None) = (&unfinished, split) {
+        // Cut otherwise (a halved retry after a crash): the unfinished
+        // chunk's files, if it left any, would never be overwritten.
+        remove_files_of(lake, table, &p.chunk_id).await?;
+    }
     let (head, tail) = fresh.split_at(split.unwrap_or(fresh.len()));
     for segment in [head, tail] {
         if segment.is_empty() {
@@ -351,6 +356,39 @@ pub async fn load_batch(
         outcome.commits.push(record);
     }
     Ok(outcome)
+}
+
+/// Delete the data files chunk `chunk_id` wrote under its table's folder
+/// (`part-<chunk id>-<n>.parquet` in any partition); it has no commit
+/// record, so nothing reads them.
+async fn remove_files_of(lake: &Location, table: &Table, chunk_id: &str) -> Result<()> {
+    use futures::TryStreamExt;
+    let (folder, _) = table.chunk_destination();
+    let prefix = lake.child(&folder)?;
+    let mut listing = lake.store.list(Some(&prefix));
+    let name = format!("part-{chunk_id}-");
+    let mut removed = 0;
+    while let Some(meta) = listing
+        .try_next()
+        .await
+        .map_err(|e| Error::read(lake.url_of(&prefix), e))?
+    {
+        if meta
+            .location
+            .filename()
+            .is_some_and(|f| f.starts_with(&name))
+        {
+            lake.store
+                .delete(&meta.location)
+                .await
+                .map_err(|e| Error::write(lake.url_of(&meta.location), e))?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::warn!(table = %table.name, chunk = chunk_id, removed, "removed the files of a stream chunk that never committed");
+    }
+    Ok(())
 }
 
 /// Load `records` (in order, none loaded yet) as one chunk, moving the
@@ -681,6 +719,14 @@ region = "string"
         assert_eq!(urls, ["kafka://orders/3/1-2", "kafka://orders/3/3-3"]);
         let lake = Location::memory();
         lake.put_json(&path, &pending("c1")).await.unwrap();
+        let debris = lake
+            .child("orders/region=eu/part-c1-00000.parquet")
+            .unwrap();
+        let kept = lake
+            .child("orders/region=eu/part-c2-00000.parquet")
+            .unwrap();
+        lake.store.put(&debris, "x".into()).await.unwrap();
+        lake.store.put(&kept, "x".into()).await.unwrap();
         let o = load_batch(
             &engine,
             &lake,
@@ -693,6 +739,14 @@ region = "string"
         .unwrap();
         let urls: Vec<_> = o.commits.iter().map(|c| c.source.url.as_str()).collect();
         assert_eq!(urls, ["kafka://orders/3/2-3"]);
+        assert!(
+            lake.store.head(&debris).await.is_err(),
+            "the crashed chunk's file is gone"
+        );
+        assert!(
+            lake.store.head(&kept).await.is_ok(),
+            "another chunk's file stays"
+        );
     }
 
     fn batch_from_2() -> Batch {
