@@ -77,7 +77,7 @@ fn every_function_in_the_template_is_a_binary_of_functions() {
     let bins = binaries();
     assert_eq!(
         bins.keys().cloned().collect::<Vec<_>>(),
-        ["catalog", "compactor", "planner", "transform"],
+        ["catalog", "compactor", "planner", "stream", "transform"],
         "functions/ changed: update template.yaml and this test"
     );
     let globals = &t["Globals"]["Function"];
@@ -107,6 +107,50 @@ fn every_function_in_the_template_is_a_binary_of_functions() {
         bins.keys().cloned().collect::<BTreeSet<_>>(),
         "every binary in functions/ is deployed"
     );
+}
+
+#[test]
+fn the_stream_mappings_keep_a_shard_in_order_and_report_what_they_give_up() {
+    let t = template();
+    let r = &t["Resources"];
+    // No stream given, no stream function.
+    assert_eq!(r["StreamFunction"]["Condition"], "HasStream");
+    let kinesis = &r["StreamKinesisRecords"];
+    assert_eq!(kinesis["Condition"], "HasKinesis");
+    let p = &kinesis["Properties"];
+    assert_eq!(p["FunctionName"], json!({"Ref": "StreamFunction"}));
+    // The shard checkpoints need one batch of a shard at a time.
+    assert_eq!(p["ParallelizationFactor"], 1);
+    assert_eq!(p["BisectBatchOnFunctionError"], true);
+    assert_eq!(
+        p["FunctionResponseTypes"],
+        json!(["ReportBatchItemFailures"])
+    );
+    assert_eq!(
+        p["MaximumBatchingWindowInSeconds"],
+        json!({"Ref": "StreamBatchingWindow"})
+    );
+    for mapping in ["StreamKinesisRecords", "StreamKafkaRecords"] {
+        let dest = &r[mapping]["Properties"]["DestinationConfig"]["OnFailure"]["Destination"];
+        assert_eq!(
+            get_att_resource(dest),
+            Some("StreamFailureQueue"),
+            "{mapping}"
+        );
+    }
+    assert_eq!(r["StreamKafkaRecords"]["Condition"], "HasKafka");
+    assert_eq!(
+        r["StreamKafkaRecords"]["Properties"]["Topics"],
+        json!([{"Ref": "KafkaTopic"}])
+    );
+    assert_eq!(
+        r["StreamIteratorAgeAlarm"]["Properties"]["MetricName"],
+        "IteratorAge"
+    );
+    let defaults = &t["Parameters"];
+    assert_eq!(defaults["KinesisStreamArn"]["Default"], "");
+    assert_eq!(defaults["KafkaClusterArn"]["Default"], "");
+    assert_eq!(defaults["StreamBatchingWindow"]["Default"], 60);
 }
 
 /// A JSONPath of the simple kind the definition uses (`$`, `$.a.b`).

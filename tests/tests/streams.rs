@@ -109,6 +109,18 @@ fn quarantined(lake: &Path) -> (Vec<String>, Vec<String>) {
     (records, reasons)
 }
 
+/// The malformed records `stream_events.py` put, as `<shard>:<position>`, sorted.
+fn malformed(built: &Value) -> Vec<String> {
+    let mut want: Vec<String> = built["malformed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    want.sort();
+    want
+}
+
 fn check_rows(lake: &Path, good: &Path) {
     let v = python_json(
         &repo_root(),
@@ -142,13 +154,7 @@ async fn kinesis_records_land_once_with_the_malformed_ones_in_quarantine() {
     feed_ok(&deps, &first).await;
     let good = tmp.path().join("raw/good.jsonl");
     check_rows(&lake, &good);
-    let mut want: Vec<String> = built["malformed"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
-    want.sort();
+    let want = malformed(&built);
     let (got, reasons) = quarantined(&lake);
     assert_eq!(
         got, want,
@@ -213,13 +219,7 @@ async fn kafka_batches_land_once_and_a_replayed_batch_writes_nothing() {
     }
     let good = tmp.path().join("raw/good.jsonl");
     check_rows(&lake, &good);
-    let mut want: Vec<String> = built["malformed"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
-    want.sort();
+    let want = malformed(&built);
     assert_eq!(quarantined(&lake).0, want);
     let files = lake_files(&lake);
     feed_ok(&deps, &first).await;
