@@ -1584,6 +1584,41 @@ mod tests {
     }
 
     #[test]
+    fn a_table_reads_a_stream_or_files_and_each_stream_feeds_one_table() {
+        let stream = GOOD.replace(
+            "source = \"clickstream/\"",
+            "stream = \"clickstream-events\"",
+        );
+        let p = Pipeline::from_toml(&stream).unwrap();
+        assert!(p.table_for("clickstream/a.jsonl").is_none());
+        let t = p.table_for_stream("clickstream-events").unwrap();
+        assert_eq!(t.name, "clickstream");
+        // Bad records never fail a stream batch (it would hold up the shard).
+        assert_eq!(t.max_rejected_ratio, 1.0);
+        assert!(p.table_for_stream("other").is_none());
+        let both = GOOD.replace(
+            "source = \"clickstream/\"",
+            "source = \"clickstream/\"\nstream = \"s\"",
+        );
+        assert!(err(&both).contains("not both"), "{}", err(&both));
+        let neither = GOOD.replace("source = \"clickstream/\"", "");
+        let e = err(&neither);
+        assert!(e.contains("clickstream") && e.contains("stream"), "{e}");
+        let e = err(&stream.replace("format = \"jsonl\"", "format = \"parquet\""));
+        assert!(e.contains("format") && e.contains("Parquet"), "{e}");
+        let e = err(&stream.replace(
+            "format = \"jsonl\"",
+            "format = \"jsonl\"\ncompression = \"gzip\"",
+        ));
+        assert!(e.contains("compression"), "{e}");
+        let second = stream.clone()
+            + &stream[stream.find("[[tables]]").unwrap()..]
+                .replace("name = \"clickstream\"", "name = \"again\"");
+        let e = err(&second);
+        assert!(e.contains("'again'") && e.contains("already reads"), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_are_errors_naming_the_key() {
         let e = err(&GOOD.replace("partition_by", "partition_on"));
         assert!(e.contains("partition_on"), "{e}");
