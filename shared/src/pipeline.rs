@@ -579,7 +579,12 @@ pub async fn process_chunk(
         crate::sources::record_chunk(lake, &record, task.chunks).await?;
         return Ok(record);
     }
-    settle(lake, &record, task.chunks, counters).await?;
+    if task.stream.is_none() {
+        // A stream batch is its own source (named by its first and last
+        // record) and never has a newer version to replace it: its ledger
+        // entry would cost a PUT and a LIST a batch for nothing.
+        settle(lake, &record, task.chunks, counters).await?;
+    }
     if let Some(catalog) = catalog {
         register_commit(catalog, &record).await?;
     }

@@ -161,6 +161,12 @@ async fn kinesis_records_land_once_with_the_malformed_ones_in_quarantine() {
         "the malformed records, by shard and sequence number"
     );
     assert!(reasons.iter().any(|r| r.contains("gzip")), "{reasons:?}");
+    // A batch never has a newer version to replace it: no source ledger.
+    let ledger: Vec<_> = files_under(&lake)
+        .into_iter()
+        .filter(|f| f.contains("_sluice/sources/"))
+        .collect();
+    assert!(ledger.is_empty(), "{ledger:?}");
     // Every batch delivered again, then again cut otherwise and overlapping:
     // nothing is written, nothing changes.
     let files = lake_files(&lake);
