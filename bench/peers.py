@@ -1,16 +1,21 @@
 """The benchmark job done by a peer engine: DuckDB or Polars.
 
-    python bench/peers.py duckdb|polars jsonl|csv INPUT OUT THREADS
+    python bench/peers.py duckdb|polars full|plain jsonl|csv INPUT OUT THREADS
 
-The job is bench/ingest.toml's: the declared schema, lower(country),
-sha256(ip) as hex, the nested `properties` kept as JSON text, partitioned by
-(dt, event_type), zstd Parquet. Polars reads its thread count from
-POLARS_MAX_THREADS, which bench/run.py sets before this process starts.
+Both jobs read the declared clickstream schema and write zstd Parquet
+partitioned by (dt, event_type), with `properties` kept as JSON text:
+- `full` is bench/ingest.toml's: lower(country), sha256(ip) as hex;
+- `plain` is bench/plain.toml's: every column as read, plus the date of
+  event_time.
+Polars reads its thread count from POLARS_MAX_THREADS, which bench/run.py
+sets before this process starts.
 """
 import shutil
 import sys
 
-engine, fmt, src, out, threads = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+engine, job, fmt, src, out, threads = sys.argv[1:6] + [int(sys.argv[6])]
+if job not in ("full", "plain"):
+    sys.exit(f"unknown job {job}")
 shutil.rmtree(out, ignore_errors=True)
 
 if engine == "duckdb":
@@ -27,8 +32,12 @@ if engine == "duckdb":
         source = f"read_json('{src}', format='newline_delimited', columns={types})"
     else:
         source = f"read_csv('{src}', header=true, columns={types})"
+    if job == "full":
+        country, ip = "lower(country) AS country", "sha256(ip) AS ip_hash"
+    else:
+        country, ip = "country", "ip"
     con.sql(f"""COPY (SELECT event_id, CAST(event_time AS TIMESTAMPTZ) AS event_time, user_id, session_id, page, referrer,
-           lower(country) AS country, device, sha256(ip) AS ip_hash, price, CAST(properties AS VARCHAR) AS properties,
+           {country}, device, {ip}, price, CAST(properties AS VARCHAR) AS properties,
            CAST(CAST(event_time AS TIMESTAMPTZ) AS DATE) AS dt, event_type
       FROM {source})
       TO '{out}' (FORMAT parquet, PARTITION_BY (dt, event_type), COMPRESSION zstd)""")
@@ -46,6 +55,11 @@ elif engine == "polars":
     else:
         lf = pl.scan_csv(src, schema_overrides=schema | {"properties": pl.String})
         properties = pl.col("properties")
+    if job == "full":
+        country = pl.col("country").str.to_lowercase().alias("country")
+        ip = plh.col("ip").chash.sha2_256().alias("ip_hash")
+    else:
+        country, ip = pl.col("country"), pl.col("ip")
     event_time = pl.col("event_time").str.to_datetime(time_unit="us", time_zone="UTC")
     lf = lf.select(
         pl.col("event_id"),
@@ -54,9 +68,9 @@ elif engine == "polars":
         pl.col("session_id"),
         pl.col("page"),
         pl.col("referrer"),
-        pl.col("country").str.to_lowercase().alias("country"),
+        country,
         pl.col("device"),
-        plh.col("ip").chash.sha2_256().alias("ip_hash"),
+        ip,
         pl.col("price").cast(pl.Decimal(10, 2)).alias("price"),
         properties.alias("properties"),
         event_time.dt.date().alias("dt"),

@@ -1,17 +1,20 @@
 """The ingest benchmark: sluice, DuckDB and Polars on the same job, side by side.
 
-    bench/run.sh [--size 1GB] [--threads 1,2]
+    bench/run.sh [--job full|plain] [--size 1GB] [--threads 1,2]
 
 Every engine runs on as many cores as it has threads (taskset): "1 thread" is
 one core, as on a 1,769 MB Lambda function, whatever helper threads an engine
 starts. Generates clickstream JSON Lines with `sluice generate` (and the same rows as
-CSV, and as gzip), runs every engine with 1 and 2 threads on the job of
-bench/ingest.toml (declared schema, lower(country), sha256(ip), `properties`
-kept as JSON text, partitioned by (dt, event_type), zstd Parquet), checks that
+CSV, and as gzip), runs every engine with 1 and 2 threads on one job, checks that
 every output has the same rows per partition, and prints wall seconds, MB/s,
 CPU seconds, peak RSS, output bytes and files, with the ratios and the targets
-of issue 7. Also measures the cold start of each function binary. Writes
-bench/results/ingest.md and bench/results/ingest.png.
+of issues 7 and 19. Also measures the cold start of each function binary.
+Writes bench/results/ingest-<job>.md and bench/results/ingest-<job>.png.
+
+The jobs (both: the declared schema, `properties` kept as JSON text,
+partitioned by (dt, event_type), zstd Parquet):
+- `full`, bench/ingest.toml: lower(country), sha256(ip) as hex;
+- `plain`, bench/plain.toml: every column as read, plus the date of event_time.
 """
 import argparse
 import http.server
@@ -92,18 +95,44 @@ def prepare(size):
     return {"jsonl": jsonl, "csv": csv, "gz": gz}
 
 
-def run_sluice(fmt, path, threads, out):
+JOBS = {"full": "ingest.toml", "plain": "plain.toml"}
+JOB_TEXT = {
+    "full": "bench/ingest.toml: the declared schema, lower(country), sha256(ip) as hex, `properties` kept as "
+            "JSON text, partitioned by (dt, event_type), zstd Parquet.",
+    "plain": "bench/plain.toml: the declared schema, every column as read plus CAST(event_time AS DATE) AS dt, "
+             "`properties` kept as JSON text, partitioned by (dt, event_type), zstd Parquet.",
+}
+
+
+def job_config(job, fmt):
+    """The job's pipeline file; for CSV a copy with `format = "csv"`."""
+    path = os.path.join(ROOT, "bench", JOBS[job])
+    if fmt == "jsonl":
+        return path
+    with open(path) as f:
+        text = f.read()
+    if text.count('format = "jsonl"') != 1:
+        sys.exit(f"{path}: expected one `format = \"jsonl\"` line to turn into csv")
+    csv = os.path.join(DATA, f"{job}-csv.toml")
+    os.makedirs(DATA, exist_ok=True)
+    with open(csv, "w") as f:
+        f.write(text.replace('format = "jsonl"', 'format = "csv"'))
+    return csv
+
+
+def run_sluice(job, fmt, path, threads, out):
     shutil.rmtree(out, ignore_errors=True)
-    config = os.path.join(ROOT, "bench", "ingest-csv.toml" if fmt == "csv" else "ingest.toml")
+    config = job_config(job, fmt)
     input_root = os.path.dirname(os.path.dirname(path))
     wall, cpu, rss = timed([SLUICE, "run", "--config", config, "--input", input_root, "--lake", out,
                             "--workers", str(threads)], cores=threads)
     return wall, cpu, rss, os.path.join(out, "clickstream")
 
 
-def run_peer(engine, fmt, path, threads, out):
+def run_peer(engine, job, fmt, path, threads, out):
     env = dict(os.environ, POLARS_MAX_THREADS=str(threads))
-    wall, cpu, rss = timed([PY, os.path.join(ROOT, "bench", "peers.py"), engine, fmt, path, out, str(threads)], env,
+    wall, cpu, rss = timed([PY, os.path.join(ROOT, "bench", "peers.py"), engine, job, fmt, path, out, str(threads)],
+                           env,
                            cores=threads)
     return wall, cpu, rss, out
 
@@ -191,10 +220,12 @@ def row_fingerprint(out, structure=None):
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--job", default="full", choices=sorted(JOBS))
     ap.add_argument("--size", default="1GB")
     ap.add_argument("--threads", default="1,2")
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
+    job = args.job
     files = prepare(args.size)
     mb = {k: os.path.getsize(v) / 1e6 for k, v in files.items()}
     out_root = os.path.join(DATA, "out")
@@ -215,11 +246,11 @@ def main():
     print(f"input: {mb['jsonl']:.0f} MB JSON Lines, {mb['csv']:.0f} MB CSV (same rows), {mb['gz']:.0f} MB gzip")
     for case in ("jsonl", "csv"):
         for t in threads:
-            record(case, "sluice", t, run_sluice(case, files[case], t, os.path.join(out_root, f"sluice-{case}-{t}")))
+            record(case, "sluice", t, run_sluice(job, case, files[case], t, os.path.join(out_root, f"sluice-{case}-{t}")))
             for engine in ("duckdb", "polars"):
-                record(case, engine, t, run_peer(engine, case, files[case], t,
+                record(case, engine, t, run_peer(engine, job, case, files[case], t,
                                                  os.path.join(out_root, f"{engine}-{case}-{t}")))
-    record("jsonl.gz", "sluice", 1, run_sluice("jsonl", files["gz"], 1, os.path.join(out_root, "sluice-gz-1")))
+    record("jsonl.gz", "sluice", 1, run_sluice(job, "jsonl", files["gz"], 1, os.path.join(out_root, "sluice-gz-1")))
     wall, _, _ = timed(["sh", "-c", f"gzip -dc '{files['gz']}' > /dev/null"], cores=1)
     gunzip_s = wall
 
@@ -255,9 +286,10 @@ def main():
         checks.append((f"cold start of {name} < 50 ms", f"{ms:.1f} ms", ms < 50))
     checks.append(("the same rows, whole, in every output", "yes" if not mismatched else "no", not mismatched))
 
-    lines = [f"# Ingest benchmark ({args.size} of generated clickstream, {total_rows:,} rows, "
+    lines = [f"# Ingest benchmark, {job} job ({args.size} of generated clickstream, {total_rows:,} rows, "
              f"{len(reference)} partitions)", "",
-             f"Machine: {os.cpu_count()} cores; `bench/run.sh --size {args.size}`; inputs "
+             f"Job: {JOB_TEXT[job]}", "",
+             f"Machine: {os.cpu_count()} cores; `bench/run.sh --job {job} --size {args.size}`; inputs "
              f"{mb['jsonl']:.0f} MB JSON Lines, {mb['csv']:.0f} MB CSV, {mb['gz']:.0f} MB gzip "
              f"(gunzip alone: {gunzip_s:.2f} s). Each engine is pinned to as many cores as threads (taskset). "
              "Throughput is input MB (uncompressed) per wall second; MB/CPU-s per CPU second.", "",
@@ -275,13 +307,13 @@ def main():
         # Figures of outputs that differ are not results: nothing is written.
         sys.exit(f"the outputs differ ({', '.join(mismatched)}): bench/results/ left as it was")
     os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "ingest.md"), "w") as f:
+    with open(os.path.join(RESULTS, f"ingest-{job}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    chart(rows)
-    print(f"wrote {os.path.relpath(RESULTS, ROOT)}/ingest.md and ingest.png")
+    chart(rows, job)
+    print(f"wrote {os.path.relpath(RESULTS, ROOT)}/ingest-{job}.md and ingest-{job}.png")
 
 
-def chart(rows):
+def chart(rows, job):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -295,9 +327,9 @@ def chart(rows):
     b.bar(labels, [r["rss"] for r in rows], color=[colors[r["engine"]] for r in rows])
     b.set_ylabel("peak RSS MB (lower is better)")
     b.tick_params(axis="x", labelsize=7)
-    fig.suptitle("JSON Lines / CSV → partitioned zstd Parquet, same job, same machine")
+    fig.suptitle(f"JSON Lines / CSV → partitioned zstd Parquet, {job} job, same machine")
     fig.tight_layout()
-    fig.savefig(os.path.join(RESULTS, "ingest.png"), dpi=110)
+    fig.savefig(os.path.join(RESULTS, f"ingest-{job}.png"), dpi=110)
 
 
 if __name__ == "__main__":

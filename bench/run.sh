@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The ingest benchmark (issue 7): sluice, DuckDB and Polars on the same job,
 # 1 and 2 threads, JSON Lines, CSV and gzip, plus the functions' cold start.
-# Prints the figures with ratios and targets; writes bench/results/ingest.md
-# and bench/results/ingest.png.
+# Prints the figures with ratios and targets; writes bench/results/ingest-<job>.md
+# and ingest-<job>.png.
 #
-#   bench/run.sh [--size 1GB] [--threads 1,2]
+#   bench/run.sh [--job full|plain] [--size 1GB] [--threads 1,2]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${SLUICE_VENV:-.venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
-cargo build --release --quiet -p sluice-cli -p sluice-planner -p sluice-transform -p sluice-catalog
+cargo build --release --quiet -p sluice-cli -p sluice-planner -p sluice-transform -p sluice-catalog -p sluice-tests --bin sluice --bin planner --bin transform --bin catalog --bin stream-bench
 exec "$venv/bin/python" bench/run.py "$@"
