@@ -10,5 +10,5 @@ cd "$(dirname "$0")/.."
 venv="${SLUICE_VENV:-.venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
-cargo build --release --quiet -p sluice-cli -p sluice-planner -p sluice-transform -p sluice-catalog -p sluice-tests --bin sluice --bin planner --bin transform --bin catalog --bin stream-bench
+bench/build.sh
 exec "$venv/bin/python" bench/run.py "$@"

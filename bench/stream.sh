@@ -16,7 +16,7 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-cargo build --release --quiet -p sluice-cli -p sluice-planner -p sluice-transform -p sluice-catalog -p sluice-tests --bin sluice --bin planner --bin transform --bin catalog --bin stream-bench
+bench/build.sh
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 target/release/sluice generate --out "$work/gen" --size "$size" >/dev/null
