@@ -154,6 +154,7 @@ impl Location {
             .map_err(|e| Error::Config(format!("cannot open {}: {e}", dir.display())))?;
         // Local reads come in 8 KiB pieces, each a blocking task; read 1 MiB at a time.
         let store = ChunkedStore::new(Arc::new(store), LOCAL_READ_PIECE);
+        let store = FolderRace(store);
         Ok(Location {
             store: Arc::new(store),
             prefix,
@@ -247,6 +248,142 @@ impl Location {
     }
 }
 
+/// A local store that deletes emptied folders (so a lake on disk holds no
+/// husks of leases and staging files) has a race: one task's delete can
+/// remove a folder between another task creating it and writing its file
+/// there, and the write fails with "Unable to create dir". The folder is
+/// then simply missing again, so such a write is tried again; anything else,
+/// a missing source of a copy or an existing target of a create-only write
+/// included (those are not `Generic` errors), fails at once.
+#[derive(Debug)]
+struct FolderRace(ChunkedStore);
+
+/// Tries of a write whose folder vanished under it.
+const FOLDER_RACE_TRIES: usize = 8;
+
+impl std::fmt::Display for FolderRace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Whether a local write failed because a folder on its path vanished.
+fn folder_vanished(e: &object_store::Error) -> bool {
+    let object_store::Error::Generic { source, .. } = e else {
+        return false;
+    };
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            // NotFound: a folder on the path went before the file was made;
+            // AlreadyExists: creating a folder found it, and it went before
+            // the check that it is a folder.
+            use std::io::ErrorKind::{AlreadyExists, NotFound};
+            return matches!(io.kind(), NotFound | AlreadyExists);
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// Runs a local write, again while its folder vanishes under it.
+async fn retry_vanished<T, F, Fut>(op: F) -> object_store::Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = object_store::Result<T>>,
+{
+    let mut tries = 1;
+    loop {
+        match op().await {
+            Err(e) if tries < FOLDER_RACE_TRIES && folder_vanished(&e) => tries += 1,
+            done => return done,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for FolderRace {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        retry_vanished(|| self.0.put_opts(location, payload.clone(), opts.clone())).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        retry_vanished(|| self.0.put_multipart_opts(location, opts.clone())).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.0.get_opts(location, options).await
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[std::ops::Range<u64>],
+    ) -> object_store::Result<Vec<bytes::Bytes>> {
+        self.0.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
+        self.0.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.0.list(prefix)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.0.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.0.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        retry_vanished(|| self.0.copy_opts(from, to, options.clone())).await
+    }
+
+    async fn rename_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: object_store::RenameOptions,
+    ) -> object_store::Result<()> {
+        retry_vanished(|| self.0.rename_opts(from, to, options.clone())).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,5 +397,33 @@ mod tests {
             assert!(e.to_string().contains(bad), "{bad}: {e}");
         }
         assert_eq!(lake.child("a/b.jsonl").unwrap().as_ref(), "a/b.jsonl");
+    }
+
+    /// Two writers in neighbouring folders, each deleting its file again:
+    /// every delete empties and removes the shared parents while the other
+    /// writer may be creating them. No write may fail, and the folders are
+    /// gone at the end.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_survive_a_neighbour_removing_their_emptied_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Location::open(dir.path().to_str().unwrap(), false).unwrap();
+        let writer = |folder: &'static str| {
+            let lake = lake.clone();
+            tokio::spawn(async move {
+                let path = lake.child(&format!("a/b/{folder}/lease.json")).unwrap();
+                for i in 0..1500 {
+                    lake.store
+                        .put(&path, format!("{i}").into())
+                        .await
+                        .map_err(|e| format!("write {i} in {folder}: {e}"))?;
+                    lake.store.delete(&path).await.unwrap();
+                }
+                Ok::<_, String>(())
+            })
+        };
+        let (one, two) = (writer("c"), writer("d"));
+        one.await.unwrap().unwrap();
+        two.await.unwrap().unwrap();
+        assert!(!dir.path().join("a").exists());
     }
 }
