@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int32Builder,
-    Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, AsArray, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder,
+    Int32Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::compute::kernels::cast_utils::string_to_datetime;
 use arrow::datatypes::{Decimal128Type, SchemaRef};
@@ -76,7 +76,7 @@ impl BatchBuilder {
             row_discarded: 0,
             discarded: 0,
         };
-        b.builders = b.fresh_builders();
+        b.builders = b.fresh_builders(0, |_| 0);
         b
     }
 
@@ -106,21 +106,31 @@ impl BatchBuilder {
         self.row_discarded += 1;
     }
 
-    fn fresh_builders(&self) -> Vec<ColumnBuilder> {
+    /// Empty builders with room for `rows` rows and, for text column `i`,
+    /// `text_bytes(i)` bytes: sized as the last batch was, so a batch is not
+    /// built by doubling and copying its buffers from nothing.
+    fn fresh_builders(
+        &self,
+        rows: usize,
+        text_bytes: impl Fn(usize) -> usize,
+    ) -> Vec<ColumnBuilder> {
         self.columns
             .iter()
-            .map(|c| match c.ty {
-                ColumnType::String | ColumnType::Json => ColumnBuilder::Str(StringBuilder::new()),
-                ColumnType::Bool => ColumnBuilder::Bool(BooleanBuilder::new()),
-                ColumnType::Int32 => ColumnBuilder::I32(Int32Builder::new()),
-                ColumnType::Int64 => ColumnBuilder::I64(Int64Builder::new()),
-                ColumnType::Float64 => ColumnBuilder::F64(Float64Builder::new()),
-                ColumnType::Date => ColumnBuilder::Date(Date32Builder::new()),
-                ColumnType::Timestamp => {
-                    ColumnBuilder::Ts(TimestampMicrosecondBuilder::new().with_timezone(UTC))
+            .enumerate()
+            .map(|(i, c)| match c.ty {
+                ColumnType::String | ColumnType::Json => {
+                    ColumnBuilder::Str(StringBuilder::with_capacity(rows, text_bytes(i)))
                 }
+                ColumnType::Bool => ColumnBuilder::Bool(BooleanBuilder::with_capacity(rows)),
+                ColumnType::Int32 => ColumnBuilder::I32(Int32Builder::with_capacity(rows)),
+                ColumnType::Int64 => ColumnBuilder::I64(Int64Builder::with_capacity(rows)),
+                ColumnType::Float64 => ColumnBuilder::F64(Float64Builder::with_capacity(rows)),
+                ColumnType::Date => ColumnBuilder::Date(Date32Builder::with_capacity(rows)),
+                ColumnType::Timestamp => ColumnBuilder::Ts(
+                    TimestampMicrosecondBuilder::with_capacity(rows).with_timezone(UTC),
+                ),
                 ColumnType::Decimal(p, s) => ColumnBuilder::Dec(
-                    Decimal128Builder::new()
+                    Decimal128Builder::with_capacity(rows)
                         .with_precision_and_scale(p, s)
                         .expect("precision and scale checked by config"),
                 ),
@@ -381,6 +391,11 @@ impl BatchBuilder {
             .collect();
         let rows = self.rows;
         self.rows = 0;
+        self.builders = self.fresh_builders(rows, |i| {
+            arrays[i]
+                .as_string_opt::<i32>()
+                .map_or(0, |s| s.values().len())
+        });
         RecordBatch::try_new_with_options(
             self.schema.clone(),
             arrays,
