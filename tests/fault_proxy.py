@@ -213,7 +213,7 @@ class Handler(BaseHTTPRequestHandler):
         ask = {"DatabaseName": update.get("DatabaseName"), "Name": update.get("TableInput", {}).get("Name")}
         if update.get("CatalogId"):
             ask["CatalogId"] = update["CatalogId"]
-        headers = {k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"}
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("transfer-encoding", "x-amz-target")}
         headers["X-Amz-Target"] = "AWSGlue.GetTable"
         status, _, payload = self.forward(json.dumps(ask).encode(), path="/", headers=headers)
         if status != 200:

@@ -93,18 +93,110 @@ impl Moto {
 
     /// Create a bucket (a plain `PUT /bucket`, which this server takes unsigned).
     pub fn create_bucket(&self, name: &str) {
+        let response = self.request("PUT", &format!("/{name}"), "");
+        assert!(
+            response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200"),
+            "creating bucket {name}: {response}"
+        );
+    }
+
+    /// One plain HTTP request to the server; the whole response.
+    fn request(&self, method: &str, path: &str, body: &str) -> String {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("moto listens");
         write!(
             s,
-            "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            self.port
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.port,
+            body.len()
         )
         .expect("request sent");
         let mut response = String::new();
         s.read_to_string(&mut response).expect("response read");
+        response
+    }
+
+    /// The JSON body of a request to the server's IAM gate (`tests/iam.py`).
+    fn iam(&self, method: &str, path: &str, body: &str) -> serde_json::Value {
+        let response = self.request(method, path, body);
+        let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+        assert!(head.contains(" 200 "), "{method} {path}: {response}");
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{method} {path}: {e}: {body}"))
+    }
+
+    /// Deploy the stack's roles: template.yaml expanded as `sam deploy`
+    /// does, with these parameters (overriding its defaults) and these
+    /// resources the test made itself (`{"ChunkQueue": {"Ref": url, "Arn":
+    /// arn}}`). From then on each function's credentials
+    /// ([`Stack::aws`]) are held to exactly its role's statements.
+    pub fn deploy(&self, parameters: serde_json::Value, resources: serde_json::Value) -> Stack {
+        let name = self.unique("stack");
+        let ask =
+            serde_json::json!({"stack": name, "parameters": parameters, "resources": resources});
+        let functions = self.iam("POST", "/__iam/stack", &ask.to_string());
+        Stack {
+            name,
+            functions,
+            aws: self.aws(),
+        }
+    }
+}
+
+/// A deployed stack's functions, each behind its own role (see [`Moto::deploy`]).
+pub struct Stack {
+    pub name: String,
+    /// By logical id (`CatalogFunction`): `access_key`, `memory` (MB),
+    /// `timeout` (s) and the role's resolved `statements`.
+    pub functions: serde_json::Value,
+    aws: AwsOptions,
+}
+
+impl Stack {
+    fn function(&self, function: &str) -> &serde_json::Value {
+        let f = &self.functions[function];
+        assert!(f.is_object(), "the template has no function {function}");
+        f
+    }
+
+    /// How `function` (a logical id, `PlannerFunction`) reaches AWS: with
+    /// its role's credentials.
+    pub fn aws(&self, function: &str) -> AwsOptions {
+        let key = self.function(function)["access_key"].as_str().unwrap();
+        AwsOptions {
+            credentials: Some((key.to_string(), "secret".into())),
+            ..self.aws.clone()
+        }
+    }
+
+    /// The function's `MemorySize` in bytes and `Timeout`, as deployed.
+    pub fn limits(&self, function: &str) -> (u64, std::time::Duration) {
+        let f = self.function(function);
+        (
+            f["memory"].as_u64().unwrap() << 20,
+            std::time::Duration::from_secs(f["timeout"].as_u64().unwrap()),
+        )
+    }
+
+    /// Every call of this stack's functions that their roles refused, each
+    /// naming the function, the action, the resource and why.
+    pub fn denials(&self) -> Vec<serde_json::Value> {
+        let path = format!("/__iam/denials?stack={}", self.name);
+        moto().iam("GET", &path, "").as_array().unwrap().clone()
+    }
+
+    /// Panics, listing them, if any call of this stack's functions was refused.
+    pub fn assert_nothing_refused(&self) {
+        let denials = self.denials();
         assert!(
-            response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200"),
-            "creating bucket {name}: {response}"
+            denials.is_empty(),
+            "calls the functions' roles do not allow (template.yaml):\n{}",
+            denials
+                .iter()
+                .map(|d| format!(
+                    "  {} {} on {}: {} ({})",
+                    d["function"], d["action"], d["resource"], d["why"], d["request"]
+                ))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
     }
 }

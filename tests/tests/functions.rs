@@ -16,24 +16,137 @@ use sluice::catalog::Catalog;
 use sluice::messages::TaskSpec;
 use sluice::store::AwsOptions;
 use sluice_functions::{Deps, Settings, catalog, compactor, planner, transform};
-use sluice_tests::moto::moto;
+use sluice_tests::moto::{Stack, moto};
 use sluice_tests::{check_lake_matches_raw, compare_script, python_json, repo_root, sluice_bin};
 
 const RAW: &str = "examples/clickstream/raw/clickstream";
 
-/// One test's world: its own buckets, queue and Glue database.
+/// The queues of the stack that the functions' roles name, by logical id.
+const QUEUES: [&str; 6] = [
+    "ChunkQueue",
+    "CatalogQueue",
+    "CompactionQueue",
+    "PlannerDeadLetterQueue",
+    "SweepDeadLetterQueue",
+    "StreamFailureQueue",
+];
+
+/// One test's world: its own buckets, queues and Glue database, and the
+/// stack's roles deployed over them: every function reaches moto with its
+/// own role's credentials, and a call its role would not allow on AWS is
+/// refused (tests/iam.py).
 struct World {
     raw: String,
     lake: String,
     database: String,
     queue_url: String,
+    compaction_queue_url: String,
+    /// The test's own access (set-up and checks), never refused.
     aws: AwsOptions,
     sqs: aws_sdk_sqs::Client,
     glue: aws_sdk_glue::Client,
+    stack: Stack,
+}
+
+/// The four functions of one pipeline, each built as its `main` builds it
+/// from the environment the template gives it, with its role's credentials.
+struct Functions {
+    planner: Function,
+    transform: Function,
+    catalog: Function,
+    compactor: Function,
+}
+
+/// One function as deployed: its dependencies, and the `MemorySize` and
+/// `Timeout` the template gives it, which every invocation ([`invoke!`])
+/// must keep within.
+struct Function {
+    deps: Deps,
+    name: &'static str,
+    memory: u64,
+    timeout: std::time::Duration,
+}
+
+impl std::ops::Deref for Function {
+    type Target = Deps;
+    fn deref(&self) -> &Deps {
+        &self.deps
+    }
+}
+
+/// Every allocation of this test process, counted: the live heap and its peak.
+#[global_allocator]
+static HEAP: peak_alloc::PeakAlloc = peak_alloc::PeakAlloc;
+
+/// What a function's process holds before its first event, beside what an
+/// invocation allocates: its code and data, the runtime and the state it
+/// builds at start (the pipeline, clients, engine). Measured as the peak
+/// resident size of this test process running one invocation of each
+/// function alone: 36 MiB (planner), 45 (transform), 56 (catalog).
+const FUNCTION_BASE: u64 = 64 << 20;
+
+impl Function {
+    /// Run one invocation of this function as Lambda would bound it: it
+    /// fails if it takes longer than the function's `Timeout`, or if what
+    /// it needs (its process's [`FUNCTION_BASE`] plus the most heap it
+    /// holds at once beyond what was live when it started) passes its
+    /// `MemorySize`. Invocations take turns (one at a time in this test
+    /// process), so the peak is this one's, plus whatever the other tests
+    /// allocate meanwhile (which can only raise it).
+    async fn run<T>(&self, invocation: impl std::future::Future<Output = T>) -> T {
+        static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _turn = ONE_AT_A_TIME.lock().await;
+        HEAP.reset_peak_usage();
+        let live = HEAP.current_usage() as u64;
+        let start = std::time::Instant::now();
+        let out = invocation.await;
+        let took = start.elapsed();
+        let needs = FUNCTION_BASE + (HEAP.peak_usage() as u64).saturating_sub(live);
+        // Shown with --nocapture: what each invocation took of its limits.
+        eprintln!(
+            "limits: {} took {took:.2?} of {:?}, needed {} MiB of {} MiB",
+            self.name,
+            self.timeout,
+            needs >> 20,
+            self.memory >> 20
+        );
+        assert!(
+            took <= self.timeout,
+            "{} took {took:.1?}, past its Timeout of {:?} (template.yaml)",
+            self.name,
+            self.timeout
+        );
+        assert!(
+            needs <= self.memory,
+            "{} needed {} MiB ({} MiB of heap at once beyond its start), past its MemorySize of {} MiB (template.yaml)",
+            self.name,
+            needs >> 20,
+            (needs - FUNCTION_BASE) >> 20,
+            self.memory >> 20
+        );
+        out
+    }
+}
+
+/// `invoke!(deps.catalog, catalog::handle, event)`: the handler called
+/// with the function's dependencies and the rest of the arguments, within
+/// the function's memory and time ([`Function::run`]).
+macro_rules! invoke {
+    ($f:expr, $handler:path, $($arg:expr),+ $(,)?) => {
+        $f.run($handler(&$f, $($arg),+))
+    };
 }
 
 impl World {
     async fn new() -> World {
+        World::deployed(|_| json!({})).await
+    }
+
+    /// A world whose stack is deployed with `parameters(raw bucket)` beside
+    /// the ones every test uses: the test's buckets and database, a
+    /// customer managed KMS key and Lake Formation grants (their statements
+    /// are in the roles too).
+    async fn deployed(parameters: impl FnOnce(&str) -> Value) -> World {
         let m = moto();
         let raw = m.unique("raw");
         let lake = m.unique("lake");
@@ -42,24 +155,69 @@ impl World {
         let aws = m.aws();
         let sdk = aws.sdk_config().await;
         let sqs = aws_sdk_sqs::Client::new(&sdk);
-        let queue_url = sqs
-            .create_queue()
-            .queue_name(m.unique("chunks"))
+        let glue = aws_sdk_glue::Client::new(&sdk);
+        let mut queues = serde_json::Map::new();
+        for q in QUEUES {
+            let name = m.unique(q);
+            let url = sqs
+                .create_queue()
+                .queue_name(&name)
+                .send()
+                .await
+                .expect("queue created")
+                .queue_url()
+                .expect("queue url")
+                .to_string();
+            let arn = format!("arn:aws:sqs:us-east-1:123456789012:{name}");
+            queues.insert(q.into(), json!({"Ref": url, "Arn": arn}));
+        }
+        // The stack creates the database (CreateGlueDatabase); no function may.
+        let database = m.unique("db").replace('-', "_");
+        glue.create_database()
+            .database_input(
+                aws_sdk_glue::types::DatabaseInput::builder()
+                    .name(&database)
+                    .build()
+                    .unwrap(),
+            )
             .send()
             .await
-            .expect("queue created")
-            .queue_url()
-            .expect("queue url")
-            .to_string();
+            .expect("database created");
+        let mut params = json!({
+            "RawBucketName": raw,
+            "LakeBucketName": lake,
+            "GlueDatabaseName": database,
+            "KmsKeyArn": "arn:aws:kms:us-east-1:123456789012:key/0b2c4d6e-1111-2222-3333-444455556666",
+            "LakeFormationGrants": "true",
+            // A stream, so that the stack has its stream function.
+            "KafkaClusterArn": "arn:aws:kafka:us-east-1:123456789012:cluster/events/0b2c4d6e-1111-2222-3333-444455556666-1",
+        });
+        params
+            .as_object_mut()
+            .unwrap()
+            .extend(parameters(&raw).as_object().unwrap().clone());
+        let stack = m.deploy(params, Value::Object(queues.clone()));
+        let url = |q: &str| queues[q]["Ref"].as_str().unwrap().to_string();
         World {
+            queue_url: url("ChunkQueue"),
+            compaction_queue_url: url("CompactionQueue"),
             raw,
             lake,
-            database: m.unique("db").replace('-', "_"),
-            queue_url,
+            database,
             aws,
             sqs,
-            glue: aws_sdk_glue::Client::new(&sdk),
+            glue,
+            stack,
         }
+    }
+
+    /// The `[lake]` section of a pipeline file in this world: the lake at
+    /// the root of its bucket (`SLUICE_LAKE`), registered in its database.
+    fn lake_section(&self) -> String {
+        format!(
+            "[lake]\nroot = \"s3://{}\"\ncatalog = \"glue\"\nglue_database = \"{}\"",
+            self.lake, self.database
+        )
     }
 
     /// The example pipeline, with its lake in S3, registered in Glue.
@@ -67,13 +225,7 @@ impl World {
         let example =
             std::fs::read_to_string(repo_root().join("examples/clickstream/sluice.toml")).unwrap();
         let example = example
-            .replace(
-                "[lake]\nroot = \"./lake\"",
-                &format!(
-                    "[lake]\nroot = \"s3://{}/lake\"\ncatalog = \"glue\"\nglue_database = \"{}\"\nglue_create_database = true",
-                    self.lake, self.database
-                ),
-            )
+            .replace("[lake]\nroot = \"./lake\"", &self.lake_section())
             .replace(
                 "[input]\nroot = \"examples/clickstream/raw\"",
                 &format!("[input]\nroot = \"s3://{}/raw\"", self.raw),
@@ -120,18 +272,18 @@ impl World {
         keys
     }
 
-    /// Put the pipeline file in the lake bucket and build the functions' dependencies.
-    async fn deps(&self, chunk_size: u64) -> Deps {
+    /// Put the pipeline file where the stack reads it and build the functions.
+    async fn deps(&self, chunk_size: u64) -> Functions {
         self.deps_with(chunk_size, |_| {}).await
     }
 
     /// [`World::deps`], with settings changed by `change`.
-    async fn deps_with(&self, chunk_size: u64, change: impl FnOnce(&mut Settings)) -> Deps {
+    async fn deps_with(&self, chunk_size: u64, change: impl Fn(&mut Settings)) -> Functions {
         self.deps_from(self.pipeline(), chunk_size, change).await
     }
 
     /// [`World::deps_with`] with Delta tables.
-    async fn delta_deps(&self, chunk_size: u64, change: impl FnOnce(&mut Settings)) -> Deps {
+    async fn delta_deps(&self, chunk_size: u64, change: impl Fn(&mut Settings)) -> Functions {
         let pipeline = self.pipeline().replacen(
             "catalog = \"glue\"",
             "catalog = \"glue\"\ntable_format = \"delta\"",
@@ -140,42 +292,67 @@ impl World {
         self.deps_from(pipeline, chunk_size, change).await
     }
 
-    /// The functions' dependencies with `pipeline` as the pipeline file.
+    /// The functions with `pipeline` as the pipeline file (at the
+    /// template's `ConfigKey`), each given the environment the template
+    /// gives it and its role's credentials.
     async fn deps_from(
         &self,
         pipeline: String,
         chunk_size: u64,
-        change: impl FnOnce(&mut Settings),
-    ) -> Deps {
-        self.put(&self.lake, "config/sluice.toml", pipeline.into_bytes())
+        change: impl Fn(&mut Settings),
+    ) -> Functions {
+        self.put(&self.lake, CONFIG_KEY, pipeline.into_bytes())
             .await;
+        Functions {
+            planner: self.function("PlannerFunction", chunk_size, &change).await,
+            transform: self
+                .function("TransformFunction", chunk_size, &change)
+                .await,
+            catalog: self.function("CatalogFunction", chunk_size, &change).await,
+            compactor: self
+                .function("CompactorFunction", chunk_size, &change)
+                .await,
+        }
+    }
+
+    /// One function (a logical id of the template) on the pipeline file in
+    /// the lake, built as its `main` builds it from the environment the
+    /// template gives it, with its role's credentials.
+    async fn function(
+        &self,
+        function: &'static str,
+        chunk_size: u64,
+        change: &impl Fn(&mut Settings),
+    ) -> Function {
         let mut settings = Settings {
-            config: format!("s3://{}/config/sluice.toml", self.lake),
-            chunk_queue_url: Some(self.queue_url.clone()),
+            config: format!("s3://{}/{CONFIG_KEY}", self.lake),
+            lake: Some(format!("s3://{}", self.lake)),
+            input: Some(format!("s3://{}/raw/", self.raw)),
+            glue_database: Some(self.database.clone()),
+            chunk_queue_url: (function == "PlannerFunction").then(|| self.queue_url.clone()),
+            compaction_queue_url: (function == "CatalogFunction")
+                .then(|| self.compaction_queue_url.clone()),
             chunk_size,
-            aws: self.aws.clone(),
+            aws: self.stack.aws(function),
+            pipeline_only: !matches!(function, "TransformFunction" | "StreamFunction"),
             ..Settings::default()
         };
         change(&mut settings);
-        Deps::new(&settings).await.expect("functions start")
+        let deps = Deps::new(&settings)
+            .await
+            .unwrap_or_else(|e| panic!("{function} starts: {e:#}"));
+        let (memory, timeout) = self.stack.limits(function);
+        Function {
+            deps,
+            name: function,
+            memory,
+            timeout,
+        }
     }
 
     /// Every message on the chunk queue, as (message id, body).
     async fn drain(&self) -> Vec<(String, String)> {
         self.drain_queue(&self.queue_url).await
-    }
-
-    /// A new queue of this world.
-    async fn queue(&self, name: &str) -> String {
-        self.sqs
-            .create_queue()
-            .queue_name(moto().unique(name))
-            .send()
-            .await
-            .expect("queue created")
-            .queue_url()
-            .expect("queue url")
-            .to_string()
     }
 
     /// Every message on a queue, as (message id, body).
@@ -211,6 +388,19 @@ impl World {
         }
     }
 }
+
+impl Drop for World {
+    /// Every test ends with no call refused: an error a function swallowed
+    /// (a delete that failed quietly) is a failure all the same.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.stack.assert_nothing_refused();
+        }
+    }
+}
+
+/// Where the template's functions read the pipeline file (`ConfigKey`'s default).
+const CONFIG_KEY: &str = "_sluice/config/sluice.toml";
 
 fn fixture(name: &str) -> Value {
     let text = std::fs::read_to_string(repo_root().join("events").join(name)).unwrap();
@@ -284,11 +474,7 @@ fn failures(response: &Value) -> Vec<String> {
 /// figures stay for further checks.
 fn lake_matches_raw(w: &World) -> (tempfile::TempDir, Value) {
     let local = tempfile::tempdir().unwrap();
-    download(
-        &w.lake,
-        "lake/clickstream",
-        &local.path().join("clickstream"),
-    );
+    download(&w.lake, "clickstream", &local.path().join("clickstream"));
     let v = python_json(
         &repo_root(),
         &compare_script(local.path(), &format!("{RAW}/*"), "read_json"),
@@ -334,7 +520,9 @@ async fn uploads_become_parquet_and_glue_partitions_through_the_three_functions(
 
     // Planner: an S3 notification for the three uploads.
     let event = s3_event(&w.raw, &[plain, gzip, "raw/other/readme.txt"]);
-    let planned = planner::handle(&deps, event).await.expect("planner");
+    let planned = invoke!(deps.planner, planner::handle, event)
+        .await
+        .expect("planner");
     assert_eq!(planned["objects"], 2, "{planned}");
     // 1.5 MB plain in 256 KiB chunks, plus the gzip file whole.
     let tasks = planned["tasks"].as_u64().unwrap();
@@ -361,19 +549,21 @@ async fn uploads_become_parquet_and_glue_partitions_through_the_three_functions(
         );
     }
     let batch = sqs_event(&messages);
-    let response = transform::handle(&deps, batch.clone())
+    let response = invoke!(deps.transform, transform::handle, batch.clone())
         .await
         .expect("transform");
     assert_eq!(failures(&response), Vec::<String>::new());
-    let files = w.keys(&w.lake, "lake/clickstream").await;
+    let files = w.keys(&w.lake, "clickstream").await;
     assert!(files.iter().all(|k| k.ends_with(".parquet")), "{files:?}");
-    let commits = w.keys(&w.lake, "lake/_sluice/commits/clickstream").await;
+    let commits = w.keys(&w.lake, "_sluice/commits/clickstream").await;
     assert_eq!(commits.len() as u64, tasks);
 
     // A duplicate delivery of the whole batch writes nothing: its chunks are committed.
-    let again = transform::handle(&deps, batch).await.expect("transform");
+    let again = invoke!(deps.transform, transform::handle, batch)
+        .await
+        .expect("transform");
     assert_eq!(failures(&again), Vec::<String>::new());
-    assert_eq!(w.keys(&w.lake, "lake/clickstream").await, files);
+    assert_eq!(w.keys(&w.lake, "clickstream").await, files);
 
     // Catalog: the commit records' Object Created events, through SQS.
     let events: Vec<(String, String)> = commits
@@ -386,7 +576,7 @@ async fn uploads_become_parquet_and_glue_partitions_through_the_three_functions(
             )
         })
         .collect();
-    let response = catalog::handle(&deps, sqs_event(&events))
+    let response = invoke!(deps.catalog, catalog::handle, sqs_event(&events))
         .await
         .expect("catalog");
     assert_eq!(failures(&response), Vec::<String>::new());
@@ -408,7 +598,7 @@ async fn uploads_become_parquet_and_glue_partitions_through_the_three_functions(
     assert_eq!(params.get("parquet.compression").unwrap(), "ZSTD");
     assert_eq!(params.get("EXTERNAL").unwrap(), "TRUE");
     let sd = table.storage_descriptor().unwrap();
-    let table_location = format!("s3://{}/lake/clickstream/", w.lake);
+    let table_location = format!("s3://{}/clickstream/", w.lake);
     assert_eq!(sd.location(), Some(table_location.as_str()));
     assert_eq!(
         sd.input_format(),
@@ -473,7 +663,7 @@ async fn uploads_become_parquet_and_glue_partitions_through_the_three_functions(
     let dirs: BTreeSet<String> = files
         .iter()
         .map(|k| {
-            let rest = k.strip_prefix("lake/clickstream/").unwrap();
+            let rest = k.strip_prefix("clickstream/").unwrap();
             rest[..rest.rfind('/').unwrap()].to_string()
         })
         .collect();
@@ -495,9 +685,10 @@ async fn uploads_become_parquet_and_glue_partitions_through_the_three_functions(
     }
 
     // Registering the same commit records again adds nothing and fails nothing.
-    let again = catalog::handle(
-        &deps,
-        json!({"bucket": w.lake, "prefix": "lake/_sluice/commits/clickstream/"}),
+    let again = invoke!(
+        deps.catalog,
+        catalog::handle,
+        json!({"bucket": w.lake, "prefix": "_sluice/commits/clickstream/"}),
     )
     .await
     .expect("catalog, direct");
@@ -540,7 +731,9 @@ async fn planner_takes_every_event_shape_in_events() {
     };
 
     // S3 notification with encoded keys: three planned, one skipped.
-    let r = planner::handle(&deps, retarget(special)).await.unwrap();
+    let r = invoke!(deps.planner, planner::handle, retarget(special))
+        .await
+        .unwrap();
     assert_eq!(
         (r["objects"].as_u64(), r["queued"].as_u64()),
         (Some(3), Some(3)),
@@ -554,17 +747,29 @@ async fn planner_takes_every_event_shape_in_events() {
         "{r}"
     );
     // S3 notification, EventBridge, and the S3 test event.
-    let r = planner::handle(&deps, retarget(fixture("s3-put.json")))
-        .await
-        .unwrap();
+    let r = invoke!(
+        deps.planner,
+        planner::handle,
+        retarget(fixture("s3-put.json"))
+    )
+    .await
+    .unwrap();
     assert_eq!(r["objects"], 1, "{r}");
-    let r = planner::handle(&deps, retarget(fixture("eventbridge-object-created.json")))
-        .await
-        .unwrap();
+    let r = invoke!(
+        deps.planner,
+        planner::handle,
+        retarget(fixture("eventbridge-object-created.json"))
+    )
+    .await
+    .unwrap();
     assert_eq!(r["objects"], 1, "{r}");
-    let r = planner::handle(&deps, retarget(fixture("s3-test-event.json")))
-        .await
-        .unwrap();
+    let r = invoke!(
+        deps.planner,
+        planner::handle,
+        retarget(fixture("s3-test-event.json"))
+    )
+    .await
+    .unwrap();
     assert_eq!(r["objects"], 0);
     assert!(
         r["ignored"][0].as_str().unwrap().contains("s3:TestEvent"),
@@ -577,23 +782,27 @@ async fn planner_takes_every_event_shape_in_events() {
     broken["messageId"] = json!("broken-message");
     broken["body"] = json!("{not json");
     sqs["Records"].as_array_mut().unwrap().push(broken);
-    let r = planner::handle(&deps, sqs).await.unwrap();
+    let r = invoke!(deps.planner, planner::handle, sqs).await.unwrap();
     assert_eq!(failures(&r), ["broken-message"]);
     let queued = w.drain().await;
     // 3 + 1 + 1 + 2 tasks (one chunk per object at 64 MiB).
     assert_eq!(queued.len(), 7);
 
     // Direct payloads write a manifest (a JSON array of TaskSpecs) and say where.
-    let r = planner::handle(&deps, retarget(fixture("direct-prefix.json")))
-        .await
-        .unwrap();
+    let r = invoke!(
+        deps.planner,
+        planner::handle,
+        retarget(fixture("direct-prefix.json"))
+    )
+    .await
+    .unwrap();
     assert_eq!(r["objects"], 5, "{r}");
     let manifest = r["manifest"].clone();
     assert_eq!(manifest["bucket"], json!(w.lake));
     assert_eq!(manifest["tasks"], 5);
     let key = manifest["key"].as_str().unwrap();
     assert!(
-        key.starts_with("lake/_sluice/manifests/") && key.ends_with(".json"),
+        key.starts_with("_sluice/manifests/") && key.ends_with(".json"),
         "{key}"
     );
     let bytes = w.get(&w.lake, key).await;
@@ -614,30 +823,42 @@ async fn planner_takes_every_event_shape_in_events() {
         "a direct payload queues nothing"
     );
     // The input root itself as the prefix: everything, the stray file skipped.
-    let r = planner::handle(&deps, json!({"bucket": w.raw, "prefix": "raw"}))
-        .await
-        .unwrap();
+    let r = invoke!(
+        deps.planner,
+        planner::handle,
+        json!({"bucket": w.raw, "prefix": "raw"})
+    )
+    .await
+    .unwrap();
     assert_eq!(
         (r["objects"].as_u64(), r["skipped_total"].as_u64()),
         (Some(5), Some(1)),
         "{r}"
     );
-    let r = planner::handle(&deps, retarget(fixture("direct-object.json")))
-        .await
-        .unwrap();
+    let r = invoke!(
+        deps.planner,
+        planner::handle,
+        retarget(fixture("direct-object.json"))
+    )
+    .await
+    .unwrap();
     assert_eq!(r["manifest"]["tasks"], 1, "{r}");
 
     // One task from the manifest, run directly as a Step Functions Map item would.
     let item = serde_json::to_value(&lines[0]).unwrap();
-    let result = transform::handle(&deps, item)
+    let result = invoke!(deps.transform, transform::handle, item)
         .await
         .expect("transform task");
     assert_eq!(result["rows_out"], 1, "{result}");
     // The workflow's catalog step on the manifest: the one committed chunk is
     // registered, the four that never ran are named.
-    let r = catalog::handle(&deps, json!({ "manifest": manifest }))
-        .await
-        .expect("catalog on a manifest");
+    let r = invoke!(
+        deps.catalog,
+        catalog::handle,
+        json!({ "manifest": manifest })
+    )
+    .await
+    .expect("catalog on a manifest");
     assert_eq!(r["commits"], 1, "{r}");
     assert_eq!(r["missing_total"], 4, "{r}");
     assert!(
@@ -647,8 +868,8 @@ async fn planner_takes_every_event_shape_in_events() {
             .contains("no commit record s3://"),
         "{r}"
     );
-    let e = catalog::handle(
-        &deps,
+    let e = invoke!(
+        deps.catalog, catalog::handle,
         json!({"manifest": {"url": format!("s3://{}/elsewhere.json", w.raw), "key": "x", "tasks": 1}}),
     )
     .await
@@ -659,7 +880,7 @@ async fn planner_takes_every_event_shape_in_events() {
     );
 
     // Errors: a payload that is no event is permanent; so is a task outside the input.
-    let e = planner::handle(&deps, json!({"hello": 1}))
+    let e = invoke!(deps.planner, planner::handle, json!({"hello": 1}))
         .await
         .unwrap_err();
     assert!(
@@ -668,9 +889,13 @@ async fn planner_takes_every_event_shape_in_events() {
     );
     let mut outside = lines[0].clone();
     outside.source.url = "s3://somewhere-else/x.jsonl".into();
-    let e = transform::handle(&deps, serde_json::to_value(&outside).unwrap())
-        .await
-        .unwrap_err();
+    let e = invoke!(
+        deps.transform,
+        transform::handle,
+        serde_json::to_value(&outside).unwrap()
+    )
+    .await
+    .unwrap_err();
     assert!(
         !e.retryable && e.message.contains("not under the input root"),
         "{e}"
@@ -683,8 +908,9 @@ async fn planner_takes_every_event_shape_in_events() {
         gz[..gz.len() / 2].to_vec(),
     )
     .await;
-    let r = planner::handle(
-        &deps,
+    let r = invoke!(
+        deps.planner,
+        planner::handle,
         json!({"bucket": w.raw, "key": "raw/clickstream/cut.jsonl.gz"}),
     )
     .await
@@ -692,7 +918,9 @@ async fn planner_takes_every_event_shape_in_events() {
     let key = r["manifest"]["key"].as_str().unwrap();
     let bytes = w.get(&w.lake, key).await;
     let task = serde_json::from_slice::<Vec<Value>>(&bytes).unwrap()[0].clone();
-    let e = transform::handle(&deps, task).await.unwrap_err();
+    let e = invoke!(deps.transform, transform::handle, task)
+        .await
+        .unwrap_err();
     assert!(!e.retryable && e.message.contains("cut.jsonl.gz"), "{e}");
     let d: lambda_runtime::Diagnostic = e.into();
     assert_eq!(d.error_type, "Sluice.Permanent");
@@ -754,10 +982,7 @@ async fn sluice_run_writes_an_s3_lake_registered_in_glue() {
     };
     let c = config.to_str().unwrap();
     let summary = run(&["run", "--config", c, "--chunk-size", "512KiB"]);
-    assert!(
-        summary.contains(&format!("s3://{}/lake", w.lake)),
-        "{summary}"
-    );
+    assert!(summary.contains(&format!("s3://{}", w.lake)), "{summary}");
     let tables = run(&["tables", "--config", c]);
     assert!(
         tables.contains("clickstream") && tables.contains(" 56 "),
@@ -788,7 +1013,6 @@ async fn sluice_run_writes_an_s3_lake_registered_in_glue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_catalog_queues_partitions_and_the_compactor_merges_them_in_s3_and_glue() {
     let w = World::new().await;
-    let compaction_queue = w.queue("compaction").await;
     for file in ["events-00000.jsonl", "events-00001.jsonl.gz"] {
         let bytes = std::fs::read(repo_root().join(RAW).join(file)).unwrap();
         w.put(&w.raw, &format!("raw/clickstream/{file}"), bytes)
@@ -796,14 +1020,14 @@ async fn the_catalog_queues_partitions_and_the_compactor_merges_them_in_s3_and_g
     }
     let deps = w
         .deps_with(256 * 1024, |s| {
-            s.compaction_queue_url = Some(compaction_queue.clone());
             s.compact.min_age = std::time::Duration::ZERO;
             s.compact.min_files = 2;
         })
         .await;
     // Plan and transform every chunk (as the backfill's Map does).
-    let planned = planner::handle(
-        &deps,
+    let planned = invoke!(
+        deps.planner,
+        planner::handle,
         json!({"bucket": w.raw, "prefix": "raw/clickstream/"}),
     )
     .await
@@ -812,22 +1036,24 @@ async fn the_catalog_queues_partitions_and_the_compactor_merges_them_in_s3_and_g
     let tasks: Vec<Value> =
         serde_json::from_slice(&w.get(&w.lake, manifest["key"].as_str().unwrap()).await).unwrap();
     for t in &tasks {
-        transform::handle(&deps, t.clone())
+        invoke!(deps.transform, transform::handle, t.clone())
             .await
             .expect("transform");
     }
-    let before = w.keys(&w.lake, "lake/clickstream").await;
+    let before = w.keys(&w.lake, "clickstream").await;
     // The catalog, on the commit records' events: it registers them and
     // queues every partition with two or more small files.
-    let commits = w.keys(&w.lake, "lake/_sluice/commits/clickstream").await;
+    let commits = w.keys(&w.lake, "_sluice/commits/clickstream").await;
     let events: Vec<(String, String)> = commits
         .iter()
         .enumerate()
         .map(|(i, k)| (format!("c{i}"), eventbridge_event(&w.lake, k).to_string()))
         .collect();
-    let r = catalog::handle(&deps, sqs_event(&events)).await.unwrap();
+    let r = invoke!(deps.catalog, catalog::handle, sqs_event(&events))
+        .await
+        .unwrap();
     assert_eq!(failures(&r), Vec::<String>::new());
-    let queued = w.drain_queue(&compaction_queue).await;
+    let queued = w.drain_queue(&w.compaction_queue_url).await;
     let multi: BTreeSet<String> = {
         let mut count = std::collections::BTreeMap::<String, usize>::new();
         for k in &before {
@@ -848,11 +1074,11 @@ async fn the_catalog_queues_partitions_and_the_compactor_merges_them_in_s3_and_g
     );
 
     // The compactor on the queued partitions.
-    let r = compactor::handle(&deps, sqs_event(&queued), None)
+    let r = invoke!(deps.compactor, compactor::handle, sqs_event(&queued), None)
         .await
         .expect("compactor");
     assert_eq!(failures(&r), Vec::<String>::new());
-    let after = w.keys(&w.lake, "lake/clickstream").await;
+    let after = w.keys(&w.lake, "clickstream").await;
     assert_eq!(after.len(), 56, "one file per partition: {after:?}");
     assert!(after.iter().all(|k| k.contains("/part-m")), "{after:?}");
     // Glue knows each compacted partition's figures.
@@ -885,9 +1111,14 @@ async fn the_catalog_queues_partitions_and_the_compactor_merges_them_in_s3_and_g
 
     // The backfill's last step on the same manifest, and a scheduled sweep:
     // nothing left to merge; a duplicate chunk delivery writes nothing.
-    let r = compactor::handle(&deps, json!({"manifest": manifest, "min_age": "0s"}), None)
-        .await
-        .unwrap();
+    let r = invoke!(
+        deps.compactor,
+        compactor::handle,
+        json!({"manifest": manifest, "min_age": "0s"}),
+        None
+    )
+    .await
+    .unwrap();
     assert_eq!(
         (r["total"].as_u64(), r["outputs"].as_u64()),
         (Some(56), Some(0)),
@@ -897,24 +1128,34 @@ async fn the_catalog_queues_partitions_and_the_compactor_merges_them_in_s3_and_g
     let scheduled = json!({"version": "0", "id": "x", "detail-type": "Scheduled Event", "source": "aws.events",
                            "account": "123456789012", "time": "2026-11-26T03:00:00Z", "region": "us-east-1",
                            "resources": [], "detail": {}});
-    let r = compactor::handle(&deps, scheduled, None).await.unwrap();
+    let r = invoke!(deps.compactor, compactor::handle, scheduled, None)
+        .await
+        .unwrap();
     assert_eq!(
         (r["partitions"].as_u64(), r["outputs"].as_u64()),
         (Some(56), Some(0)),
         "{r}"
     );
-    transform::handle(&deps, tasks[0].clone()).await.unwrap();
-    assert_eq!(w.keys(&w.lake, "lake/clickstream").await, after);
-    // A deadline already near: the manifest request says where to go on.
-    let soon = std::time::Instant::now() + std::time::Duration::from_secs(1);
-    let r = compactor::handle(&deps, json!({"manifest": manifest, "start": 3}), Some(soon))
+    invoke!(deps.transform, transform::handle, tasks[0].clone())
         .await
         .unwrap();
+    assert_eq!(w.keys(&w.lake, "clickstream").await, after);
+    // A deadline already near: the manifest request says where to go on.
+    let soon = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    let r = invoke!(
+        deps.compactor,
+        compactor::handle,
+        json!({"manifest": manifest, "start": 3}),
+        Some(soon)
+    )
+    .await
+    .unwrap();
     assert_eq!(r["next"], 4, "one partition per call at least: {r}");
     assert_eq!(r["partitions"], 1, "{r}");
     // Bad requests are permanent errors that say what was expected.
-    let e = compactor::handle(
-        &deps,
+    let e = invoke!(
+        deps.compactor,
+        compactor::handle,
         json!({"table": "clickstream", "partition": "day=1"}),
         None,
     )
@@ -938,12 +1179,17 @@ async fn the_catalog_queues_partitions_and_the_compactor_merges_them_in_s3_and_g
 async fn glue_keeps_every_column_when_writers_evolve_a_table_at_once() {
     let w = World::new().await;
     let proxy = sluice_tests::moto::FaultProxy::start(0);
-    let client = aws_sdk_glue::Client::new(&proxy.aws().sdk_config().await);
+    // The catalog function's Glue code, with its role's credentials.
+    let catalog_role = sluice::store::AwsOptions {
+        endpoint: Some(proxy.endpoint.clone()),
+        ..w.stack.aws("CatalogFunction")
+    };
+    let client = aws_sdk_glue::Client::new(&catalog_role.sdk_config().await);
     let glue = sluice::glue::GlueCatalog::new(
         client.clone(),
         &w.database,
         &format!("s3://{}/lake", w.lake),
-        true,
+        false,
     )
     .await
     .unwrap();
@@ -1143,7 +1389,8 @@ async fn the_functions_keep_a_delta_table_in_s3_registered_in_glue_for_athena() 
     }
     let deps = w.delta_deps(256 * 1024, |_| {}).await;
     assert!(
-        deps.engine()
+        deps.transform
+            .engine()
             .table("clickstream")
             .unwrap()
             .table
@@ -1158,19 +1405,17 @@ async fn the_functions_keep_a_delta_table_in_s3_registered_in_glue_for_athena() 
             "raw/clickstream/events-00001.jsonl.gz",
         ],
     );
-    planner::handle(&deps, event).await.expect("planner");
+    invoke!(deps.planner, planner::handle, event)
+        .await
+        .expect("planner");
     let messages = w.drain().await;
-    let response = transform::handle(&deps, sqs_event(&messages))
+    let response = invoke!(deps.transform, transform::handle, sqs_event(&messages))
         .await
         .expect("transform");
     assert_eq!(failures(&response), Vec::<String>::new());
     // Nothing is visible to a Delta reader before the catalog commits.
-    assert!(
-        w.keys(&w.lake, "lake/clickstream/_delta_log")
-            .await
-            .is_empty()
-    );
-    let commits = w.keys(&w.lake, "lake/_sluice/commits/clickstream").await;
+    assert!(w.keys(&w.lake, "clickstream/_delta_log").await.is_empty());
+    let commits = w.keys(&w.lake, "_sluice/commits/clickstream").await;
     let events: Vec<(String, String)> = commits
         .iter()
         .enumerate()
@@ -1181,24 +1426,24 @@ async fn the_functions_keep_a_delta_table_in_s3_registered_in_glue_for_athena() 
             )
         })
         .collect();
-    let response = catalog::handle(&deps, sqs_event(&events))
+    let response = invoke!(deps.catalog, catalog::handle, sqs_event(&events))
         .await
         .expect("catalog");
     assert_eq!(failures(&response), Vec::<String>::new());
-    let log = w.keys(&w.lake, "lake/clickstream/_delta_log").await;
+    let log = w.keys(&w.lake, "clickstream/_delta_log").await;
     assert_eq!(
         log.iter().filter(|k| k.ends_with(".json")).count(),
         2,
         "the table's creation and one commit of the batch: {log:?}"
     );
     // Delivered again: nothing added.
-    let again = catalog::handle(&deps, sqs_event(&events))
+    let again = invoke!(deps.catalog, catalog::handle, sqs_event(&events))
         .await
         .expect("catalog");
     assert_eq!(failures(&again), Vec::<String>::new());
-    assert_eq!(w.keys(&w.lake, "lake/clickstream/_delta_log").await, log);
+    assert_eq!(w.keys(&w.lake, "clickstream/_delta_log").await, log);
     // No lease left behind.
-    assert!(w.keys(&w.lake, "lake/_sluice/committers").await.is_empty());
+    assert!(w.keys(&w.lake, "_sluice/committers").await.is_empty());
 
     // The Glue table, field by field.
     let table = w
@@ -1221,7 +1466,7 @@ async fn the_functions_keep_a_delta_table_in_s3_registered_in_glue_for_athena() 
     assert_eq!(params.get("classification"), None);
     assert!(table.partition_keys().is_empty(), "{table:?}");
     let sd = table.storage_descriptor().unwrap();
-    let location = format!("s3://{}/lake/clickstream/", w.lake);
+    let location = format!("s3://{}/clickstream/", w.lake);
     assert_eq!(sd.location(), Some(location.as_str()));
     assert_eq!(
         sd.serde_info().unwrap().parameters().unwrap().get("path"),
@@ -1263,11 +1508,7 @@ async fn the_functions_keep_a_delta_table_in_s3_registered_in_glue_for_athena() 
 
     let check = |w: &World| {
         let local = tempfile::tempdir().unwrap();
-        download(
-            &w.lake,
-            "lake/clickstream",
-            &local.path().join("clickstream"),
-        );
+        download(&w.lake, "clickstream", &local.path().join("clickstream"));
         let v = sluice_tests::delta_python_json(
             &repo_root(),
             &sluice_tests::compare_delta_script(local.path(), &format!("{RAW}/*"), None),
@@ -1283,9 +1524,14 @@ async fn the_functions_keep_a_delta_table_in_s3_registered_in_glue_for_athena() 
             s.compact.min_age = std::time::Duration::ZERO
         })
         .await;
-    let swept = compactor::handle(&deps, fixture("scheduled-event.json"), None)
-        .await
-        .expect("compactor");
+    let swept = invoke!(
+        deps.compactor,
+        compactor::handle,
+        fixture("scheduled-event.json"),
+        None
+    )
+    .await
+    .expect("compactor");
     assert!(swept["outputs"].as_u64().unwrap() > 0, "{swept}");
     let after = check(&w);
     assert_eq!(after["version"], before["version"].as_u64().unwrap() + 1);
@@ -1328,13 +1574,7 @@ async fn the_functions_merge_change_files_into_tables_equal_to_the_source_databa
         }
     }
     let pipeline = config()
-        .replace(
-            "[lake]\nroot = \"./cdc-lake\"",
-            &format!(
-                "[lake]\nroot = \"s3://{}/lake\"\ncatalog = \"glue\"\nglue_database = \"{}\"\nglue_create_database = true",
-                w.lake, w.database
-            ),
-        )
+        .replace("[lake]\nroot = \"./cdc-lake\"", &w.lake_section())
         .replace(
             "[input]\nroot = \"examples/cdc/raw\"",
             &format!("[input]\nroot = \"s3://{}/raw\"", w.raw),
@@ -1345,7 +1585,7 @@ async fn the_functions_merge_change_files_into_tables_equal_to_the_source_databa
     );
     let deps = w.deps_from(pipeline, 8 * 1024, |_| {}).await;
     let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-    planner::handle(&deps, s3_event(&w.raw, &refs))
+    invoke!(deps.planner, planner::handle, s3_event(&w.raw, &refs))
         .await
         .expect("planner");
     let messages = w.drain().await;
@@ -1354,13 +1594,13 @@ async fn the_functions_merge_change_files_into_tables_equal_to_the_source_databa
         "small chunks: {}",
         messages.len()
     );
-    let response = transform::handle(&deps, sqs_event(&messages))
+    let response = invoke!(deps.transform, transform::handle, sqs_event(&messages))
         .await
         .expect("transform");
     assert_eq!(failures(&response), Vec::<String>::new());
     let mut events = Vec::new();
     for t in TABLES {
-        for k in w.keys(&w.lake, &format!("lake/_sluice/commits/{t}")).await {
+        for k in w.keys(&w.lake, &format!("_sluice/commits/{t}")).await {
             events.push((
                 format!("commit-{}", events.len()),
                 eventbridge_event(&w.lake, &k).to_string(),
@@ -1368,7 +1608,7 @@ async fn the_functions_merge_change_files_into_tables_equal_to_the_source_databa
         }
     }
     assert_eq!(events.len(), messages.len(), "a commit record per chunk");
-    let response = catalog::handle(&deps, sqs_event(&events))
+    let response = invoke!(deps.catalog, catalog::handle, sqs_event(&events))
         .await
         .expect("catalog");
     assert_eq!(failures(&response), Vec::<String>::new());
@@ -1376,7 +1616,7 @@ async fn the_functions_merge_change_files_into_tables_equal_to_the_source_databa
     let logs = async |w: &World| {
         let mut out = Vec::new();
         for t in TABLES.iter().copied().chain(["customers_dbz_changes"]) {
-            out.push(w.keys(&w.lake, &format!("lake/{t}/_delta_log")).await);
+            out.push(w.keys(&w.lake, &format!("{t}/_delta_log")).await);
         }
         out
     };
@@ -1384,11 +1624,7 @@ async fn the_functions_merge_change_files_into_tables_equal_to_the_source_databa
     assert!(before.iter().all(|l| !l.is_empty()), "{before:?}");
     let local = tempfile::tempdir().unwrap();
     for t in TABLES.iter().copied().chain(["customers_dbz_changes"]) {
-        download(
-            &w.lake,
-            &format!("lake/{t}"),
-            &local.path().join("lake").join(t),
-        );
+        download(&w.lake, t, &local.path().join("lake").join(t));
     }
     let got = check_tables(local.path(), &raw, "after the functions");
     assert_eq!(
@@ -1403,12 +1639,12 @@ async fn the_functions_merge_change_files_into_tables_equal_to_the_source_databa
     );
 
     // Delivered again: nothing merged, nothing committed.
-    let again = catalog::handle(&deps, sqs_event(&events))
+    let again = invoke!(deps.catalog, catalog::handle, sqs_event(&events))
         .await
         .expect("catalog");
     assert_eq!(failures(&again), Vec::<String>::new());
     assert_eq!(logs(&w).await, before);
-    assert!(w.keys(&w.lake, "lake/_sluice/committers").await.is_empty());
+    assert!(w.keys(&w.lake, "_sluice/committers").await.is_empty());
 
     for t in TABLES {
         let table = w
@@ -1442,7 +1678,9 @@ async fn the_functions_merge_change_files_into_tables_equal_to_the_source_databa
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_transform_reads_a_changed_lookup_again_between_invocations() {
     use sluice_tests::enrichment::{EXAMPLE, lake_orders, oracle};
-    let w = World::new().await;
+    // The lookup files sit beside the raw files, under ref/: the stack is
+    // told so (LookupBucketName, LookupPrefix), as its README asks.
+    let w = World::deployed(|raw| json!({"LookupBucketName": raw, "LookupPrefix": "ref/"})).await;
     let example = repo_root().join("examples/enrichment");
     let customers_v1 = std::fs::read(example.join("ref/customers.csv")).unwrap();
     let customers_v2 = String::from_utf8(customers_v1.clone())
@@ -1455,13 +1693,7 @@ async fn the_transform_reads_a_changed_lookup_again_between_invocations() {
     w.put(&w.raw, "ref/products.jsonl", products).await;
     let pipeline = std::fs::read_to_string(repo_root().join(EXAMPLE))
         .unwrap()
-        .replace(
-            "[lake]\nroot = \"./lake\"",
-            &format!(
-                "[lake]\nroot = \"s3://{}/lake\"\ncatalog = \"glue\"\nglue_database = \"{}\"\nglue_create_database = true",
-                w.lake, w.database
-            ),
-        )
+        .replace("[lake]\nroot = \"./lake\"", &w.lake_section())
         .replace(
             "root = \"examples/enrichment/raw\"",
             &format!("root = \"s3://{}/raw\"", w.raw),
@@ -1492,17 +1724,21 @@ async fn the_transform_reads_a_changed_lookup_again_between_invocations() {
         let key = format!("raw/orders/{file}");
         let bytes = std::fs::read(example.join("raw/orders").join(file)).unwrap();
         w.put(&w.raw, &key, bytes).await;
-        let planned = planner::handle(&deps, s3_event(&w.raw, &[&key]))
+        let planned = invoke!(deps.planner, planner::handle, s3_event(&w.raw, &[&key]))
             .await
             .expect("planner");
         assert_eq!(planned["tasks"], 1, "{planned}");
-        let response = transform::handle(&deps, sqs_event(&w.drain().await))
-            .await
-            .expect("transform");
+        let response = invoke!(
+            deps.transform,
+            transform::handle,
+            sqs_event(&w.drain().await)
+        )
+        .await
+        .expect("transform");
         assert_eq!(failures(&response), Vec::<String>::new());
     }
 
-    download(&w.lake, "lake/orders", &local.path().join("lake/orders"));
+    download(&w.lake, "orders", &local.path().join("lake/orders"));
     let raw = example.join("raw/orders");
     let want = format!(
         "{} UNION ALL {}",
@@ -1521,4 +1757,359 @@ async fn the_transform_reads_a_changed_lookup_again_between_invocations() {
         &want,
     );
     assert_eq!(rows, 3000);
+}
+
+/// The stream function under its own role, on a lake in S3: Kafka batches
+/// (as an MSK mapping delivers them) land once, row for row as DuckDB or
+/// Python `deltalake` read them back; a Delta table's batches are committed
+/// by the catalog function under its role; a second delivery of every batch
+/// adds nothing.
+async fn streams_land_in_s3_under_the_stream_role(delta: bool) {
+    let w = World::new().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let source = format!("{RAW}/events-00000.jsonl");
+    let out = std::process::Command::new(sluice_tests::python())
+        .arg(repo_root().join("tests/stream_events.py"))
+        .args(["kafka", "clickstream-events", &source, "300", "60"])
+        .arg(tmp.path())
+        .current_dir(repo_root())
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "stream_events.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<Value> =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("events.json")).unwrap()).unwrap();
+    let mut pipeline = std::fs::read_to_string(repo_root().join("examples/streams/sluice.toml"))
+        .unwrap()
+        .replace("[lake]\nroot = \"./lake\"", &w.lake_section());
+    if delta {
+        pipeline = pipeline.replacen(
+            "catalog = \"glue\"",
+            "catalog = \"glue\"\ntable_format = \"delta\"",
+            1,
+        );
+    }
+    assert!(
+        pipeline.contains("glue_database"),
+        "the example changed shape"
+    );
+    w.put(&w.lake, CONFIG_KEY, pipeline.into_bytes()).await;
+    let mut stream = w.function("StreamFunction", 0, &|_| {}).await;
+    // The first batch's first delivery dies at its sixth storage call (its
+    // process stops: every call after fails): the next delivery finds the
+    // files it left and deletes them before loading the batch again.
+    let store = stream.deps.lake.store.clone();
+    stream.deps.lake.store = std::sync::Arc::new(
+        sluice::fault::FaultyStore::new(store.clone(), sluice::fault::Faults::CrashAt(6))
+            .with_kind(sluice::fault::FaultKind::AnswerLost),
+    );
+    let crashed = invoke!(stream, sluice_functions::stream::handle, events[0].clone()).await;
+    assert!(
+        crashed.is_err()
+            || crashed.as_ref().unwrap()["batchItemFailures"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty()),
+        "the crashed delivery fails: {crashed:?}"
+    );
+    stream.deps.lake.store = store;
+    // Delivered again halved, as a mapping cuts a failed batch: the first
+    // half finds the crashed chunk's files and deletes them.
+    let halves: Vec<Value> = (0..2)
+        .map(|half| {
+            let mut e = events[0].clone();
+            for (k, records) in events[0]["records"].as_object().unwrap() {
+                let records = records.as_array().unwrap();
+                let n = records.len() / 2;
+                let part = if half == 0 {
+                    &records[..n]
+                } else {
+                    &records[n..]
+                };
+                e["records"][k] = json!(part);
+            }
+            e
+        })
+        .collect();
+    let feed = async |events: &[Value]| {
+        for (i, e) in events.iter().enumerate() {
+            let r = invoke!(stream, sluice_functions::stream::handle, e.clone())
+                .await
+                .unwrap_or_else(|e| panic!("batch {i}: {e}"));
+            assert!(
+                r.get("batchItemFailures")
+                    .is_none_or(|f| f.as_array().is_some_and(Vec::is_empty)),
+                "batch {i}: {r}"
+            );
+        }
+    };
+    feed(&halves).await;
+    feed(&events).await;
+    let files = w.keys(&w.lake, "clickstream").await;
+    assert!(!files.is_empty());
+    feed(&events).await;
+    assert_eq!(
+        w.keys(&w.lake, "clickstream").await,
+        files,
+        "a redelivery writes nothing"
+    );
+    let good = tmp.path().join("raw/good.jsonl");
+    let local = tempfile::tempdir().unwrap();
+    if delta {
+        let catalog = w.function("CatalogFunction", 0, &|_| {}).await;
+        let commits = w.keys(&w.lake, "_sluice/commits/clickstream").await;
+        let events: Vec<(String, String)> = commits
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (format!("c{i}"), eventbridge_event(&w.lake, k).to_string()))
+            .collect();
+        let r = invoke!(catalog, catalog::handle, sqs_event(&events))
+            .await
+            .expect("catalog");
+        assert_eq!(failures(&r), Vec::<String>::new());
+        download(&w.lake, "clickstream", &local.path().join("clickstream"));
+        let v = sluice_tests::delta_python_json(
+            &repo_root(),
+            &sluice_tests::compare_delta_script(local.path(), good.to_str().unwrap(), None),
+        );
+        sluice_tests::check_delta_matches_raw(&v);
+    } else {
+        download(&w.lake, "clickstream", &local.path().join("clickstream"));
+        let v = python_json(
+            &repo_root(),
+            &compare_script(local.path(), good.to_str().unwrap(), "read_json"),
+        );
+        check_lake_matches_raw(&v);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_batches_land_in_an_s3_hive_table_under_the_stream_role() {
+    streams_land_in_s3_under_the_stream_role(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_batches_land_in_an_s3_delta_table_under_the_stream_and_catalog_roles() {
+    streams_land_in_s3_under_the_stream_role(true).await;
+}
+
+/// Plan, transform and commit `keys` of the raw bucket through the
+/// functions (as their queues deliver them), and register every commit
+/// record not registered yet (`registered` counts them).
+async fn load(w: &World, deps: &Functions, keys: &[&str], registered: &mut BTreeSet<String>) {
+    invoke!(deps.planner, planner::handle, s3_event(&w.raw, keys))
+        .await
+        .expect("planner");
+    let response = invoke!(
+        deps.transform,
+        transform::handle,
+        sqs_event(&w.drain().await)
+    )
+    .await
+    .expect("transform");
+    assert_eq!(failures(&response), Vec::<String>::new());
+    let events: Vec<(String, String)> = w
+        .keys(&w.lake, "_sluice/commits/clickstream")
+        .await
+        .into_iter()
+        .filter(|k| registered.insert(k.clone()))
+        .map(|k| (k.clone(), eventbridge_event(&w.lake, &k).to_string()))
+        .collect();
+    let response = invoke!(deps.catalog, catalog::handle, sqs_event(&events))
+        .await
+        .expect("catalog");
+    assert_eq!(failures(&response), Vec::<String>::new());
+}
+
+/// A new version of a raw file uploaded over the old one, after the
+/// compactor merged the old rows with another file's: under their roles,
+/// the functions replace exactly its rows (Hive: the transform rewrites
+/// the merged files; Delta: the catalog cuts them out in its commit), as
+/// DuckDB or Python `deltalake` read the lake back.
+async fn a_reupload_replaces_compacted_rows_under_the_roles(delta: bool) {
+    let w = World::new().await;
+    let input = tempfile::tempdir().unwrap();
+    let dir = input.path().join("clickstream");
+    std::fs::create_dir_all(&dir).unwrap();
+    let files = ["events-00000.jsonl", "events-00001.jsonl.gz"];
+    for file in files {
+        let bytes = std::fs::read(repo_root().join(RAW).join(file)).unwrap();
+        std::fs::write(dir.join(file), &bytes).unwrap();
+        w.put(&w.raw, &format!("raw/clickstream/{file}"), bytes)
+            .await;
+    }
+    let merge_now = |s: &mut Settings| {
+        s.compact.min_age = std::time::Duration::ZERO;
+        s.compact.min_files = 2;
+    };
+    let deps = if delta {
+        w.delta_deps(256 * 1024, merge_now).await
+    } else {
+        w.deps_with(256 * 1024, merge_now).await
+    };
+    let keys = files.map(|f| format!("raw/clickstream/{f}"));
+    let mut registered = BTreeSet::new();
+    load(&w, &deps, &[&keys[0], &keys[1]], &mut registered).await;
+    let swept = invoke!(
+        deps.compactor,
+        compactor::handle,
+        fixture("scheduled-event.json"),
+        None
+    )
+    .await
+    .expect("compactor");
+    assert!(swept["outputs"].as_u64().unwrap() > 0, "{swept}");
+
+    let new = sluice_tests::new_version();
+    std::fs::write(dir.join(files[0]), &new).unwrap();
+    w.put(&w.raw, &keys[0], new.into_bytes()).await;
+    load(&w, &deps, &[&keys[0]], &mut registered).await;
+
+    let glob = format!("{}/*", dir.display());
+    let local = tempfile::tempdir().unwrap();
+    download(&w.lake, "clickstream", &local.path().join("clickstream"));
+    if delta {
+        let v = sluice_tests::delta_python_json(
+            &repo_root(),
+            &sluice_tests::compare_delta_script(local.path(), &glob, None),
+        );
+        sluice_tests::check_delta_matches_raw(&v);
+    } else {
+        let v = python_json(
+            &repo_root(),
+            &compare_script(local.path(), &glob, "read_json"),
+        );
+        check_lake_matches_raw(&v);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reupload_replaces_compacted_rows_of_an_s3_hive_table_under_the_roles() {
+    a_reupload_replaces_compacted_rows_under_the_roles(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reupload_replaces_compacted_rows_of_an_s3_delta_table_under_the_roles() {
+    a_reupload_replaces_compacted_rows_under_the_roles(true).await;
+}
+
+/// The memory check can fail: a planner deployed with 64 MB (below what
+/// its process holds before any event) fails its first invocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[should_panic(expected = "past its MemorySize of 64 MiB")]
+async fn an_invocation_past_its_memory_size_fails() {
+    let w = World::deployed(|_| json!({"PlannerMemorySize": 64})).await;
+    let deps = w.deps(64 * 1024 * 1024).await;
+    let _ = invoke!(
+        deps.planner,
+        planner::handle,
+        json!({"bucket": w.raw, "prefix": "raw/"})
+    )
+    .await;
+}
+
+/// A lookup that is a table of the lake, under the roles: the customers
+/// file is loaded as a table (registered in Glue by the catalog), then the
+/// transform finds it through Glue (`glue:GetTable`) and reads its files to
+/// join the orders, as DuckDB's join of the raw files says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_transform_joins_a_lookup_that_is_a_table_of_the_lake() {
+    use sluice_tests::enrichment::{EXAMPLE, lake_orders, oracle};
+    let w = World::deployed(|raw| json!({"LookupBucketName": raw, "LookupPrefix": "ref/"})).await;
+    let example = repo_root().join("examples/enrichment");
+    let customers = std::fs::read(example.join("ref/customers.csv")).unwrap();
+    w.put(&w.raw, "raw/customers/customers.csv", customers)
+        .await;
+    let products = std::fs::read(example.join("ref/products.jsonl")).unwrap();
+    w.put(&w.raw, "ref/products.jsonl", products).await;
+    let customers_table = "[[tables]]\nname = \"customers\"\nsource = \"customers/\"\nformat = \"csv\"\n\
+        [tables.schema]\nid = \"int64\"\nname = \"string\"\nsegment = \"string\"\n\
+        country = \"string\"\nsince = \"date\"\n\n";
+    let pipeline = std::fs::read_to_string(repo_root().join(EXAMPLE))
+        .unwrap()
+        .replace("[lake]\nroot = \"./lake\"", &w.lake_section())
+        .replace(
+            "root = \"examples/enrichment/raw\"",
+            &format!("root = \"s3://{}/raw\"", w.raw),
+        )
+        .replace(
+            "source = \"examples/enrichment/ref/customers.csv\"\nformat = \"csv\"\nmax_size = \"64MiB\"\n\n\
+             [lookups.schema]\nid = \"int64\"\nname = \"string\"\nsegment = \"string\"\ncountry = \"string\"\nsince = \"date\"\n",
+            "table = \"customers\"\n",
+        )
+        .replace(
+            "\"examples/enrichment/ref/products.jsonl\"",
+            &format!("\"s3://{}/ref/products.jsonl\"", w.raw),
+        )
+        .replace("[[tables]]\nname = \"orders\"", &format!("{customers_table}[[tables]]\nname = \"orders\""));
+    assert!(
+        pipeline.contains("table = \"customers\"")
+            && pipeline.contains("name = \"customers\"\nsource"),
+        "the example changed shape: {pipeline}"
+    );
+    // The customers first, with a pipeline file of that table alone (a
+    // lookup must be loaded before the tables that join it): a table of
+    // the lake, registered in Glue.
+    let first = format!(
+        "{}\n[input]\nroot = \"s3://{}/raw\"\n\n{customers_table}",
+        w.lake_section(),
+        w.raw
+    );
+    let deps = w.deps_from(first, 1 << 30, |_| {}).await;
+    let mut registered = BTreeSet::new();
+    invoke!(
+        deps.planner,
+        planner::handle,
+        s3_event(&w.raw, &["raw/customers/customers.csv"])
+    )
+    .await
+    .expect("planner");
+    let response = invoke!(
+        deps.transform,
+        transform::handle,
+        sqs_event(&w.drain().await)
+    )
+    .await
+    .expect("transform");
+    assert_eq!(failures(&response), Vec::<String>::new());
+    for k in w.keys(&w.lake, "_sluice/commits/customers").await {
+        registered.insert(k);
+    }
+    let events: Vec<(String, String)> = registered
+        .iter()
+        .map(|k| (k.clone(), eventbridge_event(&w.lake, k).to_string()))
+        .collect();
+    let response = invoke!(deps.catalog, catalog::handle, sqs_event(&events))
+        .await
+        .expect("catalog");
+    assert_eq!(failures(&response), Vec::<String>::new());
+
+    // Then the whole pipeline file: a transform started now finds the
+    // table in Glue and joins it.
+    let deps = w.deps_from(pipeline, 1 << 30, |_| {}).await;
+    let transform = &deps.transform;
+    let key = "raw/orders/orders-00000.jsonl";
+    let orders = example.join("raw/orders/orders-00000.jsonl");
+    w.put(&w.raw, key, std::fs::read(&orders).unwrap()).await;
+    invoke!(deps.planner, planner::handle, s3_event(&w.raw, &[key]))
+        .await
+        .expect("planner");
+    let response = invoke!(transform, transform::handle, sqs_event(&w.drain().await))
+        .await
+        .expect("transform");
+    assert_eq!(failures(&response), Vec::<String>::new());
+
+    let local = tempfile::tempdir().unwrap();
+    download(&w.lake, "orders", &local.path().join("lake/orders"));
+    let rows = sluice_tests::assert_same_rows(
+        local.path(),
+        &lake_orders(&local.path().join("lake")),
+        &oracle(
+            orders.to_str().unwrap(),
+            example.join("ref/customers.csv").to_str().unwrap(),
+        ),
+    );
+    assert!(rows > 0);
 }
