@@ -272,6 +272,27 @@ impl World {
         keys
     }
 
+    /// The enrichment example's pipeline in this world, its products lookup
+    /// uploaded to `s3://<raw>/ref/products.jsonl` (its customers lookup
+    /// left for the test to place).
+    async fn enrichment(&self) -> String {
+        let example = repo_root().join("examples/enrichment");
+        let products = std::fs::read(example.join("ref/products.jsonl")).unwrap();
+        self.put(&self.raw, "ref/products.jsonl", products).await;
+        let file = repo_root().join(sluice_tests::enrichment::EXAMPLE);
+        std::fs::read_to_string(file)
+            .unwrap()
+            .replace("[lake]\nroot = \"./lake\"", &self.lake_section())
+            .replace(
+                "root = \"examples/enrichment/raw\"",
+                &format!("root = \"s3://{}/raw\"", self.raw),
+            )
+            .replace(
+                "\"examples/enrichment/ref/products.jsonl\"",
+                &format!("\"s3://{}/ref/products.jsonl\"", self.raw),
+            )
+    }
+
     /// Put the pipeline file where the stack reads it and build the functions.
     async fn deps(&self, chunk_size: u64) -> Functions {
         self.deps_with(chunk_size, |_| {}).await
@@ -443,6 +464,17 @@ fn eventbridge_event(bucket: &str, key: &str) -> Value {
     e["detail"]["bucket"]["name"] = json!(bucket);
     e["detail"]["object"]["key"] = json!(key);
     e
+}
+
+/// The EventBridge event of every commit record of `table`, as (message
+/// id, body) of the catalog queue.
+async fn commit_events(w: &World, table: &str) -> Vec<(String, String)> {
+    let commits = w.keys(&w.lake, &format!("_sluice/commits/{table}")).await;
+    commits
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (format!("c{i}"), eventbridge_event(&w.lake, k).to_string()))
+        .collect()
 }
 
 /// An SQS batch (shaped as `events/sqs-transform-tasks.json`) carrying these bodies.
@@ -703,6 +735,7 @@ async fn uploads_become_parquet_and_glue_partitions_through_the_three_functions(
 async fn planner_takes_every_event_shape_in_events() {
     let w = World::new().await;
     let deps = w.deps(64 * 1024 * 1024).await;
+    let plan = async |event: Value| invoke!(deps.planner, planner::handle, event).await.unwrap();
     let body = b"{\"event_id\":\"e1\",\"event_time\":\"2026-11-25T10:00:00Z\",\"user_id\":1,\"event_type\":\"click\"}\n".to_vec();
     // The objects the fixtures name, in this test's raw bucket.
     let special = fixture("s3-put-special-keys.json");
@@ -731,9 +764,7 @@ async fn planner_takes_every_event_shape_in_events() {
     };
 
     // S3 notification with encoded keys: three planned, one skipped.
-    let r = invoke!(deps.planner, planner::handle, retarget(special))
-        .await
-        .unwrap();
+    let r = plan(retarget(special)).await;
     assert_eq!(
         (r["objects"].as_u64(), r["queued"].as_u64()),
         (Some(3), Some(3)),
@@ -747,29 +778,11 @@ async fn planner_takes_every_event_shape_in_events() {
         "{r}"
     );
     // S3 notification, EventBridge, and the S3 test event.
-    let r = invoke!(
-        deps.planner,
-        planner::handle,
-        retarget(fixture("s3-put.json"))
-    )
-    .await
-    .unwrap();
+    let r = plan(retarget(fixture("s3-put.json"))).await;
     assert_eq!(r["objects"], 1, "{r}");
-    let r = invoke!(
-        deps.planner,
-        planner::handle,
-        retarget(fixture("eventbridge-object-created.json"))
-    )
-    .await
-    .unwrap();
+    let r = plan(retarget(fixture("eventbridge-object-created.json"))).await;
     assert_eq!(r["objects"], 1, "{r}");
-    let r = invoke!(
-        deps.planner,
-        planner::handle,
-        retarget(fixture("s3-test-event.json"))
-    )
-    .await
-    .unwrap();
+    let r = plan(retarget(fixture("s3-test-event.json"))).await;
     assert_eq!(r["objects"], 0);
     assert!(
         r["ignored"][0].as_str().unwrap().contains("s3:TestEvent"),
@@ -782,20 +795,14 @@ async fn planner_takes_every_event_shape_in_events() {
     broken["messageId"] = json!("broken-message");
     broken["body"] = json!("{not json");
     sqs["Records"].as_array_mut().unwrap().push(broken);
-    let r = invoke!(deps.planner, planner::handle, sqs).await.unwrap();
+    let r = plan(sqs).await;
     assert_eq!(failures(&r), ["broken-message"]);
     let queued = w.drain().await;
     // 3 + 1 + 1 + 2 tasks (one chunk per object at 64 MiB).
     assert_eq!(queued.len(), 7);
 
     // Direct payloads write a manifest (a JSON array of TaskSpecs) and say where.
-    let r = invoke!(
-        deps.planner,
-        planner::handle,
-        retarget(fixture("direct-prefix.json"))
-    )
-    .await
-    .unwrap();
+    let r = plan(retarget(fixture("direct-prefix.json"))).await;
     assert_eq!(r["objects"], 5, "{r}");
     let manifest = r["manifest"].clone();
     assert_eq!(manifest["bucket"], json!(w.lake));
@@ -823,25 +830,13 @@ async fn planner_takes_every_event_shape_in_events() {
         "a direct payload queues nothing"
     );
     // The input root itself as the prefix: everything, the stray file skipped.
-    let r = invoke!(
-        deps.planner,
-        planner::handle,
-        json!({"bucket": w.raw, "prefix": "raw"})
-    )
-    .await
-    .unwrap();
+    let r = plan(json!({"bucket": w.raw, "prefix": "raw"})).await;
     assert_eq!(
         (r["objects"].as_u64(), r["skipped_total"].as_u64()),
         (Some(5), Some(1)),
         "{r}"
     );
-    let r = invoke!(
-        deps.planner,
-        planner::handle,
-        retarget(fixture("direct-object.json"))
-    )
-    .await
-    .unwrap();
+    let r = plan(retarget(fixture("direct-object.json"))).await;
     assert_eq!(r["manifest"]["tasks"], 1, "{r}");
 
     // One task from the manifest, run directly as a Step Functions Map item would.
@@ -1043,12 +1038,7 @@ async fn the_catalog_queues_partitions_and_the_compactor_merges_them_in_s3_and_g
     let before = w.keys(&w.lake, "clickstream").await;
     // The catalog, on the commit records' events: it registers them and
     // queues every partition with two or more small files.
-    let commits = w.keys(&w.lake, "_sluice/commits/clickstream").await;
-    let events: Vec<(String, String)> = commits
-        .iter()
-        .enumerate()
-        .map(|(i, k)| (format!("c{i}"), eventbridge_event(&w.lake, k).to_string()))
-        .collect();
+    let events = commit_events(&w, "clickstream").await;
     let r = invoke!(deps.catalog, catalog::handle, sqs_event(&events))
         .await
         .unwrap();
@@ -1524,15 +1514,7 @@ async fn the_functions_keep_a_delta_table_in_s3_registered_in_glue_for_athena() 
             s.compact.min_age = std::time::Duration::ZERO
         })
         .await;
-    let swept = invoke!(
-        deps.compactor,
-        compactor::handle,
-        fixture("scheduled-event.json"),
-        None
-    )
-    .await
-    .expect("compactor");
-    assert!(swept["outputs"].as_u64().unwrap() > 0, "{swept}");
+    sweep(&deps).await;
     let after = check(&w);
     assert_eq!(after["version"], before["version"].as_u64().unwrap() + 1);
     assert!(
@@ -1677,7 +1659,7 @@ async fn the_functions_merge_change_files_into_tables_equal_to_the_source_databa
 /// each upload with the file that stood beside it says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_transform_reads_a_changed_lookup_again_between_invocations() {
-    use sluice_tests::enrichment::{EXAMPLE, lake_orders, oracle};
+    use sluice_tests::enrichment::{lake_orders, oracle};
     // The lookup files sit beside the raw files, under ref/: the stack is
     // told so (LookupBucketName, LookupPrefix), as its README asks.
     let w = World::deployed(|raw| json!({"LookupBucketName": raw, "LookupPrefix": "ref/"})).await;
@@ -1689,23 +1671,10 @@ async fn the_transform_reads_a_changed_lookup_again_between_invocations() {
         .into_bytes();
     w.put(&w.raw, "ref/customers.csv", customers_v1.clone())
         .await;
-    let products = std::fs::read(example.join("ref/products.jsonl")).unwrap();
-    w.put(&w.raw, "ref/products.jsonl", products).await;
-    let pipeline = std::fs::read_to_string(repo_root().join(EXAMPLE))
-        .unwrap()
-        .replace("[lake]\nroot = \"./lake\"", &w.lake_section())
-        .replace(
-            "root = \"examples/enrichment/raw\"",
-            &format!("root = \"s3://{}/raw\"", w.raw),
-        )
-        .replace(
-            "\"examples/enrichment/ref/customers.csv\"",
-            &format!("\"s3://{}/ref/customers.csv\"\nrefresh = 0", w.raw),
-        )
-        .replace(
-            "\"examples/enrichment/ref/products.jsonl\"",
-            &format!("\"s3://{}/ref/products.jsonl\"", w.raw),
-        );
+    let pipeline = w.enrichment().await.replace(
+        "\"examples/enrichment/ref/customers.csv\"",
+        &format!("\"s3://{}/ref/customers.csv\"\nrefresh = 0", w.raw),
+    );
     assert!(pipeline.contains("refresh = 0") && !pipeline.contains("\"examples/"));
     let deps = w.deps_from(pipeline, 1 << 30, |_| {}).await;
 
@@ -1724,18 +1693,8 @@ async fn the_transform_reads_a_changed_lookup_again_between_invocations() {
         let key = format!("raw/orders/{file}");
         let bytes = std::fs::read(example.join("raw/orders").join(file)).unwrap();
         w.put(&w.raw, &key, bytes).await;
-        let planned = invoke!(deps.planner, planner::handle, s3_event(&w.raw, &[&key]))
-            .await
-            .expect("planner");
+        let planned = plan_and_transform(&w, &deps, &[&key]).await;
         assert_eq!(planned["tasks"], 1, "{planned}");
-        let response = invoke!(
-            deps.transform,
-            transform::handle,
-            sqs_event(&w.drain().await)
-        )
-        .await
-        .expect("transform");
-        assert_eq!(failures(&response), Vec::<String>::new());
     }
 
     download(&w.lake, "orders", &local.path().join("lake/orders"));
@@ -1859,12 +1818,7 @@ async fn streams_land_in_s3_under_the_stream_role(delta: bool) {
     let local = tempfile::tempdir().unwrap();
     if delta {
         let catalog = w.function("CatalogFunction", 0, &|_| {}).await;
-        let commits = w.keys(&w.lake, "_sluice/commits/clickstream").await;
-        let events: Vec<(String, String)> = commits
-            .iter()
-            .enumerate()
-            .map(|(i, k)| (format!("c{i}"), eventbridge_event(&w.lake, k).to_string()))
-            .collect();
+        let events = commit_events(&w, "clickstream").await;
         let r = invoke!(catalog, catalog::handle, sqs_event(&events))
             .await
             .expect("catalog");
@@ -1895,23 +1849,33 @@ async fn kafka_batches_land_in_an_s3_delta_table_under_the_stream_and_catalog_ro
     streams_land_in_s3_under_the_stream_role(true).await;
 }
 
-/// Plan, transform and commit `keys` of the raw bucket through the
-/// functions (as their queues deliver them), and register every commit
-/// record not registered yet (`registered` counts them).
-async fn load(w: &World, deps: &Functions, keys: &[&str], registered: &mut BTreeSet<String>) {
-    invoke!(deps.planner, planner::handle, s3_event(&w.raw, keys))
+/// Plan `keys` of the raw bucket and transform every task the planner
+/// queued, as the chunk queue delivers them; the planner's answer.
+async fn plan_and_transform(w: &World, deps: &Functions, keys: &[&str]) -> Value {
+    let planned = invoke!(deps.planner, planner::handle, s3_event(&w.raw, keys))
         .await
         .expect("planner");
-    let response = invoke!(
-        deps.transform,
-        transform::handle,
-        sqs_event(&w.drain().await)
-    )
-    .await
-    .expect("transform");
+    let tasks = sqs_event(&w.drain().await);
+    let response = invoke!(deps.transform, transform::handle, tasks)
+        .await
+        .expect("transform");
     assert_eq!(failures(&response), Vec::<String>::new());
+    planned
+}
+
+/// Plan, transform and commit `keys` of the raw bucket (files of `table`)
+/// through the functions, as their queues deliver them, and register every
+/// commit record of the table not registered yet (`registered` holds them).
+async fn load(
+    w: &World,
+    deps: &Functions,
+    table: &str,
+    keys: &[&str],
+    registered: &mut BTreeSet<String>,
+) {
+    plan_and_transform(w, deps, keys).await;
     let events: Vec<(String, String)> = w
-        .keys(&w.lake, "_sluice/commits/clickstream")
+        .keys(&w.lake, &format!("_sluice/commits/{table}"))
         .await
         .into_iter()
         .filter(|k| registered.insert(k.clone()))
@@ -1951,21 +1915,20 @@ async fn a_reupload_replaces_compacted_rows_under_the_roles(delta: bool) {
     };
     let keys = files.map(|f| format!("raw/clickstream/{f}"));
     let mut registered = BTreeSet::new();
-    load(&w, &deps, &[&keys[0], &keys[1]], &mut registered).await;
-    let swept = invoke!(
-        deps.compactor,
-        compactor::handle,
-        fixture("scheduled-event.json"),
-        None
+    load(
+        &w,
+        &deps,
+        "clickstream",
+        &[&keys[0], &keys[1]],
+        &mut registered,
     )
-    .await
-    .expect("compactor");
-    assert!(swept["outputs"].as_u64().unwrap() > 0, "{swept}");
+    .await;
+    sweep(&deps).await;
 
     let new = sluice_tests::new_version();
     std::fs::write(dir.join(files[0]), &new).unwrap();
     w.put(&w.raw, &keys[0], new.into_bytes()).await;
-    load(&w, &deps, &[&keys[0]], &mut registered).await;
+    load(&w, &deps, "clickstream", &[&keys[0]], &mut registered).await;
 
     let glob = format!("{}/*", dir.display());
     let local = tempfile::tempdir().unwrap();
@@ -2016,32 +1979,22 @@ async fn an_invocation_past_its_memory_size_fails() {
 /// join the orders, as DuckDB's join of the raw files says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_transform_joins_a_lookup_that_is_a_table_of_the_lake() {
-    use sluice_tests::enrichment::{EXAMPLE, lake_orders, oracle};
+    use sluice_tests::enrichment::{lake_orders, oracle};
     let w = World::deployed(|raw| json!({"LookupBucketName": raw, "LookupPrefix": "ref/"})).await;
     let example = repo_root().join("examples/enrichment");
     let customers = std::fs::read(example.join("ref/customers.csv")).unwrap();
     w.put(&w.raw, "raw/customers/customers.csv", customers)
         .await;
-    let products = std::fs::read(example.join("ref/products.jsonl")).unwrap();
-    w.put(&w.raw, "ref/products.jsonl", products).await;
     let customers_table = "[[tables]]\nname = \"customers\"\nsource = \"customers/\"\nformat = \"csv\"\n\
         [tables.schema]\nid = \"int64\"\nname = \"string\"\nsegment = \"string\"\n\
         country = \"string\"\nsince = \"date\"\n\n";
-    let pipeline = std::fs::read_to_string(repo_root().join(EXAMPLE))
-        .unwrap()
-        .replace("[lake]\nroot = \"./lake\"", &w.lake_section())
-        .replace(
-            "root = \"examples/enrichment/raw\"",
-            &format!("root = \"s3://{}/raw\"", w.raw),
-        )
+    let pipeline = w
+        .enrichment()
+        .await
         .replace(
             "source = \"examples/enrichment/ref/customers.csv\"\nformat = \"csv\"\nmax_size = \"64MiB\"\n\n\
              [lookups.schema]\nid = \"int64\"\nname = \"string\"\nsegment = \"string\"\ncountry = \"string\"\nsince = \"date\"\n",
             "table = \"customers\"\n",
-        )
-        .replace(
-            "\"examples/enrichment/ref/products.jsonl\"",
-            &format!("\"s3://{}/ref/products.jsonl\"", w.raw),
         )
         .replace("[[tables]]\nname = \"orders\"", &format!("{customers_table}[[tables]]\nname = \"orders\""));
     assert!(
@@ -2058,33 +2011,8 @@ async fn the_transform_joins_a_lookup_that_is_a_table_of_the_lake() {
         w.raw
     );
     let deps = w.deps_from(first, 1 << 30, |_| {}).await;
-    let mut registered = BTreeSet::new();
-    invoke!(
-        deps.planner,
-        planner::handle,
-        s3_event(&w.raw, &["raw/customers/customers.csv"])
-    )
-    .await
-    .expect("planner");
-    let response = invoke!(
-        deps.transform,
-        transform::handle,
-        sqs_event(&w.drain().await)
-    )
-    .await
-    .expect("transform");
-    assert_eq!(failures(&response), Vec::<String>::new());
-    for k in w.keys(&w.lake, "_sluice/commits/customers").await {
-        registered.insert(k);
-    }
-    let events: Vec<(String, String)> = registered
-        .iter()
-        .map(|k| (k.clone(), eventbridge_event(&w.lake, k).to_string()))
-        .collect();
-    let response = invoke!(deps.catalog, catalog::handle, sqs_event(&events))
-        .await
-        .expect("catalog");
-    assert_eq!(failures(&response), Vec::<String>::new());
+    let customers = "raw/customers/customers.csv";
+    load(&w, &deps, "customers", &[customers], &mut BTreeSet::new()).await;
 
     // Then the whole pipeline file: a transform started now finds the
     // table in Glue and joins it.
@@ -2112,4 +2040,18 @@ async fn the_transform_joins_a_lookup_that_is_a_table_of_the_lake() {
         ),
     );
     assert!(rows > 0);
+}
+
+/// The compactor's scheduled sweep over every table, which must merge something.
+async fn sweep(deps: &Functions) -> Value {
+    let swept = invoke!(
+        deps.compactor,
+        compactor::handle,
+        fixture("scheduled-event.json"),
+        None
+    )
+    .await
+    .expect("compactor");
+    assert!(swept["outputs"].as_u64().unwrap() > 0, "{swept}");
+    swept
 }
