@@ -8,6 +8,9 @@ are checked against the raw files, and every Map item's outcome is checked in
 the execution history (this server reports a Distributed Map as succeeded even
 when an item failed; the workflow's own Register step must catch it).
 
+Each binary is held to its own role of template.yaml (tests/iam.py): a call
+its role would refuse is refused, and fails the run.
+
 Run by scripts/test; prints one `ok:` line per check, `FAILED:` and exits 1
 on the first failure. Stops everything it started.
 """
@@ -32,8 +35,10 @@ from pathlib import Path
 import boto3
 from botocore.response import StreamingBody
 import duckdb
-from moto.server import ThreadedMotoServer
 from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import iam  # noqa: E402
 
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
 # The interpreter logs every failure it handles (the failing chunk below) at length.
@@ -156,8 +161,8 @@ def main():
         port = free_port()
         os.environ["MOTO_PORT"] = str(port)
         endpoint = f"http://127.0.0.1:{port}"
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        server.start()
+        # Each function binary held to its own role (tests/iam.py).
+        server, gate = iam.serve(port)
         req = urllib.request.Request(
             f"{endpoint}/moto-api/config",
             data=json.dumps({"stepfunctions": {"execute_state_machine": True}}).encode(),
@@ -185,6 +190,18 @@ def main():
         for b in (RAW_BUCKET, LAKE_BUCKET):
             s3.create_bucket(Bucket=b)
         glue.create_database(DatabaseInput={"Name": DATABASE})
+        # The stack's roles over them: the server tells the function binaries
+        # (planner, transform, ...) apart by the process holding each
+        # connection, and refuses what their roles do not allow.
+        queues = ["ChunkQueue", "CatalogQueue", "CompactionQueue", "PlannerDeadLetterQueue",
+                  "SweepDeadLetterQueue", "StreamFailureQueue"]
+        ask = {"stack": "backfill", "programs": True,
+               "parameters": {"RawBucketName": RAW_BUCKET, "LakeBucketName": LAKE_BUCKET,
+                              "GlueDatabaseName": DATABASE},
+               "resources": {q: {"Ref": q, "Arn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{q}"} for q in queues}}
+        req = urllib.request.Request(f"{endpoint}/__iam/stack", data=json.dumps(ask).encode(), method="POST")
+        roles = json.load(urllib.request.urlopen(req))
+        check("CatalogFunction" in roles, "the stack's roles are deployed over the buckets", roles)
         # The example's pipeline file without [lake] and [input]: deployed, the
         # functions take both roots and the Glue database from the stack.
         config = (REPO / "examples/clickstream/sluice.toml").read_text()
@@ -517,6 +534,9 @@ def main():
         check(d["status"] == "SUCCEEDED" and settings.get("compact_calls") == 100
               and settings.get("compact_from") == 3,
               "the Compact loop stops after 100 calls (the sweep does the rest)", f"{d['status']} {settings}")
+        denied = gate.denials
+        check(not denied, "every function binary kept to its role",
+              [f"{d['function']}: {d['action']} on {d['resource']}" for d in denied][:10])
         print("backfill-workflow: all checks passed", flush=True)
     finally:
         if watch is not None:
@@ -529,7 +549,7 @@ def main():
             except subprocess.TimeoutExpired:
                 os.killpg(watch.pid, signal.SIGKILL)
         if server is not None:
-            server.stop()
+            server.shutdown()
         if os.environ.get("SLUICE_KEEP_WORK"):
             print(f"work folder kept: {work}")
         else:

@@ -25,7 +25,10 @@ moto lets every call through. This module gives the tests' moto server
   (tests/iam_grants.py).
 
 Admin calls, never forwarded: `POST /__iam/stack` {"stack", "parameters",
-"resources"} answers each function's access key, memory and timeout;
+"resources", "programs"} answers each function's access key, memory and
+timeout (with `"programs": true`, a call from a process running a function's
+binary, `planner`, `transform`, ..., as `cargo lambda watch` runs them, is
+that function's, whatever key it signs with);
 `GET /__iam/denials?stack=S` answers the refusals so far.
 """
 
@@ -323,6 +326,47 @@ def access_key(headers):
     return m.group(1) if m else None
 
 
+def caller_program(port, cache={}):
+    """The program (its executable's file name) that holds the loopback
+    connection whose client end is `port`: /proc/net/tcp gives the socket's
+    inode, /proc/<pid>/fd the process holding it. None if not found."""
+    inode = None
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[1].endswith(f":{port:04X}") and fields[1][:-5].endswith("0100007F"):
+                inode = fields[9]
+                break
+        if inode:
+            break
+    if not inode or inode == "0":
+        return None
+    link = f"socket:[{inode}]"
+
+    def holds(pid):
+        try:
+            return any(os.readlink(f"/proc/{pid}/fd/{fd}") == link for fd in os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            return False
+
+    # A closed socket's inode is soon another's: the process remembered for
+    # it must still hold it.
+    pid = cache.get(inode)
+    if pid is None or not holds(pid):
+        pid = next((p for p in filter(str.isdigit, os.listdir("/proc")) if holds(p)), None)
+        if pid is None:
+            return None
+        cache[inode] = pid
+    try:
+        return os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+    except OSError:
+        return None
+
+
 def refusal(service, message):
     """AWS's answer to a refused call: (status, content type, body)."""
     if service == "s3":
@@ -340,6 +384,9 @@ class Gate:
         self.app = app
         self.lock = threading.Lock()
         self.keys = {}  # access key -> (function logical id, statements)
+        # Function binaries (planner, transform, ...) run as separate
+        # processes sharing one key (`cargo lambda watch`): program -> key.
+        self.programs = {}
         self.used = {}  # "fn|sid|action|resource index" -> example resource
         self.denials = []
         self.out = os.environ.get("SLUICE_IAM_USAGE")
@@ -362,6 +409,9 @@ class Gate:
                 for name, fn in stack.functions().items():
                     key = f"{ask['stack']}.{name}"
                     self.keys[key] = (name, fn["statements"])
+                    if ask.get("programs"):
+                        # PlannerFunction is the binary `planner`, and so on.
+                        self.programs[name.removesuffix("Function").lower()] = key
                     answer[name] = {"access_key": key, "memory": fn["memory"], "timeout": fn["timeout"],
                                     "statements": fn["statements"]}
             return answer
@@ -384,6 +434,8 @@ class Gate:
             return [payload]
         headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
         key = access_key(headers)
+        if key not in self.keys and self.programs and environ.get("REMOTE_PORT"):
+            key = self.programs.get(caller_program(int(environ["REMOTE_PORT"])), key)
         with self.lock:
             role = self.keys.get(key)
         if role is None:
@@ -512,6 +564,19 @@ def check_readme(path):
     if have != role_table().strip():
         return f"{path}'s role table is not the template's: run python tests/iam.py table --write {path}"
     return None
+
+
+def serve(port):
+    """moto's S3/Glue/SQS/... server on 127.0.0.1:`port` behind a [`Gate`],
+    serving in a thread; returns (the server, to `shutdown()`; the gate)."""
+    import threading
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    gate = Gate(DomainDispatcherApplication(create_backend_app))
+    server = make_server("127.0.0.1", port, gate, True, request_handler=MotoRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, gate
 
 
 if __name__ == "__main__":
