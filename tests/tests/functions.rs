@@ -46,6 +46,8 @@ struct World {
     sqs: aws_sdk_sqs::Client,
     glue: aws_sdk_glue::Client,
     stack: Stack,
+    /// Set by a test that means its functions to be refused.
+    refusals_expected: std::cell::Cell<bool>,
 }
 
 /// The four functions of one pipeline, each built as its `main` builds it
@@ -208,6 +210,7 @@ impl World {
             sqs,
             glue,
             stack,
+            refusals_expected: std::cell::Cell::new(false),
         }
     }
 
@@ -414,7 +417,7 @@ impl Drop for World {
     /// Every test ends with no call refused: an error a function swallowed
     /// (a delete that failed quietly) is a failure all the same.
     fn drop(&mut self) {
-        if !std::thread::panicking() {
+        if !std::thread::panicking() && !self.refusals_expected.get() {
             self.stack.assert_nothing_refused();
         }
     }
@@ -535,7 +538,9 @@ print(json.dumps({{"ok": True}}))
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_become_parquet_and_glue_partitions_through_the_three_functions() {
-    let w = World::new().await;
+    // Deployed with the pipeline's one table named: the catalog may
+    // register that table and no other.
+    let w = World::deployed(|_| json!({"GlueTables": "clickstream"})).await;
     // Keys with a space and a `+`: S3 notifications encode both.
     let plain = "raw/clickstream/2026-11-25/events 00000.jsonl";
     let gzip = "raw/clickstream/c++/events-00001.jsonl.gz";
@@ -2054,4 +2059,42 @@ async fn sweep(deps: &Functions) -> Value {
     .expect("compactor");
     assert!(swept["outputs"].as_u64().unwrap() > 0, "{swept}");
     swept
+}
+
+/// Deployed with `GlueTables` naming other tables, the catalog may not
+/// read or register the pipeline's table: Glue refuses, the commit records fail
+/// (to be retried, and dead-lettered), and nothing is registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_registers_only_the_tables_the_stack_names() {
+    let w = World::deployed(|_| json!({"GlueTables": "orders,customers"})).await;
+    let bytes = std::fs::read(repo_root().join(RAW).join("events-00001.jsonl.gz")).unwrap();
+    let key = "raw/clickstream/events-00001.jsonl.gz";
+    w.put(&w.raw, key, bytes).await;
+    let deps = w.deps(64 << 20).await;
+    plan_and_transform(&w, &deps, &[key]).await;
+    let events = commit_events(&w, "clickstream").await;
+    let response = invoke!(deps.catalog, catalog::handle, sqs_event(&events))
+        .await
+        .expect("catalog");
+    assert_eq!(failures(&response).len(), events.len(), "{response}");
+    let denials = w.stack.denials();
+    assert!(
+        denials
+            .iter()
+            .any(|d| d["action"].as_str().unwrap().starts_with("glue:")
+                && d["resource"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(&format!("table/{}/clickstream", w.database))),
+        "{denials:?}"
+    );
+    w.refusals_expected.set(true);
+    let tables = w
+        .glue
+        .get_tables()
+        .database_name(&w.database)
+        .send()
+        .await
+        .unwrap();
+    assert!(tables.table_list().is_empty());
 }
