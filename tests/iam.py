@@ -326,7 +326,10 @@ def access_key(headers):
     return m.group(1) if m else None
 
 
-def caller_program(port, cache={}):
+_HOLDERS = {}  # socket inode -> the pid last seen holding it
+
+
+def caller_program(port, cache=_HOLDERS):
     """The program (its executable's file name) that holds the loopback
     connection whose client end is `port`: /proc/net/tcp gives the socket's
     inode, /proc/<pid>/fd the process holding it. None if not found."""
@@ -441,10 +444,12 @@ class Gate:
         if role is None:
             return self.app(environ, start_response)
         function, statements = role
-        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0) or 0) \
-            if environ.get("CONTENT_LENGTH") else b""
-        if not environ.get("CONTENT_LENGTH") and "chunked" in headers.get("transfer-encoding", ""):
+        if environ.get("CONTENT_LENGTH"):
+            body = environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"]))
+        elif "chunked" in headers.get("transfer-encoding", ""):
             body = environ["wsgi.input"].read()
+        else:
+            body = b""
         environ["wsgi.input"] = BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         refused = []
