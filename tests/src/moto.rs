@@ -183,6 +183,12 @@ impl Stack {
         moto().iam("GET", &path, "").as_array().unwrap().clone()
     }
 
+    /// Forget the refusals so far: the test meant them, and checked them.
+    pub fn forgive(&self) {
+        let path = format!("/__iam/forgive?stack={}", self.name);
+        moto().iam("POST", &path, "");
+    }
+
     /// Panics, listing them, if any call of this stack's functions was refused.
     pub fn assert_nothing_refused(&self) {
         let denials = self.denials();
