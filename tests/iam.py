@@ -33,7 +33,6 @@ that function's, whatever key it signs with);
 /__iam/forgive?stack=S` forgets them (a test that meant them).
 """
 
-import fnmatch
 import json
 import os
 import re
@@ -42,7 +41,7 @@ import sys
 import threading
 from io import BytesIO
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 from xml.etree import ElementTree
 
 ACCOUNT = "123456789012"
@@ -582,7 +581,6 @@ def check_readme(path):
 def serve(port):
     """moto's S3/Glue/SQS/... server on 127.0.0.1:`port` behind a [`Gate`],
     serving in a thread; returns (the server, to `shutdown()`; the gate)."""
-    import threading
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
     from werkzeug.serving import make_server
 
