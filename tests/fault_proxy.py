@@ -19,7 +19,9 @@ taking turns:
             and `other` (`lost_<class>`).
 
 The optional third argument lists classes whose first request loses its
-answer, whatever the turn.
+answer, whatever the turn; a class written `!<class>` is refused instead,
+every time, with a 400 S3 will not take again (`InvalidPart`, counted as
+`refused_<class>`), as when a part went missing.
 
 Two things of the real services that the server (moto) does not do, this
 proxy does, so that the tests check sluice against AWS's behaviour rather
@@ -49,7 +51,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 UPSTREAM = int(sys.argv[1])
 EVERY = int(sys.argv[2])
-LOSE_FIRST = set(sys.argv[3].split(",")) if len(sys.argv) > 3 and sys.argv[3] else set()
+CLASS_ARGS = set(sys.argv[3].split(",")) if len(sys.argv) > 3 and sys.argv[3] else set()
+LOSE_FIRST = {c for c in CLASS_ARGS if not c.startswith("!")}
+REFUSE = {c[1:] for c in CLASS_ARGS if c.startswith("!")}
 KINDS = ["throttle", "reset", "error", "cut", "lost"]
 CLASSES = ["put", "create", "complete", "delete", "glue", "other"]
 lock = threading.Lock()
@@ -58,6 +62,7 @@ glue_update_lock = threading.Lock()
 state = {"requests": 0, "turn": 0, "seen": set(), "completed": set()}
 counts = {k: 0 for k in KINDS}
 counts.update({f"lost_{c}": 0 for c in CLASSES})
+counts.update({f"refused_{c}": 0 for c in CLASSES})
 counts["forwarded"] = 0
 counts["glue"] = 0
 counts["stale_updates"] = 0
@@ -69,6 +74,10 @@ S3_SLOWDOWN = (
 S3_NO_SUCH_UPLOAD = (
     b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchUpload</Code>'
     b"<Message>The specified upload does not exist.</Message><RequestId>fault</RequestId></Error>"
+)
+S3_INVALID_PART = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InvalidPart</Code>'
+    b"<Message>One or more of the specified parts could not be found.</Message><RequestId>fault</RequestId></Error>"
 )
 S3_INTERNAL = (
     b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code>'
@@ -133,6 +142,14 @@ class Handler(BaseHTTPRequestHandler):
         klass = self.request_class(glue) if write else None
         with lock:
             state["requests"] += 1
+            if write and klass in REFUSE:
+                counts[f"refused_{klass}"] += 1
+                refused = True
+            else:
+                refused = False
+        if refused:
+            return self.answer(400, S3_INVALID_PART, "application/xml")
+        with lock:
             kind = None
             if write and klass in LOSE_FIRST and klass not in state["seen"]:
                 state["seen"].add(klass)

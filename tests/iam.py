@@ -220,10 +220,14 @@ def condition_holds(condition, context):
 
 def statement_matches(s, action, resource, context):
     """Which (action entry, resource entry) pairs of `s` match, or [] if it does not apply."""
-    if "NotAction" in s or "NotResource" in s:
-        raise ValueError(f"statement {s.get('Sid')}: NotAction/NotResource are not evaluated here")
+    if "NotAction" in s or ("NotResource" in s and s.get("Effect") != "Deny"):
+        raise ValueError(f"statement {s.get('Sid')}: NotAction, and NotResource in an Allow, are not evaluated here")
     actions = [a for a in as_list(s.get("Action", [])) if wildcard(a, action, case=False)]
-    resources = [i for i, r in enumerate(as_list(s.get("Resource", []))) if wildcard(r, resource)]
+    if "NotResource" in s:
+        # A Deny of every resource but these.
+        resources = [] if any(wildcard(r, resource) for r in as_list(s["NotResource"])) else [0]
+    else:
+        resources = [i for i, r in enumerate(as_list(s.get("Resource", []))) if wildcard(r, resource)]
     if not actions or not resources or not condition_holds(s.get("Condition"), context):
         return []
     return [(a, i) for a in actions for i in resources]
@@ -533,11 +537,13 @@ class Gate:
 
 def role_table():
     """Markdown: each function's memory, timeout and role, statement by
-    statement, with every optional grant on and placeholders for names."""
+    statement, with every optional grant on, the tables named (`Tables`) and
+    placeholders for names."""
     params = {"RawBucketName": "RAW", "LakeBucketName": "LAKE", "GlueDatabaseName": "DATABASE",
               "KmsKeyArn": "arn:aws:kms:REGION:ACCOUNT:key/KEY", "LookupBucketName": "LOOKUPS",
               "LookupPrefix": "LOOKUP_PREFIX/", "KinesisStreamArn": "arn:aws:kinesis:REGION:ACCOUNT:stream/STREAM",
-              "KafkaClusterArn": "arn:aws:kafka:REGION:ACCOUNT:cluster/CLUSTER/UUID", "LakeFormationGrants": "true"}
+              "KafkaClusterArn": "arn:aws:kafka:REGION:ACCOUNT:cluster/CLUSTER/UUID", "LakeFormationGrants": "true",
+              "Tables": "TABLE"}
     template = expanded_template()
     queues = {q: {"Ref": q, "Arn": q} for q, r in template["Resources"].items() if r["Type"] == "AWS::SQS::Queue"}
     stack = Stack(template, params, queues)
@@ -556,7 +562,10 @@ def role_table():
         for s in f["statements"]:
             sid = s["Sid"].replace(function + "EventInvokeConfigOnFailureSQSPolicy#0", "OnFailureDestination")
             actions = ", ".join(f"`{a}`" for a in as_list(s["Action"]))
-            resources = ", ".join(name(r) for r in as_list(s["Resource"]))
+            if "NotResource" in s:
+                resources = "all but " + ", ".join(name(r) for r in as_list(s["NotResource"]))
+            else:
+                resources = ", ".join(name(r) for r in as_list(s["Resource"]))
             if s.get("Condition"):
                 resources += " if " + ", ".join(
                     f"`{k} {op} {v}`" for op, t in s["Condition"].items() for k, v in t.items())

@@ -39,26 +39,6 @@ USED_BY_AWS = [
     ("kafka-cluster:", "the MSK event source mapping reads the topic with the function's role"),
     ("ec2:", "the MSK event source mapping reaches the cluster's VPC with the function's role"),
 ]
-# Grants the code needs on a path no test reaches under the roles yet: each
-# is printed at every run, with what would reach it, so the list is the
-# to-do, never a silent pass. (function, statement, action prefix, resource
-# pattern ending, why)
-NOT_REACHED_YET = [
-    ("*", "*", "s3:AbortMultipartUpload", "", "object_store aborts a multipart upload only when a part fails; "
-     "the fault tests reach it with the tests' own credentials, not a function's role"),
-    ("CatalogFunction", "CommitDeltaTablesDelete", "s3:DeleteObject", "/_delta_log/*",
-     "delta-rs deletes log entries past the table's 30-day log retention at a checkpoint"),
-    ("CatalogFunction", "CommitDeltaTablesDelete", "s3:DeleteObject", "/part-m*.parquet",
-     "the committer deletes a cut file it wrote when its commit fails"),
-    ("StreamFunction", "ReadTableDefinitions", "glue:GetTable", "",
-     "a stream table joining a [[lookups]] entry that is a table of the lake (`table = ...`)"),
-    ("StreamFunction", "ReadLookups", "s3:GetObject", "", "a stream table joining a lookup file"),
-    ("*", "*", "s3:PutObject", "/_sluice/schemas/*", "a table whose new fields add columns (`[tables.contract] unknown_fields = \"evolve\"`)"),
-    ("TransformFunction", "WriteChunks", "s3:PutObject", "/_quarantine/*",
-     "a raw file with a malformed record (the stream test has them; the functions' file tests do not)"),
-    ("*", "ListLookups", "s3:ListBucket", "", "a lookup given as a folder of files"),
-]
-
 # Statements Lambda itself uses: the on-failure destination of asynchronous
 # invocations (SAM's EventInvokeConfig), the stream mapping's failure queue.
 SENT_BY_LAMBDA = ("EventInvokeConfigOnFailureSQSPolicy", "ReportUnloadedBatches")
@@ -94,13 +74,6 @@ def aws_reason(sid, action):
     return None
 
 
-def not_reached_yet(function, sid, action, resource):
-    for f, st, a, end, why in NOT_REACHED_YET:
-        if f in ("*", function) and st in ("*", sid) and action.startswith(a) and resource.endswith(end):
-            return why
-    return None
-
-
 def main(folder):
     used, denials = {}, []
     files = glob.glob(os.path.join(folder, "*.json"))
@@ -124,7 +97,7 @@ def main(folder):
                 print(line)
     else:
         print("ok: IAM: no call of any function was refused by its role")
-    unused, by_aws, later, n = [], 0, [], 0
+    unused, by_aws, n = [], 0, 0
     every = list(grants())
     for key, function, sid, action, resource in every:
         n += 1
@@ -133,34 +106,24 @@ def main(folder):
         if aws_reason(sid, action):
             by_aws += 1
             continue
-        why = not_reached_yet(function, sid, action, resource)
-        if why:
-            later.append(f"  {function} {sid}: {action} on {resource}: {why}")
-            continue
         unused.append(f"  {function} {sid}: {action} on {resource}")
     # A statement that never was the only one allowing a call is redundant:
     # removing it would fail no test (another statement grants the same).
     redundant = sorted({f"  {function} {sid}" for _, function, sid, action, _ in every
-                        if f"needed|{function}|{sid}" not in used and not aws_reason(sid, action)
-                        and not all(not_reached_yet(function, sid, a, r)
-                                    for _, f2, s2, a, r in every if (f2, s2) == (function, sid))})
+                        if f"needed|{function}|{sid}" not in used and not aws_reason(sid, action)})
     if redundant:
         status = 1
         print(f"FAILED: IAM statements: {len(redundant)} statements only ever grant what another statement "
               "of the role grants too (remove or narrow them):")
         print("\n".join(redundant))
-    if later:
-        print(f"IAM grants the code needs that no test reaches under the roles yet ({len(later)}, "
-              "tests/iam_grants.py NOT_REACHED_YET):")
-        print("\n".join(later))
     if unused:
         status = 1
         print(f"FAILED: IAM grants: {len(unused)} of {n} grants were never used by any test "
               "(a permission no code needs, or a path no test reaches):")
         print("\n".join(unused))
     else:
-        print(f"ok: IAM grants: each of {n - by_aws - len(later)} grants the code needs was used by a test "
-              f"({by_aws} more are used by AWS itself with the role, {len(later)} listed above are not reached yet)")
+        print(f"ok: IAM grants: each of {n - by_aws} grants the code needs was used by a test "
+              f"({by_aws} more are used by AWS itself with the role)")
     return status
 
 

@@ -574,21 +574,22 @@ async fn cut(
         "" => table.to_string(),
         f => format!("{table}/{f}"),
     };
+    let mut remove = compaction_remove(m, now);
+    remove.data_change = true;
+    let mut actions = vec![Action::Remove(remove)];
+    // Every row of the merged file is replaced: it leaves the table and no
+    // file takes its place (the committer writes, and so deletes, nothing).
+    if kept.is_empty() {
+        tracing::info!(table, from = %m.path, rows_removed = at, "every row of a merged file replaced: the file leaves the table");
+        return Ok(actions);
+    }
     let output = compaction_output_name(&folder, &id);
     let input = format!("{table}/{}", m.path);
     let (rows, bytes) =
         write_without_rows(lake, &input, &ranges, &output, &CompactOptions::default()).await?;
-    let mut remove = compaction_remove(m, now);
-    remove.data_change = true;
-    let mut actions = vec![Action::Remove(remove)];
-    if rows == 0 {
-        let _ = lake.store.delete(&lake.child(&output)?).await;
-    } else {
-        let mut add =
-            merged_add(lake, table, &output, bytes, m.partition.clone(), &kept, now).await?;
-        add.data_change = true;
-        actions.push(Action::Add(add));
-    }
+    let mut add = merged_add(lake, table, &output, bytes, m.partition.clone(), &kept, now).await?;
+    add.data_change = true;
+    actions.push(Action::Add(add));
     tracing::info!(table, from = %m.path, to = %output, rows_removed = at - rows, "cut a replaced source's rows out of a merged file");
     Ok(actions)
 }

@@ -227,7 +227,8 @@ impl FaultProxy {
 
     /// As [`FaultProxy::start`], and the first write of each class named
     /// (`put`, `create`, `complete`, `delete`, `glue`) is applied and its
-    /// answer lost.
+    /// answer lost; a class named `!<class>` is refused, every time, with
+    /// S3's 400 `InvalidPart`.
     pub fn losing_first(every: u32, classes: &[&str]) -> FaultProxy {
         let upstream = moto().port;
         let script = repo_root().join("tests/fault_proxy.py");

@@ -377,7 +377,7 @@ async fn apply_once(
     // The delete itself (same position) still applies: it is remembered
     // before its commit, and a batch retried after a failed commit must
     // still remove the row.
-    let deleted = remembered_deletes(lake, name, cdc, &keys, changes.schema()).await?;
+    let deleted = remembered_deletes(lake, name, cdc, &keys, changes.schema(), &latest).await?;
     latest.retain(|k, i| {
         let keep = deleted
             .get(*k)
@@ -651,14 +651,17 @@ async fn write_rows(writer: &mut ChunkWriter, rows: RecordBatch) -> Result<()> {
     writer.end_batch().await
 }
 
-/// The remembered deletes of `table`: per key, the newest delete's
-/// position. Files older than `remember_deletes` are forgotten (deleted).
+/// The remembered deletes of `table` of the batch's keys (`wanted`): per
+/// key, the newest delete's position. Only the batch's keys are kept, so
+/// memory follows the batch, not every delete the table remembers. Files
+/// older than `remember_deletes` are forgotten (deleted).
 async fn remembered_deletes(
     lake: &Location,
     table: &str,
     cdc: &Cdc,
     keys: &Keys,
     staged: SchemaRef,
+    wanted: &HashMap<&[u8], usize>,
 ) -> Result<HashMap<Box<[u8]>, String>> {
     let dir = lake.child(&format!("{CDC_DELETED_DIR}/{table}"))?;
     let listed: Vec<object_store::ObjectMeta> = lake
@@ -678,6 +681,9 @@ async fn remembered_deletes(
         for b in read_file(lake, &meta.location, meta.size, &schema).await? {
             let pos = positions(&b);
             for (i, k) in keys.of(&b)?.into_iter().enumerate() {
+                if !wanted.contains_key(&*k) {
+                    continue;
+                }
                 let p = pos.value(i);
                 match out.get_mut(&k) {
                     Some(old) if old.as_str() >= p => {}
