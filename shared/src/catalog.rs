@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::commit::{ColumnDef, CommitRecord};
+use crate::config::TableFormat;
 use crate::error::{Error, Result};
 use crate::store::Location;
 
@@ -29,8 +30,9 @@ pub struct TableDef {
     pub columns: Vec<ColumnDef>,
     /// Partition columns, in path order.
     pub partition_keys: Vec<ColumnDef>,
-    /// Always `parquet`.
-    pub format: String,
+    /// Hive-partitioned Parquet, or a Delta table (whose partitions are
+    /// in its log, not the catalog).
+    pub format: TableFormat,
     /// The Parquet compression codec of the files (`zstd`), for readers that want to know.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<String>,
@@ -90,7 +92,7 @@ pub fn commit_entries(commit: &CommitRecord) -> (TableDef, Vec<PartitionDef>) {
         location: commit.table.clone(),
         columns: commit.columns.clone(),
         partition_keys: commit.partition_keys.clone(),
-        format: "parquet".into(),
+        format: TableFormat::Hive,
         compression: commit.compression.clone(),
     };
     let mut parts: Vec<PartitionDef> = Vec::new();
@@ -115,7 +117,7 @@ pub fn delta_table_def(commit: &CommitRecord, columns: Vec<ColumnDef>) -> TableD
         location: commit.table.clone(),
         columns,
         partition_keys: commit.partition_keys.clone(),
-        format: crate::glue::DELTA.into(),
+        format: TableFormat::Delta,
         compression: None,
     }
 }
@@ -389,7 +391,7 @@ pub mod contract {
             location: "t".into(),
             columns: cols,
             partition_keys: vec![col("dt", "date")],
-            format: "parquet".into(),
+            format: TableFormat::Hive,
             compression: Some("zstd".into()),
         }
     }

@@ -4,7 +4,7 @@
 //!
 //! Errors keep their cause: a variant about a file or an object holds the
 //! error that caused it as its `source`, and whether trying again can succeed
-//! is read from that cause ([`crate::retry::classify`]: the object store's
+//! is read from that cause (`retry::classify`: the object store's
 //! error kind, the HTTP client's error kind, the I/O error kind), never from
 //! the message a variant adds.
 

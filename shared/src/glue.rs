@@ -24,10 +24,8 @@ use aws_sdk_glue::types::{
 
 use crate::catalog::{Catalog, PartitionDef, PartitionStats, TableDef, evolve};
 use crate::commit::ColumnDef;
+use crate::config::TableFormat;
 use crate::error::{Error, Result};
-
-/// The `format` of a Delta table's definition.
-pub const DELTA: &str = "delta";
 
 /// The value Hive and Glue use for a null partition value.
 pub const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
@@ -111,7 +109,7 @@ impl GlueCatalog {
     }
 
     fn table_input(&self, table: &TableDef) -> Result<TableInput> {
-        if table.format == DELTA {
+        if table.format == TableFormat::Delta {
             return self.delta_table_input(table);
         }
         let mut b = TableInput::builder()
@@ -204,7 +202,7 @@ impl GlueCatalog {
             return Ok(TableDef {
                 columns,
                 partition_keys,
-                format: DELTA.into(),
+                format: TableFormat::Delta,
                 compression: None,
                 location,
                 name,
@@ -213,9 +211,7 @@ impl GlueCatalog {
         Ok(TableDef {
             columns: sluice_columns(sd.map(|s| s.columns()).unwrap_or_default()),
             partition_keys: sluice_columns(t.partition_keys()),
-            format: params
-                .and_then(|p| p.get("classification").cloned())
-                .unwrap_or_else(|| "parquet".into()),
+            format: TableFormat::Hive,
             compression: params
                 .and_then(|p| p.get("parquet.compression"))
                 .map(|c| c.to_ascii_lowercase()),

@@ -400,7 +400,7 @@ pub struct ChunkTask {
     pub chunks: usize,
     /// For a batch of stream records: where each record starts in the
     /// object, and the records that could not even be decoded.
-    pub stream: Option<Arc<crate::stream::RecordIndex>>,
+    pub stream: Option<Arc<crate::read::RecordIndex>>,
 }
 
 /// Whether a path (relative to the input root) is hidden: a segment starting

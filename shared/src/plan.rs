@@ -4,7 +4,7 @@
 //! The rule that makes any cut safe: a record belongs to the chunk in which
 //! its first byte lies. A reader of `[start, end)` with `start > 0` skips to
 //! the first record boundary at or after `start`, and reads past `end` to
-//! finish its last record (see [`crate::read::LineFramer`]). So chunks can be
+//! finish its last record (see `read::LineFramer`). So chunks can be
 //! cut at any byte and together still yield every record exactly once.
 
 use serde::{Deserialize, Serialize};

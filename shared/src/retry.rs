@@ -10,7 +10,7 @@
 //! "already exists" for our own write. A multipart upload whose completion
 //! fails is checked with a HEAD: a completion applied whose answer was lost
 //! is a success ([`CheckedUpload`]). Backoff is exponential with full jitter.
-//! The S3 stores of [`crate::store`] are wrapped in it.
+//! The S3 stores of `store` are wrapped in it.
 
 use std::fmt;
 use std::ops::Range;

@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sluice::catalog::{PartitionDef, TableDef};
 use sluice::compact::{CompactOptions, CompactReport, compact_partition};
+use sluice::config::TableFormat;
 use sluice::event::sqs_messages;
-use sluice::glue::DELTA;
 use tracing::{Instrument, info, info_span};
 
 use crate::catalog::manifest_records;
@@ -109,7 +109,7 @@ pub async fn handle(
                 ))
             })?;
             let table = table_def(deps, &task.table).await?;
-            if table.format == DELTA {
+            if table.format == TableFormat::Delta {
                 return delta_one(deps, &table.name, &deps.compact).await;
             }
             let p = partition_def(&table, &task.partition)?;
@@ -158,7 +158,7 @@ pub async fn handle(
         let mut all = Vec::new();
         let mut delta_tables = Vec::new();
         for t in deps.catalog.tables().await? {
-            if t.format == DELTA {
+            if t.format == TableFormat::Delta {
                 // A Delta table is compacted whole, as one task.
                 all.push(PartitionTask {
                     table: t.name.clone(),
@@ -277,7 +277,7 @@ async fn sweep(
                 t
             }
         };
-        if table.format == DELTA {
+        if table.format == TableFormat::Delta {
             // One compaction of the whole Delta table, in one commit.
             if !delta_done.contains(&table.name) {
                 delta_done.push(table.name.clone());

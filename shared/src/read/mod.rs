@@ -7,10 +7,12 @@
 //! decompressed bytes, one partial record (at most `max_record_bytes`) and
 //! one batch being built (`batch_rows` rows).
 
+pub mod cdc;
 mod csv;
 mod frame;
 mod json;
 pub(crate) mod parquet_io;
+mod records;
 mod rows;
 
 use std::io::Write;
@@ -30,6 +32,7 @@ use tokio::sync::mpsc;
 pub use self::csv::CsvDecoder;
 pub use self::frame::{Framed, LineFramer, TOO_LONG_HEAD, trim_newline};
 pub use self::json::{Discovered, JsonDecoder, MAX_EVOLVED_COLUMNS, evolvable_name, widen};
+pub use self::records::RecordIndex;
 pub use self::rows::{BatchBuilder, parse_date, parse_timestamp, type_name};
 
 use crate::config::{Codec, Format, Table};
@@ -313,12 +316,12 @@ impl LineSink {
             }
         };
         if let Some(cdc) = &self.debezium {
-            let flat = match crate::cdc::debezium(trim_newline(line), cdc) {
-                Ok(crate::cdc::Decoded::Tombstone) => {
+            let flat = match cdc::debezium(trim_newline(line), cdc) {
+                Ok(cdc::Decoded::Tombstone) => {
                     self.tombstones += 1;
                     return Ok(());
                 }
-                Ok(crate::cdc::Decoded::Changes(flat)) => flat,
+                Ok(cdc::Decoded::Changes(flat)) => flat,
                 Err(_) if trim_newline(line).iter().all(u8::is_ascii_whitespace) => {
                     return Ok(());
                 }
@@ -405,7 +408,7 @@ async fn read_text(
     let codec = table.codec_for(obj.path.as_ref());
     let builder = BatchBuilder::new(table.reader_schema(), &table.columns)
         .with_checks(table.contract.wrong_type, &table.rules);
-    let mut stager = crate::cdc::Stager::new(table, file, obj.modified.as_deref(), chunk.start);
+    let mut stager = cdc::Stager::new(table, file, obj.modified.as_deref(), chunk.start);
     let unknown = table.contract.unknown_fields;
     let decoder = match table.format {
         Format::JsonLines => {
@@ -527,11 +530,7 @@ async fn read_text(
 }
 
 /// A CDC table's read batch as staged changes; any other table's as it is.
-fn staged(
-    stager: &mut Option<crate::cdc::Stager>,
-    batch: RecordBatch,
-    file: &str,
-) -> Result<RecordBatch> {
+fn staged(stager: &mut Option<cdc::Stager>, batch: RecordBatch, file: &str) -> Result<RecordBatch> {
     match stager {
         Some(s) => s.stage(&batch, file),
         None => Ok(batch),
@@ -582,7 +581,7 @@ async fn read_parquet(
         .collect();
     let file_schema = builder.schema().clone();
     let target: SchemaRef = table.reader_schema();
-    let mut stager = crate::cdc::Stager::new(table, file, obj.modified.as_deref(), chunk.start);
+    let mut stager = cdc::Stager::new(table, file, obj.modified.as_deref(), chunk.start);
     let mut roots = Vec::new();
     for f in target.fields() {
         if stager.is_some()

@@ -15,6 +15,8 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
+pub mod lookup;
+
 /// The time zone every `timestamp` column is normalised to.
 pub const UTC: &str = "UTC";
 
@@ -36,7 +38,7 @@ pub struct PipelineConfig {
     pub tables: Vec<TableConfig>,
     /// Reference tables the tables' SQL may join (`[[lookups]]`).
     #[serde(default)]
-    pub lookups: Vec<crate::lookup::LookupConfig>,
+    pub lookups: Vec<lookup::LookupConfig>,
 }
 
 /// `[lake]`
@@ -684,13 +686,17 @@ impl Cdc {
     }
 }
 
-/// How a table's files are made visible to readers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How a table's files are made visible to readers. In a catalog's table
+/// definition (the local catalog's JSON) a Hive table is `"parquet"`, a
+/// Delta table `"delta"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, Deserialize)]
 pub enum TableFormat {
     /// Hive-partitioned Parquet; partitions registered in the catalog.
     #[default]
+    #[serde(rename = "parquet")]
     Hive,
     /// A Delta Lake table: files enter it by commits to `_delta_log/`.
+    #[serde(rename = "delta")]
     Delta,
 }
 
@@ -769,7 +775,7 @@ pub struct Pipeline {
     pub catalog: CatalogKind,
     pub input_root: Option<String>,
     pub tables: Vec<Table>,
-    pub lookups: Vec<crate::lookup::Lookup>,
+    pub lookups: Vec<lookup::Lookup>,
 }
 
 impl Pipeline {
@@ -1011,7 +1017,7 @@ impl PipelineConfig {
             }
             tables.push(t);
         }
-        let mut lookups: Vec<crate::lookup::Lookup> = Vec::new();
+        let mut lookups: Vec<lookup::Lookup> = Vec::new();
         for l in self.lookups {
             let l = l.validate()?;
             if lookups.iter().any(|o| o.name == l.name) {
