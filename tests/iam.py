@@ -600,12 +600,12 @@ def serve(port):
 
 
 if __name__ == "__main__":
-    # python tests/iam.py table [--write README.md | --check README.md]
-    # prints (or writes into, or checks) the README's role table.
+    # python tests/iam.py table [--write docs/deploy.md | --check docs/deploy.md]
+    # prints (or writes into, or checks) the deploy guide's role table.
     if len(sys.argv) > 1 and sys.argv[1] == "table":
         if len(sys.argv) > 3 and sys.argv[2] == "--check":
             problem = check_readme(sys.argv[3])
-            print(problem or "the README's role table is the template's")
+            print(problem or f"{sys.argv[3]}'s role table is the template's")
             sys.exit(1 if problem else 0)
         if len(sys.argv) > 3 and sys.argv[2] == "--write":
             text = Path(sys.argv[3]).read_text()
