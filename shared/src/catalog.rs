@@ -212,20 +212,26 @@ impl LocalCatalog {
         let path = self
             .lake
             .child(&format!("{CATALOG_DIR}/{table}/table.lock"))?;
-        let started = std::time::Instant::now();
         let ttl = std::time::Duration::from_secs(60);
-        loop {
-            if crate::lease::take(self.lake.store.as_ref(), &path, ttl, (self.clock)()).await? {
-                return Ok(path);
-            }
-            if started.elapsed() > std::time::Duration::from_secs(120) {
-                return Err(Error::Unavailable(format!(
-                    "table '{table}': its definition stayed locked ({})",
-                    self.lake.url_of(&path)
-                )));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(rand::random_range(10..50))).await;
+        let wait = crate::retry::Policy {
+            cap: std::time::Duration::from_millis(50),
+            ..crate::retry::Policy::lease(std::time::Duration::from_secs(120))
+        };
+        if crate::lease::wait_for(
+            self.lake.store.as_ref(),
+            &path,
+            ttl,
+            || (self.clock)(),
+            wait,
+        )
+        .await?
+        {
+            return Ok(path);
         }
+        Err(Error::Unavailable(format!(
+            "table '{table}': its definition stayed locked ({})",
+            self.lake.url_of(&path)
+        )))
     }
 }
 

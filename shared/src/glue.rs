@@ -26,6 +26,45 @@ use crate::catalog::{Catalog, PartitionDef, PartitionStats, TableDef, evolve};
 use crate::commit::ColumnDef;
 use crate::config::TableFormat;
 use crate::error::{Error, Result};
+use crate::retry::Policy;
+
+/// Why a read-modify-write of Glue did not finish.
+enum Lost {
+    /// Another writer changed (or created) it between our read and write:
+    /// read again and merge.
+    Conflict,
+    Failed(Error),
+}
+
+impl Lost {
+    fn is_conflict(&self) -> bool {
+        matches!(self, Lost::Conflict)
+    }
+
+    fn into_error(self, what: &str, attempts: u32) -> Error {
+        match self {
+            Lost::Conflict => Error::Unavailable(format!(
+                "{what}: still modified concurrently after {attempts} attempts; try again"
+            )),
+            Lost::Failed(e) => e,
+        }
+    }
+}
+
+impl From<Error> for Lost {
+    fn from(e: Error) -> Lost {
+        Lost::Failed(e)
+    }
+}
+
+impl std::fmt::Display for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lost::Conflict => f.write_str("changed by another writer"),
+            Lost::Failed(e) => e.fmt(f),
+        }
+    }
+}
 
 /// The value Hive and Glue use for a null partition value.
 pub const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
@@ -35,7 +74,6 @@ const OUTPUT_FORMAT: &str = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetO
 const SERDE: &str = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe";
 /// BatchCreatePartition takes at most this many partitions per call.
 pub const PARTITION_BATCH: usize = 100;
-const ATTEMPTS: u32 = 8;
 
 /// Tables of one Glue database whose data lives under one lake root.
 #[derive(Debug, Clone)]
@@ -285,7 +323,8 @@ impl GlueCatalog {
 impl Catalog for GlueCatalog {
     async fn ensure_table(&self, table: &TableDef) -> Result<()> {
         let what = format!("Glue table {}.{}", self.database, table.name);
-        for _ in 0..ATTEMPTS {
+        let what = what.as_str();
+        let attempt = || async move {
             let Some((existing, version)) = self.get_versioned(&table.name).await? else {
                 let input = self.table_input(table)?;
                 let r = retry(&format!("creating {what}"), || {
@@ -296,16 +335,18 @@ impl Catalog for GlueCatalog {
                         .send()
                 })
                 .await;
-                match r {
-                    Ok(_) => return Ok(()),
+                return match r {
+                    Ok(_) => Ok(()),
                     // Another writer created it first: check it as an existing table.
-                    Err(Failure::Service(code, _)) if code == "AlreadyExistsException" => continue,
-                    Err(f) => return Err(f.into_error()),
-                }
+                    Err(Failure::Service(code, _)) if code == "AlreadyExistsException" => {
+                        Err(Lost::Conflict)
+                    }
+                    Err(f) => Err(f.into_error().into()),
+                };
             };
             let merged = evolve(&existing, table)?;
             if merged == existing {
-                return Ok(());
+                return Ok::<(), Lost>(());
             }
             let input = self.table_input(&merged)?;
             // With the version read, Glue refuses the update if another
@@ -321,16 +362,15 @@ impl Catalog for GlueCatalog {
             })
             .await;
             match r {
-                Ok(_) => return Ok(()),
+                Ok(_) => Ok(()),
                 Err(Failure::Service(code, _)) if code == "ConcurrentModificationException" => {
-                    continue;
+                    Err(Lost::Conflict)
                 }
-                Err(f) => return Err(f.into_error()),
+                Err(f) => Err(f.into_error().into()),
             }
-        }
-        Err(Error::Unavailable(format!(
-            "{what}: kept changing under us; try again"
-        )))
+        };
+        let (outcome, attempts) = Policy::CONFLICT.run(what, Lost::is_conflict, attempt).await;
+        outcome.map_err(|l| l.into_error(what, attempts))
     }
 
     async fn add_partitions(&self, table: &str, partitions: &[PartitionDef]) -> Result<usize> {
@@ -493,9 +533,10 @@ impl Catalog for GlueCatalog {
             values.join(", "),
             self.database
         );
-        for _ in 0..ATTEMPTS {
-            let Some(p) = self.get_partition(table, &values).await? else {
-                return Err(Error::Catalog(format!("{what} does not exist")));
+        let (what, values) = (what.as_str(), &values);
+        let attempt = || async move {
+            let Some(p) = self.get_partition(table, values).await? else {
+                return Err(Error::Catalog(format!("{what} does not exist")).into());
             };
             let mut parameters = p.parameters().cloned().unwrap_or_default();
             parameters.insert("numFiles".into(), stats.files.to_string());
@@ -519,16 +560,15 @@ impl Catalog for GlueCatalog {
             })
             .await;
             match r {
-                Ok(_) => return Ok(()),
+                Ok(_) => Ok(()),
                 Err(Failure::Service(code, _)) if code == "ConcurrentModificationException" => {
-                    continue;
+                    Err(Lost::Conflict)
                 }
-                Err(f) => return Err(f.into_error()),
+                Err(f) => Err(f.into_error().into()),
             }
-        }
-        Err(Error::Unavailable(format!(
-            "{what}: still modified concurrently after {ATTEMPTS} attempts"
-        )))
+        };
+        let (outcome, attempts) = Policy::CONFLICT.run(what, Lost::is_conflict, attempt).await;
+        outcome.map_err(|l| l.into_error(what, attempts))
     }
 
     async fn partition_stats(
@@ -609,7 +649,7 @@ fn retryable(code: &str) -> bool {
 }
 
 /// Call `f` until it succeeds, fails for good, or runs out of attempts
-/// (exponential backoff from 100 ms, capped at 5 s, full jitter).
+/// ([`Policy::SERVICE`]).
 async fn retry<T, E, R, F, Fut>(what: &str, f: F) -> std::result::Result<T, Failure>
 where
     F: FnMut() -> Fut,
@@ -633,40 +673,32 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        let err = match f().await {
-            Ok(v) => return Ok(v),
-            Err(e) => e,
-        };
-        let (code, again) = match &err {
-            SdkError::ServiceError(s) => {
-                let code = s.err().code().unwrap_or("Unknown").to_string();
-                let again = retryable(&code)
-                    && !(conflict_is_final && code == "ConcurrentModificationException");
-                (Some(code), again)
-            }
-            SdkError::TimeoutError(_)
-            | SdkError::DispatchFailure(_)
-            | SdkError::ResponseError(_) => (None, true),
-            _ => (None, false),
-        };
-        if !again {
-            let message = format!("{what}: {}", DisplayErrorContext(&err));
-            return Err(match code {
-                Some(code) => Failure::Service(code, message),
-                None => Failure::Unavailable(message),
-            });
+    let worth = |err: &SdkError<E, R>| match err {
+        SdkError::ServiceError(s) => {
+            let code = s.err().code().unwrap_or("Unknown");
+            retryable(code) && !(conflict_is_final && code == "ConcurrentModificationException")
         }
-        if attempt >= ATTEMPTS {
-            return Err(Failure::Unavailable(format!(
-                "{what}: still failing after {attempt} attempts: {}",
-                DisplayErrorContext(&err)
-            )));
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
         }
-        let wait = crate::retry::backoff(attempt);
-        tracing::warn!(what, attempt, wait_ms = wait.as_millis() as u64, code = ?code, "retrying a Glue call");
-        tokio::time::sleep(wait).await;
+        _ => false,
+    };
+    let (outcome, attempts) = Policy::SERVICE.run(what, &worth, &mut f).await;
+    let err = match outcome {
+        Ok(v) => return Ok(v),
+        Err(e) => e,
+    };
+    if worth(&err) {
+        return Err(Failure::Unavailable(format!(
+            "{what}: still failing after {attempts} attempts: {}",
+            DisplayErrorContext(&err)
+        )));
     }
+    let message = format!("{what}: {}", DisplayErrorContext(&err));
+    Err(match &err {
+        SdkError::ServiceError(s) => {
+            Failure::Service(s.err().code().unwrap_or("Unknown").to_string(), message)
+        }
+        _ => Failure::Unavailable(message),
+    })
 }

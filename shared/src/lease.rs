@@ -24,6 +24,49 @@ struct Body {
     token: String,
 }
 
+/// Take the lease at `path`, trying again under `policy` (until its
+/// `within` has passed) while another holder has it; `now` gives the time
+/// of each try. `Ok(false)` if it was still held when the policy was spent.
+pub async fn wait_for(
+    store: &dyn ObjectStore,
+    path: &Path,
+    ttl: Duration,
+    now: impl Fn() -> DateTime<Utc>,
+    policy: crate::retry::Policy,
+) -> Result<bool> {
+    /// Why an attempt did not take the lease.
+    enum Missed {
+        Held,
+        Failed(Error),
+    }
+    impl std::fmt::Display for Missed {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self {
+                Missed::Held => f.write_str("held by another"),
+                Missed::Failed(e) => e.fmt(f),
+            }
+        }
+    }
+    let (outcome, _) = policy
+        .run(
+            "lease",
+            |m: &Missed| matches!(m, Missed::Held),
+            || async {
+                match take(store, path, ttl, now()).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(Missed::Held),
+                    Err(e) => Err(Missed::Failed(e)),
+                }
+            },
+        )
+        .await;
+    match outcome {
+        Ok(()) => Ok(true),
+        Err(Missed::Held) => Ok(false),
+        Err(Missed::Failed(e)) => Err(e),
+    }
+}
+
 /// Try once to take the lease at `path`: create it if absent, or take over one
 /// older than `ttl` at `now`. `Ok(true)` if this call holds it now, `Ok(false)`
 /// if another holder does.

@@ -1,14 +1,23 @@
 //! # Sluice: the engine
 //!
-//! Turns raw files (JSON Lines, CSV, Parquet; gzip or zstd) into a Hive-
-//! partitioned, zstd-compressed Parquet lake with a catalog. The same engine
-//! runs in the `sluice` command and in the Lambda functions; it knows nothing
-//! about Lambda.
+//! Turns raw files (JSON Lines, CSV, Parquet; gzip or zstd) and stream
+//! records (Kinesis, Kafka) into zstd-compressed Parquet tables: Hive-
+//! partitioned folders registered in a catalog (local, or AWS Glue), or
+//! Delta Lake tables made visible by one committer per table; change events
+//! (Debezium, AWS DMS) are merged by key into Delta tables. The same engine
+//! runs in the `sluice` command and in the Lambda functions; it knows
+//! nothing about Lambda.
+//!
+//! Its crate is `sluice-shared` in the workspace (the folder `shared/`) and
+//! `sluice` in code (`[lib] name`): one crate, named for its users.
 //!
 //! The parts, in the order data flows through them:
-//! - [`config`]: the pipeline file, checked into typed settings;
+//! - [`config`]: the pipeline file, checked into typed settings (with
+//!   `config::lookup`, the `[[lookups]]`);
 //! - [`plan`]: objects cut into chunks (pure);
-//! - [`read`]: chunk readers yielding Arrow batches with bounded memory;
+//! - [`read`]: chunk readers yielding Arrow batches with bounded memory (with
+//!   `read::cdc`, change events decoded into staged changes);
+//! - [`lookup`]: reference tables read once per process, joined by the SQL;
 //! - [`transform`]: the table's SQL, run by DataFusion;
 //! - [`partition`]: rows split by partition values, Hive paths escaped;
 //! - [`write`]: Parquet files per partition, with deterministic names;
@@ -19,10 +28,17 @@
 //! - [`pipeline`]: all of it for a whole input, chunks in parallel;
 //! - [`compact`]: small files of a partition merged into large ones, crash-safely;
 //! - [`query`]: SQL over the lake's tables;
-//! - [`cdc`]: change events (Debezium, AWS DMS) staged, then merged by key
-//!   into a Delta table (`cdc::merge`, with the `delta` feature);
-//! - `delta` (with the `delta` feature): Delta Lake tables, committed by one
-//!   writer per table from the chunks' commit records;
+//! - [`delta`]: Delta Lake tables, committed by one writer per table from
+//!   the chunks' commit records, a module per operation ([`delta::merge`]:
+//!   a CDC table's staged changes merged by key);
+//! - [`sink`]: what happens to a table's chunks once written (Hive, Delta,
+//!   CDC), chosen once per table;
+//! - [`stream`]: Kinesis and Kafka record batches taken as chunks;
+//! - [`sources`]: the ledger of source versions, so a re-upload replaces
+//!   the rows of the version before it;
+//! - [`store`], [`retry`], [`lease`], [`layout`], [`messages`]: object
+//!   stores with retries, leases by conditional writes, the lake's own
+//!   folders, and what the functions send each other.
 //!
 //! With the `testing` feature (for tests and the fuzzers only, never in a
 //! function binary): [`fault`], a store wrapper that fails chosen calls, and
@@ -30,12 +46,10 @@
 //! `catalog::contract`, the suite every catalog implementation passes.
 
 pub mod catalog;
-pub mod cdc;
 pub mod commit;
 pub mod compact;
 pub mod config;
 pub mod connect;
-#[cfg(feature = "delta")]
 pub mod delta;
 pub mod error;
 pub mod event;
@@ -54,6 +68,7 @@ pub mod plan;
 pub mod query;
 pub mod read;
 pub mod retry;
+pub mod sink;
 pub mod sources;
 pub mod stats;
 pub mod store;

@@ -122,7 +122,6 @@ pub async fn lake_context(
 }
 
 /// Register the lake's Delta tables (as of `as_of`); their names.
-#[cfg(feature = "delta")]
 async fn register_delta_tables(
     ctx: &SessionContext,
     lake: &Location,
@@ -157,18 +156,4 @@ async fn register_delta_tables(
             .map_err(|e| Error::Catalog(format!("table '{name}': {e}")))?;
     }
     Ok(names)
-}
-
-#[cfg(not(feature = "delta"))]
-async fn register_delta_tables(
-    _: &SessionContext,
-    _: &Location,
-    as_of: Option<&str>,
-) -> Result<Vec<String>> {
-    match as_of {
-        Some(_) => Err(Error::Config(
-            "--as-of reads Delta tables; this build of sluice has no Delta support".into(),
-        )),
-        None => Ok(Vec::new()),
-    }
 }

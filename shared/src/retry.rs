@@ -1,3 +1,8 @@
+//! Trying again: one [`Policy`] (how many attempts, how long between them,
+//! with jitter, for how long at most) that every retry loop of Sluice runs
+//! under, the caller saying which failures are worth another attempt from
+//! their typed cause ([`classify`] for storage errors); and [`RetryStore`].
+//!
 //! An [`ObjectStore`] wrapper that retries what `object_store`'s own client
 //! does not: a response whose body breaks off after its status line (a reset
 //! connection while a listing or a small object is being read), and a call
@@ -27,8 +32,104 @@ use object_store::{
     ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
 
-/// Attempts of a call, the first included.
+/// Attempts of a storage call, the first included.
 const ATTEMPTS: u32 = 5;
+
+/// How a loop tries again: at most `attempts` attempts (the first
+/// included), and no new one once `within` has passed since the first (if
+/// set); before attempt n + 1, a wait of between half and all of
+/// `base` × 2^n, at most `cap` (jitter, so that writers that failed
+/// together do not try again together). Which failures are worth another
+/// attempt is the caller's to say, from the error's cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub attempts: u32,
+    pub base: Duration,
+    pub cap: Duration,
+    pub within: Option<Duration>,
+}
+
+impl Policy {
+    /// Storage calls (S3), after the client's own retries.
+    pub const STORAGE: Policy = Policy {
+        attempts: ATTEMPTS,
+        base: Duration::from_millis(100),
+        cap: Duration::from_secs(5),
+        within: None,
+    };
+
+    /// Service calls (Glue, SQS) throttled or failing on the server's side.
+    pub const SERVICE: Policy = Policy {
+        attempts: 8,
+        base: Duration::from_millis(100),
+        cap: Duration::from_secs(5),
+        within: None,
+    };
+
+    /// A commit another writer's commit got to first: planned again from
+    /// the new state, soon.
+    pub const CONFLICT: Policy = Policy {
+        attempts: 8,
+        base: Duration::from_millis(10),
+        cap: Duration::from_secs(1),
+        within: None,
+    };
+
+    /// Waiting for a lease another holder has: tried until `wait` has passed.
+    pub const fn lease(wait: Duration) -> Policy {
+        Policy {
+            attempts: u32::MAX,
+            base: Duration::from_millis(10),
+            cap: Duration::from_secs(2),
+            within: Some(wait),
+        }
+    }
+
+    /// The wait after attempt `attempt` (1 for the first) failed.
+    pub fn wait(&self, attempt: u32) -> Duration {
+        let full = self
+            .base
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.cap);
+        let ms = full.as_millis() as u64;
+        Duration::from_millis(rand::random_range(ms / 2..=ms))
+    }
+
+    /// Whether attempt `attempt` (1 for the first), having failed, may be
+    /// followed by another, `started` being when the first began.
+    pub fn again(&self, attempt: u32, started: std::time::Instant) -> bool {
+        attempt < self.attempts && self.within.is_none_or(|w| started.elapsed() < w)
+    }
+
+    /// Run `f` until it succeeds, fails in a way `worth` says is not worth
+    /// another attempt, or the policy is spent; the last outcome, and how
+    /// many attempts were made. `what` names the work in the log.
+    pub async fn run<T, E, F, Fut>(
+        &self,
+        what: &str,
+        worth: impl Fn(&E) -> bool,
+        mut f: F,
+    ) -> (std::result::Result<T, E>, u32)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, E>>,
+        E: fmt::Display,
+    {
+        let started = std::time::Instant::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match f().await {
+                Err(e) if worth(&e) && self.again(attempt, started) => {
+                    let wait = self.wait(attempt);
+                    tracing::debug!(what, attempt, wait_ms = wait.as_millis() as u64, error = %e, "trying again");
+                    tokio::time::sleep(wait).await;
+                }
+                outcome => return (outcome, attempt),
+            }
+        }
+    }
+}
 
 /// What an error's cause says about trying again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,31 +254,22 @@ pub fn transient(e: &object_store::Error) -> bool {
     classify(e) == Verdict::Transient
 }
 
-/// The wait before attempt `attempt + 1`, for every retry loop of Sluice
-/// (storage, Glue, SQS): between half and all of 100 ms × 2^attempt, capped
-/// at 5 s (jitter, so that writers that failed together do not retry together).
-pub fn backoff(attempt: u32) -> Duration {
-    let cap = (100u64 << attempt.min(6)).min(5_000);
-    Duration::from_millis(rand::random_range(cap / 2..=cap))
-}
-
-async fn retry<T, F, Fut>(op: &str, location: &str, mut f: F) -> Result<T>
+async fn retry<T, F, Fut>(op: &str, location: &str, f: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
 {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match f().await {
-            Err(e) if attempt < ATTEMPTS && transient(&e) => {
-                let wait = backoff(attempt);
-                tracing::warn!(op, location, attempt, wait_ms = wait.as_millis() as u64, error = %e, "retrying a storage call");
-                tokio::time::sleep(wait).await;
-            }
-            other => return other,
-        }
+    let (outcome, attempts) = Policy::STORAGE.run(op, transient, f).await;
+    if attempts > 1 {
+        tracing::warn!(
+            op,
+            location,
+            attempts,
+            ok = outcome.is_ok(),
+            "a storage call was tried again"
+        );
     }
+    outcome
 }
 
 /// How far the store's clock may be behind ours, for [`CheckedUpload`].
@@ -368,6 +460,7 @@ impl ObjectStore for RetryStore {
             stream: BoxStream<'static, Result<ObjectMeta>>,
             last: Option<Path>,
             attempt: u32,
+            started: std::time::Instant,
         }
         let state = State {
             inner,
@@ -375,6 +468,7 @@ impl ObjectStore for RetryStore {
             stream: first,
             last: None,
             attempt: 1,
+            started: std::time::Instant::now(),
         };
         futures::stream::unfold(state, |mut s| async move {
             loop {
@@ -383,10 +477,13 @@ impl ObjectStore for RetryStore {
                     Some(Ok(meta)) => {
                         s.last = Some(meta.location.clone());
                         s.attempt = 1;
+                        s.started = std::time::Instant::now();
                         return Some((Ok(meta), s));
                     }
-                    Some(Err(e)) if s.attempt < ATTEMPTS && transient(&e) => {
-                        let wait = backoff(s.attempt);
+                    Some(Err(e))
+                        if Policy::STORAGE.again(s.attempt, s.started) && transient(&e) =>
+                    {
+                        let wait = Policy::STORAGE.wait(s.attempt);
                         tracing::warn!(op = "list", attempt = s.attempt, wait_ms = wait.as_millis() as u64, error = %e, "retrying a listing after the last key it gave");
                         s.attempt += 1;
                         tokio::time::sleep(wait).await;
@@ -425,6 +522,63 @@ mod tests {
     use object_store::ObjectStoreExt;
     use object_store::memory::InMemory;
     use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn a_policy_waits_between_half_and_all_of_its_doubling_wait_up_to_its_cap() {
+        let p = Policy {
+            attempts: 10,
+            base: Duration::from_millis(100),
+            cap: Duration::from_millis(1000),
+            within: None,
+        };
+        for (attempt, full) in [(1, 200), (2, 400), (3, 800), (4, 1000), (30, 1000)] {
+            for _ in 0..50 {
+                let w = p.wait(attempt).as_millis() as u64;
+                assert!((full / 2..=full).contains(&w), "attempt {attempt}: {w} ms");
+            }
+        }
+    }
+
+    #[test]
+    fn a_policy_stops_at_its_attempts_or_once_its_time_is_up() {
+        let started = std::time::Instant::now();
+        let p = Policy {
+            attempts: 3,
+            ..Policy::CONFLICT
+        };
+        assert!(p.again(1, started) && p.again(2, started) && !p.again(3, started));
+        let timed = Policy::lease(Duration::ZERO);
+        assert!(!timed.again(1, started));
+        assert!(Policy::lease(Duration::from_secs(60)).again(1_000, started));
+    }
+
+    #[tokio::test]
+    async fn a_policy_tries_again_only_what_is_worth_it_and_says_how_often() {
+        let quick = Policy {
+            attempts: 4,
+            base: Duration::ZERO,
+            cap: Duration::ZERO,
+            within: None,
+        };
+        let calls = AtomicU32::new(0);
+        let flaky = || async {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            if n < 3 {
+                Err(format!("transient {n}"))
+            } else {
+                Ok(n)
+            }
+        };
+        let (out, attempts) = quick.run("t", |_: &String| true, flaky).await;
+        assert_eq!((out, attempts), (Ok(3), 3));
+        calls.store(0, Ordering::SeqCst);
+        let (out, attempts) = quick.run("t", |e: &String| e != "transient 1", flaky).await;
+        assert_eq!((out, attempts), (Err("transient 1".to_string()), 1));
+        calls.store(0, Ordering::SeqCst);
+        let never = || async { Err::<u32, _>("down".to_string()) };
+        let (out, attempts) = quick.run("t", |_: &String| true, never).await;
+        assert_eq!((out, attempts), (Err("down".to_string()), 4));
+    }
 
     /// Fails the first `n` listings after their first item with a body error.
     #[derive(Debug)]

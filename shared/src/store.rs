@@ -258,8 +258,13 @@ impl Location {
 #[derive(Debug)]
 struct FolderRace(ChunkedStore);
 
-/// Tries of a write whose folder vanished under it.
-const FOLDER_RACE_TRIES: usize = 8;
+/// Tries of a write whose folder vanished under it, at once.
+const FOLDER_RACE: crate::retry::Policy = crate::retry::Policy {
+    attempts: 8,
+    base: std::time::Duration::ZERO,
+    cap: std::time::Duration::ZERO,
+    within: None,
+};
 
 impl std::fmt::Display for FolderRace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -286,19 +291,13 @@ fn folder_vanished(e: &object_store::Error) -> bool {
     false
 }
 
-/// Runs a local write, again while its folder vanishes under it.
+/// Runs a local write, again (at once) while its folder vanishes under it.
 async fn retry_vanished<T, F, Fut>(op: F) -> object_store::Result<T>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = object_store::Result<T>>,
 {
-    let mut tries = 1;
-    loop {
-        match op().await {
-            Err(e) if tries < FOLDER_RACE_TRIES && folder_vanished(&e) => tries += 1,
-            done => return done,
-        }
-    }
+    FOLDER_RACE.run("local write", folder_vanished, op).await.0
 }
 
 #[async_trait::async_trait]

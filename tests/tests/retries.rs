@@ -54,7 +54,6 @@ async fn process(engine: &Engine, lake: &Location, task: &ChunkTask) -> sluice::
     process_chunk(
         engine,
         lake,
-        None,
         task,
         &ReadOptions::default(),
         &Arc::new(Counters::default()),

@@ -5,8 +5,11 @@
 //! `{"bucket", "prefix"}` over `_sluice/commits/`, or the planner's
 //! `{"manifest": {...}}` (what the backfill workflow sends after its Map),
 //! which registers the commit record of every task in the manifest and names
-//! the tasks that have none, so a failed Map item cannot go unnoticed. The records of one invocation are grouped by table: one
-//! `ensure_table` per table, then all their partitions in batches of 100.
+//! the tasks that have none, so a failed Map item cannot go unnoticed. The
+//! records of one invocation are grouped by table and published through the
+//! table's sink (`sluice::sink`): a Hive table's partitions in batches of
+//! 100, a Delta table's batch in one commit, a CDC table's changes merged,
+//! both under the table's lease.
 //! With SQS, a failure is reported for exactly the messages whose records it
 //! concerns.
 
@@ -16,13 +19,14 @@ use std::time::Instant;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sluice::catalog::{PartitionDef, TableDef, commit_entries};
+use sluice::catalog::commit_entries;
 use sluice::commit::CommitRecord;
 use sluice::config::TableFormat;
 use sluice::event::{Target, decode, sqs_messages};
 use sluice::layout::{COMMITS_DIR, MANIFESTS_DIR};
 use sluice::messages::{Manifest, ManifestPayload, PartitionTask, TaskSpec};
 use sluice::pipeline::CdcSummary;
+use sluice::sink::Lease;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::deps::Deps;
@@ -269,12 +273,7 @@ async fn queue_compactions(deps: &Deps, records: &[&CommitRecord], registered: &
         .filter(|r| registered.contains(&r.table))
         // A Delta table is compacted by OPTIMIZE (`sluice compact`), never
         // by rewriting the files its log names.
-        .filter(|r| {
-            deps.engine()
-                .pipeline
-                .table(&r.table)
-                .is_none_or(|t| t.table_format != TableFormat::Delta)
-        })
+        .filter(|r| deps.engine().sink(&r.table).format() == TableFormat::Hive)
         .flat_map(|r| {
             let location = commit_entries(r).0.location;
             r.files
@@ -329,117 +328,67 @@ async fn queue_compactions(deps: &Deps, records: &[&CommitRecord], registered: &
     }
 }
 
-/// Register records grouped by table. Returns the tables done and, per
-/// table that failed, its error.
 /// A Delta table's committer lease outlives the longest invocation (the
 /// function's timeout is 300 s): one left by a crashed invocation is taken
-/// over after this.
-const COMMITTER_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(360);
+/// over after `ttl`; a batch waits at most `wait` for another invocation
+/// committing the same table.
+const COMMITTER_LEASE: Lease = Lease {
+    ttl: std::time::Duration::from_secs(360),
+    wait: std::time::Duration::from_secs(60),
+};
 
-/// How long a batch waits for another invocation committing the same table.
-const COMMITTER_LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
-
+/// Publish records grouped by table, each table through its sink (Hive:
+/// the table and partitions in the catalog; Delta: one commit of the batch
+/// under the table's lease; CDC: the batch's changes merged under the same
+/// lease). Returns the tables done and, per table that failed, its error.
 async fn register(
     deps: &Deps,
     records: &[&CommitRecord],
     response: &mut CatalogResponse,
 ) -> (Vec<String>, Vec<(String, FunctionError)>) {
     response.commits += records.len();
-    let mut by_table: BTreeMap<&str, (Vec<TableDef>, Vec<PartitionDef>)> = BTreeMap::new();
+    let mut by_table: BTreeMap<&str, Vec<CommitRecord>> = BTreeMap::new();
     for r in records {
-        let (def, parts) = commit_entries(r);
-        let entry = by_table.entry(r.table.as_str()).or_default();
-        if !entry.0.contains(&def) {
-            entry.0.push(def);
-        }
-        for p in parts {
-            if !entry.1.iter().any(|q| q.path == p.path) {
-                entry.1.push(p);
-            }
-        }
+        by_table
+            .entry(r.table.as_str())
+            .or_default()
+            .push((*r).clone());
     }
     let engine = deps.engine();
     let mut done = Vec::new();
     let mut errors = Vec::new();
-    for (table, (defs, parts)) in by_table {
-        let delta = engine
-            .pipeline
-            .table(table)
-            .is_some_and(|t| t.table_format == TableFormat::Delta);
-        if delta {
-            // A Delta table's chunks become visible by one Delta commit of
-            // the batch (conditional puts on S3: a concurrent committer of
-            // the same table makes this one retry, never lose a chunk).
-            let batch: Vec<CommitRecord> = records
-                .iter()
-                .filter(|r| r.table == table)
-                .map(|r| (*r).clone())
-                .collect();
-            let cdc = engine.pipeline.table(table).filter(|t| t.cdc.is_some());
-            let committed = async {
-                if let Some(t) = cdc {
-                    // Change events: merged by key under the table's lease.
-                    let merged = sluice::delta::leased(
-                        &deps.lake,
-                        table,
-                        COMMITTER_LEASE_TTL,
-                        COMMITTER_LEASE_WAIT,
-                        sluice::cdc::merge::apply(&deps.lake, t, &batch),
-                    )
-                    .await?;
-                    sluice::cdc::merge::register(deps.catalog.as_ref(), t, &batch).await?;
-                    Record::new("catalog")
-                        .dimension("Table", table)
-                        .metric("ChangesMerged", merged.changes as f64, Unit::Count)
-                        .metric("RowsUpserted", merged.upserted as f64, Unit::Count)
-                        .metric("RowsDeleted", merged.deleted as f64, Unit::Count)
-                        .metric("ChangesStale", merged.stale as f64, Unit::Count)
-                        .emit();
-                    response.cdc.add(&merged);
-                    // Every chunk of the batch is applied (or was before).
-                    return Ok::<_, sluice::Error>(batch.len() as f64);
+    for (table, batch) in by_table {
+        let sink = engine.sink(table);
+        let published = sink
+            .publish(
+                &deps.lake,
+                deps.catalog.as_ref(),
+                &batch,
+                Some(COMMITTER_LEASE),
+            )
+            .instrument(info_span!("table", table = %table))
+            .await;
+        match published {
+            Ok(p) => {
+                let mut metrics = Record::new("catalog").dimension("Table", table);
+                if let Some(m) = &p.merged {
+                    response.cdc.add(m);
+                    metrics = metrics
+                        .metric("ChangesMerged", m.changes as f64, Unit::Count)
+                        .metric("RowsUpserted", m.upserted as f64, Unit::Count)
+                        .metric("RowsDeleted", m.deleted as f64, Unit::Count)
+                        .metric("ChangesStale", m.stale as f64, Unit::Count);
                 }
-                let c = sluice::delta::commit_batch_leased(
-                    &deps.lake,
-                    table,
-                    batch.clone(),
-                    COMMITTER_LEASE_TTL,
-                    COMMITTER_LEASE_WAIT,
-                )
-                .await?;
-                sluice::delta::register(deps.catalog.as_ref(), &batch).await?;
-                Ok::<_, sluice::Error>(c.chunks_added as f64)
-            };
-            match committed
-                .instrument(info_span!("table", table = %table))
-                .await
-            {
-                Ok(added) => {
-                    Record::new("catalog")
-                        .dimension("Table", table)
-                        .metric("DeltaChunksAdded", added, Unit::Count)
-                        .emit();
-                    done.push(table.to_string());
-                }
-                Err(e) => errors.push((table.to_string(), FunctionError::from(e))),
-            }
-            continue;
-        }
-        let result = async {
-            for def in &defs {
-                deps.catalog.ensure_table(def).await?;
-            }
-            deps.catalog.add_partitions(table, &parts).await
-        }
-        .instrument(info_span!("table", table = %table))
-        .await;
-        match result {
-            Ok(added) => {
-                response.partitions_added += added;
-                Record::new("catalog")
-                    .dimension("Table", table)
-                    .metric("PartitionsAdded", added as f64, Unit::Count)
-                    .emit();
+                metrics = match sink.format() {
+                    TableFormat::Delta => {
+                        metrics.metric("DeltaChunksAdded", p.chunks_added as f64, Unit::Count)
+                    }
+                    TableFormat::Hive => {
+                        response.partitions_added += p.partitions_added;
+                        metrics.metric("PartitionsAdded", p.partitions_added as f64, Unit::Count)
+                    }
+                };
+                metrics.emit();
                 done.push(table.to_string());
             }
             Err(e) => errors.push((table.to_string(), FunctionError::from(e))),

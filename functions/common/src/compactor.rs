@@ -12,9 +12,10 @@
 //! - a scheduled EventBridge event: a sweep over every partition of every
 //!   table, from a place that moves with the time, until the deadline nears.
 //!
-//! A Delta table is compacted whole, in one Delta commit
-//! (`sluice::delta::compact`), never partition by partition; the scheduled
-//! sweep also deletes the files its tables removed more than 7 days ago.
+//! Each table is compacted through its sink (`sluice::sink`): a Hive table
+//! partition by partition, a Delta table whole, in one Delta commit, never
+//! partition by partition; the scheduled sweep also deletes the files Delta
+//! tables removed more than 7 days ago.
 //!
 //! Direct payloads may set `"min_age"` (`"0s"`, `"15m"`); otherwise the
 //! function's setting (`SLUICE_COMPACT_MIN_AGE`, 15 minutes) applies.
@@ -25,9 +26,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sluice::catalog::{PartitionDef, TableDef};
-use sluice::compact::{CompactOptions, CompactReport, compact_partition};
-use sluice::config::TableFormat;
+use sluice::compact::{CompactOptions, CompactReport};
 use sluice::event::sqs_messages;
+use sluice::sink::for_definition;
 use tracing::{Instrument, info, info_span};
 
 use crate::catalog::manifest_records;
@@ -109,11 +110,7 @@ pub async fn handle(
                 ))
             })?;
             let table = table_def(deps, &task.table).await?;
-            if table.format == TableFormat::Delta {
-                return delta_one(deps, &table.name, &deps.compact).await;
-            }
-            let p = partition_def(&table, &task.partition)?;
-            one(deps, &table, &p, &deps.compact).await
+            one(deps, &table, &task.partition, &deps.compact).await
         })
         .await;
         let mut total = CompactorResponse::default();
@@ -156,15 +153,16 @@ pub async fn handle(
         response
     } else if event.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event") {
         let mut all = Vec::new();
-        let mut delta_tables = Vec::new();
+        let mut whole = Vec::new();
         for t in deps.catalog.tables().await? {
-            if t.format == TableFormat::Delta {
+            let sink = for_definition(&t);
+            if sink.compacts_whole_table() {
                 // A Delta table is compacted whole, as one task.
                 all.push(PartitionTask {
                     table: t.name.clone(),
                     partition: String::new(),
                 });
-                delta_tables.push(t.name.clone());
+                whole.push((t.name.clone(), sink));
                 continue;
             }
             for p in deps.catalog.partitions(&t.name).await? {
@@ -188,11 +186,11 @@ pub async fn handle(
         all.rotate_left(start);
         sweep(deps, &all, 0, &deps.compact, deadline, &mut response).await?;
         // Files Delta tables removed longer ago than the retention go.
-        for name in delta_tables {
-            let gone = sluice::delta::vacuum(&deps.lake, &name, VACUUM_RETENTION, false)
+        for (name, sink) in whole {
+            response.files_vacuumed += sink
+                .vacuum(&deps.lake, &name, VACUUM_RETENTION)
                 .instrument(info_span!("vacuum", table = %name))
                 .await?;
-            response.files_vacuumed += gone.len();
         }
         response
     } else {
@@ -259,7 +257,7 @@ async fn sweep(
     response: &mut CompactorResponse,
 ) -> Result<(), FunctionError> {
     let mut tables: Vec<TableDef> = Vec::new();
-    let mut delta_done: Vec<String> = Vec::new();
+    let mut whole_done: Vec<String> = Vec::new();
     for (i, task) in tasks.iter().enumerate().skip(start) {
         // At least one partition per call, so a caller that goes on from
         // `next` always gets somewhere.
@@ -277,73 +275,45 @@ async fn sweep(
                 t
             }
         };
-        if table.format == TableFormat::Delta {
-            // One compaction of the whole Delta table, in one commit.
-            if !delta_done.contains(&table.name) {
-                delta_done.push(table.name.clone());
-                let r = delta_one(deps, &table.name, options).await?;
-                response.report.add(&r);
+        if for_definition(&table).compacts_whole_table() {
+            // One compaction of the whole table (Delta), in one commit.
+            if whole_done.contains(&table.name) {
+                continue;
             }
-            continue;
+            whole_done.push(table.name.clone());
         }
-        let p = partition_def(&table, &task.partition)?;
-        let r = one(deps, &table, &p, options).await?;
+        let r = one(deps, &table, &task.partition, options).await?;
         response.report.add(&r);
     }
     Ok(())
 }
 
-/// Compact a Delta table (one commit for the whole table).
-async fn delta_one(
-    deps: &Deps,
-    table: &str,
-    options: &CompactOptions,
-) -> Result<CompactReport, FunctionError> {
-    let o = sluice::delta::compact(&deps.lake, table, options, chrono::Utc::now())
-        .instrument(info_span!("delta", table = %table))
-        .await?;
-    if o.files_added > 0 {
-        Record::new("compactor")
-            .dimension("Table", table)
-            .metric("FilesMerged", o.files_removed as f64, Unit::Count)
-            .metric("FilesWritten", o.files_added as f64, Unit::Count)
-            .metric("BytesMerged", o.bytes_in as f64, Unit::Bytes)
-            .emit();
-    }
-    Ok(CompactReport {
-        partitions: o.partitions as usize,
-        compacted: if o.version.is_some() {
-            o.partitions as usize
-        } else {
-            0
-        },
-        inputs: o.files_removed as usize,
-        outputs: o.files_added as usize,
-        bytes_in: o.bytes_in,
-        bytes_out: o.bytes_out,
-        rows: o.rows,
-        copied: o.copied as usize,
-        ..Default::default()
-    })
-}
-
+/// Compact `partition` of `table` through its sink: that partition of a
+/// Hive table, or the whole of a Delta table, in one commit.
 async fn one(
     deps: &Deps,
     table: &TableDef,
-    p: &PartitionDef,
+    partition: &str,
     options: &CompactOptions,
 ) -> Result<CompactReport, FunctionError> {
-    let span = info_span!("partition", table = %table.name, partition = %p.path);
-    let r = compact_partition(
-        &deps.lake,
-        deps.catalog.as_ref(),
-        table,
-        p,
-        options,
-        chrono::Utc::now(),
-    )
-    .instrument(span)
-    .await?;
+    let sink = for_definition(table);
+    let p = if sink.compacts_whole_table() {
+        None
+    } else {
+        Some(partition_def(table, partition)?)
+    };
+    let span = info_span!("partition", table = %table.name, partition = %partition);
+    let r = sink
+        .compact(
+            &deps.lake,
+            deps.catalog.as_ref(),
+            table,
+            p.as_ref(),
+            options,
+            chrono::Utc::now(),
+        )
+        .instrument(span)
+        .await?;
     if r.outputs > 0 {
         Record::new("compactor")
             .dimension("Table", &table.name)

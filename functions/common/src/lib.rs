@@ -1,7 +1,7 @@
 //! # The Lambda handlers of Sluice
 //!
 //! Each function binary (`functions/planner`, `functions/transform`,
-//! `functions/catalog`) is a thin `main` that reads [`Settings`] from the
+//! `functions/catalog`, `functions/compactor`, `functions/stream`) is a thin `main` that reads [`Settings`] from the
 //! environment once, builds [`Deps`] (the engine, the stores, the SDK
 //! clients) once, and hands every event to one handler here:
 //!
@@ -32,6 +32,7 @@ pub mod transform;
 
 pub use deps::{Deps, Settings};
 pub use error::FunctionError;
+use sluice::retry::Policy;
 
 /// What every function binary's `main` does: JSON logs, the settings read
 /// from the environment once, the engine and clients built once (failing the
@@ -121,7 +122,7 @@ where
 }
 
 /// Send `bodies` to an SQS queue, ten per `SendMessageBatch`, retrying the
-/// entries SQS failed (with [`sluice::retry::backoff`]; a failed call is
+/// entries SQS failed (under [`Policy::SERVICE`]; a failed call is
 /// retried by the SDK's own retry configuration); each delayed by `delay_seconds`.
 /// Returns how many were sent.
 pub async fn send_messages(
@@ -137,7 +138,8 @@ pub async fn send_messages(
             .enumerate()
             .map(|(i, b)| (i.to_string(), b))
             .collect();
-        for attempt in 1..=6u32 {
+        let (policy, started) = (Policy::SERVICE, std::time::Instant::now());
+        for attempt in 1.. {
             let entries = pending
                 .iter()
                 .map(|(id, body)| {
@@ -176,14 +178,14 @@ pub async fn send_messages(
             if failed.is_empty() {
                 break;
             }
-            if attempt == 6 {
+            if !policy.again(attempt, started) {
                 return Err(FunctionError::retryable(format!(
                     "sending to {queue}: {} messages still failing after {attempt} attempts",
                     failed.len()
                 )));
             }
             pending.retain(|(id, _)| failed.contains(id));
-            tokio::time::sleep(sluice::retry::backoff(attempt)).await;
+            tokio::time::sleep(policy.wait(attempt)).await;
         }
     }
     Ok(bodies.len())

@@ -183,7 +183,7 @@ async fn load(deps: &Deps, batch: &Batch) -> Result<Outcome, FunctionError> {
         let counters = Arc::new(Counters::default());
         let result = async {
             let engine = deps.fresh_engine().await?;
-            load_batch(&engine, &deps.lake, None, batch, &deps.read, &counters)
+            load_batch(&engine, &deps.lake, batch, &deps.read, &counters)
                 .await
                 .map_err(FunctionError::from)
         }

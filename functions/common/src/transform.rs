@@ -80,7 +80,7 @@ pub async fn run(deps: &Deps, spec: &TaskSpec) -> Result<TaskResult, FunctionErr
         let result = async {
             let task = spec.resolve(&deps.input)?;
             let engine = deps.fresh_engine().await?;
-            process_chunk(&engine, &deps.lake, None, &task, &deps.read, &counters).await
+            process_chunk(&engine, &deps.lake, &task, &deps.read, &counters).await
         }
         .await;
         let metrics = Record::new("transform").dimension("Table", &spec.table);

@@ -18,6 +18,47 @@ use super::intent::{Intent, IntentState, PartRows, Partition};
 use super::merge::UploadSink;
 use crate::write::compaction_output_name;
 
+/// What cutting the chunk files `drop` out of a merged file leaves: the
+/// row ranges to leave out (in the merged file's row order), the parts
+/// kept, and the id of the file written in its place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CutPlan {
+    pub ranges: Vec<std::ops::Range<u64>>,
+    pub kept: Vec<PartRows>,
+    /// Rows of the merged file, every part's.
+    pub rows: u64,
+    /// Fixed by the merged file and what is dropped, so a retry writes the
+    /// same name.
+    pub id: String,
+}
+
+/// Plan the cut of `drop` out of `merged` (made of `parts`, in row order):
+/// the one row-range cut of compaction outputs, for Hive partitions and
+/// Delta tables alike.
+pub fn plan_cut(merged: &str, parts: &[PartRows], drop: &[String]) -> CutPlan {
+    let (mut ranges, mut kept, mut at) = (Vec::new(), Vec::new(), 0u64);
+    for p in parts {
+        if drop.contains(&p.file) {
+            ranges.push(at..at + p.rows);
+        } else {
+            kept.push(p.clone());
+        }
+        at += p.rows;
+    }
+    let mut h = Sha256::new();
+    h.update(merged.as_bytes());
+    for d in drop {
+        h.update([0]);
+        h.update(d.as_bytes());
+    }
+    CutPlan {
+        ranges,
+        kept,
+        rows: at,
+        id: hex::encode(&h.finalize()[..12]),
+    }
+}
+
 /// How long cutting rows waits for a partition's lease before giving up.
 const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -37,20 +78,13 @@ pub async fn remove_files(
     // moment (it holds the lease for a second or so): wait for it, a while.
     // A compaction holds it longer: then fail, retryable.
     let started = std::time::Instant::now();
-    let mut attempt = 0;
-    loop {
-        let at = now + chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
-        if part.take_lease(options, at).await? {
-            break;
-        }
-        attempt += 1;
-        if started.elapsed() >= LEASE_WAIT {
-            return Err(Error::Unavailable(format!(
-                "table '{}', partition {}: a compaction holds the partition; its replaced rows are removed on a retry",
-                table.name, partition.path
-            )));
-        }
-        tokio::time::sleep(crate::retry::backoff(attempt)).await;
+    let clock = || now + chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
+    let policy = crate::retry::Policy::lease(LEASE_WAIT);
+    if !part.wait_for_lease(options, clock, policy).await? {
+        return Err(Error::Unavailable(format!(
+            "table '{}', partition {}: a compaction holds the partition; its replaced rows are removed on a retry",
+            table.name, partition.path
+        )));
     }
     let result = part.remove(files, options).await;
     let released = part.release_lease().await;
@@ -111,26 +145,14 @@ impl Partition<'_> {
         drop: &[String],
         options: &CompactOptions,
     ) -> Result<()> {
-        let mut h = Sha256::new();
-        h.update(old.output.as_bytes());
-        for d in drop {
-            h.update([0]);
-            h.update(d.as_bytes());
-        }
-        let id = hex::encode(&h.finalize()[..12]);
+        let CutPlan {
+            ranges,
+            kept,
+            id,
+            rows: at,
+        } = plan_cut(&old.output, parts, drop);
         let output = compaction_output_name(&self.folder, &id);
         let intent_path = format!("{}/m{id}.json", self.state_dir);
-        let mut ranges = Vec::new();
-        let mut kept = Vec::new();
-        let mut at = 0u64;
-        for p in parts {
-            if drop.contains(&p.file) {
-                ranges.push(at..at + p.rows);
-            } else {
-                kept.push(p.clone());
-            }
-            at += p.rows;
-        }
         let mut intent = Intent {
             version: 1,
             table: self.table.name.clone(),
@@ -214,4 +236,36 @@ pub(super) async fn write_without(
     let done = outcome?;
     uploaded??;
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(file: &str, rows: u64) -> PartRows {
+        PartRows {
+            file: file.into(),
+            rows,
+        }
+    }
+
+    #[test]
+    fn a_cut_leaves_out_exactly_the_dropped_parts_rows_and_is_named_by_them() {
+        let parts = [part("a", 3), part("b", 2), part("c", 4), part("d", 1)];
+        let plan = plan_cut("m1.parquet", &parts, &["b".into(), "d".into()]);
+        assert_eq!(plan.ranges, vec![3..5, 9..10]);
+        assert_eq!(plan.kept, vec![part("a", 3), part("c", 4)]);
+        assert_eq!(plan.rows, 10);
+        // The same cut is the same file; another cut, or another merged
+        // file, another.
+        let again = plan_cut("m1.parquet", &parts, &["b".into(), "d".into()]);
+        assert_eq!(plan.id, again.id);
+        assert_ne!(plan.id, plan_cut("m1.parquet", &parts, &["b".into()]).id);
+        assert_ne!(
+            plan.id,
+            plan_cut("m2.parquet", &parts, &["b".into(), "d".into()]).id
+        );
+        let none = plan_cut("m1.parquet", &parts, &[]);
+        assert!(none.ranges.is_empty() && none.kept.len() == 4);
+    }
 }

@@ -138,6 +138,25 @@ impl<'a> Partition<'a> {
         crate::lease::take(self.lake.store.as_ref(), &path, options.lease_ttl, now).await
     }
 
+    /// [`Partition::take_lease`], waiting under `policy` while another
+    /// holds it; `now` gives the time of each try.
+    pub(super) async fn wait_for_lease(
+        &self,
+        options: &CompactOptions,
+        now: impl Fn() -> DateTime<Utc>,
+        policy: crate::retry::Policy,
+    ) -> Result<bool> {
+        let path = self.path(&self.lease())?;
+        crate::lease::wait_for(
+            self.lake.store.as_ref(),
+            &path,
+            options.lease_ttl,
+            now,
+            policy,
+        )
+        .await
+    }
+
     pub(super) async fn release_lease(&self) -> Result<()> {
         crate::lease::release(self.lake.store.as_ref(), &self.path(&self.lease())?).await
     }

@@ -52,7 +52,7 @@ mod intent;
 mod merge;
 mod plan;
 
-pub use cut::remove_files;
+pub use cut::{CutPlan, plan_cut, remove_files};
 pub use intent::{Intent, IntentState, PartRows};
 pub use plan::{Bin, Candidate, plan_partition};
 

@@ -10,12 +10,22 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use indexmap::IndexMap;
-use parquet::basic::{Compression, ZstdLevel};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
+pub mod cdc;
+pub mod contract;
+pub mod csv;
 pub mod lookup;
+pub mod output;
+pub mod source;
+
+pub use cdc::*;
+pub use contract::*;
+pub use csv::*;
+pub use output::*;
+pub use source::*;
 
 /// The time zone every `timestamp` column is normalised to.
 pub const UTC: &str = "UTC";
@@ -220,106 +230,6 @@ pub struct TableConfig {
     pub cdc: Option<CdcConfig>,
 }
 
-/// `[tables.cdc]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CdcConfig {
-    /// `debezium` (JSON change events) or `dms` (AWS DMS CSV or Parquet files).
-    pub envelope: String,
-    /// The source table's primary key columns (declared in `[tables.schema]`).
-    pub key: Vec<String>,
-    /// DMS: the column that orders changes (DMS `TimestampColumnName`), read
-    /// before the declared columns in files without a header.
-    #[serde(default)]
-    pub order_by: Option<String>,
-    /// Also append every change to `<name>_changes`.
-    #[serde(default)]
-    pub keep_changes: bool,
-    /// How long a deleted key is remembered, so that an older change
-    /// arriving late cannot bring the row back (default `7d`).
-    #[serde(default)]
-    pub remember_deletes: Option<String>,
-}
-
-/// `[tables.contract]`
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ContractConfig {
-    /// `discard_value` (default: drop the field, count it), `freeze` (reject
-    /// the record) or `evolve` (add a nullable column to the table).
-    #[serde(default)]
-    pub unknown_fields: Option<String>,
-    /// `freeze` (default: reject the record) or `discard_value` (null the value, count it).
-    #[serde(default)]
-    pub wrong_type: Option<String>,
-}
-
-/// `[[tables.rules]]`: one check on one column.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleConfig {
-    /// The rule's name in quarantine reasons (default `<column>.<check>`).
-    #[serde(default)]
-    pub name: Option<String>,
-    /// A declared column.
-    pub column: String,
-    /// The value must not be null or missing.
-    #[serde(default)]
-    pub required: bool,
-    /// The value (as text) must be one of these.
-    #[serde(default)]
-    pub accepted: Option<Vec<String>>,
-    /// Inclusive bounds of a numeric column.
-    #[serde(default)]
-    pub min: Option<f64>,
-    #[serde(default)]
-    pub max: Option<f64>,
-    /// A regular expression a string column's value must match (anchor it with ^…$ for a whole match).
-    #[serde(default)]
-    pub pattern: Option<String>,
-    /// No two rows of one chunk may have the same value.
-    #[serde(default)]
-    pub unique: bool,
-}
-
-fn default_max_rejected_ratio() -> f64 {
-    0.1
-}
-
-/// `[tables.csv]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CsvConfig {
-    /// Whether the first line names the columns (default true). Columns are matched by name.
-    #[serde(default = "yes")]
-    pub header: bool,
-    /// Field delimiter, one ASCII character (default `,`).
-    #[serde(default = "default_delimiter")]
-    pub delimiter: String,
-    /// Quote character, one ASCII character (default `"`).
-    #[serde(default = "default_quote")]
-    pub quote: String,
-    /// Field texts read as null (default `[""]`).
-    #[serde(default = "default_null_values")]
-    pub null_values: Vec<String>,
-    /// Whether quoted values may contain newlines; such files are read as one chunk.
-    #[serde(default)]
-    pub newlines_in_values: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-fn default_delimiter() -> String {
-    ",".into()
-}
-fn default_quote() -> String {
-    "\"".into()
-}
-fn default_null_values() -> Vec<String> {
-    vec![String::new()]
-}
-
 impl Default for CsvConfig {
     fn default() -> Self {
         CsvConfig {
@@ -330,31 +240,6 @@ impl Default for CsvConfig {
             newlines_in_values: false,
         }
     }
-}
-
-/// `[tables.parquet]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ParquetConfig {
-    /// `zstd` (level 3), `zstd(N)` with N in 1..=22, `snappy` or `none`.
-    #[serde(default = "default_compression")]
-    pub compression: String,
-    /// Rows per row group (default 1,048,576).
-    #[serde(default = "default_row_group_rows")]
-    pub row_group_rows: usize,
-    /// A file is closed and the next one started once it reaches this size (default 256 MB).
-    #[serde(default = "default_target_file_mb")]
-    pub target_file_mb: u64,
-}
-
-fn default_compression() -> String {
-    "zstd".into()
-}
-fn default_row_group_rows() -> usize {
-    1024 * 1024
-}
-fn default_target_file_mb() -> u64 {
-    256
 }
 
 impl Default for ParquetConfig {
@@ -459,51 +344,6 @@ pub struct Column {
     pub ty: ColumnType,
 }
 
-/// CSV settings, checked.
-#[derive(Debug, Clone)]
-pub struct CsvOptions {
-    pub header: bool,
-    pub delimiter: u8,
-    pub quote: u8,
-    pub null_values: Vec<String>,
-    pub newlines_in_values: bool,
-}
-
-/// Parquet output settings, checked.
-#[derive(Debug, Clone)]
-pub struct ParquetOptions {
-    pub compression: Compression,
-    pub row_group_rows: usize,
-    pub target_file_bytes: u64,
-}
-
-/// What to do with a field the schema does not declare.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UnknownFields {
-    /// Drop the value, count it.
-    DiscardValue,
-    /// Reject the record.
-    Freeze,
-    /// Add a nullable column (type inferred from the value) to the table.
-    Evolve,
-}
-
-/// What to do with a value that does not fit its column's type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WrongType {
-    /// Reject the record.
-    Freeze,
-    /// Null the value, count it.
-    DiscardValue,
-}
-
-/// A table's data contract, checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Contract {
-    pub unknown_fields: UnknownFields,
-    pub wrong_type: WrongType,
-}
-
 impl Default for Contract {
     fn default() -> Self {
         Contract {
@@ -513,69 +353,8 @@ impl Default for Contract {
     }
 }
 
-/// The check of a quality rule.
-#[derive(Debug, Clone)]
-pub enum Check {
-    Required,
-    Accepted(Vec<String>),
-    Range { min: Option<f64>, max: Option<f64> },
-    Pattern(regex::Regex),
-    Unique,
-}
-
-/// A quality rule, checked: a name, the index of a declared column, and a check.
-#[derive(Debug, Clone)]
-pub struct Rule {
-    pub name: String,
-    pub column: usize,
-    pub check: Check,
-}
-
 /// Default longest record: 64 MiB.
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
-
-/// Where a table's files come from: a prefix, or a glob under the input root.
-#[derive(Debug, Clone)]
-pub enum SourceMatch {
-    Prefix(String),
-    Glob(glob::Pattern),
-    /// A Kinesis stream or Kafka topic: no file belongs to it.
-    Stream(String),
-}
-
-impl SourceMatch {
-    /// Whether `relative` (a key relative to the input root) belongs to this source.
-    pub fn matches(&self, relative: &str) -> bool {
-        match self {
-            SourceMatch::Prefix(p) => relative.starts_with(p.as_str()),
-            SourceMatch::Stream(_) => false,
-            SourceMatch::Glob(g) => g.matches_with(
-                relative,
-                glob::MatchOptions {
-                    case_sensitive: true,
-                    require_literal_separator: true,
-                    require_literal_leading_dot: false,
-                },
-            ),
-        }
-    }
-
-    /// The longest literal prefix, used to list only what can match.
-    pub fn list_prefix(&self) -> &str {
-        match self {
-            SourceMatch::Prefix(p) => p,
-            SourceMatch::Stream(_) => "",
-            SourceMatch::Glob(g) => {
-                let s = g.as_str();
-                let end = s.find(['*', '?', '[']).unwrap_or(s.len());
-                match s[..end].rfind('/') {
-                    Some(i) => &s[..=i],
-                    None => "",
-                }
-            }
-        }
-    }
-}
 
 /// A table's settings, checked.
 #[derive(Debug, Clone)]
@@ -601,89 +380,6 @@ pub struct Table {
     /// Change data capture settings: `columns` then holds the reader's
     /// columns (the declared ones and the envelope's, see [`Cdc`]).
     pub cdc: Option<Cdc>,
-}
-
-/// Which change-event format a CDC table reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Envelope {
-    /// Debezium JSON change events, with or without the `schema`/`payload` wrapper.
-    Debezium,
-    /// AWS DMS files: an `Op` column (`I`, `U`, `D`) before the row's columns.
-    Dms,
-}
-
-/// A table fed by change events: rows are merged by key into a Delta table.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Cdc {
-    pub envelope: Envelope,
-    /// Primary key columns.
-    pub key: Vec<String>,
-    /// DMS: the column ordering changes.
-    pub order_by: Option<String>,
-    /// Whether the order column is one of the declared columns (kept in the table).
-    pub order_by_declared: bool,
-    pub keep_changes: bool,
-    /// How long deleted keys are remembered.
-    pub remember_deletes: std::time::Duration,
-    /// The declared columns: what the table holds, besides the position.
-    pub declared: Vec<Column>,
-}
-
-/// The change's operation in a CDC table's staged rows and change history:
-/// `c` (insert), `u` (update), `d` (delete), `r` (snapshot read), as Debezium names them.
-pub const CDC_OP: &str = "_op";
-/// The change's place in the source's order, as text that sorts in that order.
-pub const CDC_POSITION: &str = "_sluice_position";
-/// When the change's file arrived (the object's last-modified time).
-pub const CDC_ARRIVED: &str = "_sluice_arrived_at";
-/// Debezium, internal to reading: the envelope's source position.
-pub const CDC_SOURCE_POSITION: &str = "_sluice_source_position";
-/// DMS: the operation column of the files.
-pub const DMS_OP: &str = "Op";
-
-impl Cdc {
-    /// The table of every change, when `keep_changes` is on.
-    pub fn changes_table(table: &str) -> String {
-        format!("{table}_changes")
-    }
-
-    /// Where a chunk's staged changes are written, relative to the lake: the
-    /// change table's folder, or a private one.
-    pub fn staging_folder(&self, table: &str) -> String {
-        if self.keep_changes {
-            Cdc::changes_table(table)
-        } else {
-            format!("{}/{table}", crate::layout::CDC_STAGED_DIR)
-        }
-    }
-
-    /// The columns of staged changes (and of the change table).
-    pub fn staged_columns(&self) -> Vec<Column> {
-        let mut c = self.declared.clone();
-        c.push(Column {
-            name: CDC_OP.into(),
-            ty: ColumnType::String,
-        });
-        c.push(Column {
-            name: CDC_POSITION.into(),
-            ty: ColumnType::String,
-        });
-        c.push(Column {
-            name: CDC_ARRIVED.into(),
-            ty: ColumnType::Timestamp,
-        });
-        c
-    }
-
-    /// The columns of the merged table: the declared ones and the position.
-    pub fn table_columns(&self) -> Vec<Column> {
-        let mut c = self.declared.clone();
-        c.push(Column {
-            name: CDC_POSITION.into(),
-            ty: ColumnType::String,
-        });
-        c
-    }
 }
 
 /// How a table's files are made visible to readers. In a catalog's table
@@ -835,145 +531,6 @@ pub(crate) fn one_byte(table: &str, key: &str, value: &str) -> Result<u8> {
             format!("must be one ASCII character, not {value:?}"),
         )),
     }
-}
-
-/// Parse a Parquet compression setting: `zstd`, `zstd(N)`, `snappy`, `none`.
-pub fn parse_compression(text: &str) -> Option<Compression> {
-    let t = text.trim().to_ascii_lowercase();
-    match t.as_str() {
-        "zstd" => Some(Compression::ZSTD(ZstdLevel::try_new(3).ok()?)),
-        "snappy" => Some(Compression::SNAPPY),
-        "none" | "uncompressed" => Some(Compression::UNCOMPRESSED),
-        _ => {
-            let level: i32 = t
-                .strip_prefix("zstd(")?
-                .strip_suffix(')')?
-                .trim()
-                .parse()
-                .ok()?;
-            if !(1..=22).contains(&level) {
-                return None;
-            }
-            Some(Compression::ZSTD(ZstdLevel::try_new(level).ok()?))
-        }
-    }
-}
-
-fn parse_contract(table: Option<&str>, c: &ContractConfig) -> Result<Contract> {
-    let mut contract = Contract::default();
-    if let Some(u) = &c.unknown_fields {
-        contract.unknown_fields = match u.trim() {
-            "discard_value" => UnknownFields::DiscardValue,
-            "freeze" => UnknownFields::Freeze,
-            "evolve" => UnknownFields::Evolve,
-            other => {
-                return Err(Error::config(
-                    table,
-                    "contract.unknown_fields",
-                    format!("{other:?}: use discard_value, freeze or evolve"),
-                ));
-            }
-        };
-    }
-    if let Some(w) = &c.wrong_type {
-        contract.wrong_type = match w.trim() {
-            "freeze" => WrongType::Freeze,
-            "discard_value" => WrongType::DiscardValue,
-            other => {
-                return Err(Error::config(
-                    table,
-                    "contract.wrong_type",
-                    format!("{other:?}: use freeze or discard_value"),
-                ));
-            }
-        };
-    }
-    Ok(contract)
-}
-
-fn parse_rule(table: Option<&str>, i: usize, r: &RuleConfig, columns: &[Column]) -> Result<Rule> {
-    let key = format!("rules[{i}]");
-    let column = columns
-        .iter()
-        .position(|c| c.name == r.column)
-        .ok_or_else(|| {
-            Error::config(
-                table,
-                &format!("{key}.column"),
-                format!("{:?} is not a column of [tables.schema]", r.column),
-            )
-        })?;
-    let ty = columns[column].ty;
-    let mut checks = Vec::new();
-    if r.required {
-        checks.push(("required", Check::Required));
-    }
-    if let Some(values) = &r.accepted {
-        if values.is_empty() {
-            return Err(Error::config(table, &format!("{key}.accepted"), "is empty"));
-        }
-        checks.push(("accepted", Check::Accepted(values.clone())));
-    }
-    if r.min.is_some() || r.max.is_some() {
-        if !matches!(
-            ty,
-            ColumnType::Int32 | ColumnType::Int64 | ColumnType::Float64 | ColumnType::Decimal(..)
-        ) {
-            return Err(Error::config(
-                table,
-                &format!("{key}.min"),
-                format!("a range needs a numeric column; '{}' is not one", r.column),
-            ));
-        }
-        if let (Some(lo), Some(hi)) = (r.min, r.max)
-            && lo > hi
-        {
-            return Err(Error::config(table, &format!("{key}.min"), "is above max"));
-        }
-        checks.push((
-            "range",
-            Check::Range {
-                min: r.min,
-                max: r.max,
-            },
-        ));
-    }
-    if let Some(p) = &r.pattern {
-        if !matches!(ty, ColumnType::String | ColumnType::Json) {
-            return Err(Error::config(
-                table,
-                &format!("{key}.pattern"),
-                format!("a pattern needs a string column; '{}' is not one", r.column),
-            ));
-        }
-        let re = regex::Regex::new(p).map_err(|e| {
-            Error::config(
-                table,
-                &format!("{key}.pattern"),
-                format!("not a regular expression: {e}"),
-            )
-        })?;
-        checks.push(("pattern", Check::Pattern(re)));
-    }
-    if r.unique {
-        checks.push(("unique", Check::Unique));
-    }
-    if checks.len() != 1 {
-        return Err(Error::config(
-            table,
-            &key,
-            "give exactly one check per rule: required, accepted, min/max, pattern or unique",
-        ));
-    }
-    let (what, check) = checks.pop().expect("one check");
-    Ok(Rule {
-        name: r
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("{}.{what}", r.column)),
-        column,
-        check,
-    })
 }
 
 impl PipelineConfig {
@@ -1162,217 +719,6 @@ impl TableConfig {
     }
 }
 
-/// `[tables.cdc]`, checked; `columns` becomes the reader's columns: for
-/// Debezium the declared ones then the envelope's operation and position;
-/// for DMS `Op`, the order column (unless declared), then the declared ones,
-/// which is the column order of DMS files without a header.
-fn parse_cdc(
-    n: Option<&str>,
-    c: &CdcConfig,
-    (sql, partition_by): (Option<&str>, &[String]),
-    format: Format,
-    table_format: TableFormat,
-    columns: &mut Vec<Column>,
-) -> Result<Cdc> {
-    let envelope = match c.envelope.trim().to_ascii_lowercase().as_str() {
-        "debezium" => Envelope::Debezium,
-        "dms" => Envelope::Dms,
-        other => {
-            return Err(Error::config(
-                n,
-                "cdc.envelope",
-                format!("{other:?} is not a change envelope; use \"debezium\" or \"dms\""),
-            ));
-        }
-    };
-    if table_format != TableFormat::Delta {
-        return Err(Error::config(
-            n,
-            "cdc",
-            "a CDC table is merged by key, which needs a Delta table: set table_format = \"delta\"",
-        ));
-    }
-    if sql.is_some_and(|s| !s.trim().is_empty()) {
-        return Err(Error::config(
-            n,
-            "sql",
-            "a CDC table holds the source table's rows as they are; it takes no sql",
-        ));
-    }
-    if columns.is_empty() {
-        return Err(Error::config(
-            n,
-            "schema",
-            "a CDC table needs its columns declared in [tables.schema]",
-        ));
-    }
-    if c.key.is_empty() {
-        return Err(Error::config(n, "cdc.key", "names no column"));
-    }
-    for k in &c.key {
-        let Some(col) = columns.iter().find(|col| &col.name == k) else {
-            return Err(Error::config(
-                n,
-                "cdc.key",
-                format!("{k:?} is not a column of [tables.schema]"),
-            ));
-        };
-        if matches!(col.ty, ColumnType::Json | ColumnType::Float64) {
-            return Err(Error::config(
-                n,
-                "cdc.key",
-                format!("{k:?} is a float64 or json column, which cannot be a key"),
-            ));
-        }
-    }
-    if !partition_by.is_empty() {
-        return Err(Error::config(
-            n,
-            "partition_by",
-            "a CDC table is not partitioned (its merge rewrites files by key range)",
-        ));
-    }
-    for col in columns.iter() {
-        if col.name.starts_with("_sluice_") || col.name == CDC_OP {
-            return Err(Error::config(
-                n,
-                "schema",
-                format!("{:?} is a name the CDC table keeps for itself", col.name),
-            ));
-        }
-    }
-    match (envelope, format) {
-        (Envelope::Debezium, Format::JsonLines)
-        | (Envelope::Dms, Format::Csv | Format::Parquet) => {}
-        (Envelope::Debezium, _) => {
-            return Err(Error::config(
-                n,
-                "format",
-                "Debezium change events are JSON: use format = \"jsonl\"",
-            ));
-        }
-        (Envelope::Dms, _) => {
-            return Err(Error::config(
-                n,
-                "format",
-                "AWS DMS writes CSV or Parquet: use format = \"csv\" or \"parquet\"",
-            ));
-        }
-    }
-    if c.order_by.is_some() && envelope == Envelope::Debezium {
-        return Err(Error::config(
-            n,
-            "cdc.order_by",
-            "Debezium changes are ordered by their source position; order_by is for dms",
-        ));
-    }
-    let remember_deletes = match &c.remember_deletes {
-        None => std::time::Duration::from_secs(7 * 24 * 3600),
-        Some(text) => humantime::parse_duration(text).map_err(|e| {
-            Error::config(
-                n,
-                "cdc.remember_deletes",
-                format!("{text:?}: {e} (write e.g. \"7d\")"),
-            )
-        })?,
-    };
-    let declared = columns.clone();
-    let order_by_declared = c
-        .order_by
-        .as_ref()
-        .is_some_and(|o| declared.iter().any(|col| &col.name == o));
-    let string = |name: &str| Column {
-        name: name.to_string(),
-        ty: ColumnType::String,
-    };
-    match envelope {
-        Envelope::Debezium => {
-            columns.push(string(CDC_OP));
-            columns.push(string(CDC_SOURCE_POSITION));
-        }
-        Envelope::Dms => {
-            let mut reader = vec![string(DMS_OP)];
-            if let Some(o) = &c.order_by
-                && !order_by_declared
-            {
-                reader.push(string(o));
-            }
-            reader.append(columns);
-            *columns = reader;
-        }
-    }
-    Ok(Cdc {
-        envelope,
-        key: c.key.clone(),
-        order_by: c.order_by.clone(),
-        order_by_declared,
-        keep_changes: c.keep_changes,
-        remember_deletes,
-        declared,
-    })
-}
-
-/// The checks every change passes: it has its key, and (DMS) a known operation.
-fn cdc_rules(c: &Cdc, columns: &[Column]) -> Vec<Rule> {
-    let index = |name: &str| columns.iter().position(|col| col.name == name);
-    let mut rules: Vec<Rule> = c
-        .key
-        .iter()
-        .filter_map(|k| {
-            Some(Rule {
-                name: format!("cdc.key.{k}"),
-                column: index(k)?,
-                check: Check::Required,
-            })
-        })
-        .collect();
-    if c.envelope == Envelope::Dms
-        && let Some(op) = index(DMS_OP)
-    {
-        rules.push(Rule {
-            name: "cdc.op".into(),
-            column: op,
-            check: Check::Accepted(vec!["I".into(), "U".into(), "D".into()]),
-        });
-    }
-    rules
-}
-
-impl ParquetConfig {
-    /// `[tables.parquet]` into the writer's options.
-    fn validate(&self, n: Option<&str>) -> Result<ParquetOptions> {
-        let compression = parse_compression(&self.compression).ok_or_else(|| {
-            Error::config(
-                n,
-                "parquet.compression",
-                format!(
-                    "unknown compression {:?}: use zstd, zstd(1..22), snappy or none",
-                    self.compression
-                ),
-            )
-        })?;
-        if self.row_group_rows == 0 {
-            return Err(Error::config(
-                n,
-                "parquet.row_group_rows",
-                "must be at least 1",
-            ));
-        }
-        if self.target_file_mb == 0 {
-            return Err(Error::config(
-                n,
-                "parquet.target_file_mb",
-                "must be at least 1",
-            ));
-        }
-        Ok(ParquetOptions {
-            compression,
-            row_group_rows: self.row_group_rows,
-            target_file_bytes: self.target_file_mb * 1_000_000,
-        })
-    }
-}
-
 /// `format`: `jsonl` (or `ndjson`, `json`), `csv` or `parquet`.
 pub(crate) fn parse_format(n: Option<&str>, text: &str) -> Result<Format> {
     match text.trim().to_ascii_lowercase().as_str() {
@@ -1411,53 +757,6 @@ fn parse_codec(n: Option<&str>, text: Option<&str>, format: Format) -> Result<Op
         ));
     }
     Ok(codec)
-}
-
-/// `stream`: a Kinesis stream name or Kafka topic, whose records are text
-/// (each compressed or not: the `stream` function tells by its bytes).
-fn parse_stream(
-    n: Option<&str>,
-    text: &str,
-    format: Format,
-    codec: Option<Codec>,
-) -> Result<SourceMatch> {
-    let name = text.trim();
-    if name.is_empty() || name.contains(char::is_whitespace) {
-        return Err(Error::config(
-            n,
-            "stream",
-            format!("{text:?} is not a stream name or topic"),
-        ));
-    }
-    if format == Format::Parquet {
-        return Err(Error::config(
-            n,
-            "format",
-            "a stream's records are jsonl or csv text; Parquet comes in files (`source`)",
-        ));
-    }
-    if matches!(codec, Some(Codec::Gzip | Codec::Zstd)) {
-        return Err(Error::config(
-            n,
-            "compression",
-            "a stream's records are decompressed one by one (gzip and zstd are told by their bytes); leave this key out",
-        ));
-    }
-    Ok(SourceMatch::Stream(name.to_string()))
-}
-
-/// `source`: a prefix under the input root, or a glob.
-fn parse_source(n: Option<&str>, text: &str) -> Result<SourceMatch> {
-    let source = text.trim().trim_start_matches('/').to_string();
-    if source.is_empty() {
-        return Err(Error::config(n, "source", "must not be empty"));
-    }
-    if source.contains(['*', '?', '[']) {
-        let pattern = glob::Pattern::new(&source)
-            .map_err(|e| Error::config(n, "source", format!("invalid glob {source:?}: {e}")))?;
-        return Ok(SourceMatch::Glob(pattern));
-    }
-    Ok(SourceMatch::Prefix(source))
 }
 
 /// `[tables.schema]`: column name to type, in file order; at least one.
@@ -1550,6 +849,7 @@ fn parse_record_size(n: Option<&str>, text: Option<&str>) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use parquet::basic::{Compression, ZstdLevel};
 
     const GOOD: &str = r#"
         [lake]

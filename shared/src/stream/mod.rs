@@ -46,7 +46,6 @@ use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::catalog::Catalog;
 use crate::commit::CommitRecord;
 use crate::config::Table;
 use crate::error::{Error, Result};
@@ -268,7 +267,6 @@ fn text(table: &Table, url: &str, records: &[&Record]) -> (Vec<u8>, RecordIndex,
 pub async fn load_batch(
     engine: &Engine,
     lake: &Location,
-    catalog: Option<&dyn Catalog>,
     batch: &Batch,
     options: &ReadOptions,
     counters: &Arc<Counters>,
@@ -313,7 +311,6 @@ pub async fn load_batch(
         let (record, null_values) = load_segment(
             engine,
             lake,
-            catalog,
             (table, batch),
             segment,
             (&path, &mut checkpoint),
@@ -366,7 +363,6 @@ async fn remove_files_of(lake: &Location, table: &Table, chunk_id: &str) -> Resu
 async fn load_segment(
     engine: &Engine,
     lake: &Location,
-    catalog: Option<&dyn Catalog>,
     (table, batch): (&Table, &Batch),
     records: &[&Record],
     (path, checkpoint): (&Path, &mut Checkpoint),
@@ -417,7 +413,7 @@ async fn load_segment(
         chunks: 1,
         stream: Some(Arc::new(index)),
     };
-    let record = process_chunk(engine, lake, catalog, &task, options, counters).await?;
+    let record = process_chunk(engine, lake, &task, options, counters).await?;
     checkpoint.pending = None;
     checkpoint.last = Some(last);
     lake.put_json(path, &*checkpoint).await?;
@@ -595,7 +591,7 @@ region = "string"
         // CSV records have no header; a gzip record holds two lines; one
         // gzip record is cut short.
         let first = csv_batch(&[(10, b"1,eu"), (11, b"2,us\n"), (12, &gz), (13, &gz[..12])]);
-        let o = load_batch(&engine, &lake, None, &first, &options, &counters)
+        let o = load_batch(&engine, &lake, &first, &options, &counters)
             .await
             .unwrap();
         let c = o.commits[0].clone();
@@ -607,13 +603,13 @@ region = "string"
         let q: QuarantineEntry = serde_json::from_slice(&q).unwrap();
         assert_eq!(q.record.as_deref(), Some("13"));
         // Delivered again: nothing to load.
-        let again = load_batch(&engine, &lake, None, &first, &options, &counters)
+        let again = load_batch(&engine, &lake, &first, &options, &counters)
             .await
             .unwrap();
         assert_eq!((again.already_loaded, again.commits), (4, Vec::new()));
         // Overlapping: only 14 and 15 are new.
         let next = csv_batch(&[(12, &gz), (13, &gz[..12]), (14, b"5,eu"), (15, b"6,ap")]);
-        let o = load_batch(&engine, &lake, None, &next, &options, &counters)
+        let o = load_batch(&engine, &lake, &next, &options, &counters)
             .await
             .unwrap();
         let c = o.commits[0].clone();
@@ -674,16 +670,9 @@ region = "string"
         lake.put_json(&path, &pending("c1")).await.unwrap();
         let counters = Arc::new(Counters::default());
         let longer = csv_batch(&[(1, b"1,eu"), (2, b"2,eu"), (3, b"3,eu")]);
-        let o = load_batch(
-            &engine,
-            &lake,
-            None,
-            &longer,
-            &ReadOptions::default(),
-            &counters,
-        )
-        .await
-        .unwrap();
+        let o = load_batch(&engine, &lake, &longer, &ReadOptions::default(), &counters)
+            .await
+            .unwrap();
         let urls: Vec<_> = o.commits.iter().map(|c| c.source.url.as_str()).collect();
         assert_eq!(urls, ["kafka://orders/3/1-2", "kafka://orders/3/3-3"]);
         let lake = Location::memory();
@@ -699,7 +688,6 @@ region = "string"
         let o = load_batch(
             &engine,
             &lake,
-            None,
             &batch_from_2(),
             &ReadOptions::default(),
             &counters,

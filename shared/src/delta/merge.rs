@@ -67,9 +67,6 @@ pub struct Merged {
     pub files_added: usize,
 }
 
-/// Attempts at one batch when another writer's commit conflicts with it.
-const ATTEMPTS: usize = 8;
-
 /// Most staged changes merged in one commit: a larger batch of chunks (a
 /// full load, a backlog) is merged in several commits, in the order the
 /// chunks came, so memory holds at most this many changes and their keys.
@@ -141,20 +138,19 @@ async fn apply_group(lake: &Location, table: &Table, records: &[CommitRecord]) -
         records
     };
     let changes = read_staged(lake, name, &staged, records).await?;
-    let mut attempt = 0;
-    let merged = loop {
-        attempt += 1;
-        match apply_once(lake, table, cdc, &changes, records).await {
-            Err(e) if attempt < ATTEMPTS && crate::delta::lost_to_another_writer(&e) => {
-                tracing::info!(
-                    table = name,
-                    attempt,
-                    "another writer committed first: merging the batch again"
-                );
-            }
-            r => break r?,
-        }
-    };
+    let (merged, attempts) = crate::retry::Policy::CONFLICT
+        .run(name, crate::delta::lost_to_another_writer, || {
+            apply_once(lake, table, cdc, &changes, records)
+        })
+        .await;
+    if attempts > 1 {
+        tracing::info!(
+            table = name,
+            attempts,
+            "another writer committed first: the batch was merged again"
+        );
+    }
+    let merged = merged?;
     if cdc.keep_changes {
         let changes_table = Cdc::changes_table(name);
         let renamed: Vec<CommitRecord> = records

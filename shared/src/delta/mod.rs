@@ -1,0 +1,45 @@
+//! Delta Lake tables: the committer that turns commit records into Delta
+//! commits, and opening a table (latest, or as of a version or a time).
+//!
+//! A Delta table lives at `<lake>/<table>/`, its log at
+//! `<lake>/<table>/_delta_log/`. The transform writes data files and its
+//! commit record exactly as for a Hive table (many writers in parallel never
+//! touch the log); one committer per table ([`commit`]) then makes a batch of
+//! records visible in one Delta commit: an `add` action per file (path, size,
+//! partition values, statistics from the footer), a `remove` action per file
+//! of a source version a newer one replaces, and a `metaData` action when the
+//! table gained columns. Readers see every chunk of the batch, or none.
+//!
+//! **Exactly once.** A record whose files the table already holds, or once
+//! held (a `remove` tombstone: compacted or replaced since), is skipped: a
+//! record delivered twice, or a batch retried after a crash at any point,
+//! adds its files once. Past the tombstones' retention (and a vacuum), a
+//! file is gone from the store too, and a record whose files are gone is
+//! skipped. The chunk ids of every commit are kept in its `commitInfo`
+//! (`sluice.chunks`), for people reading the log.
+//!
+//! **Conflicts.** S3 commits are conditional puts (`PutMode::Create`): two
+//! committers never both write version N. The loser re-reads the log and
+//! delta-rs checks the winner's actions against its own (appends never
+//! conflict; removing a file another commit removed does); a conflicting
+//! batch is planned again from the new snapshot.
+//!
+//! One module per operation, as delta-rs keeps `operations/`: [`table`]
+//! (open, create, files), [`commit`] (the committer), [`lease`] (one
+//! committer per table), [`optimize`], [`vacuum`], [`register`], and
+//! [`merge`] (a CDC table's staged changes merged by key).
+
+pub mod commit;
+pub mod lease;
+pub mod merge;
+pub mod optimize;
+pub mod register;
+pub mod table;
+pub mod vacuum;
+
+pub use commit::*;
+pub use lease::*;
+pub use optimize::*;
+pub use register::*;
+pub use table::*;
+pub use vacuum::*;

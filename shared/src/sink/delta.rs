@@ -1,0 +1,253 @@
+//! Delta tables: a batch of chunks made visible by one Delta commit of the
+//! table's one committer; a CDC table's staged changes merged by key.
+
+use std::time::Duration;
+
+use arrow::datatypes::Schema;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::{Lease, Published, Staged, TableSink};
+use crate::catalog::{Catalog, PartitionDef, TableDef};
+use crate::commit::CommitRecord;
+use crate::compact::{CompactOptions, CompactReport};
+use crate::config::{Table, TableFormat};
+use crate::delta::merge;
+use crate::error::{Error, Result};
+use crate::store::Location;
+
+/// The sink of a Delta table.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Delta;
+
+/// `work` under the table's lease when one is asked for.
+async fn under<T>(
+    lake: &Location,
+    table: &str,
+    lease: Option<Lease>,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match lease {
+        Some(l) => crate::delta::leased(lake, table, l.ttl, l.wait, work).await,
+        None => work.await,
+    }
+}
+
+#[async_trait]
+impl TableSink for Delta {
+    fn format(&self) -> TableFormat {
+        TableFormat::Delta
+    }
+
+    fn check_output(&self, table: &str, schema: &Schema) -> Result<()> {
+        check_delta_types(table, schema)
+    }
+
+    /// The chunk in its source's ledger, for the committer: it adds a new
+    /// version's chunks and removes the old version's files in one commit.
+    async fn stage(
+        &self,
+        lake: &Location,
+        record: &CommitRecord,
+        chunks: usize,
+        _stream: bool,
+    ) -> Result<Staged> {
+        crate::sources::record_chunk(lake, record, chunks).await?;
+        Ok(Staged::default())
+    }
+
+    /// One Delta commit of the batch (records already in the table are
+    /// skipped), then the table's definition in the catalog, with every
+    /// column, whatever failed before.
+    async fn publish(
+        &self,
+        lake: &Location,
+        catalog: &dyn Catalog,
+        records: &[CommitRecord],
+        lease: Option<Lease>,
+    ) -> Result<Published> {
+        let Some(table) = records.first().map(|r| r.table.clone()) else {
+            return Ok(Published::default());
+        };
+        let done = under(
+            lake,
+            &table,
+            lease,
+            crate::delta::commit_batch(lake, &table, records.to_vec()),
+        )
+        .await?;
+        crate::delta::register(catalog, records).await?;
+        Ok(Published {
+            commits: u64::from(done.version.is_some()),
+            chunks_added: done.chunks_added,
+            ..Published::default()
+        })
+    }
+
+    fn compacts_whole_table(&self) -> bool {
+        true
+    }
+
+    async fn compact(
+        &self,
+        lake: &Location,
+        _catalog: &dyn Catalog,
+        table: &TableDef,
+        _partition: Option<&PartitionDef>,
+        options: &CompactOptions,
+        now: DateTime<Utc>,
+    ) -> Result<CompactReport> {
+        optimize(lake, &table.name, options, now).await
+    }
+
+    async fn vacuum(&self, lake: &Location, table: &str, retain: Duration) -> Result<usize> {
+        Ok(crate::delta::vacuum(lake, table, retain, false)
+            .await?
+            .len())
+    }
+}
+
+/// The whole table's small files merged in one OPTIMIZE commit, reported
+/// as a compaction of its partitions.
+async fn optimize(
+    lake: &Location,
+    table: &str,
+    options: &CompactOptions,
+    now: DateTime<Utc>,
+) -> Result<CompactReport> {
+    let o = crate::delta::compact(lake, table, options, now).await?;
+    Ok(CompactReport {
+        partitions: o.partitions as usize,
+        compacted: if o.version.is_some() {
+            o.partitions as usize
+        } else {
+            0
+        },
+        inputs: o.files_removed as usize,
+        outputs: o.files_added as usize,
+        bytes_in: o.bytes_in,
+        bytes_out: o.bytes_out,
+        rows: o.rows,
+        copied: o.copied as usize,
+        ..Default::default()
+    })
+}
+
+/// The sink of a CDC table (`[tables.cdc]`): its Delta table, into which
+/// each batch's staged changes are merged by key.
+#[derive(Debug, Clone)]
+pub struct Cdc {
+    table: Table,
+}
+
+impl Cdc {
+    pub fn new(table: Table) -> Cdc {
+        Cdc { table }
+    }
+}
+
+#[async_trait]
+impl TableSink for Cdc {
+    fn format(&self) -> TableFormat {
+        TableFormat::Delta
+    }
+
+    fn check_output(&self, table: &str, schema: &Schema) -> Result<()> {
+        check_delta_types(table, schema)
+    }
+
+    /// Nothing: the chunk's staged changes wait for the merge.
+    async fn stage(
+        &self,
+        _lake: &Location,
+        _record: &CommitRecord,
+        _chunks: usize,
+        _stream: bool,
+    ) -> Result<Staged> {
+        Ok(Staged::default())
+    }
+
+    fn gather_rows(&self) -> u64 {
+        merge::MAX_CHANGES_PER_COMMIT
+    }
+
+    /// The batch's changes merged by key (one commit per run of chunks of
+    /// at most [`merge::MAX_CHANGES_PER_COMMIT`] changes), then the table
+    /// (and its change table) registered in the catalog.
+    async fn publish(
+        &self,
+        lake: &Location,
+        catalog: &dyn Catalog,
+        records: &[CommitRecord],
+        lease: Option<Lease>,
+    ) -> Result<Published> {
+        if records.is_empty() {
+            return Ok(Published::default());
+        }
+        let merged = under(
+            lake,
+            &self.table.name,
+            lease,
+            merge::apply(lake, &self.table, records),
+        )
+        .await?;
+        merge::register(catalog, &self.table, records).await?;
+        Ok(Published {
+            commits: u64::from(merged.version.is_some()),
+            // Every chunk of the batch is applied (or was before).
+            chunks_added: records.len(),
+            merged: Some(merged),
+            ..Published::default()
+        })
+    }
+
+    fn compacts_whole_table(&self) -> bool {
+        true
+    }
+
+    /// As any Delta table's.
+    async fn compact(
+        &self,
+        lake: &Location,
+        catalog: &dyn Catalog,
+        table: &TableDef,
+        partition: Option<&PartitionDef>,
+        options: &CompactOptions,
+        now: DateTime<Utc>,
+    ) -> Result<CompactReport> {
+        Delta
+            .compact(lake, catalog, table, partition, options, now)
+            .await
+    }
+
+    async fn vacuum(&self, lake: &Location, table: &str, retain: Duration) -> Result<usize> {
+        Delta.vacuum(lake, table, retain).await
+    }
+}
+
+/// A Delta table's columns must hold what Delta's types say exactly:
+/// timestamps are UTC microseconds, integers are signed.
+fn check_delta_types(table: &str, schema: &Schema) -> Result<()> {
+    use arrow::datatypes::{DataType as D, TimeUnit};
+    for f in schema.fields() {
+        let exact = match f.data_type() {
+            D::Timestamp(TimeUnit::Microsecond, Some(tz)) => {
+                matches!(tz.as_ref(), "UTC" | "+00:00" | "Z")
+            }
+            D::Timestamp(_, _) => false,
+            D::UInt8 | D::UInt16 | D::UInt32 | D::UInt64 => false,
+            _ => true,
+        };
+        if !exact {
+            return Err(Error::transform(
+                table,
+                format!(
+                    "column '{}' has type {}, which a Delta table cannot hold as it is (Delta timestamps are UTC microseconds, its integers signed); cast it in the sql, e.g. arrow_cast(x, 'Timestamp(Microsecond, Some(\"UTC\"))') or CAST(x AS BIGINT)",
+                    f.name(),
+                    f.data_type()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! A Hive table: a chunk is visible once its files are written; the
+//! catalog learns of the table and its partitions when a batch is published.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::{Lease, Published, Staged, TableSink};
+use crate::catalog::{Catalog, PartitionDef, TableDef, commit_entries};
+use crate::commit::CommitRecord;
+use crate::compact::{CompactOptions, CompactReport, compact_partition};
+use crate::config::TableFormat;
+use crate::error::Error;
+use crate::error::Result;
+use crate::store::Location;
+
+/// The sink of a Hive-partitioned table.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Hive;
+
+#[async_trait]
+impl TableSink for Hive {
+    fn format(&self) -> TableFormat {
+        TableFormat::Hive
+    }
+
+    /// The chunk in its source's ledger; once every chunk of a newer version
+    /// of the source is in, the older versions' rows leave the table.
+    async fn stage(
+        &self,
+        lake: &Location,
+        record: &CommitRecord,
+        chunks: usize,
+        stream: bool,
+    ) -> Result<Staged> {
+        if stream {
+            // A stream batch is its own source (named by its first and last
+            // record) and never has a newer version to replace it: its ledger
+            // entry would cost a PUT and a LIST a batch for nothing.
+            return Ok(Staged::default());
+        }
+        let settled = crate::sources::record_and_settle(lake, record, chunks).await?;
+        Ok(Staged {
+            chunks_retired: settled.chunks_retired as u64,
+        })
+    }
+
+    /// The table (every shape its records give it: columns only ever
+    /// appended) and the batch's partitions, registered in the catalog.
+    async fn publish(
+        &self,
+        _lake: &Location,
+        catalog: &dyn Catalog,
+        records: &[CommitRecord],
+        _lease: Option<Lease>,
+    ) -> Result<Published> {
+        let mut defs: Vec<TableDef> = Vec::new();
+        let mut parts: Vec<PartitionDef> = Vec::new();
+        for r in records {
+            let (def, ps) = commit_entries(r);
+            if !defs.contains(&def) {
+                defs.push(def);
+            }
+            for p in ps {
+                if !parts.iter().any(|q| q.path == p.path) {
+                    parts.push(p);
+                }
+            }
+        }
+        let Some(name) = defs.first().map(|d| d.name.clone()) else {
+            return Ok(Published::default());
+        };
+        for def in &defs {
+            catalog.ensure_table(def).await?;
+        }
+        let partitions_added = catalog.add_partitions(&name, &parts).await?;
+        Ok(Published {
+            partitions_added,
+            ..Published::default()
+        })
+    }
+
+    fn compacts_whole_table(&self) -> bool {
+        false
+    }
+
+    /// One partition's small files merged, crash-safely (`compact`).
+    async fn compact(
+        &self,
+        lake: &Location,
+        catalog: &dyn Catalog,
+        table: &TableDef,
+        partition: Option<&PartitionDef>,
+        options: &CompactOptions,
+        now: DateTime<Utc>,
+    ) -> Result<CompactReport> {
+        let partition = partition.ok_or_else(|| {
+            Error::Config(format!(
+                "table '{}': a Hive table is compacted one partition at a time: name the partition",
+                table.name
+            ))
+        })?;
+        compact_partition(lake, catalog, table, partition, options, now).await
+    }
+}

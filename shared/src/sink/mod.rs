@@ -1,0 +1,167 @@
+//! Table sinks: what happens to a table's chunks once their files and commit
+//! records are written, chosen once per table when the engine is prepared
+//! ([`for_table`]). The chunk path (reading, the SQL, partitioning, writing,
+//! the commit record) is the same for every table; the sink decides the
+//! rest:
+//!
+//! - **stage** ([`TableSink::stage`]), right after a chunk's commit record,
+//!   in the process that wrote it (a transform, a stream function, `sluice
+//!   run`'s workers): a Hive chunk is recorded in its source's ledger, which
+//!   retires the rows of the source's older versions once a newer one is
+//!   complete; a Delta chunk is recorded in the ledger for its committer; a
+//!   CDC chunk's staged changes wait for the merge.
+//! - **publish** ([`TableSink::publish`]), by the table's committer (the
+//!   catalog function in AWS, a task of `sluice run` locally), a batch of
+//!   finished chunks at a time: a Hive table and its partitions registered
+//!   in the catalog; a Delta table's batch made visible in one Delta commit;
+//!   a CDC table's changes merged by key in one Delta commit. Delta and CDC
+//!   batches run under the table's lease when one is asked for (many
+//!   committers in AWS, one per table at a time).
+//!
+//! - **compact** ([`TableSink::compact`]) and **vacuum**
+//!   ([`TableSink::vacuum`]), by the compactor: a Hive table's small files
+//!   merged partition by partition under the crash-safe protocol of
+//!   `compact`; a Delta table's in one OPTIMIZE commit of the whole table,
+//!   and the files it removed long enough ago deleted.
+//!
+//! A table the pipeline does not name (a commit record of a table since
+//! removed from the pipeline file) is published as a Hive table, as its
+//! record describes it. The compactor, which works from the catalog, takes
+//! the sink of each table's definition there ([`for_definition`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::Schema;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::catalog::{Catalog, PartitionDef, TableDef};
+use crate::commit::CommitRecord;
+use crate::compact::{CompactOptions, CompactReport};
+use crate::config::{Table, TableFormat};
+use crate::error::Result;
+use crate::store::Location;
+
+mod delta;
+mod hive;
+
+pub use self::delta::{Cdc, Delta};
+pub use self::hive::Hive;
+
+/// What staging a chunk did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Staged {
+    /// Chunks of older versions of the chunk's source whose rows left the
+    /// table (a re-upload replaced them).
+    pub chunks_retired: u64,
+}
+
+/// What publishing a batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Published {
+    /// Delta commits written (a batch with nothing new writes none).
+    pub commits: u64,
+    /// Chunks that entered the table by this publish (Delta), or whose
+    /// changes are applied now or were before (CDC).
+    pub chunks_added: usize,
+    /// Partitions new to the catalog (Hive).
+    pub partitions_added: usize,
+    /// What a CDC merge did.
+    pub merged: Option<crate::delta::merge::Merged>,
+}
+
+/// The table's committer lease, for processes that may commit the same
+/// table at once (catalog functions): one left by a crashed holder is taken
+/// over after `ttl`; a publish waits at most `wait` for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub ttl: Duration,
+    pub wait: Duration,
+}
+
+/// Where a table's finished chunks go to become visible. See the module's docs.
+#[async_trait]
+pub trait TableSink: Send + Sync + std::fmt::Debug {
+    /// The table format readers see.
+    fn format(&self) -> TableFormat;
+
+    /// Whether the table can hold the transform's output as it is (checked
+    /// when the engine is prepared, before any chunk).
+    fn check_output(&self, _table: &str, _schema: &Schema) -> Result<()> {
+        Ok(())
+    }
+
+    /// After a chunk's files and commit record are written: what the table
+    /// needs of the chunk before it is done. `chunks` is how many chunks
+    /// its source has; a stream batch (`stream`) is its own source, never
+    /// replaced, and has no ledger entry.
+    async fn stage(
+        &self,
+        lake: &Location,
+        record: &CommitRecord,
+        chunks: usize,
+        stream: bool,
+    ) -> Result<Staged>;
+
+    /// Rows of finished chunks worth gathering before a publish while more
+    /// chunks are coming (a CDC merge rewrites every table file a change
+    /// lands in: fewer, larger merges); 0 publishes as chunks finish.
+    fn gather_rows(&self) -> u64 {
+        0
+    }
+
+    /// Make `records` (finished chunks of this table) visible to readers,
+    /// and the table known to `catalog`; under the table's `lease` when
+    /// one is given. Publishing a batch again changes nothing.
+    async fn publish(
+        &self,
+        lake: &Location,
+        catalog: &dyn Catalog,
+        records: &[CommitRecord],
+        lease: Option<Lease>,
+    ) -> Result<Published>;
+
+    /// Whether compaction takes the whole table at once (Delta: one
+    /// OPTIMIZE commit) rather than one partition at a time (Hive).
+    fn compacts_whole_table(&self) -> bool;
+
+    /// Merge small files of `table` (as the catalog defines it): of
+    /// `partition` (Hive), or of the whole table (Delta: `partition` is not
+    /// asked for).
+    async fn compact(
+        &self,
+        lake: &Location,
+        catalog: &dyn Catalog,
+        table: &TableDef,
+        partition: Option<&PartitionDef>,
+        options: &CompactOptions,
+        now: DateTime<Utc>,
+    ) -> Result<CompactReport>;
+
+    /// Delete the files `table` stopped using longer ago than `retain`;
+    /// how many. A Hive table's replaced and merged files leave at once:
+    /// nothing.
+    async fn vacuum(&self, _lake: &Location, _table: &str, _retain: Duration) -> Result<usize> {
+        Ok(0)
+    }
+}
+
+/// The sink of a table as the catalog defines it, for the compactor: a
+/// Delta table's (a CDC table's too), or a Hive table's.
+pub fn for_definition(table: &TableDef) -> Arc<dyn TableSink> {
+    match table.format {
+        TableFormat::Delta => Arc::new(Delta),
+        TableFormat::Hive => Arc::new(Hive),
+    }
+}
+
+/// The sink of `table`: a CDC table's merge, a Delta table's commits, or a
+/// Hive table's catalog partitions.
+pub fn for_table(table: &Table) -> Arc<dyn TableSink> {
+    match (&table.cdc, table.table_format) {
+        (Some(_), _) => Arc::new(Cdc::new(table.clone())),
+        (None, TableFormat::Delta) => Arc::new(Delta),
+        (None, TableFormat::Hive) => Arc::new(Hive),
+    }
+}
