@@ -1,7 +1,6 @@
 //! Change data capture, the reading side: change events (Debezium JSON,
 //! AWS DMS CSV or Parquet) read into *staged changes*, which the table's
-//! one committer merges by key into a Delta table (`delta::merge`,
-//! with the `delta` feature).
+//! one committer merges by key into a Delta table (`delta::merge`).
 //!
 //! A chunk's reader fills the envelope's columns ([`crate::config::Cdc`]);
 //! [`Stager`] turns each batch into the staged columns: the declared ones,
