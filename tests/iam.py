@@ -333,10 +333,13 @@ def access_key(headers):
 _HOLDERS = {}  # socket inode -> the pid last seen holding it
 
 
-def caller_program(port, cache=_HOLDERS):
+def caller_program(port, server_port, cache=_HOLDERS):
     """The program (its executable's file name) that holds the loopback
-    connection whose client end is `port`: /proc/net/tcp gives the socket's
-    inode, /proc/<pid>/fd the process holding it. None if not found."""
+    connection from client port `port` to `server_port`: /proc/net/tcp gives
+    the socket's inode, /proc/<pid>/fd the process holding it. None if not
+    found. The server's port is matched too: Linux gives one ephemeral port
+    to several connections with different destinations (a function binary's
+    connection to its runtime API, the test's own to this server)."""
     inode = None
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -345,7 +348,9 @@ def caller_program(port, cache=_HOLDERS):
             continue
         for line in lines:
             fields = line.split()
-            if fields[1].endswith(f":{port:04X}") and fields[1][:-5].endswith("0100007F"):
+            local, remote = fields[1], fields[2]
+            if (local.endswith(f":{port:04X}") and local[:-5].endswith("0100007F")
+                    and remote.endswith(f":{server_port:04X}") and remote[:-5].endswith("0100007F")):
                 inode = fields[9]
                 break
         if inode:
@@ -449,7 +454,8 @@ class Gate:
         headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
         key = access_key(headers)
         if key not in self.keys and self.programs and environ.get("REMOTE_PORT"):
-            key = self.programs.get(caller_program(int(environ["REMOTE_PORT"])), key)
+            key = self.programs.get(
+                caller_program(int(environ["REMOTE_PORT"]), int(environ["SERVER_PORT"])), key)
         with self.lock:
             role = self.keys.get(key)
         if role is None:
