@@ -122,13 +122,6 @@ pub fn delta_table_def(commit: &CommitRecord, columns: Vec<ColumnDef>) -> TableD
     }
 }
 
-/// Apply a commit record to a catalog.
-pub async fn register_commit(catalog: &dyn Catalog, commit: &CommitRecord) -> Result<usize> {
-    let (table, parts) = commit_entries(commit);
-    catalog.ensure_table(&table).await?;
-    catalog.add_partitions(&table.name, &parts).await
-}
-
 /// Decide whether `existing` can become `wanted`: the same partition keys,
 /// and the same columns with new ones only appended. Returns the merged table.
 pub fn evolve(existing: &TableDef, wanted: &TableDef) -> Result<TableDef> {

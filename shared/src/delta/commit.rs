@@ -64,17 +64,7 @@ pub async fn commit(
         };
         commit_once(lake, table, &t, records, retired).await
     };
-    let (outcome, attempts) = crate::retry::Policy::CONFLICT
-        .run(table, lost_to_another_writer, attempt)
-        .await;
-    if attempts > 1 {
-        tracing::info!(
-            table,
-            attempts,
-            "another writer committed first: the batch was planned again"
-        );
-    }
-    outcome
+    replanning(table, "the batch", attempt).await
 }
 
 /// Commit a batch of commit records of `table`, as they arrive from the

@@ -138,19 +138,10 @@ async fn apply_group(lake: &Location, table: &Table, records: &[CommitRecord]) -
         records
     };
     let changes = read_staged(lake, name, &staged, records).await?;
-    let (merged, attempts) = crate::retry::Policy::CONFLICT
-        .run(name, crate::delta::lost_to_another_writer, || {
-            apply_once(lake, table, cdc, &changes, records)
-        })
-        .await;
-    if attempts > 1 {
-        tracing::info!(
-            table = name,
-            attempts,
-            "another writer committed first: the batch was merged again"
-        );
-    }
-    let merged = merged?;
+    let merged = crate::delta::replanning(name, "the merge", || {
+        apply_once(lake, table, cdc, &changes, records)
+    })
+    .await?;
     if cdc.keep_changes {
         let changes_table = Cdc::changes_table(name);
         let renamed: Vec<CommitRecord> = records

@@ -120,17 +120,7 @@ pub async fn compact(
         };
         compact_once(lake, table, &t, options, now).await
     };
-    let (outcome, attempts) = crate::retry::Policy::CONFLICT
-        .run(table, lost_to_another_writer, attempt)
-        .await;
-    if attempts > 1 {
-        tracing::info!(
-            table,
-            attempts,
-            "another writer committed first: the compaction was planned again"
-        );
-    }
-    outcome
+    replanning(table, "the compaction", attempt).await
 }
 
 pub(super) async fn compact_once(

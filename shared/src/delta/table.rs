@@ -83,6 +83,28 @@ pub fn lost_to_another_writer(e: &Error) -> bool {
         if source.downcast_ref::<DeltaTableError>().is_some_and(is_conflict))
 }
 
+/// Run `attempt` (each planned from a freshly read snapshot) again while
+/// another writer's commit gets there first, under
+/// [`crate::retry::Policy::CONFLICT`]; `work` names it in the log.
+pub async fn replanning<T, F, Fut>(table: &str, work: &str, attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let (outcome, attempts) = crate::retry::Policy::CONFLICT
+        .run(table, lost_to_another_writer, attempt)
+        .await;
+    if attempts > 1 {
+        tracing::info!(
+            table,
+            work,
+            attempts,
+            "another writer committed first: planned again"
+        );
+    }
+    outcome
+}
+
 /// The log store of `table`, on the lake's own object store (so every
 /// retry, fault and credential setting of the lake applies to the log).
 pub fn log_store(lake: &Location, table: &str) -> Result<LogStoreRef> {
