@@ -108,18 +108,25 @@ pub(super) async fn publish_as_chunks_finish(
                 carried.insert(table, records);
                 continue;
             }
-            match sink.publish(lake, catalog, &records, None).await {
-                Ok(p) => {
-                    done.commits += p.commits;
-                    if let Some(m) = &p.merged {
-                        done.cdc.add(m);
+            let groups = if sink.batches() {
+                vec![records]
+            } else {
+                records.into_iter().map(|r| vec![r]).collect()
+            };
+            for group in groups {
+                match sink.publish(lake, catalog, &group, None).await {
+                    Ok(p) => {
+                        done.commits += p.commits;
+                        if let Some(m) = &p.merged {
+                            done.cdc.add(m);
+                        }
                     }
+                    Err(e) if open => {
+                        tracing::warn!(table, error = %crate::error::describe(&e), "publishing a batch failed; its chunks go with the next batch");
+                        carried.entry(table.clone()).or_default().extend(group);
+                    }
+                    Err(e) => done.failed.push((group, e)),
                 }
-                Err(e) if open => {
-                    tracing::warn!(table, error = %crate::error::describe(&e), "publishing a batch failed; its chunks go with the next batch");
-                    carried.insert(table, records);
-                }
-                Err(e) => done.failed.push((records, e)),
             }
         }
     }

@@ -79,6 +79,10 @@ impl TableSink for Hive {
         })
     }
 
+    fn batches(&self) -> bool {
+        false
+    }
+
     fn compacts_whole_table(&self) -> bool {
         false
     }

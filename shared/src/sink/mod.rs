@@ -111,6 +111,14 @@ pub trait TableSink: Send + Sync + std::fmt::Debug {
         0
     }
 
+    /// Whether finished chunks are worth publishing together (a Delta
+    /// commit per batch saves log entries), rather than one at a time, in
+    /// the order they finish (a Hive chunk's registration costs the same
+    /// either way, and a run's store calls then do not depend on timing).
+    fn batches(&self) -> bool {
+        true
+    }
+
     /// Make `records` (finished chunks of this table) visible to readers,
     /// and the table known to `catalog`; under the table's `lease` when
     /// one is given. Publishing a batch again changes nothing.
