@@ -517,136 +517,44 @@ async fn compact(
     only: Vec<String>,
     options: sluice::compact::CompactOptions,
 ) -> Result<()> {
-    use sluice::compact::{CompactReport, compact_partition};
-    let delta_tables = sluice::delta::tables(&lake).await?;
-    let delta_only = table.as_ref().is_some_and(|t| delta_tables.contains(t));
-    for name in delta_tables
-        .iter()
-        .filter(|n| table.as_ref().is_none_or(|t| t == *n))
-    {
-        if !only.is_empty() {
-            bail!(
-                "table '{name}' is a Delta table: its compaction runs over the whole table (no --partition)"
-            );
-        }
-        let started = Instant::now();
-        let o = sluice::delta::compact(&lake, name, &options, chrono::Utc::now())
-            .await
-            .with_context(|| format!("compacting Delta table '{name}'"))?;
-        let secs = started.elapsed().as_secs_f64();
-        match o.version {
-            Some(v) => println!(
-                "{name}: committed version {v}: {} files -> {} in {} partitions, {:.1} MB -> {:.1} MB, {} rows, column chunks copied in {} of {} outputs, {:.2} s ({:.1} MB/s)",
-                o.files_removed,
-                o.files_added,
-                o.partitions,
-                o.bytes_in as f64 / 1e6,
-                o.bytes_out as f64 / 1e6,
-                o.rows,
-                o.copied,
-                o.files_added,
-                secs,
-                o.bytes_in as f64 / 1e6 / secs.max(1e-9)
-            ),
-            None => println!(
-                "{name}: nothing to merge: partitions need {} or more files under {:.0} MB, older than {}",
-                options.min_files,
-                options.target_size as f64 * 0.75 / 1e6,
-                humantime::format_duration(options.min_age)
-            ),
-        }
-    }
-    if delta_only {
-        return Ok(());
-    }
-    let hive_tables = catalog
-        .tables()
-        .await?
-        .into_iter()
-        .filter(|t| !delta_tables.contains(&t.name))
-        .count();
-    if table.is_none() && hive_tables == 0 && !delta_tables.is_empty() {
-        return Ok(());
-    }
+    use sluice::compact::CompactReport;
+    use sluice::sink::{Compaction, for_definition};
+    let all = sluice::sink::lake_tables(&lake, catalog.as_ref()).await?;
     let tables =
         match &table {
-            Some(name) => vec![catalog.table(name).await?.ok_or_else(|| {
+            Some(name) => vec![all.into_iter().find(|t| &t.name == name).ok_or_else(|| {
                 anyhow!("no table '{name}' in {} (see `sluice tables`)", lake.url)
             })?],
-            None => catalog
-                .tables()
-                .await?
-                .into_iter()
-                .filter(|t| !delta_tables.contains(&t.name))
-                .collect(),
+            None => all,
         };
     let started = Instant::now();
-    let mut last_log = Instant::now();
     let mut total = CompactReport::default();
     for t in &tables {
-        let mut partitions = catalog.partitions(&t.name).await?;
-        if !only.is_empty() {
-            for p in &only {
-                if !partitions.iter().any(|q| &q.path == p) {
-                    bail!(
-                        "table '{}' has no partition {p:?} (see `sluice partitions {}`)",
-                        t.name,
-                        t.name
-                    );
-                }
-            }
-            partitions.retain(|p| only.contains(&p.path));
-        }
-        let mut report = CompactReport::default();
-        for (i, p) in partitions.iter().enumerate() {
-            let r = compact_partition(&lake, catalog.as_ref(), t, p, &options, chrono::Utc::now())
-                .await
-                .with_context(|| format!("compacting table '{}', partition {}", t.name, p.path))?;
-            report.add(&r);
-            if last_log.elapsed() >= Duration::from_secs(5) {
-                last_log = Instant::now();
-                eprintln!(
-                    "progress: table {}: {}/{} partitions, {} compacted, {:.1} MB merged",
-                    t.name,
-                    i + 1,
-                    partitions.len(),
-                    report.compacted,
-                    report.bytes_in as f64 / 1e6
+        let upkeep = for_definition(t);
+        let table_started = Instant::now();
+        let report = if upkeep.compacts_whole_table() {
+            if !only.is_empty() {
+                bail!(
+                    "table '{}' is compacted whole, in one commit (a Delta table): name no --partition",
+                    t.name
                 );
             }
-        }
-        println!(
-            "{}: {} partitions, {} compacted{}: {} files -> {} ({} merged into {}, {:.1} MB -> {:.1} MB, {} rows; column chunks copied in {} of {} outputs)",
-            t.name,
-            report.partitions,
-            report.compacted,
-            if report.busy > 0 {
-                format!(", {} busy (another compaction holds them)", report.busy)
-            } else {
-                String::new()
-            },
-            report.files_before,
-            report.files_after,
-            report.inputs,
-            report.outputs,
-            report.bytes_in as f64 / 1e6,
-            report.bytes_out as f64 / 1e6,
-            report.rows,
-            report.copied,
-            report.outputs,
-        );
-        if report.recovered > 0 {
-            println!(
-                "  settled {} interrupted compactions first",
-                report.recovered
-            );
-        }
-        if report.outputs > 0 {
-            println!(
-                "  longest time an output and its inputs were both listed: {} ms",
-                report.max_overlap_ms
-            );
-        }
+            let job = Compaction {
+                lake: &lake,
+                catalog: catalog.as_ref(),
+                table: t,
+                partition: None,
+                options: &options,
+                now: chrono::Utc::now(),
+            };
+            upkeep
+                .compact(job)
+                .await
+                .with_context(|| format!("compacting table '{}'", t.name))?
+        } else {
+            compact_partitions(&lake, catalog.as_ref(), t, &only, &options).await?
+        };
+        print_compaction(&t.name, &report, table_started.elapsed().as_secs_f64());
         total.add(&report);
     }
     let secs = started.elapsed().as_secs_f64();
@@ -663,6 +571,101 @@ async fn compact(
         );
     }
     Ok(())
+}
+
+/// Compact a table partition by partition (all of them, or those of
+/// `only`), with progress on stderr every 5 s.
+async fn compact_partitions(
+    lake: &Location,
+    catalog: &dyn Catalog,
+    t: &sluice::catalog::TableDef,
+    only: &[String],
+    options: &sluice::compact::CompactOptions,
+) -> Result<sluice::compact::CompactReport> {
+    let mut partitions = catalog.partitions(&t.name).await?;
+    if !only.is_empty() {
+        for p in only {
+            if !partitions.iter().any(|q| &q.path == p) {
+                bail!(
+                    "table '{}' has no partition {p:?} (see `sluice partitions {}`)",
+                    t.name,
+                    t.name
+                );
+            }
+        }
+        partitions.retain(|p| only.contains(&p.path));
+    }
+    let upkeep = sluice::sink::for_definition(t);
+    let mut last_log = Instant::now();
+    let mut report = sluice::compact::CompactReport::default();
+    for (i, p) in partitions.iter().enumerate() {
+        let job = sluice::sink::Compaction {
+            lake,
+            catalog,
+            table: t,
+            partition: Some(p),
+            options,
+            now: chrono::Utc::now(),
+        };
+        let r = upkeep
+            .compact(job)
+            .await
+            .with_context(|| format!("compacting table '{}', partition {}", t.name, p.path))?;
+        report.add(&r);
+        if last_log.elapsed() >= Duration::from_secs(5) {
+            last_log = Instant::now();
+            eprintln!(
+                "progress: table {}: {}/{} partitions, {} compacted, {:.1} MB merged",
+                t.name,
+                i + 1,
+                partitions.len(),
+                report.compacted,
+                report.bytes_in as f64 / 1e6
+            );
+        }
+    }
+    Ok(report)
+}
+
+/// One table's compaction, as a line (and notes) on stdout.
+fn print_compaction(name: &str, report: &sluice::compact::CompactReport, secs: f64) {
+    let busy = if report.busy > 0 {
+        format!(", {} busy (another compaction holds them)", report.busy)
+    } else {
+        String::new()
+    };
+    let version = match report.version {
+        Some(v) => format!(", committed version {v}"),
+        None => String::new(),
+    };
+    println!(
+        "{name}: {} partitions, {} compacted{busy}{version}: {} files -> {} ({} merged into {}, {:.1} MB -> {:.1} MB, {} rows; column chunks copied in {} of {} outputs; {:.2} s, {:.1} MB/s)",
+        report.partitions,
+        report.compacted,
+        report.files_before,
+        report.files_after,
+        report.inputs,
+        report.outputs,
+        report.bytes_in as f64 / 1e6,
+        report.bytes_out as f64 / 1e6,
+        report.rows,
+        report.copied,
+        report.outputs,
+        secs,
+        report.bytes_in as f64 / 1e6 / secs.max(1e-9)
+    );
+    if report.recovered > 0 {
+        println!(
+            "  settled {} interrupted compactions first",
+            report.recovered
+        );
+    }
+    if report.outputs > 0 && report.version.is_none() {
+        println!(
+            "  longest time an output and its inputs were both listed: {} ms",
+            report.max_overlap_ms
+        );
+    }
 }
 
 struct FinishOnDrop(Option<ProgressBar>);
@@ -820,30 +823,26 @@ async fn tables((lake, catalog): (Location, Arc<dyn Catalog>)) -> Result<()> {
 }
 
 async fn vacuum(
-    (lake, _): (Location, Arc<dyn Catalog>),
+    (lake, catalog): (Location, Arc<dyn Catalog>),
     table: Option<String>,
     retain: Duration,
     dry_run: bool,
 ) -> Result<()> {
-    let all = sluice::delta::tables(&lake).await?;
-    let tables = match table {
-        Some(name) if all.contains(&name) => vec![name],
-        Some(name) => bail!(
-            "no Delta table '{name}' in {} (Delta tables: {})",
-            lake.url,
-            if all.is_empty() {
-                "none".into()
-            } else {
-                all.join(", ")
-            }
-        ),
-        None => all,
-    };
-    for name in tables {
-        let files = sluice::delta::vacuum(&lake, &name, retain, dry_run).await?;
+    let all = sluice::sink::lake_tables(&lake, catalog.as_ref()).await?;
+    let tables =
+        match table {
+            Some(name) => vec![all.into_iter().find(|t| t.name == name).ok_or_else(|| {
+                anyhow!("no table '{name}' in {} (see `sluice tables`)", lake.url)
+            })?],
+            None => all,
+        };
+    for t in tables {
+        let upkeep = sluice::sink::for_definition(&t);
+        let files = upkeep.vacuum(&lake, &t.name, retain, dry_run).await?;
         let verb = if dry_run { "would delete" } else { "deleted" };
         println!(
-            "{name}: {verb} {} files removed from the table more than {} ago",
+            "{}: {verb} {} files removed from the table more than {} ago",
+            t.name,
             files.len(),
             humantime::format_duration(retain)
         );

@@ -28,7 +28,7 @@ use serde_json::Value;
 use sluice::catalog::{PartitionDef, TableDef};
 use sluice::compact::{CompactOptions, CompactReport};
 use sluice::event::sqs_messages;
-use sluice::sink::for_definition;
+use sluice::sink::{Compaction, for_definition};
 use tracing::{Instrument, info, info_span};
 
 use crate::catalog::manifest_records;
@@ -188,9 +188,10 @@ pub async fn handle(
         // Files Delta tables removed longer ago than the retention go.
         for (name, sink) in whole {
             response.files_vacuumed += sink
-                .vacuum(&deps.lake, &name, VACUUM_RETENTION)
+                .vacuum(&deps.lake, &name, VACUUM_RETENTION, false)
                 .instrument(info_span!("vacuum", table = %name))
-                .await?;
+                .await?
+                .len();
         }
         response
     } else {
@@ -303,17 +304,15 @@ async fn one(
         Some(partition_def(table, partition)?)
     };
     let span = info_span!("partition", table = %table.name, partition = %partition);
-    let r = sink
-        .compact(
-            &deps.lake,
-            deps.catalog.as_ref(),
-            table,
-            p.as_ref(),
-            options,
-            chrono::Utc::now(),
-        )
-        .instrument(span)
-        .await?;
+    let job = Compaction {
+        lake: &deps.lake,
+        catalog: deps.catalog.as_ref(),
+        table,
+        partition: p.as_ref(),
+        options,
+        now: chrono::Utc::now(),
+    };
+    let r = sink.compact(job).instrument(span).await?;
     if r.outputs > 0 {
         Record::new("compactor")
             .dimension("Table", &table.name)

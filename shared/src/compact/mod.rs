@@ -124,6 +124,9 @@ pub struct CompactReport {
     /// reader listing the folder then could have read those rows twice.
     #[serde(default)]
     pub max_overlap_ms: u64,
+    /// The Delta version an OPTIMIZE committed (a Delta table's compaction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
 }
 
 /// A file merged from others, written outside any partition protocol (a
@@ -193,6 +196,7 @@ impl CompactReport {
         self.copied += o.copied;
         self.recovered += o.recovered;
         self.max_overlap_ms = self.max_overlap_ms.max(o.max_overlap_ms);
+        self.version = o.version.or(self.version);
     }
 }
 

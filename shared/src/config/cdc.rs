@@ -118,25 +118,18 @@ impl Cdc {
 /// Debezium the declared ones then the envelope's operation and position;
 /// for DMS `Op`, the order column (unless declared), then the declared ones,
 /// which is the column order of DMS files without a header.
-pub(super) fn parse_cdc(
+/// What a CDC table must be: a Delta table with declared columns, no SQL,
+/// no partitions, no column of the names it keeps, keys that are columns
+/// and can be keys, a source format its envelope writes.
+fn check_cdc(
     n: Option<&str>,
     c: &CdcConfig,
+    envelope: Envelope,
     (sql, partition_by): (Option<&str>, &[String]),
     format: Format,
     table_format: TableFormat,
-    columns: &mut Vec<Column>,
-) -> Result<Cdc> {
-    let envelope = match c.envelope.trim().to_ascii_lowercase().as_str() {
-        "debezium" => Envelope::Debezium,
-        "dms" => Envelope::Dms,
-        other => {
-            return Err(Error::config(
-                n,
-                "cdc.envelope",
-                format!("{other:?} is not a change envelope; use \"debezium\" or \"dms\""),
-            ));
-        }
-    };
+    columns: &[Column],
+) -> Result<()> {
     if table_format != TableFormat::Delta {
         return Err(Error::config(
             n,
@@ -218,6 +211,37 @@ pub(super) fn parse_cdc(
             "Debezium changes are ordered by their source position; order_by is for dms",
         ));
     }
+    Ok(())
+}
+
+pub(super) fn parse_cdc(
+    n: Option<&str>,
+    c: &CdcConfig,
+    (sql, partition_by): (Option<&str>, &[String]),
+    format: Format,
+    table_format: TableFormat,
+    columns: &mut Vec<Column>,
+) -> Result<Cdc> {
+    let envelope = match c.envelope.trim().to_ascii_lowercase().as_str() {
+        "debezium" => Envelope::Debezium,
+        "dms" => Envelope::Dms,
+        other => {
+            return Err(Error::config(
+                n,
+                "cdc.envelope",
+                format!("{other:?} is not a change envelope; use \"debezium\" or \"dms\""),
+            ));
+        }
+    };
+    check_cdc(
+        n,
+        c,
+        envelope,
+        (sql, partition_by),
+        format,
+        table_format,
+        columns,
+    )?;
     let remember_deletes = match &c.remember_deletes {
         None => std::time::Duration::from_secs(7 * 24 * 3600),
         Some(text) => humantime::parse_duration(text).map_err(|e| {

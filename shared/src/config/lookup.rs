@@ -77,6 +77,61 @@ fn config_error(lookup: &str, key: &str, message: impl std::fmt::Display) -> Err
 
 impl LookupConfig {
     /// Check one `[[lookups]]` entry; every error names the lookup and the key.
+    /// The source of a lookup read from files at `url`.
+    fn files_source(&self, name: &str, url: &str) -> Result<LookupSource> {
+        if url.trim().is_empty() {
+            return Err(config_error(name, "source", "must not be empty"));
+        }
+        let format = match &self.format {
+            Some(f) => super::parse_format(None, f).map_err(|_| {
+                config_error(
+                    name,
+                    "format",
+                    format!("unknown format {f:?}: use parquet, csv or jsonl"),
+                )
+            })?,
+            None => {
+                return Err(config_error(
+                    name,
+                    "format",
+                    "is required with `source`: parquet, csv or jsonl",
+                ));
+            }
+        };
+        let columns = if self.schema.is_empty() {
+            Vec::new()
+        } else {
+            super::parse_schema(None, &self.schema).map_err(|e| {
+                Error::Config(format!(
+                    "lookup '{name}', {}",
+                    e.to_string().trim_start_matches("config: ")
+                ))
+            })?
+        };
+        let byte = |key: &str, value: &str| {
+            super::one_byte(name, key, value).map_err(|_| {
+                config_error(
+                    name,
+                    key,
+                    format!("must be one ASCII character, not {value:?}"),
+                )
+            })
+        };
+        let csv = CsvOptions {
+            header: self.csv.header,
+            delimiter: byte("csv.delimiter", &self.csv.delimiter)?,
+            quote: byte("csv.quote", &self.csv.quote)?,
+            null_values: self.csv.null_values.clone(),
+            newlines_in_values: self.csv.newlines_in_values,
+        };
+        Ok(LookupSource::Files {
+            url: url.trim().to_string(),
+            format,
+            columns,
+            csv,
+        })
+    }
+
     pub fn validate(self) -> Result<Lookup> {
         let name = self.name.clone();
         if !super::valid_identifier(&name) {
@@ -125,59 +180,7 @@ impl LookupConfig {
                 }
                 LookupSource::Table(table.clone())
             }
-            (Some(url), None) => {
-                if url.trim().is_empty() {
-                    return Err(config_error(&name, "source", "must not be empty"));
-                }
-                let format = match &self.format {
-                    Some(f) => super::parse_format(None, f).map_err(|_| {
-                        config_error(
-                            &name,
-                            "format",
-                            format!("unknown format {f:?}: use parquet, csv or jsonl"),
-                        )
-                    })?,
-                    None => {
-                        return Err(config_error(
-                            &name,
-                            "format",
-                            "is required with `source`: parquet, csv or jsonl",
-                        ));
-                    }
-                };
-                let columns = if self.schema.is_empty() {
-                    Vec::new()
-                } else {
-                    super::parse_schema(None, &self.schema).map_err(|e| {
-                        Error::Config(format!(
-                            "lookup '{name}', {}",
-                            e.to_string().trim_start_matches("config: ")
-                        ))
-                    })?
-                };
-                let byte = |key: &str, value: &str| {
-                    super::one_byte(&name, key, value).map_err(|_| {
-                        config_error(
-                            &name,
-                            key,
-                            format!("must be one ASCII character, not {value:?}"),
-                        )
-                    })
-                };
-                let csv = CsvOptions {
-                    header: self.csv.header,
-                    delimiter: byte("csv.delimiter", &self.csv.delimiter)?,
-                    quote: byte("csv.quote", &self.csv.quote)?,
-                    null_values: self.csv.null_values,
-                    newlines_in_values: self.csv.newlines_in_values,
-                };
-                LookupSource::Files {
-                    url: url.trim().to_string(),
-                    format,
-                    columns,
-                    csv,
-                }
-            }
+            (Some(url), None) => self.files_source(&name, url)?,
         };
         Ok(Lookup {
             name,

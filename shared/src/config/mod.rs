@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 pub mod cdc;
 pub mod contract;
 pub mod csv;
+pub mod lake;
 pub mod lookup;
 pub mod output;
 pub mod source;
@@ -24,6 +25,7 @@ pub mod source;
 pub use cdc::*;
 pub use contract::*;
 pub use csv::*;
+pub use lake::*;
 pub use output::*;
 pub use source::*;
 
@@ -49,122 +51,6 @@ pub struct PipelineConfig {
     /// Reference tables the tables' SQL may join (`[[lookups]]`).
     #[serde(default)]
     pub lookups: Vec<lookup::LookupConfig>,
-}
-
-/// `[lake]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LakeConfig {
-    /// A path, `file://` or `s3://` URL. `--lake` overrides it.
-    #[serde(default = "default_lake_root")]
-    pub root: String,
-    /// Where tables and partitions are registered: `local` (a catalog kept in
-    /// the lake itself, `_sluice/catalog/`) or `glue` (the AWS Glue Data Catalog).
-    #[serde(default = "default_catalog")]
-    pub catalog: String,
-    /// The Glue database of the tables (`catalog = "glue"` only).
-    #[serde(default)]
-    pub glue_database: Option<String>,
-    /// Create the Glue database if it does not exist (off by default: in
-    /// production the database usually comes with the deployment).
-    #[serde(default)]
-    pub glue_create_database: bool,
-    /// How tables are kept: `hive` (Hive-partitioned Parquet plus catalog
-    /// partitions, the default) or `delta` (Delta Lake tables: the same files,
-    /// made visible by atomic commits to `<table>/_delta_log/`). A table may
-    /// override it.
-    #[serde(default)]
-    pub table_format: Option<String>,
-}
-
-fn default_catalog() -> String {
-    "local".to_string()
-}
-
-fn default_lake_root() -> String {
-    "./lake".to_string()
-}
-
-impl Default for LakeConfig {
-    fn default() -> Self {
-        LakeConfig {
-            root: default_lake_root(),
-            catalog: default_catalog(),
-            glue_database: None,
-            glue_create_database: false,
-            table_format: None,
-        }
-    }
-}
-
-/// Which catalog a lake's tables are registered in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CatalogKind {
-    /// Kept in the lake itself, under `_sluice/catalog/`.
-    Local,
-    /// The AWS Glue Data Catalog.
-    Glue {
-        database: String,
-        create_database: bool,
-    },
-}
-
-impl LakeConfig {
-    fn catalog_kind(&self) -> Result<CatalogKind> {
-        match self.catalog.as_str() {
-            "local" => {
-                if self.glue_database.is_some() {
-                    return Err(Error::config(
-                        None,
-                        "lake.glue_database",
-                        "is set but lake.catalog is \"local\"; set catalog = \"glue\" to use Glue",
-                    ));
-                }
-                Ok(CatalogKind::Local)
-            }
-            "glue" => {
-                let database = self.glue_database.clone().ok_or_else(|| {
-                    Error::config(
-                        None,
-                        "lake.glue_database",
-                        "is required when catalog = \"glue\"",
-                    )
-                })?;
-                if database.is_empty()
-                    || !database
-                        .chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-                {
-                    return Err(Error::config(
-                        None,
-                        "lake.glue_database",
-                        format!(
-                            "{database:?} is not a valid Glue database name (lower-case letters, digits and _)"
-                        ),
-                    ));
-                }
-                if !(self.root.starts_with("s3://") || self.root.starts_with("s3a://")) {
-                    return Err(Error::config(
-                        None,
-                        "lake.catalog",
-                        format!(
-                            "\"glue\" needs an s3:// lake root (Athena reads tables from S3), not {:?}",
-                            self.root
-                        ),
-                    ));
-                }
-                Ok(CatalogKind::Glue {
-                    database,
-                    create_database: self.glue_create_database,
-                })
-            }
-            other => Err(Error::config(
-                None,
-                "lake.catalog",
-                format!("{other:?} is not a catalog; use \"local\" or \"glue\""),
-            )),
-        }
-    }
 }
 
 /// `[input]`
@@ -596,23 +482,16 @@ impl PipelineConfig {
 }
 
 impl TableConfig {
-    /// One `[[tables]]` entry into a [`Table`]: each key handed to its own
-    /// parser, each error naming the table and the key.
-    pub fn validate(self) -> Result<Table> {
-        let name = self.name.clone();
-        let n = Some(name.as_str());
-        if !valid_identifier(&name) {
-            return Err(Error::config(
-                n,
-                "name",
-                "must be lower case letters, digits and '_', starting with a letter or '_'",
-            ));
-        }
-        let format = parse_format(n, &self.format)?;
-        let compression = parse_codec(n, self.compression.as_deref(), format)?;
-        let source = match (&self.source, &self.stream) {
-            (Some(source), None) => parse_source(n, source)?,
-            (None, Some(stream)) => parse_stream(n, stream, format, compression)?,
+    /// The table's `source` (files) or `stream`: one of them.
+    fn source_of(
+        &self,
+        n: Option<&str>,
+        format: Format,
+        compression: Option<Codec>,
+    ) -> Result<SourceMatch> {
+        match (&self.source, &self.stream) {
+            (Some(source), None) => parse_source(n, source),
+            (None, Some(stream)) => parse_stream(n, stream, format, compression),
             (Some(_), Some(_)) => {
                 return Err(Error::config(
                     n,
@@ -627,7 +506,24 @@ impl TableConfig {
                     "missing: give the files' prefix or glob (`source`), or a Kinesis stream or Kafka topic (`stream`)",
                 ));
             }
-        };
+        }
+    }
+
+    /// One `[[tables]]` entry into a [`Table`]: each key handed to its own
+    /// parser, each error naming the table and the key.
+    pub fn validate(self) -> Result<Table> {
+        let name = self.name.clone();
+        let n = Some(name.as_str());
+        if !valid_identifier(&name) {
+            return Err(Error::config(
+                n,
+                "name",
+                "must be lower case letters, digits and '_', starting with a letter or '_'",
+            ));
+        }
+        let format = parse_format(n, &self.format)?;
+        let compression = parse_codec(n, self.compression.as_deref(), format)?;
+        let source = self.source_of(n, format, compression)?;
         let mut columns = parse_schema(n, &self.schema)?;
         check_partition_by(n, &self.partition_by)?;
         let csv = CsvOptions {
@@ -671,27 +567,7 @@ impl TableConfig {
                 &mut columns,
             )?),
         };
-        let mut rules = self
-            .rules
-            .iter()
-            .enumerate()
-            .map(|(i, r)| parse_rule(n, i, r, &columns))
-            .collect::<Result<Vec<_>>>()?;
-        // Parquet change files have no raw text to quarantine: the stager
-        // refuses a change without its key or with an unknown operation,
-        // naming the file and row.
-        if let Some(c) = &cdc
-            && format != Format::Parquet
-        {
-            rules.extend(cdc_rules(c, &columns));
-        }
-        if !rules.is_empty() && format == Format::Parquet {
-            return Err(Error::config(
-                n,
-                "rules",
-                "quality rules apply to jsonl and csv tables (a Parquet table's rows have no raw text to quarantine); check Parquet inputs in the table's sql",
-            ));
-        }
+        let rules = table_rules(n, &self.rules, cdc.as_ref(), &columns, format)?;
         Ok(Table {
             cdc,
             table_format,
@@ -717,6 +593,38 @@ impl TableConfig {
             },
         })
     }
+}
+
+/// The table's quality rules, with a CDC table's own checks (its key, a
+/// known operation) for text formats; a Parquet table takes none.
+fn table_rules(
+    n: Option<&str>,
+    rules: &[RuleConfig],
+    cdc: Option<&Cdc>,
+    columns: &[Column],
+    format: Format,
+) -> Result<Vec<Rule>> {
+    let mut rules = rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| parse_rule(n, i, r, columns))
+        .collect::<Result<Vec<_>>>()?;
+    // Parquet change files have no raw text to quarantine: the stager
+    // refuses a change without its key or with an unknown operation,
+    // naming the file and row.
+    if let Some(c) = cdc
+        && format != Format::Parquet
+    {
+        rules.extend(cdc_rules(c, columns));
+    }
+    if !rules.is_empty() && format == Format::Parquet {
+        return Err(Error::config(
+            n,
+            "rules",
+            "quality rules apply to jsonl and csv tables (a Parquet table's rows have no raw text to quarantine); check Parquet inputs in the table's sql",
+        ));
+    }
+    Ok(rules)
 }
 
 /// `format`: `jsonl` (or `ndjson`, `json`), `csv` or `parquet`.

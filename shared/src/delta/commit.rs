@@ -213,39 +213,17 @@ pub(super) async fn commit_once(
         chunk_ids.push(Value::from(record.chunk_id.clone()));
         done.chunks_added += 1;
     }
-    let mut retired_ids = Vec::new();
-    // Rows of retired chunk files that a compaction merged: per merged file.
-    let mut cuts: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for record in retired {
-        let mut any = false;
-        for f in &record.files {
-            let path = relative(table, &f.path)?;
-            if active.contains_key(&path) {
-                actions.push(Action::Remove(remove_action(&keys, f, &path, now)));
-                done.files_removed += 1;
-                any = true;
-            } else if let Some(m) = files.iter().find(|m| {
-                m.parts
-                    .as_ref()
-                    .is_some_and(|p| p.iter().any(|x| x.file == path))
-            }) {
-                cuts.entry(m.path.as_str()).or_default().push(path);
-                any = true;
-            }
-        }
-        if any {
-            retired_ids.push(Value::from(record.chunk_id.clone()));
-        }
-    }
-    for (merged, drop) in cuts {
-        let m = files
-            .iter()
-            .find(|f| f.path == merged)
-            .expect("found among the files");
-        actions.extend(cut(lake, table, m, &drop, now).await?);
-        done.files_removed += 1;
-        done.files_rewritten += 1;
-    }
+    let retired_ids = retire(
+        lake,
+        table,
+        retired,
+        &files,
+        &keys,
+        now,
+        &mut actions,
+        &mut done,
+    )
+    .await?;
     if actions.is_empty() {
         return Ok(done);
     }
@@ -281,6 +259,57 @@ pub(super) async fn commit_once(
         "delta commit"
     );
     Ok(done)
+}
+
+/// The actions (into `actions`) that take the chunks `retired` out of the
+/// table: their files removed where active, their rows cut out of the
+/// merged files that hold them. Returns the ids of the chunks retired.
+#[allow(clippy::too_many_arguments)]
+async fn retire(
+    lake: &Location,
+    table: &str,
+    retired: &[CommitRecord],
+    files: &[ActiveFile],
+    keys: &[String],
+    now: i64,
+    actions: &mut Vec<Action>,
+    done: &mut Committed,
+) -> Result<Vec<Value>> {
+    let mut retired_ids = Vec::new();
+    let active: HashSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    // Rows of retired chunk files that a compaction merged: per merged file.
+    let mut cuts: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for record in retired {
+        let mut any = false;
+        for f in &record.files {
+            let path = relative(table, &f.path)?;
+            if active.contains(path.as_str()) {
+                actions.push(Action::Remove(remove_action(keys, f, &path, now)));
+                done.files_removed += 1;
+                any = true;
+            } else if let Some(m) = files.iter().find(|m| {
+                m.parts
+                    .as_ref()
+                    .is_some_and(|p| p.iter().any(|x| x.file == path))
+            }) {
+                cuts.entry(m.path.as_str()).or_default().push(path);
+                any = true;
+            }
+        }
+        if any {
+            retired_ids.push(Value::from(record.chunk_id.clone()));
+        }
+    }
+    for (merged, drop) in cuts {
+        let m = files
+            .iter()
+            .find(|f| f.path == merged)
+            .expect("found among the files");
+        actions.extend(cut(lake, table, m, &drop, now).await?);
+        done.files_removed += 1;
+        done.files_rewritten += 1;
+    }
+    Ok(retired_ids)
 }
 
 /// The actions that take the rows of the chunk files `drop` out of the

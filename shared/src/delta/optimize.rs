@@ -123,6 +123,64 @@ pub async fn compact(
     replanning(table, "the compaction", attempt).await
 }
 
+/// Merge one bin of the files of `folder` (`in_folder`) into one file,
+/// pushing the actions that replace them; returns the output's lake path.
+#[allow(clippy::too_many_arguments)]
+async fn compact_bin(
+    lake: &Location,
+    table: &str,
+    folder: &str,
+    in_folder: &[&ActiveFile],
+    bin: &crate::compact::Bin,
+    options: &CompactOptions,
+    stamp: i64,
+    actions: &mut Vec<Action>,
+    done: &mut Optimized,
+) -> Result<String> {
+    let mut h = <sha2::Sha256 as sha2::Digest>::new();
+    for i in &bin.inputs {
+        sha2::Digest::update(&mut h, i.path.as_bytes());
+        sha2::Digest::update(&mut h, [0]);
+        sha2::Digest::update(&mut h, i.size.to_le_bytes());
+    }
+    let id = hex::encode(&sha2::Digest::finalize(h)[..12]);
+    let lake_folder = if folder.is_empty() {
+        table.to_string()
+    } else {
+        format!("{table}/{folder}")
+    };
+    let output = compaction_output_name(&lake_folder, &id);
+    let merged = merge_files(lake, &bin.inputs, &output, options).await?;
+    let mut parts = Vec::new();
+    let mut partition = HashMap::new();
+    for (input, rows) in bin.inputs.iter().zip(&merged.input_rows) {
+        let rel = relative(table, &input.path)?;
+        let f = in_folder
+            .iter()
+            .find(|f| f.path == rel)
+            .expect("a bin's inputs are the folder's files");
+        match &f.parts {
+            Some(p) => parts.extend(p.iter().cloned()),
+            None => parts.push(Part {
+                file: rel.clone(),
+                rows: *rows,
+            }),
+        }
+        partition = f.partition.clone();
+        actions.push(Action::Remove(compaction_remove(f, stamp)));
+        done.files_removed += 1;
+        done.bytes_in += input.size;
+    }
+    actions.push(Action::Add(
+        merged_add(lake, table, &output, merged.bytes, partition, &parts, stamp).await?,
+    ));
+    done.files_added += 1;
+    done.bytes_out += merged.bytes;
+    done.rows += merged.rows;
+    done.copied += u64::from(merged.copied);
+    Ok(output)
+}
+
 pub(super) async fn compact_once(
     lake: &Location,
     table: &str,
@@ -154,48 +212,19 @@ pub(super) async fn compact_once(
             done.partitions += 1;
         }
         for bin in bins {
-            let mut h = <sha2::Sha256 as sha2::Digest>::new();
-            for i in &bin.inputs {
-                sha2::Digest::update(&mut h, i.path.as_bytes());
-                sha2::Digest::update(&mut h, [0]);
-                sha2::Digest::update(&mut h, i.size.to_le_bytes());
-            }
-            let id = hex::encode(&sha2::Digest::finalize(h)[..12]);
-            let lake_folder = if folder.is_empty() {
-                table.to_string()
-            } else {
-                format!("{table}/{folder}")
-            };
-            let output = compaction_output_name(&lake_folder, &id);
-            let merged = merge_files(lake, &bin.inputs, &output, options).await?;
-            written.push(output.clone());
-            let mut parts = Vec::new();
-            let mut partition = HashMap::new();
-            for (input, rows) in bin.inputs.iter().zip(&merged.input_rows) {
-                let rel = relative(table, &input.path)?;
-                let f = in_folder
-                    .iter()
-                    .find(|f| f.path == rel)
-                    .expect("a bin's inputs are the folder's files");
-                match &f.parts {
-                    Some(p) => parts.extend(p.iter().cloned()),
-                    None => parts.push(Part {
-                        file: rel.clone(),
-                        rows: *rows,
-                    }),
-                }
-                partition = f.partition.clone();
-                actions.push(Action::Remove(compaction_remove(f, stamp)));
-                done.files_removed += 1;
-                done.bytes_in += input.size;
-            }
-            actions.push(Action::Add(
-                merged_add(lake, table, &output, merged.bytes, partition, &parts, stamp).await?,
-            ));
-            done.files_added += 1;
-            done.bytes_out += merged.bytes;
-            done.rows += merged.rows;
-            done.copied += u64::from(merged.copied);
+            let output = compact_bin(
+                lake,
+                table,
+                folder,
+                &in_folder,
+                &bin,
+                options,
+                stamp,
+                &mut actions,
+                &mut done,
+            )
+            .await?;
+            written.push(output);
         }
     }
     if actions.is_empty() {

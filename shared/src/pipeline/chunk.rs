@@ -385,36 +385,26 @@ pub(super) async fn abandon(lake: &Location, id: &str, table: &str, paths: Vec<S
 /// Read, transform, split and write one chunk with `prepared`'s schema.
 /// When the read found fields to evolve, nothing is kept (the files are
 /// removed) and the stats say which.
-pub(super) async fn write_chunk(
-    prepared: &PreparedTable,
-    lake: &Location,
+/// The chunk's reader, as a task of its own, and the stream of its batches
+/// (counted into `counters` as they pass).
+fn spawn_reader(
+    table: &Table,
     task: &ChunkTask,
     options: &ReadOptions,
     counters: &Arc<Counters>,
-    id: &str,
-) -> Result<ChunkOutput> {
-    let table = &prepared.table;
-    let (folder, partition_by) = table.chunk_destination();
-    let splitter = Splitter::new(prepared.transform.output_schema(), &partition_by)?;
-    // Reader task → channel → DataFusion → splitter → writers.
+) -> (
+    tokio::task::JoinHandle<Result<crate::read::ReadStats>>,
+    datafusion::execution::SendableRecordBatchStream,
+) {
     let (tx, mut rx) =
         mpsc::channel::<std::result::Result<RecordBatch, datafusion::error::DataFusionError>>(4);
     let reader = {
-        let table = table.clone();
-        let object = task.object.clone();
-        let chunk = task.chunk;
-        let options = *options;
+        let (table, object, chunk, options) =
+            (table.clone(), task.object.clone(), task.chunk, *options);
         let counters = counters.clone();
         tokio::spawn(async move {
-            let r = read_chunk(
-                &table,
-                &object,
-                chunk,
-                options,
-                &tx,
-                Some(&counters.bytes_in),
-            )
-            .await;
+            let bytes = Some(&counters.bytes_in);
+            let r = read_chunk(&table, &object, chunk, options, &tx, bytes).await;
             if let Err(e) = &r {
                 let _ = tx
                     .send(Err(datafusion::error::DataFusionError::External(
@@ -432,7 +422,25 @@ pub(super) async fn write_chunk(
                 .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
         }
     });
-    let input = Box::pin(RecordBatchStreamAdapter::new(table.input_schema(), input));
+    (
+        reader,
+        Box::pin(RecordBatchStreamAdapter::new(table.input_schema(), input)),
+    )
+}
+
+pub(super) async fn write_chunk(
+    prepared: &PreparedTable,
+    lake: &Location,
+    task: &ChunkTask,
+    options: &ReadOptions,
+    counters: &Arc<Counters>,
+    id: &str,
+) -> Result<ChunkOutput> {
+    let table = &prepared.table;
+    let (folder, partition_by) = table.chunk_destination();
+    let splitter = Splitter::new(prepared.transform.output_schema(), &partition_by)?;
+    // Reader task → channel → DataFusion → splitter → writers.
+    let (reader, input) = spawn_reader(table, task, options, counters);
     let mut writer = ChunkWriter::new(
         lake,
         &folder,

@@ -79,6 +79,40 @@ pub struct Summary {
     pub cdc: CdcSummary,
 }
 
+impl FailedChunk {
+    /// Chunk `chunk` (or, with `None`, the whole file) of `file` of `table`
+    /// failed with `e`.
+    fn of(table: &str, file: &str, chunk: Option<u32>, e: &Error) -> FailedChunk {
+        FailedChunk {
+            table: table.to_string(),
+            file: file.to_string(),
+            chunk,
+            error: crate::error::describe(e),
+            retryable: e.is_retryable(),
+        }
+    }
+}
+
+impl Summary {
+    /// Count the rows, files and partitions of the chunks `records`.
+    fn count(&mut self, records: &[CommitRecord]) {
+        let mut partitions = HashSet::new();
+        for r in records {
+            self.rows_in += r.rows_in;
+            self.rows_out += r.rows_out;
+            self.rows_rejected += r.rows_rejected;
+            self.values_discarded += r.values_discarded;
+            self.tombstones += r.tombstones;
+            for f in &r.files {
+                self.files_out += 1;
+                self.bytes_out += f.bytes;
+                partitions.insert((r.table.as_str(), f.partition_path.as_str()));
+            }
+        }
+        self.partitions = partitions.len() as u64;
+    }
+}
+
 /// Whether a path (relative to the input root) is hidden: a segment starting
 /// with `.` or `_` (`_SUCCESS`, `.tmp/`), as Hive and Spark treat them.
 pub fn hidden(relative: &str) -> bool {
@@ -161,6 +195,62 @@ pub async fn plan_object(
         .collect())
 }
 
+/// Cut every discovered object into chunk tasks, counting its bytes; a file
+/// that cannot be cut is a failure of its own (the run's, with `fail_fast`).
+async fn plan_all(
+    engine: &Engine,
+    objects: &[(String, SourceObject)],
+    options: &RunOptions,
+    summary: &mut Summary,
+) -> Result<Vec<ChunkTask>> {
+    let mut tasks = Vec::new();
+    for (table, object) in objects {
+        let table = &engine.table(table).expect("discovered for a table").table;
+        summary.bytes_in += object.size;
+        match plan_object(table, object, options.chunk_size).await {
+            Ok(planned) => tasks.extend(planned),
+            Err(e) if options.fail_fast => return Err(e),
+            Err(e) => {
+                let failed = FailedChunk::of(&table.name, &object.url, None, &e);
+                summary.failed.push(failed);
+            }
+        }
+    }
+    Ok(tasks)
+}
+
+/// Process one chunk as a task of its own, hand its record to the run's
+/// committer (`finished`) or, on failure, raise `stop`.
+async fn spawn_chunk(
+    engine: Arc<Engine>,
+    lake: Location,
+    task: ChunkTask,
+    read: ReadOptions,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+    finished: tokio::sync::mpsc::UnboundedSender<CommitRecord>,
+) -> (ChunkTask, Result<CommitRecord>) {
+    let handle = {
+        let (task, counters) = (task.clone(), counters.clone());
+        tokio::spawn(async move { process_chunk(&engine, &lake, &task, &read, &counters).await })
+    };
+    let r = handle.await.unwrap_or_else(|e| {
+        Err(Error::Unavailable(format!(
+            "the task of chunk {} of {} panicked or was cancelled: {e}",
+            task.chunk.index, task.object.url
+        )))
+    });
+    match &r {
+        Err(_) => stop.store(true, Ordering::SeqCst),
+        // The committer lives until every sender is gone.
+        Ok(record) => {
+            let _ = finished.send(record.clone());
+        }
+    }
+    counters.chunks_done.fetch_add(1, Ordering::Relaxed);
+    (task, r)
+}
+
 /// Run the whole pipeline over `input` into `lake`.
 ///
 /// Each chunk runs as its own task, so `options.workers` chunks really run on
@@ -176,27 +266,12 @@ pub async fn run(
 ) -> Result<Summary> {
     let started = Instant::now();
     let (objects, unmatched) = discover(engine, input).await?;
-    let mut tasks = Vec::new();
     let mut summary = Summary {
         files_in: objects.len() as u64,
         unmatched,
         ..Default::default()
     };
-    for (table, object) in &objects {
-        let table = &engine.table(table).expect("discovered for a table").table;
-        summary.bytes_in += object.size;
-        match plan_object(table, object, options.chunk_size).await {
-            Ok(planned) => tasks.extend(planned),
-            Err(e) if options.fail_fast => return Err(e),
-            Err(e) => summary.failed.push(FailedChunk {
-                table: table.name.clone(),
-                file: object.url.clone(),
-                chunk: None,
-                error: crate::error::describe(&e),
-                retryable: e.is_retryable(),
-            }),
-        }
-    }
+    let tasks = plan_all(engine, &objects, options, &mut summary).await?;
     counters
         .chunks_total
         .store(tasks.len() as u64, Ordering::Relaxed);
@@ -217,37 +292,15 @@ pub async fn run(
     let outcomes: Vec<(ChunkTask, Result<CommitRecord>)> = futures::stream::iter(tasks)
         .take_while(|_| futures::future::ready(!(options.fail_fast && stop.load(Ordering::SeqCst))))
         .map(|task| {
-            let (engine, lake, counters, stop, finished) = (
+            spawn_chunk(
                 engine.clone(),
                 lake.clone(),
+                task,
+                options.read,
                 counters.clone(),
                 stop.clone(),
                 finished.clone(),
-            );
-            let read = options.read;
-            async move {
-                let handle = {
-                    let (task, counters, engine) = (task.clone(), counters.clone(), engine.clone());
-                    tokio::spawn(async move {
-                        process_chunk(&engine, &lake, &task, &read, &counters).await
-                    })
-                };
-                let r = handle.await.unwrap_or_else(|e| {
-                    Err(Error::Unavailable(format!(
-                        "the task of chunk {} of {} panicked or was cancelled: {e}",
-                        task.chunk.index, task.object.url
-                    )))
-                });
-                match &r {
-                    Err(_) => stop.store(true, Ordering::SeqCst),
-                    // The committer lives until every sender is gone.
-                    Ok(record) => {
-                        let _ = finished.send(record.clone());
-                    }
-                }
-                counters.chunks_done.fetch_add(1, Ordering::Relaxed);
-                (task, r)
-            }
+            )
         })
         .buffer_unordered(options.workers.max(1))
         .collect()
@@ -264,16 +317,14 @@ pub async fn run(
     let mut first_error = None;
     for (batch, e) in done.failed {
         for record in batch {
-            summary.failed.push(FailedChunk {
-                table: record.table.clone(),
-                file: record.source.url.clone(),
-                chunk: Some(record.chunk.index),
-                error: format!(
-                    "written, but not published to its table: {}",
-                    crate::error::describe(&e)
-                ),
-                retryable: e.is_retryable(),
-            });
+            let mut failed = FailedChunk::of(
+                &record.table,
+                &record.source.url,
+                Some(record.chunk.index),
+                &e,
+            );
+            failed.error = format!("written, but not published to its table: {}", failed.error);
+            summary.failed.push(failed);
         }
         first_error.get_or_insert(e);
     }
@@ -281,13 +332,12 @@ pub async fn run(
         match outcome {
             Ok(record) => records.push(record),
             Err(e) => {
-                summary.failed.push(FailedChunk {
-                    table: task.table.clone(),
-                    file: task.object.url.clone(),
-                    chunk: Some(task.chunk.index),
-                    error: crate::error::describe(&e),
-                    retryable: e.is_retryable(),
-                });
+                summary.failed.push(FailedChunk::of(
+                    &task.table,
+                    &task.object.url,
+                    Some(task.chunk.index),
+                    &e,
+                ));
                 first_error.get_or_insert(e);
             }
         }
@@ -300,20 +350,7 @@ pub async fn run(
     summary
         .failed
         .sort_by(|a, b| (&a.file, a.chunk).cmp(&(&b.file, b.chunk)));
-    let mut partitions = HashSet::new();
-    for r in &records {
-        summary.rows_in += r.rows_in;
-        summary.rows_out += r.rows_out;
-        summary.rows_rejected += r.rows_rejected;
-        summary.values_discarded += r.values_discarded;
-        summary.tombstones += r.tombstones;
-        for f in &r.files {
-            summary.files_out += 1;
-            summary.bytes_out += f.bytes;
-            partitions.insert((r.table.clone(), f.partition_path.clone()));
-        }
-    }
-    summary.partitions = partitions.len() as u64;
+    summary.count(&records);
     summary.chunks_skipped = counters.chunks_skipped.load(Ordering::Relaxed);
     summary.chunks_replaced = counters.chunks_replaced.load(Ordering::Relaxed);
     summary.seconds = started.elapsed().as_secs_f64();

@@ -244,6 +244,43 @@ enum TextDecoder {
 }
 
 impl TextDecoder {
+    /// The decoder of chunk `chunk` of `obj`: a CSV chunk after the first
+    /// reads the file's header first; a DMS full-load file (`full_load`) has
+    /// no `Op` column.
+    async fn new(
+        table: &Table,
+        obj: &SourceObject,
+        chunk: Chunk,
+        builder: &BatchBuilder,
+        full_load: bool,
+        options: ReadOptions,
+    ) -> Result<TextDecoder> {
+        let unknown = table.contract.unknown_fields;
+        if table.format == Format::JsonLines {
+            let mut d = JsonDecoder::new(builder, unknown);
+            d.room = options.evolve_room;
+            return Ok(TextDecoder::Json(d));
+        }
+        let header = if table.csv.header && chunk.start > 0 {
+            Some(first_line(obj, table.max_record_bytes).await?)
+        } else {
+            None
+        };
+        let mut d = CsvDecoder::with_contract(
+            &table.csv,
+            builder,
+            header.as_deref(),
+            unknown,
+            options.evolve_room,
+        )
+        .map_err(|e| Error::read(&obj.url, e))?;
+        if !table.csv.header && full_load {
+            // A DMS full-load file: the columns after `Op`, without it.
+            d.map_from(1, builder.columns().len());
+        }
+        Ok(TextDecoder::Csv(Box::new(d)))
+    }
+
     fn line(&mut self, line: &[u8], out: &mut BatchBuilder) -> std::result::Result<bool, String> {
         match self {
             TextDecoder::Json(d) => d.decode_line(trim_newline(line), out),
@@ -302,6 +339,52 @@ struct LineSink {
 }
 
 impl LineSink {
+    fn new(table: &Table, obj: &SourceObject, decoder: TextDecoder, builder: BatchBuilder) -> Self {
+        LineSink {
+            decoder,
+            debezium: table
+                .cdc
+                .clone()
+                .filter(|c| c.envelope == crate::config::Envelope::Debezium),
+            tombstones: 0,
+            builder,
+            rows: 0,
+            rejected: Vec::new(),
+            table: table.name.clone(),
+            source: obj.url.clone(),
+            e_tag: obj.e_tag.clone(),
+            max_record_bytes: table.max_record_bytes,
+        }
+    }
+
+    /// The file `obj` ended: take what `inflate` still holds, the last line
+    /// without its newline, and a CSV record left open.
+    fn end_of_file(
+        &mut self,
+        mut inflate: Inflate,
+        mut framer: LineFramer,
+        obj: &SourceObject,
+    ) -> Result<()> {
+        let file = obj.url.as_str();
+        let tail = inflate.finish().map_err(|e| {
+            Error::read(
+                file,
+                format!("cannot decompress (is the file cut short?): {e}"),
+            )
+        })?;
+        framer.push(&tail, &mut |l, o| self.line(l, o))?;
+        framer.finish(&mut |l, o| self.line(l, o))?;
+        if let TextDecoder::Csv(d) = &mut self.decoder {
+            match d.finish(&mut self.builder) {
+                Ok(true) => self.rows += 1,
+                Ok(false) => {}
+                Err(m) if d.bad_header() => return Err(Error::read(file, m)),
+                Err(m) => self.reject(b"", obj.size, m),
+            }
+        }
+        Ok(())
+    }
+
     fn line(&mut self, framed: Framed<'_>, offset: u64) -> std::result::Result<(), Error> {
         let line = match framed {
             Framed::Line(line) => line,
@@ -409,49 +492,9 @@ async fn read_text(
     let builder = BatchBuilder::new(table.reader_schema(), &table.columns)
         .with_checks(table.contract.wrong_type, &table.rules);
     let mut stager = cdc::Stager::new(table, file, obj.modified.as_deref(), chunk.start);
-    let unknown = table.contract.unknown_fields;
-    let decoder = match table.format {
-        Format::JsonLines => {
-            let mut d = JsonDecoder::new(&builder, unknown);
-            d.room = options.evolve_room;
-            TextDecoder::Json(d)
-        }
-        _ => {
-            let header = if table.csv.header && chunk.start > 0 {
-                Some(first_line(obj, table.max_record_bytes).await?)
-            } else {
-                None
-            };
-            let mut d = CsvDecoder::with_contract(
-                &table.csv,
-                &builder,
-                header.as_deref(),
-                unknown,
-                options.evolve_room,
-            )
-            .map_err(|e| Error::read(file, e))?;
-            if !table.csv.header && stager.as_ref().is_some_and(|s| s.full_load()) {
-                // A DMS full-load file: the columns after `Op`, without it.
-                d.map_from(1, builder.columns().len());
-            }
-            TextDecoder::Csv(Box::new(d))
-        }
-    };
-    let mut sink = LineSink {
-        decoder,
-        debezium: table
-            .cdc
-            .clone()
-            .filter(|c| c.envelope == crate::config::Envelope::Debezium),
-        tombstones: 0,
-        builder,
-        rows: 0,
-        rejected: Vec::new(),
-        table: table.name.clone(),
-        source: obj.url.clone(),
-        e_tag: obj.e_tag.clone(),
-        max_record_bytes: table.max_record_bytes,
-    };
+    let full_load = stager.as_ref().is_some_and(|s| s.full_load());
+    let decoder = TextDecoder::new(table, obj, chunk, &builder, full_load, options).await?;
+    let mut sink = LineSink::new(table, obj, decoder, builder);
     let mut inflate = Inflate::new(codec).map_err(|e| Error::read(file, e))?;
     let from = LineFramer::read_from(chunk.start);
     let mut framer = LineFramer::new(chunk.start, chunk.end, table.max_record_bytes);
@@ -502,22 +545,7 @@ async fn read_text(
     }
     drop(stream);
     if ended {
-        let tail = inflate.finish().map_err(|e| {
-            Error::read(
-                file,
-                format!("cannot decompress (is the file cut short?): {e}"),
-            )
-        })?;
-        framer.push(&tail, &mut |l, o| sink.line(l, o))?;
-        framer.finish(&mut |l, o| sink.line(l, o))?;
-        if let TextDecoder::Csv(d) = &mut sink.decoder {
-            match d.finish(&mut sink.builder) {
-                Ok(true) => sink.rows += 1,
-                Ok(false) => {}
-                Err(m) if d.bad_header() => return Err(Error::read(file, m)),
-                Err(m) => sink.reject(b"", obj.size, m),
-            }
-        }
+        sink.end_of_file(inflate, framer, obj)?;
     }
     if let Some(e) = too_many_rejected(table, file, &sink.rejected, sink.rows, true) {
         return Err(e);

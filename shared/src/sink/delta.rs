@@ -7,8 +7,8 @@ use arrow::datatypes::Schema;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{Lease, Published, Staged, TableSink};
-use crate::catalog::{Catalog, PartitionDef, TableDef};
+use super::{Compaction, Lease, Published, Staged, TableSink, Upkeep};
+use crate::catalog::Catalog;
 use crate::commit::CommitRecord;
 use crate::compact::{CompactOptions, CompactReport};
 use crate::config::{Table, TableFormat};
@@ -83,27 +83,27 @@ impl TableSink for Delta {
             ..Published::default()
         })
     }
+}
 
+#[async_trait]
+impl Upkeep for Delta {
     fn compacts_whole_table(&self) -> bool {
         true
     }
 
-    async fn compact(
-        &self,
-        lake: &Location,
-        _catalog: &dyn Catalog,
-        table: &TableDef,
-        _partition: Option<&PartitionDef>,
-        options: &CompactOptions,
-        now: DateTime<Utc>,
-    ) -> Result<CompactReport> {
-        optimize(lake, &table.name, options, now).await
+    /// The whole table's small files merged in one OPTIMIZE commit.
+    async fn compact(&self, job: Compaction<'_>) -> Result<CompactReport> {
+        optimize(job.lake, &job.table.name, job.options, job.now).await
     }
 
-    async fn vacuum(&self, lake: &Location, table: &str, retain: Duration) -> Result<usize> {
-        Ok(crate::delta::vacuum(lake, table, retain, false)
-            .await?
-            .len())
+    async fn vacuum(
+        &self,
+        lake: &Location,
+        table: &str,
+        retain: Duration,
+        dry_run: bool,
+    ) -> Result<Vec<String>> {
+        crate::delta::vacuum(lake, table, retain, dry_run).await
     }
 }
 
@@ -129,6 +129,7 @@ async fn optimize(
         bytes_out: o.bytes_out,
         rows: o.rows,
         copied: o.copied as usize,
+        version: o.version,
         ..Default::default()
     })
 }
@@ -199,29 +200,6 @@ impl TableSink for Cdc {
             merged: Some(merged),
             ..Published::default()
         })
-    }
-
-    fn compacts_whole_table(&self) -> bool {
-        true
-    }
-
-    /// As any Delta table's.
-    async fn compact(
-        &self,
-        lake: &Location,
-        catalog: &dyn Catalog,
-        table: &TableDef,
-        partition: Option<&PartitionDef>,
-        options: &CompactOptions,
-        now: DateTime<Utc>,
-    ) -> Result<CompactReport> {
-        Delta
-            .compact(lake, catalog, table, partition, options, now)
-            .await
-    }
-
-    async fn vacuum(&self, lake: &Location, table: &str, retain: Duration) -> Result<usize> {
-        Delta.vacuum(lake, table, retain).await
     }
 }
 

@@ -2,12 +2,11 @@
 //! catalog learns of the table and its partitions when a batch is published.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 
-use super::{Lease, Published, Staged, TableSink};
+use super::{Compaction, Lease, Published, Staged, TableSink, Upkeep};
 use crate::catalog::{Catalog, PartitionDef, TableDef, commit_entries};
 use crate::commit::CommitRecord;
-use crate::compact::{CompactOptions, CompactReport, compact_partition};
+use crate::compact::{CompactReport, compact_partition};
 use crate::config::TableFormat;
 use crate::error::Error;
 use crate::error::Result;
@@ -82,27 +81,30 @@ impl TableSink for Hive {
     fn batches(&self) -> bool {
         false
     }
+}
 
+#[async_trait]
+impl Upkeep for Hive {
     fn compacts_whole_table(&self) -> bool {
         false
     }
 
     /// One partition's small files merged, crash-safely (`compact`).
-    async fn compact(
-        &self,
-        lake: &Location,
-        catalog: &dyn Catalog,
-        table: &TableDef,
-        partition: Option<&PartitionDef>,
-        options: &CompactOptions,
-        now: DateTime<Utc>,
-    ) -> Result<CompactReport> {
-        let partition = partition.ok_or_else(|| {
+    async fn compact(&self, job: Compaction<'_>) -> Result<CompactReport> {
+        let partition = job.partition.ok_or_else(|| {
             Error::Config(format!(
                 "table '{}': a Hive table is compacted one partition at a time: name the partition",
-                table.name
+                job.table.name
             ))
         })?;
-        compact_partition(lake, catalog, table, partition, options, now).await
+        compact_partition(
+            job.lake,
+            job.catalog,
+            job.table,
+            partition,
+            job.options,
+            job.now,
+        )
+        .await
     }
 }

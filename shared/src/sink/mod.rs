@@ -129,35 +129,53 @@ pub trait TableSink: Send + Sync + std::fmt::Debug {
         records: &[CommitRecord],
         lease: Option<Lease>,
     ) -> Result<Published>;
+}
 
+/// One compaction asked of a table's [`Upkeep`].
+#[derive(Clone, Copy)]
+pub struct Compaction<'a> {
+    pub lake: &'a Location,
+    pub catalog: &'a dyn Catalog,
+    /// The table, as the catalog defines it.
+    pub table: &'a TableDef,
+    /// The partition to compact (Hive); a table compacted whole (Delta)
+    /// asks for none.
+    pub partition: Option<&'a PartitionDef>,
+    pub options: &'a CompactOptions,
+    pub now: DateTime<Utc>,
+}
+
+/// How a table's files are kept once published: small files merged, files
+/// no longer used deleted. Chosen by the table's format
+/// ([`for_definition`]); the compactor function and `sluice compact` /
+/// `sluice vacuum` call the same code.
+#[async_trait]
+pub trait Upkeep: Send + Sync + std::fmt::Debug {
     /// Whether compaction takes the whole table at once (Delta: one
     /// OPTIMIZE commit) rather than one partition at a time (Hive).
     fn compacts_whole_table(&self) -> bool;
 
-    /// Merge small files of `table` (as the catalog defines it): of
-    /// `partition` (Hive), or of the whole table (Delta: `partition` is not
-    /// asked for).
-    async fn compact(
-        &self,
-        lake: &Location,
-        catalog: &dyn Catalog,
-        table: &TableDef,
-        partition: Option<&PartitionDef>,
-        options: &CompactOptions,
-        now: DateTime<Utc>,
-    ) -> Result<CompactReport>;
+    /// Merge small files of `job.table`: of `job.partition` (Hive), or of
+    /// the whole table (Delta).
+    async fn compact(&self, job: Compaction<'_>) -> Result<CompactReport>;
 
-    /// Delete the files `table` stopped using longer ago than `retain`;
-    /// how many. A Hive table's replaced and merged files leave at once:
-    /// nothing.
-    async fn vacuum(&self, _lake: &Location, _table: &str, _retain: Duration) -> Result<usize> {
-        Ok(0)
+    /// Delete (with `dry_run`, only list) the files `table` stopped using
+    /// longer ago than `retain`. A Hive table's replaced and merged files
+    /// leave at once: nothing.
+    async fn vacuum(
+        &self,
+        _lake: &Location,
+        _table: &str,
+        _retain: Duration,
+        _dry_run: bool,
+    ) -> Result<Vec<String>> {
+        Ok(Vec::new())
     }
 }
 
-/// The sink of a table as the catalog defines it, for the compactor: a
-/// Delta table's (a CDC table's too), or a Hive table's.
-pub fn for_definition(table: &TableDef) -> Arc<dyn TableSink> {
+/// The upkeep of a table as the catalog defines it: a Delta table's (a
+/// CDC table's too), or a Hive table's.
+pub fn for_definition(table: &TableDef) -> Arc<dyn Upkeep> {
     match table.format {
         TableFormat::Delta => Arc::new(Delta),
         TableFormat::Hive => Arc::new(Hive),
@@ -172,4 +190,26 @@ pub fn for_table(table: &Table) -> Arc<dyn TableSink> {
         (None, TableFormat::Delta) => Arc::new(Delta),
         (None, TableFormat::Hive) => Arc::new(Hive),
     }
+}
+
+/// Every table of the lake, as the catalog defines it, and the Delta tables
+/// the catalog does not hold (a lake written without a catalog, or whose
+/// catalog lost them), found by their logs; in name order.
+pub async fn lake_tables(lake: &Location, catalog: &dyn Catalog) -> Result<Vec<TableDef>> {
+    let mut defs = catalog.tables().await?;
+    for name in crate::delta::tables(lake).await? {
+        match defs.iter_mut().find(|d| d.name == name) {
+            Some(d) => d.format = TableFormat::Delta,
+            None => defs.push(TableDef {
+                location: name.clone(),
+                name,
+                columns: Vec::new(),
+                partition_keys: Vec::new(),
+                format: TableFormat::Delta,
+                compression: None,
+            }),
+        }
+    }
+    defs.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(defs)
 }
