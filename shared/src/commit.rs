@@ -24,9 +24,7 @@ pub struct ColumnDef {
 pub struct SourceInfo {
     pub url: String,
     pub size: u64,
-    #[serde(default)]
     pub e_tag: Option<String>,
-    #[serde(default)]
     pub version: Option<String>,
     /// When this version was written (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -72,10 +70,8 @@ pub struct CommitRecord {
     pub values_discarded: u64,
     pub bytes_in: u64,
     /// The quarantine file of this chunk's rejected records, relative to the lake root.
-    #[serde(default)]
     pub quarantine: Option<String>,
     /// The Parquet compression codec of the files.
-    #[serde(default)]
     pub compression: Option<String>,
     /// CDC: Kafka tombstones (null values after deletes) skipped.
     #[serde(default, skip_serializing_if = "is_zero")]

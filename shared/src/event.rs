@@ -159,9 +159,7 @@ struct DetailBucket {
 #[derive(Debug, Serialize, Deserialize)]
 struct DetailObject {
     key: String,
-    #[serde(default)]
     size: Option<u64>,
-    #[serde(default)]
     etag: Option<String>,
     #[serde(default, rename = "version-id")]
     version_id: Option<String>,
@@ -171,13 +169,9 @@ struct DetailObject {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Direct {
-    #[serde(default)]
     bucket: Option<String>,
-    #[serde(default)]
     key: Option<String>,
-    #[serde(default)]
     prefix: Option<String>,
-    #[serde(default)]
     url: Option<String>,
 }
 

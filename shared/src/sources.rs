@@ -44,7 +44,6 @@ pub struct Entry {
     pub url: String,
     /// ETag, else version id, else size: what tells versions apart.
     pub version: String,
-    #[serde(default)]
     pub modified: Option<String>,
     /// Chunks of this version.
     pub chunks: usize,

@@ -22,14 +22,11 @@ use serde_json::Value;
 /// Delta's `stats` of one file (`numRecords`, `minValues`, `maxValues`,
 /// `nullCount`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct FileStats {
     pub num_records: u64,
-    #[serde(default)]
     pub min_values: BTreeMap<String, Value>,
-    #[serde(default)]
     pub max_values: BTreeMap<String, Value>,
-    #[serde(default)]
     pub null_count: BTreeMap<String, u64>,
 }
 

@@ -35,6 +35,7 @@ use crate::metrics::{Record, Unit};
 
 /// What the catalog function did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CatalogResponse {
     /// Commit records read.
     pub commits: usize,
@@ -43,20 +44,15 @@ pub struct CatalogResponse {
     /// Partitions that were new.
     pub partitions_added: usize,
     /// Objects that are not commit records, and events without work.
-    #[serde(default)]
     pub ignored: Vec<String>,
     /// For a manifest: how many of its tasks have no commit record (they
     /// failed, or have not run).
-    #[serde(default)]
     pub missing_total: usize,
     /// The first [`crate::planner::LISTED`] of them.
-    #[serde(default)]
     pub missing: Vec<String>,
     /// Partitions queued for the compactor (`SLUICE_COMPACTION_QUEUE_URL`).
-    #[serde(default)]
     pub compactions_queued: usize,
     /// What the merges of CDC tables did (all tables of the invocation).
-    #[serde(default)]
     pub cdc: CdcSummary,
 }
 

@@ -42,11 +42,9 @@ use sluice::messages::{ManifestPayload, PartitionTask};
 #[serde(deny_unknown_fields)]
 struct Request {
     table: String,
-    #[serde(default)]
     partition: Option<String>,
     #[serde(default)]
     partitions: Vec<String>,
-    #[serde(default)]
     min_age: Option<String>,
 }
 
@@ -59,7 +57,6 @@ pub struct ManifestRequest {
     /// Where to start in the manifest's partitions (sorted by table and path).
     #[serde(default)]
     pub start: usize,
-    #[serde(default)]
     pub min_age: Option<String>,
 }
 

@@ -27,6 +27,7 @@ use crate::metrics::{Record, Unit};
 
 /// What the planner did with an event.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PlanResponse {
     /// Objects cut into chunks.
     pub objects: usize,
@@ -38,13 +39,10 @@ pub struct PlanResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<Manifest>,
     /// Objects left alone, each with the reason (the first [`LISTED`]; all are logged).
-    #[serde(default)]
     pub skipped: Vec<String>,
     /// How many objects were left alone in all.
-    #[serde(default)]
     pub skipped_total: usize,
     /// Events that carry no work (`s3:TestEvent`, deletes), each with what it was.
-    #[serde(default)]
     pub ignored: Vec<String>,
 }
 

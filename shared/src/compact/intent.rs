@@ -32,9 +32,7 @@ pub struct Intent {
     /// The output file, relative to the lake root.
     pub output: String,
     pub state: IntentState,
-    #[serde(default)]
     pub rows: Option<u64>,
-    #[serde(default)]
     pub bytes: Option<u64>,
     /// The chunk files whose rows the output holds, in order, with their
     /// row counts: an input that is itself an output contributes its own

@@ -16,14 +16,12 @@ pub struct CdcConfig {
     pub key: Vec<String>,
     /// DMS: the column that orders changes (DMS `TimestampColumnName`), read
     /// before the declared columns in files without a header.
-    #[serde(default)]
     pub order_by: Option<String>,
     /// Also append every change to `<name>_changes`.
     #[serde(default)]
     pub keep_changes: bool,
     /// How long a deleted key is remembered, so that an older change
     /// arriving late cannot bring the row back (default `7d`).
-    #[serde(default)]
     pub remember_deletes: Option<String>,
 }
 

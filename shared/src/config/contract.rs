@@ -8,14 +8,12 @@ use serde::Deserialize;
 
 /// `[tables.contract]`
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ContractConfig {
     /// `discard_value` (default: drop the field, count it), `freeze` (reject
     /// the record) or `evolve` (add a nullable column to the table).
-    #[serde(default)]
     pub unknown_fields: Option<String>,
     /// `freeze` (default: reject the record) or `discard_value` (null the value, count it).
-    #[serde(default)]
     pub wrong_type: Option<String>,
 }
 
@@ -24,7 +22,6 @@ pub struct ContractConfig {
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// The rule's name in quarantine reasons (default `<column>.<check>`).
-    #[serde(default)]
     pub name: Option<String>,
     /// A declared column.
     pub column: String,
@@ -32,15 +29,11 @@ pub struct RuleConfig {
     #[serde(default)]
     pub required: bool,
     /// The value (as text) must be one of these.
-    #[serde(default)]
     pub accepted: Option<Vec<String>>,
     /// Inclusive bounds of a numeric column.
-    #[serde(default)]
     pub min: Option<f64>,
-    #[serde(default)]
     pub max: Option<f64>,
     /// A regular expression a string column's value must match (anchor it with ^…$ for a whole match).
-    #[serde(default)]
     pub pattern: Option<String>,
     /// No two rows of one chunk may have the same value.
     #[serde(default)]

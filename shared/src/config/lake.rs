@@ -6,43 +6,30 @@ use crate::error::{Error, Result};
 
 /// `[lake]`
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct LakeConfig {
     /// A path, `file://` or `s3://` URL. `--lake` overrides it.
-    #[serde(default = "default_lake_root")]
     pub root: String,
     /// Where tables and partitions are registered: `local` (a catalog kept in
     /// the lake itself, `_sluice/catalog/`) or `glue` (the AWS Glue Data Catalog).
-    #[serde(default = "default_catalog")]
     pub catalog: String,
     /// The Glue database of the tables (`catalog = "glue"` only).
-    #[serde(default)]
     pub glue_database: Option<String>,
     /// Create the Glue database if it does not exist (off by default: in
     /// production the database usually comes with the deployment).
-    #[serde(default)]
     pub glue_create_database: bool,
     /// How tables are kept: `hive` (Hive-partitioned Parquet plus catalog
     /// partitions, the default) or `delta` (Delta Lake tables: the same files,
     /// made visible by atomic commits to `<table>/_delta_log/`). A table may
     /// override it.
-    #[serde(default)]
     pub table_format: Option<String>,
-}
-
-fn default_catalog() -> String {
-    "local".to_string()
-}
-
-fn default_lake_root() -> String {
-    "./lake".to_string()
 }
 
 impl Default for LakeConfig {
     fn default() -> Self {
         LakeConfig {
-            root: default_lake_root(),
-            catalog: default_catalog(),
+            root: "./lake".to_string(),
+            catalog: "local".to_string(),
             glue_database: None,
             glue_create_database: false,
             table_format: None,

@@ -22,22 +22,17 @@ pub struct LookupConfig {
     pub name: String,
     /// Files to read: a file, a folder, a glob (`ref/*.csv`) or a URL
     /// (`s3://ref-bucket/customers/`). Either this or `table`.
-    #[serde(default)]
     pub source: Option<String>,
     /// A table of this lake, read at its latest snapshot when the process
     /// starts (and at each refresh). Either this or `source`.
-    #[serde(default)]
     pub table: Option<String>,
     /// The files' format: `parquet`, `csv` or `jsonl` (with `source` only).
-    #[serde(default)]
     pub format: Option<String>,
     /// The largest the lookup may be once decoded in memory (default
     /// `512MiB`); a larger one fails the run before any chunk starts.
-    #[serde(default)]
     pub max_size: Option<String>,
     /// Seconds between checks for a changed source in a long-lived process (a
     /// Lambda container; default 60). `sluice run` reads each lookup once.
-    #[serde(default)]
     pub refresh: Option<u64>,
     /// Column name to type (as `[tables.schema]`); by default the Parquet
     /// files' own schema, or one inferred from CSV and JSON Lines files.

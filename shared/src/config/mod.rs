@@ -36,20 +36,16 @@ pub const UTC: &str = "UTC";
 pub const JSON_EXTENSION: &str = "sluice.json";
 
 /// The whole pipeline file, as written.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
     /// Where the lake lives.
-    #[serde(default)]
     pub lake: LakeConfig,
     /// Where raw files are read from by `sluice run`.
-    #[serde(default)]
     pub input: InputConfig,
     /// The tables; each raw file belongs to the first table whose `source` matches.
-    #[serde(default)]
     pub tables: Vec<TableConfig>,
     /// Reference tables the tables' SQL may join (`[[lookups]]`).
-    #[serde(default)]
     pub lookups: Vec<lookup::LookupConfig>,
 }
 
@@ -68,26 +64,21 @@ pub struct TableConfig {
     /// Table name: lower case letters, digits and `_`, starting with a letter or `_`.
     pub name: String,
     /// A prefix under the input root (`clickstream/`) or a glob (`clickstream/**/*.jsonl.gz`).
-    #[serde(default)]
     pub source: Option<String>,
     /// Instead of `source`: a Kinesis stream name or a Kafka topic whose
     /// records (one JSON object or CSV line each, or several lines) the
     /// `stream` function loads.
-    #[serde(default)]
     pub stream: Option<String>,
     /// `jsonl`, `csv` or `parquet`.
     pub format: String,
     /// `auto` (from the file name: `.gz`, `.zst`), `none`, `gzip` or `zstd`.
-    #[serde(default)]
     pub compression: Option<String>,
     /// Columns of the transformed rows that make up the Hive partition path, in order.
     #[serde(default)]
     pub partition_by: Vec<String>,
     /// `hive` or `delta`; by default the lake's `table_format`.
-    #[serde(default)]
     pub table_format: Option<String>,
     /// Optional SQL over the table `input`; its result is what is written.
-    #[serde(default)]
     pub sql: Option<String>,
     /// Column name to type: string, bool, int32, int64, float64, date, timestamp, decimal(p,s), json.
     #[serde(default)]
@@ -103,7 +94,6 @@ pub struct TableConfig {
     pub max_rejected_ratio: f64,
     /// The longest record kept (`1MiB`, `64MiB`; default 64 MiB). A longer
     /// record is quarantined (its first 4 KiB kept) and reading goes on.
-    #[serde(default)]
     pub max_record_size: Option<String>,
     /// What to do with fields the schema does not declare and with values of the wrong type.
     #[serde(default)]
@@ -112,30 +102,7 @@ pub struct TableConfig {
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
     /// Change data capture: the files are change events merged by key into the table.
-    #[serde(default)]
     pub cdc: Option<CdcConfig>,
-}
-
-impl Default for CsvConfig {
-    fn default() -> Self {
-        CsvConfig {
-            header: true,
-            delimiter: default_delimiter(),
-            quote: default_quote(),
-            null_values: default_null_values(),
-            newlines_in_values: false,
-        }
-    }
-}
-
-impl Default for ParquetConfig {
-    fn default() -> Self {
-        ParquetConfig {
-            compression: default_compression(),
-            row_group_rows: default_row_group_rows(),
-            target_file_mb: default_target_file_mb(),
-        }
-    }
 }
 
 /// Input formats.

@@ -7,29 +7,24 @@ use serde::Deserialize;
 
 /// `[tables.parquet]`
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ParquetConfig {
     /// `zstd` (level 3), `zstd(N)` with N in 1..=22, `snappy` or `none`.
-    #[serde(default = "default_compression")]
     pub compression: String,
     /// Rows per row group (default 1,048,576).
-    #[serde(default = "default_row_group_rows")]
     pub row_group_rows: usize,
     /// A file is closed and the next one started once it reaches this size (default 256 MB).
-    #[serde(default = "default_target_file_mb")]
     pub target_file_mb: u64,
 }
 
-pub(super) fn default_compression() -> String {
-    "zstd".into()
-}
-
-pub(super) fn default_row_group_rows() -> usize {
-    1024 * 1024
-}
-
-pub(super) fn default_target_file_mb() -> u64 {
-    256
+impl Default for ParquetConfig {
+    fn default() -> Self {
+        ParquetConfig {
+            compression: "zstd".into(),
+            row_group_rows: 1024 * 1024,
+            target_file_mb: 256,
+        }
+    }
 }
 
 /// Parquet output settings, checked.

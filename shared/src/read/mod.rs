@@ -111,7 +111,6 @@ pub struct ReadStats {
 pub struct QuarantineEntry {
     pub table: String,
     pub source: String,
-    #[serde(default)]
     pub e_tag: Option<String>,
     /// Byte offset of the record in the (decompressed) object; none for a row
     /// refused after the transform (its partition value cannot be a path).
