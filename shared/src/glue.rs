@@ -41,6 +41,17 @@ impl Lost {
         matches!(self, Lost::Conflict)
     }
 
+    /// `attempt` (read, merge, write) again while another writer wins, under
+    /// [`Policy::CONFLICT`].
+    async fn until_settled<F, Fut>(what: &str, attempt: F) -> Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<(), Lost>>,
+    {
+        let (outcome, attempts) = Policy::CONFLICT.run(what, Lost::is_conflict, attempt).await;
+        outcome.map_err(|l| l.into_error(what, attempts))
+    }
+
     fn into_error(self, what: &str, attempts: u32) -> Error {
         match self {
             Lost::Conflict => Error::Unavailable(format!(
@@ -48,6 +59,17 @@ impl Lost {
             )),
             Lost::Failed(e) => e,
         }
+    }
+}
+
+/// The answer to one write of a read-merge-write attempt: the error `code`
+/// `conflict` means another writer got there first (read and merge again);
+/// any other error ends the attempts.
+fn settle<T>(r: std::result::Result<T, Failure>, conflict: &str) -> std::result::Result<(), Lost> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(Failure::Service(code, _)) if code == conflict => Err(Lost::Conflict),
+        Err(f) => Err(f.into_error().into()),
     }
 }
 
@@ -335,14 +357,8 @@ impl Catalog for GlueCatalog {
                         .send()
                 })
                 .await;
-                return match r {
-                    Ok(_) => Ok(()),
-                    // Another writer created it first: check it as an existing table.
-                    Err(Failure::Service(code, _)) if code == "AlreadyExistsException" => {
-                        Err(Lost::Conflict)
-                    }
-                    Err(f) => Err(f.into_error().into()),
-                };
+                // Another writer created it first: check it as an existing table.
+                return settle(r, "AlreadyExistsException");
             };
             let merged = evolve(&existing, table)?;
             if merged == existing {
@@ -361,16 +377,9 @@ impl Catalog for GlueCatalog {
                     .send()
             })
             .await;
-            match r {
-                Ok(_) => Ok(()),
-                Err(Failure::Service(code, _)) if code == "ConcurrentModificationException" => {
-                    Err(Lost::Conflict)
-                }
-                Err(f) => Err(f.into_error().into()),
-            }
+            settle(r, "ConcurrentModificationException")
         };
-        let (outcome, attempts) = Policy::CONFLICT.run(what, Lost::is_conflict, attempt).await;
-        outcome.map_err(|l| l.into_error(what, attempts))
+        Lost::until_settled(what, attempt).await
     }
 
     async fn add_partitions(&self, table: &str, partitions: &[PartitionDef]) -> Result<usize> {
@@ -559,16 +568,9 @@ impl Catalog for GlueCatalog {
                     .send()
             })
             .await;
-            match r {
-                Ok(_) => Ok(()),
-                Err(Failure::Service(code, _)) if code == "ConcurrentModificationException" => {
-                    Err(Lost::Conflict)
-                }
-                Err(f) => Err(f.into_error().into()),
-            }
+            settle(r, "ConcurrentModificationException")
         };
-        let (outcome, attempts) = Policy::CONFLICT.run(what, Lost::is_conflict, attempt).await;
-        outcome.map_err(|l| l.into_error(what, attempts))
+        Lost::until_settled(what, attempt).await
     }
 
     async fn partition_stats(

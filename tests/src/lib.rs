@@ -400,3 +400,62 @@ pub fn check_delta_matches_raw(v: &Value) {
         assert_eq!(s["rows"].as_str().unwrap(), v["raw_rows"].as_str().unwrap());
     }
 }
+
+/// The bytes of the object at `path` in `store`; a test fails loudly
+/// naming the object when it cannot be read.
+pub async fn object_bytes(
+    store: &dyn object_store::ObjectStore,
+    path: &object_store::path::Path,
+) -> bytes::Bytes {
+    use object_store::ObjectStoreExt as _;
+    let got = store.get(path).await;
+    let got = got.unwrap_or_else(|e| panic!("{path}: {e}"));
+    got.bytes().await.unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// `sluice compact` of every table of the lake `lake` (under `cwd`) into
+/// 64 MiB files, whatever their age; what it printed.
+pub fn compact_now(cwd: &Path, lake: &str) -> String {
+    sluice_ok(
+        cwd,
+        &[
+            "compact",
+            "--lake",
+            lake,
+            "--target-size",
+            "64MiB",
+            "--min-age",
+            "0s",
+        ],
+    )
+}
+
+/// `sluice run` of the pipeline file `config` into `lake` (under `cwd`),
+/// with `more` arguments after them; what it printed.
+pub fn run_into(cwd: &Path, config: &str, lake: &str, more: &[&str]) -> String {
+    let mut args = vec!["run", "--config", config, "--lake", lake];
+    args.extend_from_slice(more);
+    sluice_ok(cwd, &args)
+}
+
+/// The lake's clickstream table holds exactly the bundled example's raw
+/// rows (DuckDB reads both, row for row); what the comparison found.
+pub fn check_example_lake(lake: &Path) -> Value {
+    let v = python_json(
+        &repo_root(),
+        &compare_script(lake, "examples/clickstream/raw/clickstream/*", "read_json"),
+    );
+    check_lake_matches_raw(&v);
+    v
+}
+
+/// The column names a comparison script reported (`v["columns"]`).
+pub fn columns_of(v: &Value) -> Vec<&str> {
+    let columns = v["columns"].as_array().expect("the script lists columns");
+    columns.iter().map(|c| c.as_str().unwrap()).collect()
+}
+
+/// `sluice query` over the lake `lake`, as CSV.
+pub fn query_csv(cwd: &Path, lake: &str, sql: &str) -> String {
+    sluice_ok(cwd, &["query", "--lake", lake, "--format", "csv", sql])
+}

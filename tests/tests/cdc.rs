@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Date32Type, Decimal128Type, Int64Type, TimestampMicrosecondType};
+use object_store::ObjectStore;
 use object_store::memory::InMemory;
-use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
 use sluice::config::Pipeline;
@@ -172,14 +172,7 @@ async fn rows_of(lake: &Location, table: &str) -> Vec<Vec<String>> {
         .collect();
     let mut out = Vec::new();
     for p in paths {
-        let bytes = lake
-            .store
-            .get(&lake.child(&p).unwrap())
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let bytes = sluice_tests::object_bytes(lake.store.as_ref(), &lake.child(&p).unwrap()).await;
         for batch in ParquetRecordBatchReaderBuilder::try_new(bytes)
             .unwrap()
             .build()

@@ -103,14 +103,7 @@ async fn figures(lake: &Location, folder: &str) -> (Figures, HashSet<String>) {
             continue;
         }
         f.files += 1;
-        let bytes = lake
-            .store
-            .get(&m.location)
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let bytes = sluice_tests::object_bytes(lake.store.as_ref(), &m.location).await;
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
             .unwrap()
             .build()
@@ -172,14 +165,7 @@ async fn pending_intents(lake: &Location) -> Vec<String> {
         .unwrap_or_default();
     let mut out = Vec::new();
     for m in metas {
-        let bytes = lake
-            .store
-            .get(&m.location)
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let bytes = sluice_tests::object_bytes(lake.store.as_ref(), &m.location).await;
         let text = String::from_utf8_lossy(&bytes).to_string();
         if m.location.as_ref().ends_with("lease.json") || text.contains("\"pending\"") {
             out.push(m.location.to_string());
@@ -501,11 +487,7 @@ fn sluice_compact_merges_a_real_lake_and_a_rerun_of_the_input_adds_nothing() {
         "{out}"
     );
     assert_eq!(count_parquet(&lake.join("clickstream")), 56);
-    let v = python_json(
-        &repo_root(),
-        &compare_script(&lake, "examples/clickstream/raw/clickstream/*", "read_json"),
-    );
-    check_lake_matches_raw(&v);
+    sluice_tests::check_example_lake(&lake);
 
     // Running the same input again after compaction: every chunk is
     // committed already, so nothing is written twice.
@@ -515,11 +497,7 @@ fn sluice_compact_merges_a_real_lake_and_a_rerun_of_the_input_adds_nothing() {
         "{out}"
     );
     assert_eq!(count_parquet(&lake.join("clickstream")), 56);
-    let v = python_json(
-        &repo_root(),
-        &compare_script(&lake, "examples/clickstream/raw/clickstream/*", "read_json"),
-    );
-    check_lake_matches_raw(&v);
+    sluice_tests::check_example_lake(&lake);
 
     // One partition only: nothing left to merge there.
     let out = sluice_ok(
@@ -596,14 +574,7 @@ async fn files_of_two_schemas_are_re_encoded_into_the_wider_one() {
         .list_with_delimiter(Some(&Path::parse(&folder).unwrap()))
         .await
         .unwrap();
-    let bytes = lake
-        .store
-        .get(&listed.objects[0].location)
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let bytes = sluice_tests::object_bytes(lake.store.as_ref(), &listed.objects[0].location).await;
     let (mut web, mut null) = (0, 0);
     for b in ParquetRecordBatchReaderBuilder::try_new(bytes)
         .unwrap()
@@ -755,13 +726,7 @@ async fn a_crash_at_any_call_while_a_new_version_replaces_merged_rows_loses_and_
     let on_disk = tempfile::tempdir().unwrap();
     let local = Location::open(on_disk.path().to_str().unwrap(), true).unwrap();
     for m in counted.list(None).try_collect::<Vec<_>>().await.unwrap() {
-        let bytes = counted
-            .get(&m.location)
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let bytes = sluice_tests::object_bytes(&*counted, &m.location).await;
         let path = local.child(m.location.as_ref()).unwrap();
         local.store.put(&path, bytes.into()).await.unwrap();
     }

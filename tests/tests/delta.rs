@@ -14,7 +14,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use sluice::commit::CommitRecord;
 use sluice::config::Pipeline;
 use sluice::delta::{self, AsOf};
-use sluice::fault::{Faults, FaultyStore};
+use sluice::fault::{FaultKind, Faults, FaultyStore};
 use sluice::pipeline::Engine;
 use sluice::store::Location;
 use sluice_tests::memory::{copy_of, crashes_then_lost_answers, lake_on, load_with};
@@ -112,12 +112,7 @@ fn a_delta_lake_holds_exactly_the_raw_rows_for_delta_scan_and_deltalake() {
     check_delta_matches_raw(&v);
     // Partition columns live in the log, not in the files (Delta's rule),
     // and every reader still sees them.
-    let cols: Vec<&str> = v["columns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap())
-        .collect();
+    let cols = sluice_tests::columns_of(&v);
     assert!(
         cols.contains(&"dt") && cols.contains(&"event_type"),
         "{cols:?}"
@@ -217,18 +212,7 @@ fn compact_is_one_optimize_commit_and_vacuum_deletes_only_what_no_snapshot_needs
     let dir = workdir(&["events-00000.jsonl", "events-00001.jsonl.gz"]);
     run_sluice(dir.path(), "128KiB");
     let before = versions_and_rows(dir.path());
-    let out = sluice_ok(
-        dir.path(),
-        &[
-            "compact",
-            "--lake",
-            "lake",
-            "--target-size",
-            "64MiB",
-            "--min-age",
-            "0s",
-        ],
-    );
+    let out = sluice_tests::compact_now(dir.path(), "lake");
     assert!(out.contains("committed version"), "{out}");
     let after = versions_and_rows(dir.path());
     assert_eq!(
@@ -333,14 +317,7 @@ async fn table_state(lake: &Location) -> (Vec<String>, u64, Vec<CommitRecord>) {
     let metas: Vec<_> = lake.store.list(Some(&dir)).try_collect().await.unwrap();
     let mut records = Vec::new();
     for m in metas {
-        let bytes = lake
-            .store
-            .get(&m.location)
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let bytes = sluice_tests::object_bytes(lake.store.as_ref(), &m.location).await;
         records.push(CommitRecord::from_json(&bytes, m.location.as_ref()).unwrap());
     }
     (files, rows, records)
@@ -421,18 +398,7 @@ async fn a_crash_at_any_call_of_a_delta_load_then_a_rerun_leaves_each_chunk_once
 fn a_re_upload_after_compaction_cuts_the_old_rows_out_of_merged_files_in_one_commit() {
     let dir = workdir(&["events-00000.jsonl", "events-00001.jsonl.gz"]);
     run_sluice(dir.path(), "128KiB");
-    let out = sluice_ok(
-        dir.path(),
-        &[
-            "compact",
-            "--lake",
-            "lake",
-            "--target-size",
-            "64MiB",
-            "--min-age",
-            "0s",
-        ],
-    );
+    let out = sluice_tests::compact_now(dir.path(), "lake");
     assert!(out.contains("committed version"), "{out}");
     let compacted = versions_and_rows(dir.path())["latest"].as_i64().unwrap();
     std::fs::write(
@@ -524,14 +490,7 @@ async fn two_committers_and_the_compactor_at_once_lose_and_double_no_chunk() {
         if m.location.as_ref().contains("/_delta_log/") {
             continue;
         }
-        let bytes = staged
-            .store
-            .get(&m.location)
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let bytes = sluice_tests::object_bytes(staged.store.as_ref(), &m.location).await;
         let to = lake.child(m.location.as_ref()).unwrap();
         lake.store.put(&to, bytes.into()).await.unwrap();
     }
@@ -713,4 +672,119 @@ async fn check_every_version_holds_whole_chunks(
         }
     }
     (latest, saw_merged)
+}
+
+/// Every row of the table's latest snapshot, read from its data files with
+/// the Parquet reader (not from the log's statistics), each as its
+/// partition folder and the row as JSON, sorted: the exact multiset of the
+/// table's rows. A file the snapshot names that is gone fails the test.
+async fn snapshot_rows(lake: &Location, what: &str) -> Vec<String> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let (files, _, _) = table_state(lake).await;
+    let mut rows = Vec::new();
+    for f in files {
+        let path = object_store::path::Path::parse(&f).unwrap();
+        let bytes = match lake.store.get(&path).await {
+            Ok(got) => got.bytes().await.unwrap(),
+            Err(e) => panic!("{what}: the table's file {f} is gone: {e}"),
+        };
+        let folder = f.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let mut buf = Vec::new();
+            let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+            w.write(&batch.unwrap()).unwrap();
+            w.finish().unwrap();
+            for line in String::from_utf8(buf).unwrap().lines() {
+                rows.push(format!("{folder}|{line}"));
+            }
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// OPTIMIZE of a table that checkpoints every version, with each store call
+/// of it failing in turn: refused with a 500, or applied with its answer
+/// lost (the commit's conditional put among them: the version is in the
+/// log though its writer was told the write failed), and each checkpoint
+/// and log read after the commit failing. Whatever OPTIMIZE answers, no file
+/// a version points to is deleted: the table holds the same rows, and a
+/// clean OPTIMIZE after it does too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_optimize_that_lost_its_answer_or_its_checkpoint_keeps_every_file_its_versions_need() {
+    let (engine, text) = engine_and_example().await;
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("\"event_time\":\"2026-11-18"))
+        .take(300)
+        .collect();
+    assert!(lines.len() > 100, "{}", lines.len());
+    let (_dir, input) = raw_folder(
+        lines
+            .chunks(lines.len() / 4 + 1)
+            .enumerate()
+            .map(|(i, part)| (format!("{i}.jsonl"), part)),
+    );
+    let base: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    load(&engine, &input, &lake_on(base.clone())).await.unwrap();
+    // A checkpoint after every commit: OPTIMIZE's commit is followed by one.
+    let t = delta::open(&lake_on(base.clone()), "clickstream", AsOf::Latest)
+        .await
+        .unwrap()
+        .unwrap();
+    t.set_tbl_properties()
+        .with_properties(
+            [("delta.checkpointInterval".to_string(), "1".to_string())]
+                .into_iter()
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let want = snapshot_rows(&lake_on(base.clone()), "before").await;
+    assert!(want.len() >= lines.len(), "{} rows", want.len());
+    let options = sluice::compact::CompactOptions {
+        min_age: std::time::Duration::ZERO,
+        ..Default::default()
+    };
+    let now = chrono::Utc::now() + chrono::Duration::hours(1);
+
+    // A clean OPTIMIZE: it merges, and its store calls are counted.
+    let counted = Arc::new(FaultyStore::new(copy_of(&base).await, Faults::None));
+    let clean = delta::compact(&lake_on(counted.clone()), "clickstream", &options, now)
+        .await
+        .unwrap();
+    assert!(
+        clean.version.is_some() && clean.files_removed > clean.files_added,
+        "{clean:?}"
+    );
+    assert_eq!(
+        snapshot_rows(&lake_on(counted.clone()), "clean").await,
+        want
+    );
+    let calls = counted.calls();
+    assert!(calls > 10, "{calls} store calls");
+
+    let kinds = [FaultKind::AnswerLost, FaultKind::Status(500)];
+    for n in 1..=calls + 5 {
+        for kind in kinds {
+            let store = copy_of(&base).await;
+            let faulty = Arc::new(FaultyStore::new(store.clone(), Faults::Once(n)).with_kind(kind));
+            let answer = delta::compact(&lake_on(faulty), "clickstream", &options, now).await;
+            let what = format!("call {n} {kind:?} (OPTIMIZE answered {answer:?})");
+            let lake = lake_on(store);
+            assert_eq!(snapshot_rows(&lake, &what).await, want, "{what}");
+            delta::compact(&lake, "clickstream", &options, now)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: a clean OPTIMIZE after it failed: {e}"));
+            assert_eq!(
+                snapshot_rows(&lake, &what).await,
+                want,
+                "{what}, then a clean OPTIMIZE"
+            );
+        }
+    }
 }

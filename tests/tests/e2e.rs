@@ -15,32 +15,15 @@ fn the_example_lake_holds_exactly_the_raw_rows_transformed() {
     let tmp = tempfile::tempdir().unwrap();
     let lake = tmp.path().join("lake");
     let lake_s = lake.to_str().unwrap();
-    let out = sluice_ok(
+    let out = sluice_tests::run_into(
         &repo_root(),
-        &[
-            "run",
-            "--config",
-            EXAMPLE,
-            "--lake",
-            lake_s,
-            "--chunk-size",
-            "200KiB",
-            "--workers",
-            "2",
-        ],
+        EXAMPLE,
+        lake_s,
+        &["--chunk-size", "200KiB", "--workers", "2"],
     );
     assert!(out.contains("partitions"), "{out}");
-    let v = python_json(
-        &repo_root(),
-        &compare_script(&lake, "examples/clickstream/raw/clickstream/*", "read_json"),
-    );
-    check_lake_matches_raw(&v);
-    let cols: Vec<&str> = v["columns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap())
-        .collect();
+    let v = sluice_tests::check_example_lake(&lake);
+    let cols = sluice_tests::columns_of(&v);
     assert!(
         cols.contains(&"ip_hash") && !cols.contains(&"ip"),
         "{cols:?}"
@@ -67,16 +50,10 @@ fn the_example_lake_holds_exactly_the_raw_rows_transformed() {
         &["partitions", "clickstream", "--lake", lake_s],
     );
     assert!(parts.contains("56 partitions"), "{parts}");
-    let q = sluice_ok(
+    let q = sluice_tests::query_csv(
         &repo_root(),
-        &[
-            "query",
-            "--lake",
-            lake_s,
-            "--format",
-            "csv",
-            "SELECT count(*) AS n FROM clickstream WHERE dt = DATE '2026-11-20' AND event_type = 'purchase'",
-        ],
+        lake_s,
+        "SELECT count(*) AS n FROM clickstream WHERE dt = DATE '2026-11-20' AND event_type = 'purchase'",
     );
     let n: u64 = q.lines().nth(1).unwrap().trim().parse().unwrap();
     let want = python_json(
@@ -161,19 +138,8 @@ fn running_the_same_input_twice_changes_nothing() {
     ];
     sluice_ok(&repo_root(), &args);
     let first = files_under(&lake);
-    let count = |_: ()| {
-        sluice_ok(
-            &repo_root(),
-            &[
-                "query",
-                "--lake",
-                lake_s,
-                "--format",
-                "csv",
-                "SELECT count(*) FROM clickstream",
-            ],
-        )
-    };
+    let count =
+        |_: ()| sluice_tests::query_csv(&repo_root(), lake_s, "SELECT count(*) FROM clickstream");
     let n1 = count(());
     let bytes = |lake: &Path| -> Vec<(String, Vec<u8>)> {
         files_under(lake)
@@ -247,11 +213,7 @@ fn two_runs_at_once_leave_the_catalog_intact() {
         &["partitions", "clickstream", "--lake", &lake_s],
     );
     assert!(parts.contains("56 partitions"), "{parts}");
-    let v = python_json(
-        &repo_root(),
-        &compare_script(&lake, "examples/clickstream/raw/clickstream/*", "read_json"),
-    );
-    check_lake_matches_raw(&v);
+    sluice_tests::check_example_lake(&lake);
 }
 
 fn write(path: &Path, text: &str) {
@@ -326,17 +288,11 @@ fn csv_gzip_and_zstd_inputs_land_whole() {
             ),
     );
     let lake = root.join("lake");
-    sluice_ok(
+    sluice_tests::run_into(
         root,
-        &[
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--lake",
-            lake.to_str().unwrap(),
-            "--chunk-size",
-            "64KiB",
-        ],
+        config.to_str().unwrap(),
+        lake.to_str().unwrap(),
+        &["--chunk-size", "64KiB"],
     );
     let v = python_json(
         root,
@@ -461,16 +417,7 @@ fn partition_values_cannot_move_files_out_of_the_table() {
         ),
     );
     let lake = root.join("lake");
-    sluice_ok(
-        root,
-        &[
-            "run",
-            "--config",
-            p.to_str().unwrap(),
-            "--lake",
-            lake.to_str().unwrap(),
-        ],
-    );
+    sluice_tests::run_into(root, p.to_str().unwrap(), lake.to_str().unwrap(), &[]);
     let files: Vec<_> = files_under(&lake)
         .into_iter()
         .filter(|f| f.ends_with(".parquet"))
@@ -516,16 +463,10 @@ print(json.dumps(sorted([str(k) for k in t.column("kind").to_pylist()])))
     assert_eq!(got, want);
     // sluice query decodes values too, and Hive's null partition is null.
     let lake_s = lake.to_str().unwrap();
-    let q = sluice_ok(
+    let q = sluice_tests::query_csv(
         root,
-        &[
-            "query",
-            "--lake",
-            lake_s,
-            "--format",
-            "csv",
-            "SELECT count(*) FILTER (WHERE kind IS NULL) AS nulls, count(*) FILTER (WHERE kind = '../../escape') AS esc FROM t",
-        ],
+        lake_s,
+        "SELECT count(*) FILTER (WHERE kind IS NULL) AS nulls, count(*) FILTER (WHERE kind = '../../escape') AS esc FROM t",
     );
     assert_eq!(q.lines().nth(1), Some("1,1"), "{q}");
     assert!(sluice(root, &["tables", "--lake", lake_s]).status.success());
@@ -559,18 +500,7 @@ print(json.dumps({"rows": n, "groups": pq.ParquetFile("raw/p/data.parquet").num_
         "[input]\nroot = \"raw\"\n[[tables]]\nname = \"p\"\nsource = \"p/\"\nformat = \"parquet\"\nsql = \"SELECT id, name, at, amount * 2 AS doubled FROM input\"\n[tables.schema]\nid = \"int64\"\nname = \"string\"\nat = \"timestamp\"\namount = \"float64\"\n[tables.parquet]\ncompression = \"none\"\ntarget_file_mb = 1\nrow_group_rows = 4096\n",
     );
     let chunk = (v["size"].as_u64().unwrap() / 5).to_string();
-    let out = sluice_ok(
-        root,
-        &[
-            "run",
-            "--config",
-            "p.toml",
-            "--lake",
-            "lake",
-            "--chunk-size",
-            &chunk,
-        ],
-    );
+    let out = sluice_tests::run_into(root, "p.toml", "lake", &["--chunk-size", &chunk]);
     assert!(
         out.contains("5 chunks") || out.contains("6 chunks") || out.contains("4 chunks"),
         "{out}"

@@ -13,19 +13,11 @@ const EXAMPLE: &str = "examples/clickstream/sluice.toml";
 const RAW: &str = "examples/clickstream/raw/clickstream";
 
 fn run(lake: &Path, input: &Path) -> String {
-    sluice_ok(
+    sluice_tests::run_into(
         &repo_root(),
-        &[
-            "run",
-            "--config",
-            EXAMPLE,
-            "--lake",
-            lake.to_str().unwrap(),
-            "--input",
-            input.to_str().unwrap(),
-            "--chunk-size",
-            "256KiB",
-        ],
+        EXAMPLE,
+        lake.to_str().unwrap(),
+        &["--input", input.to_str().unwrap(), "--chunk-size", "256KiB"],
     )
 }
 

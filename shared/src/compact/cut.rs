@@ -16,7 +16,6 @@ use crate::store::Location;
 use super::CompactOptions;
 use super::intent::{Intent, IntentState, PartRows, Partition};
 use super::merge::UploadSink;
-use crate::write::compaction_output_name;
 
 /// What cutting the chunk files `drop` out of a merged file leaves: the
 /// row ranges to leave out (in the merged file's row order), the parts
@@ -151,20 +150,8 @@ impl Partition<'_> {
             id,
             rows: at,
         } = plan_cut(&old.output, parts, drop);
-        let output = compaction_output_name(&self.folder, &id);
-        let intent_path = format!("{}/m{id}.json", self.state_dir);
-        let mut intent = Intent {
-            version: 1,
-            table: self.table.name.clone(),
-            partition: self.partition.path.clone(),
-            inputs: vec![old.output.clone()],
-            output: output.clone(),
-            state: IntentState::Pending,
-            rows: None,
-            bytes: None,
-            parts: Some(kept),
-        };
-        self.put_json(&intent_path, &intent).await?;
+        let inputs = vec![old.output.clone()];
+        let (output, intent_path, mut intent) = self.intend(&id, inputs, Some(kept)).await?;
         let (rows, bytes) =
             write_without(self.lake, &old.output, &ranges, &output, options).await?;
         self.retire(&intent.inputs).await?;
@@ -177,8 +164,9 @@ impl Partition<'_> {
     }
 }
 
-/// `input` without the rows in `ranges` (row numbers), re-encoded into `output`.
-pub(super) async fn write_without(
+/// Write `input` again as `output` without the rows in `ranges` (row
+/// numbers of the file), re-encoded; (rows kept, bytes written).
+pub async fn write_without(
     lake: &Location,
     input: &str,
     ranges: &[std::ops::Range<u64>],

@@ -111,6 +111,32 @@ impl<'a> Partition<'a> {
         self.lake.get_json(&self.path(relative)?).await
     }
 
+    /// Write the pending intent of output `id` made of `inputs` (and, for a
+    /// cut, the `parts` the output keeps) before any output byte: (the
+    /// output's path, the intent's path, the intent).
+    pub(super) async fn intend(
+        &self,
+        id: &str,
+        inputs: Vec<String>,
+        parts: Option<Vec<crate::compact::PartRows>>,
+    ) -> Result<(String, String, Intent)> {
+        let output = crate::write::compaction_output_name(&self.folder, id);
+        let intent_path = format!("{}/m{id}.json", self.state_dir);
+        let intent = Intent {
+            version: 1,
+            table: self.table.name.clone(),
+            partition: self.partition.path.clone(),
+            inputs,
+            output: output.clone(),
+            state: IntentState::Pending,
+            rows: None,
+            bytes: None,
+            parts,
+        };
+        self.put_json(&intent_path, &intent).await?;
+        Ok((output, intent_path, intent))
+    }
+
     pub(super) async fn put_json<T: Serialize>(&self, relative: &str, value: &T) -> Result<()> {
         self.lake.put_json(&self.path(relative)?, value).await
     }

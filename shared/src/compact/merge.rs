@@ -19,7 +19,6 @@ use parquet::column::writer::ColumnCloseResult;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
-use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
@@ -28,35 +27,15 @@ use crate::read::parquet_io::ObjectReader;
 use crate::store::Location;
 use crate::write::UPLOAD_BUFFER;
 
-use super::intent::{Intent, IntentState, Partition};
+use super::intent::{IntentState, Partition};
 use super::plan::{Bin, Candidate};
 use super::{CompactOptions, Merged};
-use crate::write::compaction_output_name;
 
 impl Partition<'_> {
     /// Merge one bin: intent, output, retire, done.
     pub(super) async fn merge(&self, bin: &Bin, options: &CompactOptions) -> Result<Merged> {
-        let mut h = Sha256::new();
-        for i in &bin.inputs {
-            h.update(i.path.as_bytes());
-            h.update([0]);
-            h.update(i.size.to_le_bytes());
-        }
-        let id = hex::encode(&h.finalize()[..12]);
-        let output = compaction_output_name(&self.folder, &id);
-        let intent_path = format!("{}/m{id}.json", self.state_dir);
-        let mut intent = Intent {
-            version: 1,
-            table: self.table.name.clone(),
-            partition: self.partition.path.clone(),
-            inputs: bin.inputs.iter().map(|i| i.path.clone()).collect(),
-            output: output.clone(),
-            state: IntentState::Pending,
-            rows: None,
-            bytes: None,
-            parts: None,
-        };
-        self.put_json(&intent_path, &intent).await?;
+        let inputs = bin.inputs.iter().map(|i| i.path.clone()).collect();
+        let (output, intent_path, mut intent) = self.intend(&bin.id(), inputs, None).await?;
         let (rows, bytes, copied, input_rows) =
             write_merged(self.lake, &bin.inputs, &output, options).await?;
         intent.parts = self.lineage(&intent.inputs, &input_rows).await?;

@@ -52,7 +52,7 @@ mod intent;
 mod merge;
 mod plan;
 
-pub use cut::{CutPlan, plan_cut, remove_files};
+pub use cut::{CutPlan, plan_cut, remove_files, write_without};
 pub use intent::{Intent, IntentState, PartRows};
 pub use plan::{Bin, Candidate, plan_partition};
 
@@ -158,18 +158,6 @@ pub async fn merge_files(
         copied,
         input_rows,
     })
-}
-
-/// Write `input` again as `output` without the rows in `ranges` (row
-/// numbers of the file); (rows kept, bytes written).
-pub async fn write_without_rows(
-    lake: &Location,
-    input: &str,
-    ranges: &[std::ops::Range<u64>],
-    output: &str,
-    options: &CompactOptions,
-) -> Result<(u64, u64)> {
-    cut::write_without(lake, input, ranges, output, options).await
 }
 
 /// What merging one bin did.

@@ -21,6 +21,21 @@ pub struct Bin {
     pub bytes: u64,
 }
 
+impl Bin {
+    /// The name of the bin's output: a hash of its inputs (paths and sizes),
+    /// so a retried merge of the same inputs writes the same output.
+    pub fn id(&self) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for i in &self.inputs {
+            h.update(i.path.as_bytes());
+            h.update([0]);
+            h.update(i.size.to_le_bytes());
+        }
+        hex::encode(&h.finalize()[..12])
+    }
+}
+
 /// Which files of one partition to merge into which outputs. Pure.
 ///
 /// A file is small if it is under three quarters of the target. Small files

@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::Utc;
 use deltalake::DeltaTable;
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, MetadataExt, StructType};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use futures::TryStreamExt;
@@ -14,7 +13,7 @@ use object_store::ObjectStoreExt as _;
 use serde_json::Value;
 
 use crate::commit::{CommitRecord, version_key};
-use crate::compact::{CompactOptions, write_without_rows};
+use crate::compact::{CompactOptions, write_without};
 use crate::error::{Error, Result};
 use crate::sources::{self, Standing};
 use crate::store::Location;
@@ -235,24 +234,20 @@ pub(super) async fn commit_once(
             .map_err(|e| Error::Catalog(format!("table '{table}': evolving its schema: {e}")))?;
         actions.insert(0, Action::Metadata(metadata));
     }
-    let properties = CommitProperties::default().with_metadata([
+    let metadata = vec![
         ("sluice.chunks".to_string(), Value::Array(chunk_ids)),
         ("sluice.retired".to_string(), Value::Array(retired_ids)),
-    ]);
+    ];
     let operation = DeltaOperation::Write {
         mode: SaveMode::Append,
         partition_by: (!keys.is_empty()).then(|| keys.clone()),
         predicate: None,
     };
-    let finalized = CommitBuilder::from(properties)
-        .with_actions(actions)
-        .build(Some(snapshot), log.clone(), operation)
-        .await
-        .map_err(|e| error(table, e))?;
-    done.version = Some(finalized.version);
+    let version = super::land(table, snapshot, log.clone(), operation, metadata, actions).await?;
+    done.version = Some(version);
     tracing::info!(
         table,
-        version = finalized.version,
+        version,
         chunks = done.chunks_added,
         files_added = done.files_added,
         files_removed = done.files_removed,
@@ -345,7 +340,7 @@ pub(super) async fn cut(
     let output = compaction_output_name(&folder, &id);
     let input = format!("{table}/{}", m.path);
     let (rows, bytes) =
-        write_without_rows(lake, &input, &ranges, &output, &CompactOptions::default()).await?;
+        write_without(lake, &input, &ranges, &output, &CompactOptions::default()).await?;
     let mut add = merged_add(lake, table, &output, bytes, m.partition.clone(), &kept, now).await?;
     add.data_change = true;
     actions.push(Action::Add(add));

@@ -30,6 +30,7 @@
 //! [`merge`] (a CDC table's staged changes merged by key).
 
 pub mod commit;
+pub mod land;
 pub mod lease;
 pub mod merge;
 pub mod optimize;
@@ -38,6 +39,7 @@ pub mod table;
 pub mod vacuum;
 
 pub use commit::*;
+pub use land::land;
 pub use lease::*;
 pub use optimize::*;
 pub use register::*;

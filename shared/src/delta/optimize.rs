@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use deltalake::DeltaTable;
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Add, Remove};
 use deltalake::protocol::DeltaOperation;
 use object_store::ObjectStoreExt as _;
@@ -137,13 +136,7 @@ async fn compact_bin(
     actions: &mut Vec<Action>,
     done: &mut Optimized,
 ) -> Result<String> {
-    let mut h = <sha2::Sha256 as sha2::Digest>::new();
-    for i in &bin.inputs {
-        sha2::Digest::update(&mut h, i.path.as_bytes());
-        sha2::Digest::update(&mut h, [0]);
-        sha2::Digest::update(&mut h, i.size.to_le_bytes());
-    }
-    let id = hex::encode(&sha2::Digest::finalize(h)[..12]);
+    let id = bin.id();
     let lake_folder = if folder.is_empty() {
         table.to_string()
     } else {
@@ -234,31 +227,41 @@ pub(super) async fn compact_once(
         predicate: None,
         target_size: options.target_size as i64,
     };
-    let committed = CommitBuilder::from(CommitProperties::default())
-        .with_actions(actions)
-        .build(Some(snapshot), t.log_store(), operation)
-        .await;
+    let committed = super::land(
+        table,
+        snapshot,
+        t.log_store(),
+        operation,
+        Vec::new(),
+        actions,
+    )
+    .await;
     match committed {
-        Ok(c) => {
-            done.version = Some(c.version);
+        Ok(version) => {
+            done.version = Some(version);
             tracing::info!(
                 table,
-                version = c.version,
+                version,
                 inputs = done.files_removed,
                 outputs = done.files_added,
                 "delta compaction committed"
             );
             Ok(done)
         }
-        Err(e) => {
-            // The outputs never entered the table: remove them (best effort;
-            // a rerun writes the same names).
+        Err(e) if lost_to_another_writer(&e) => {
+            // Another writer's commit took the version and ours was never
+            // written: the outputs never entered the table. Remove them
+            // (best effort; a rerun writes the same names).
             for o in written {
                 if let Ok(p) = lake.child(&o) {
                     let _ = lake.store.delete(&p).await;
                 }
             }
-            Err(error(table, e))
+            Err(e)
         }
+        // Whether the commit landed is not known (or it failed before its
+        // write for another cause): the outputs stay, as files a version
+        // may point to; VACUUM removes them if none does.
+        Err(e) => Err(e),
     }
 }

@@ -24,7 +24,6 @@ use arrow::array::{AsArray, BooleanArray, RecordBatch, UInt32Array};
 use arrow::compute::{filter_record_batch, take_record_batch};
 use arrow::datatypes::SchemaRef;
 use chrono::Utc;
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Remove};
 use deltalake::protocol::DeltaOperation;
 use futures::TryStreamExt;
@@ -384,7 +383,7 @@ async fn commit_merge(
     mut done: Merged,
 ) -> Result<Merged> {
     let snapshot = t.snapshot().map_err(|e| crate::delta::error(name, e))?;
-    let properties = CommitProperties::default().with_metadata([
+    let metadata = vec![
         (
             "sluice.chunks".to_string(),
             Value::from(
@@ -401,7 +400,7 @@ async fn commit_merge(
                 "upserted": done.upserted, "deleted": done.deleted,
             }),
         ),
-    ]);
+    ];
     let operation = DeltaOperation::Merge {
         predicate: None,
         merge_predicate: Some(format!("key({})", cdc.key.join(", "))),
@@ -409,15 +408,12 @@ async fn commit_merge(
         not_matched_predicates: Vec::new(),
         not_matched_by_source_predicates: Vec::new(),
     };
-    let finalized = CommitBuilder::from(properties)
-        .with_actions(actions)
-        .build(Some(snapshot), t.log_store(), operation)
-        .await
-        .map_err(|e| crate::delta::error(name, e))?;
-    done.version = Some(finalized.version);
+    let version =
+        crate::delta::land(name, snapshot, t.log_store(), operation, metadata, actions).await?;
+    done.version = Some(version);
     tracing::info!(
         table = name,
-        version = finalized.version,
+        version,
         changes = done.changes,
         upserted = done.upserted,
         deleted = done.deleted,
