@@ -11,7 +11,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::config::Pipeline;
 use crate::plan::{Chunk, plan_text};
-use crate::read::{ReadOptions, SourceObject, read_chunk};
+use crate::read::{ReadOptions, SourceObject};
 
 const TYPES: &str = r#"
 [tables.schema]
@@ -125,27 +125,18 @@ async fn read_all(table: &crate::config::Table, obj: &SourceObject, chunks: &[Ch
     let mut rejected = Vec::new();
     let mut discovered = Vec::new();
     for &chunk in chunks {
-        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
         let options = ReadOptions {
             batch_rows: 7,
             ..Default::default()
         };
-        let reader = async {
-            let r = read_chunk(table, obj, chunk, options, &tx, None).await;
-            drop(tx);
-            r
-        };
-        let collect = async {
-            let mut out = Vec::new();
-            while let Some(b) = rx.recv().await {
-                let b: arrow::array::RecordBatch = b.expect("batches");
-                for i in 0..b.num_rows() {
-                    out.push(format!("{:?}", b.slice(i, 1).columns()));
-                }
+        let (r, batches) = crate::read::read_chunk_whole(table, obj, chunk, options).await;
+        let mut out = Vec::new();
+        for b in batches {
+            let b = b.expect("batches");
+            for i in 0..b.num_rows() {
+                out.push(format!("{:?}", b.slice(i, 1).columns()));
             }
-            out
-        };
-        let (r, out) = futures::join!(reader, collect);
+        }
         let stats = r.map_err(|e| e.to_string())?;
         if !stats.discovered.is_empty() {
             // Under evolve, a chunk that found fields hands on no rows, and

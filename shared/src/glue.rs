@@ -152,19 +152,28 @@ impl GlueCatalog {
         format!("{}/{}/", self.lake_url, table.location)
     }
 
-    fn storage(&self, location: String, columns: &[ColumnDef]) -> Result<StorageDescriptor> {
+    /// Parquet files of `columns` at `location`; with `path`, the SerDe's
+    /// `path` parameter (how Spark finds a Delta table's root).
+    fn storage(
+        &self,
+        location: &str,
+        columns: &[ColumnDef],
+        path: Option<&str>,
+    ) -> Result<StorageDescriptor> {
+        let serde = SerDeInfo::builder()
+            .serialization_library(SERDE)
+            .parameters("serialization.format", "1");
+        let serde = match path {
+            Some(p) => serde.parameters("path", p),
+            None => serde,
+        };
         Ok(StorageDescriptor::builder()
             .set_columns(Some(glue_columns(columns)?))
             .location(location)
             .input_format(INPUT_FORMAT)
             .output_format(OUTPUT_FORMAT)
             .compressed(false)
-            .serde_info(
-                SerDeInfo::builder()
-                    .serialization_library(SERDE)
-                    .parameters("serialization.format", "1")
-                    .build(),
-            )
+            .serde_info(serde.build())
             .build())
     }
 
@@ -179,7 +188,7 @@ impl GlueCatalog {
             .parameters("classification", "parquet")
             .parameters("EXTERNAL", "TRUE")
             .parameters("sluice.location", &table.location)
-            .storage_descriptor(self.storage(self.table_location(table), &table.columns)?)
+            .storage_descriptor(self.storage(&self.table_location(table), &table.columns, None)?)
             .set_partition_keys(Some(glue_columns(&table.partition_keys)?));
         if let Some(c) = &table.compression {
             b = b.parameters("parquet.compression", c.to_ascii_uppercase());
@@ -202,20 +211,7 @@ impl GlueCatalog {
             .iter()
             .map(|k| k.name.as_str())
             .collect();
-        let storage = StorageDescriptor::builder()
-            .set_columns(Some(glue_columns(&columns)?))
-            .location(&location)
-            .input_format(INPUT_FORMAT)
-            .output_format(OUTPUT_FORMAT)
-            .compressed(false)
-            .serde_info(
-                SerDeInfo::builder()
-                    .serialization_library(SERDE)
-                    .parameters("serialization.format", "1")
-                    .parameters("path", &location)
-                    .build(),
-            )
-            .build();
+        let storage = self.storage(&location, &columns, Some(&location))?;
         TableInput::builder()
             .name(&table.name)
             .description("Delta Lake table written by Sluice")
@@ -405,9 +401,11 @@ impl Catalog for GlueCatalog {
                                 .map(|v| v.clone().unwrap_or_else(|| HIVE_NULL.to_string()))
                                 .collect(),
                         ))
-                        .storage_descriptor(
-                            self.storage(format!("{base}{}/", p.path), &def.columns)?,
-                        )
+                        .storage_descriptor(self.storage(
+                            &format!("{base}{}/", p.path),
+                            &def.columns,
+                            None,
+                        )?)
                         .build())
                 })
                 .collect::<Result<Vec<_>>>()?;

@@ -13,7 +13,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use proptest::prelude::*;
 use sluice::config::Pipeline;
 use sluice::plan::{Chunk, plan_text};
-use sluice::read::{ReadOptions, SourceObject, read_chunk};
+use sluice::read::{ReadOptions, SourceObject};
 
 fn table(format: &str) -> sluice::config::Table {
     Pipeline::from_toml(&format!(
@@ -30,32 +30,23 @@ async fn read(
     obj: &SourceObject,
     chunk: Chunk,
 ) -> Vec<(i64, Option<String>)> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
     let options = ReadOptions {
         batch_rows: 3,
         ..Default::default()
     };
-    let reader = async {
-        let r = read_chunk(table, obj, chunk, options, &tx, None).await;
-        drop(tx);
-        r
-    };
-    let collect = async {
-        let mut out = Vec::new();
-        while let Some(b) = rx.recv().await {
-            let b: RecordBatch = b.unwrap();
-            let ids = b.column(0).as_primitive::<Int64Type>();
-            let texts = b.column(1).as_string::<i32>();
-            for i in 0..b.num_rows() {
-                out.push((
-                    ids.value(i),
-                    (!texts.is_null(i)).then(|| texts.value(i).to_string()),
-                ));
-            }
+    let (r, batches) = sluice::read::read_chunk_whole(table, obj, chunk, options).await;
+    let mut out = Vec::new();
+    for b in batches {
+        let b: RecordBatch = b.unwrap();
+        let ids = b.column(0).as_primitive::<Int64Type>();
+        let texts = b.column(1).as_string::<i32>();
+        for i in 0..b.num_rows() {
+            out.push((
+                ids.value(i),
+                (!texts.is_null(i)).then(|| texts.value(i).to_string()),
+            ));
         }
-        out
-    };
-    let (r, out) = tokio::join!(reader, collect);
+    }
     r.unwrap();
     out
 }

@@ -127,6 +127,18 @@ pub struct ChunkTask {
     pub stream: Option<Arc<crate::read::RecordIndex>>,
 }
 
+impl ChunkTask {
+    /// Where the chunk comes from, for its table's sink.
+    pub fn origin(&self) -> crate::sink::Origin {
+        match self.stream {
+            Some(_) => crate::sink::Origin::Stream,
+            None => crate::sink::Origin::File {
+                chunks: self.chunks,
+            },
+        }
+    }
+}
+
 /// Process one chunk: read, transform, split, write its files, then its
 /// commit record, then hand it to its table's sink to stage
 /// ([`crate::sink::TableSink::stage`]); the table's committer publishes it
@@ -211,7 +223,7 @@ pub async fn process_chunk(
     };
     let staged = engine
         .sink(&task.table)
-        .stage(lake, &record, task.chunks, task.stream.is_some())
+        .stage(lake, &record, task.origin())
         .await?;
     counters
         .chunks_replaced

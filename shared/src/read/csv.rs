@@ -274,7 +274,7 @@ impl CsvDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Column, ColumnType, CsvConfig, arrow_schema};
+    use crate::config::{ColumnType, CsvConfig};
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::Int64Type;
 
@@ -290,17 +290,7 @@ mod tests {
     }
 
     fn builder() -> BatchBuilder {
-        let cols = vec![
-            Column {
-                name: "id".into(),
-                ty: ColumnType::Int64,
-            },
-            Column {
-                name: "note".into(),
-                ty: ColumnType::String,
-            },
-        ];
-        BatchBuilder::new(arrow_schema(&cols), &cols)
+        BatchBuilder::of(&[("id", ColumnType::Int64), ("note", ColumnType::String)])
     }
 
     #[test]

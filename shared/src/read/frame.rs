@@ -92,17 +92,8 @@ impl LineFramer {
             if let Some(seen) = self.discarding {
                 match memchr(b'\n', data) {
                     Some(i) => {
-                        let len = seen + i as u64 + 1;
                         self.discarding = None;
-                        emit(
-                            Framed::TooLong {
-                                head: &self.carry,
-                                len,
-                            },
-                            self.pos,
-                        )?;
-                        self.carry.clear();
-                        self.pos += len;
+                        self.too_long(seen + i as u64 + 1, emit)?;
                         data = &data[i + 1..];
                         if self.pos >= self.end {
                             self.done = true;
@@ -151,6 +142,21 @@ impl LineFramer {
         Ok(())
     }
 
+    /// Hand on the record of `len` bytes that was too long (its head kept
+    /// in the carry) and go past it.
+    fn too_long<E>(
+        &mut self,
+        len: u64,
+        emit: &mut impl FnMut(Framed<'_>, u64) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let head = std::mem::take(&mut self.carry);
+        emit(Framed::TooLong { head: &head, len }, self.pos)?;
+        self.carry = head;
+        self.carry.clear();
+        self.pos += len;
+        Ok(())
+    }
+
     /// The object ended: yield a last record that had no newline.
     pub fn finish<E>(
         &mut self,
@@ -158,14 +164,7 @@ impl LineFramer {
     ) -> Result<(), E> {
         if !self.done && !self.skipping {
             if let Some(len) = self.discarding.take() {
-                emit(
-                    Framed::TooLong {
-                        head: &self.carry,
-                        len,
-                    },
-                    self.pos,
-                )?;
-                self.pos += len;
+                self.too_long(len, emit)?;
             } else if !self.carry.is_empty() {
                 let line = std::mem::take(&mut self.carry);
                 emit(Framed::Line(&line), self.pos)?;

@@ -336,30 +336,16 @@ fn nested(ty: ColumnType, what: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Column, arrow_schema};
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{Decimal128Type, Int64Type};
 
     fn builder() -> BatchBuilder {
-        let cols = vec![
-            Column {
-                name: "id".into(),
-                ty: ColumnType::Int64,
-            },
-            Column {
-                name: "name".into(),
-                ty: ColumnType::String,
-            },
-            Column {
-                name: "props".into(),
-                ty: ColumnType::Json,
-            },
-            Column {
-                name: "price".into(),
-                ty: ColumnType::Decimal(10, 2),
-            },
-        ];
-        BatchBuilder::new(arrow_schema(&cols), &cols)
+        BatchBuilder::of(&[
+            ("id", ColumnType::Int64),
+            ("name", ColumnType::String),
+            ("props", ColumnType::Json),
+            ("price", ColumnType::Decimal(10, 2)),
+        ])
     }
 
     #[test]

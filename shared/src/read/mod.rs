@@ -556,6 +556,33 @@ async fn read_text(
     Ok(sink.stats(bytes))
 }
 
+/// Read one chunk whole: what [`read_chunk`] returned and every batch it
+/// handed on, in order (for tests and fuzzing: memory holds the chunk).
+pub async fn read_chunk_whole(
+    table: &Table,
+    obj: &SourceObject,
+    chunk: Chunk,
+    options: ReadOptions,
+) -> (
+    Result<ReadStats>,
+    Vec<std::result::Result<RecordBatch, datafusion::error::DataFusionError>>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let reader = async {
+        let r = read_chunk(table, obj, chunk, options, &tx, None).await;
+        drop(tx);
+        r
+    };
+    let collect = async {
+        let mut out = Vec::new();
+        while let Some(b) = rx.recv().await {
+            out.push(b);
+        }
+        out
+    };
+    futures::join!(reader, collect)
+}
+
 /// A CDC table's read batch as staged changes; any other table's as it is.
 fn staged(stager: &mut Option<cdc::Stager>, batch: RecordBatch, file: &str) -> Result<RecordBatch> {
     match stager {

@@ -62,6 +62,19 @@ pub struct BatchBuilder {
 const EPOCH_DAYS_CE: i32 = 719_163;
 
 impl BatchBuilder {
+    /// A builder of the columns `cols` (name, type), for tests.
+    #[cfg(test)]
+    pub(crate) fn of(cols: &[(&str, crate::config::ColumnType)]) -> BatchBuilder {
+        let cols: Vec<crate::config::Column> = cols
+            .iter()
+            .map(|(name, ty)| crate::config::Column {
+                name: name.to_string(),
+                ty: ty.clone(),
+            })
+            .collect();
+        BatchBuilder::new(crate::config::arrow_schema(&cols), &cols)
+    }
+
     pub fn new(schema: SchemaRef, columns: &[Column]) -> Self {
         let mut b = BatchBuilder {
             schema,

@@ -7,7 +7,7 @@ use arrow::datatypes::Schema;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{Compaction, Lease, Published, Staged, TableSink, Upkeep};
+use super::{Compaction, Lease, Origin, Published, Staged, TableSink, Upkeep};
 use crate::catalog::Catalog;
 use crate::commit::CommitRecord;
 use crate::compact::{CompactOptions, CompactReport};
@@ -39,20 +39,15 @@ impl TableSink for Delta {
         TableFormat::Delta
     }
 
-    fn check_output(&self, table: &str, schema: &Schema) -> Result<()> {
-        check_delta_types(table, schema)
-    }
-
     /// The chunk in its source's ledger, for the committer: it adds a new
     /// version's chunks and removes the old version's files in one commit.
     async fn stage(
         &self,
         lake: &Location,
         record: &CommitRecord,
-        chunks: usize,
-        _stream: bool,
+        origin: Origin,
     ) -> Result<Staged> {
-        crate::sources::record_chunk(lake, record, chunks).await?;
+        crate::sources::record_chunk(lake, record, origin.chunks()).await?;
         Ok(Staged::default())
     }
 
@@ -153,18 +148,8 @@ impl TableSink for Cdc {
         TableFormat::Delta
     }
 
-    fn check_output(&self, table: &str, schema: &Schema) -> Result<()> {
-        check_delta_types(table, schema)
-    }
-
     /// Nothing: the chunk's staged changes wait for the merge.
-    async fn stage(
-        &self,
-        _lake: &Location,
-        _record: &CommitRecord,
-        _chunks: usize,
-        _stream: bool,
-    ) -> Result<Staged> {
+    async fn stage(&self, _: &Location, _: &CommitRecord, _: Origin) -> Result<Staged> {
         Ok(Staged::default())
     }
 
@@ -205,7 +190,7 @@ impl TableSink for Cdc {
 
 /// A Delta table's columns must hold what Delta's types say exactly:
 /// timestamps are UTC microseconds, integers are signed.
-fn check_delta_types(table: &str, schema: &Schema) -> Result<()> {
+pub(super) fn check_delta_types(table: &str, schema: &Schema) -> Result<()> {
     use arrow::datatypes::{DataType as D, TimeUnit};
     for f in schema.fields() {
         let exact = match f.data_type() {

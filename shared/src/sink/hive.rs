@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use super::{Compaction, Lease, Published, Staged, TableSink, Upkeep};
+use super::{Compaction, Lease, Origin, Published, Staged, TableSink, Upkeep};
 use crate::catalog::{Catalog, PartitionDef, TableDef, commit_entries};
 use crate::commit::CommitRecord;
 use crate::compact::{CompactReport, compact_partition};
@@ -28,15 +28,14 @@ impl TableSink for Hive {
         &self,
         lake: &Location,
         record: &CommitRecord,
-        chunks: usize,
-        stream: bool,
+        origin: Origin,
     ) -> Result<Staged> {
-        if stream {
-            // A stream batch is its own source (named by its first and last
-            // record) and never has a newer version to replace it: its ledger
-            // entry would cost a PUT and a LIST a batch for nothing.
+        // A stream batch is its own source (named by its first and last
+        // record) and never has a newer version to replace it: its ledger
+        // entry would cost a PUT and a LIST a batch for nothing.
+        let Origin::File { chunks } = origin else {
             return Ok(Staged::default());
-        }
+        };
         let settled = crate::sources::record_and_settle(lake, record, chunks).await?;
         Ok(Staged {
             chunks_retired: settled.chunks_retired as u64,

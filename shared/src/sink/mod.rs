@@ -49,6 +49,26 @@ mod hive;
 pub use self::delta::{Cdc, Delta};
 pub use self::hive::Hive;
 
+/// Where a staged chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A file cut into this many chunks (a newer version of the file
+    /// replaces its rows once all of its chunks are in).
+    File { chunks: usize },
+    /// A stream batch: its own source of one chunk, never replaced.
+    Stream,
+}
+
+impl Origin {
+    /// How many chunks the chunk's source has.
+    pub fn chunks(self) -> usize {
+        match self {
+            Origin::File { chunks } => chunks,
+            Origin::Stream => 1,
+        }
+    }
+}
+
 /// What staging a chunk did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Staged {
@@ -87,22 +107,19 @@ pub trait TableSink: Send + Sync + std::fmt::Debug {
     fn format(&self) -> TableFormat;
 
     /// Whether the table can hold the transform's output as it is (checked
-    /// when the engine is prepared, before any chunk).
-    fn check_output(&self, _table: &str, _schema: &Schema) -> Result<()> {
-        Ok(())
+    /// when the engine is prepared, before any chunk): a Delta table's
+    /// columns must be of Delta's types exactly.
+    fn check_output(&self, table: &str, schema: &Schema) -> Result<()> {
+        match self.format() {
+            TableFormat::Delta => self::delta::check_delta_types(table, schema),
+            TableFormat::Hive => Ok(()),
+        }
     }
 
     /// After a chunk's files and commit record are written: what the table
-    /// needs of the chunk before it is done. `chunks` is how many chunks
-    /// its source has; a stream batch (`stream`) is its own source, never
-    /// replaced, and has no ledger entry.
-    async fn stage(
-        &self,
-        lake: &Location,
-        record: &CommitRecord,
-        chunks: usize,
-        stream: bool,
-    ) -> Result<Staged>;
+    /// needs of the chunk before it is done.
+    async fn stage(&self, lake: &Location, record: &CommitRecord, origin: Origin)
+    -> Result<Staged>;
 
     /// Rows of finished chunks worth gathering before a publish while more
     /// chunks are coming (a CDC merge rewrites every table file a change
