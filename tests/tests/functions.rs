@@ -372,6 +372,25 @@ impl World {
     }
 
     /// Every message on the chunk queue, as (message id, body).
+    /// The Glue table `name` (the test fails when there is none).
+    async fn glue_table(&self, name: &str) -> aws_sdk_glue::types::Table {
+        let got = self
+            .glue
+            .get_table()
+            .database_name(&self.database)
+            .name(name);
+        let got = got.send().await;
+        let got = got.unwrap_or_else(|e| panic!("the Glue table {name}: {e:?}"));
+        got.table.unwrap()
+    }
+
+    /// The Glue partitions of table `name` (the first page).
+    async fn glue_partitions(&self, name: &str) -> Vec<aws_sdk_glue::types::Partition> {
+        let got = self.glue.get_partitions().database_name(&self.database);
+        let got = got.table_name(name).send().await.unwrap();
+        got.partitions.unwrap_or_default()
+    }
+
     async fn drain(&self) -> Vec<(String, String)> {
         self.drain_queue(&self.queue_url).await
     }
@@ -475,6 +494,61 @@ async fn commit_events(w: &World, table: &str) -> Vec<(String, String)> {
         .enumerate()
         .map(|(i, k)| (format!("c{i}"), eventbridge_event(&w.lake, k).to_string()))
         .collect()
+}
+
+/// Kafka event-source events of `rows` lines of `source` on `topic`, `per`
+/// records a batch, made by tests/stream_events.py in `dir`.
+fn kafka_events(topic: &str, source: &Path, rows: u32, per: u32, dir: &Path) -> Vec<Value> {
+    let out = std::process::Command::new(sluice_tests::python())
+        .arg(repo_root().join("tests/stream_events.py"))
+        .args(["kafka", topic])
+        .arg(source)
+        .args([rows.to_string(), per.to_string()])
+        .arg(dir)
+        .current_dir(repo_root())
+        .output()
+        .expect("python runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stream_events.py: {err}");
+    serde_json::from_slice(&std::fs::read(dir.join("events.json")).unwrap()).unwrap()
+}
+
+/// A stream function's answer to batch `i` reports no failed record.
+fn assert_no_batch_failures(r: &Value, i: usize) {
+    let failed = r.get("batchItemFailures");
+    let none = failed.is_none_or(|f| f.as_array().is_some_and(Vec::is_empty));
+    assert!(none, "batch {i}: {r}");
+}
+
+/// The (name, type) of a Glue storage descriptor's columns.
+fn glue_columns(sd: &aws_sdk_glue::types::StorageDescriptor) -> Vec<(String, String)> {
+    let columns = sd.columns().iter();
+    columns
+        .map(|c| (c.name().to_string(), c.r#type().unwrap().to_string()))
+        .collect()
+}
+
+fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+    p.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+/// The example clickstream table's data columns as Glue lists them.
+fn example_columns() -> Vec<(String, String)> {
+    pairs(&[
+        ("event_id", "string"),
+        ("event_time", "timestamp"),
+        ("user_id", "bigint"),
+        ("session_id", "string"),
+        ("page", "string"),
+        ("referrer", "string"),
+        ("country", "string"),
+        ("device", "string"),
+        ("ip_hash", "string"),
+        ("price", "decimal(10,2)"),
+        ("properties", "string"),
+    ])
 }
 
 /// An SQS batch (shaped as `events/sqs-transform-tasks.json`) carrying these bodies.
@@ -600,32 +674,14 @@ async fn uploads_become_parquet_and_glue_partitions_through_the_three_functions(
     assert_eq!(w.keys(&w.lake, "clickstream").await, files);
 
     // Catalog: the commit records' Object Created events, through SQS.
-    let events: Vec<(String, String)> = commits
-        .iter()
-        .enumerate()
-        .map(|(i, k)| {
-            (
-                format!("commit-{i}"),
-                eventbridge_event(&w.lake, k).to_string(),
-            )
-        })
-        .collect();
+    let events = commit_events(&w, "clickstream").await;
     let response = invoke!(deps.catalog, catalog::handle, sqs_event(&events))
         .await
         .expect("catalog");
     assert_eq!(failures(&response), Vec::<String>::new());
 
     // The Glue table, field by field.
-    let table = w
-        .glue
-        .get_table()
-        .database_name(&w.database)
-        .name("clickstream")
-        .send()
-        .await
-        .expect("the table exists")
-        .table
-        .unwrap();
+    let table = w.glue_table("clickstream").await;
     assert_eq!(table.table_type(), Some("EXTERNAL_TABLE"));
     let params = table.parameters().unwrap();
     assert_eq!(params.get("classification").unwrap(), "parquet");
@@ -646,27 +702,8 @@ async fn uploads_become_parquet_and_glue_partitions_through_the_three_functions(
         sd.serde_info().unwrap().serialization_library(),
         Some("org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe")
     );
-    let columns: Vec<(String, String)> = sd
-        .columns()
-        .iter()
-        .map(|c| (c.name().to_string(), c.r#type().unwrap().to_string()))
-        .collect();
-    let want: Vec<(String, String)> = [
-        ("event_id", "string"),
-        ("event_time", "timestamp"),
-        ("user_id", "bigint"),
-        ("session_id", "string"),
-        ("page", "string"),
-        ("referrer", "string"),
-        ("country", "string"),
-        ("device", "string"),
-        ("ip_hash", "string"),
-        ("price", "decimal(10,2)"),
-        ("properties", "string"),
-    ]
-    .iter()
-    .map(|(a, b)| (a.to_string(), b.to_string()))
-    .collect();
+    let columns = glue_columns(sd);
+    let want = example_columns();
     assert_eq!(columns, want);
     let keys: Vec<(&str, Option<&str>)> = table
         .partition_keys()
@@ -993,15 +1030,8 @@ async fn sluice_run_writes_an_s3_lake_registered_in_glue() {
         "csv",
         "SELECT count(*) AS n FROM clickstream",
     ]);
-    let partitions = w
-        .glue
-        .get_partitions()
-        .database_name(&w.database)
-        .table_name("clickstream")
-        .send()
-        .await
-        .unwrap();
-    assert!(!partitions.partitions().is_empty());
+    let partitions = w.glue_partitions("clickstream").await;
+    assert!(!partitions.is_empty());
     let (_local, v) = lake_matches_raw(&w);
     let total: u64 = v["pyarrow_rows"].as_u64().unwrap();
     assert_eq!(count.trim(), format!("n\n{total}"), "{count}");
@@ -1420,15 +1450,8 @@ async fn a_faulty_network_loses_and_doubles_nothing() {
             "no {kind} fault was injected: {counts}"
         );
     }
-    let partitions = w
-        .glue
-        .get_partitions()
-        .database_name(&w.database)
-        .table_name("clickstream")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(partitions.partitions().len(), 56);
+    let partitions = w.glue_partitions("clickstream").await;
+    assert_eq!(partitions.len(), 56);
     let (local, _) = lake_matches_raw(&w);
     let files = sluice_tests::files_under(&local.path().join("clickstream"));
     // The four compacted partitions have one file each; the others their three.
@@ -1483,17 +1506,7 @@ async fn the_functions_keep_a_delta_table_in_s3_registered_in_glue_for_athena() 
     assert_eq!(failures(&response), Vec::<String>::new());
     // Nothing is visible to a Delta reader before the catalog commits.
     assert!(w.keys(&w.lake, "clickstream/_delta_log").await.is_empty());
-    let commits = w.keys(&w.lake, "_sluice/commits/clickstream").await;
-    let events: Vec<(String, String)> = commits
-        .iter()
-        .enumerate()
-        .map(|(i, k)| {
-            (
-                format!("commit-{i}"),
-                eventbridge_event(&w.lake, k).to_string(),
-            )
-        })
-        .collect();
+    let events = commit_events(&w, "clickstream").await;
     let response = invoke!(deps.catalog, catalog::handle, sqs_event(&events))
         .await
         .expect("catalog");
@@ -1514,16 +1527,7 @@ async fn the_functions_keep_a_delta_table_in_s3_registered_in_glue_for_athena() 
     assert!(w.keys(&w.lake, "_sluice/committers").await.is_empty());
 
     // The Glue table, field by field.
-    let table = w
-        .glue
-        .get_table()
-        .database_name(&w.database)
-        .name("clickstream")
-        .send()
-        .await
-        .expect("the table exists")
-        .table
-        .unwrap();
+    let table = w.glue_table("clickstream").await;
     assert_eq!(table.table_type(), Some("EXTERNAL_TABLE"));
     let params = table.parameters().unwrap();
     assert_eq!(params.get("table_type").map(String::as_str), Some("DELTA"));
@@ -1540,39 +1544,12 @@ async fn the_functions_keep_a_delta_table_in_s3_registered_in_glue_for_athena() 
         sd.serde_info().unwrap().parameters().unwrap().get("path"),
         Some(&location)
     );
-    let columns: Vec<(String, String)> = sd
-        .columns()
-        .iter()
-        .map(|c| (c.name().to_string(), c.r#type().unwrap().to_string()))
-        .collect();
-    let want: Vec<(String, String)> = [
-        ("event_id", "string"),
-        ("event_time", "timestamp"),
-        ("user_id", "bigint"),
-        ("session_id", "string"),
-        ("page", "string"),
-        ("referrer", "string"),
-        ("country", "string"),
-        ("device", "string"),
-        ("ip_hash", "string"),
-        ("price", "decimal(10,2)"),
-        ("properties", "string"),
-        ("dt", "date"),
-        ("event_type", "string"),
-    ]
-    .iter()
-    .map(|(n, t)| (n.to_string(), t.to_string()))
-    .collect();
+    let columns = glue_columns(sd);
+    let mut want = example_columns();
+    want.extend(pairs(&[("dt", "date"), ("event_type", "string")]));
     assert_eq!(columns, want);
-    let partitions = w
-        .glue
-        .get_partitions()
-        .database_name(&w.database)
-        .table_name("clickstream")
-        .send()
-        .await
-        .unwrap();
-    assert!(partitions.partitions().is_empty());
+    let partitions = w.glue_partitions("clickstream").await;
+    assert!(partitions.is_empty());
 
     let check = |w: &World| {
         let local = tempfile::tempdir().unwrap();
@@ -1707,16 +1684,7 @@ async fn the_functions_merge_change_files_into_tables_equal_to_the_source_databa
     assert!(w.keys(&w.lake, "_sluice/committers").await.is_empty());
 
     for t in TABLES {
-        let table = w
-            .glue
-            .get_table()
-            .database_name(&w.database)
-            .name(t)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("the Glue table {t}: {e:?}"))
-            .table
-            .unwrap();
+        let table = w.glue_table(t).await;
         let params = table.parameters().unwrap();
         assert_eq!(params.get("table_type").map(String::as_str), Some("DELTA"));
         let columns: Vec<&str> = table
@@ -1805,20 +1773,13 @@ async fn streams_land_in_s3_under_the_stream_role(delta: bool) {
     let w = World::new().await;
     let tmp = tempfile::tempdir().unwrap();
     let source = format!("{RAW}/events-00000.jsonl");
-    let out = std::process::Command::new(sluice_tests::python())
-        .arg(repo_root().join("tests/stream_events.py"))
-        .args(["kafka", "clickstream-events", &source, "300", "60"])
-        .arg(tmp.path())
-        .current_dir(repo_root())
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "stream_events.py: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let events = kafka_events(
+        "clickstream-events",
+        Path::new(&source),
+        300,
+        60,
+        tmp.path(),
     );
-    let events: Vec<Value> =
-        serde_json::from_slice(&std::fs::read(tmp.path().join("events.json")).unwrap()).unwrap();
     let mut pipeline = std::fs::read_to_string(repo_root().join("examples/streams/sluice.toml"))
         .unwrap()
         .replace("[lake]\nroot = \"./lake\"", &w.lake_section());
@@ -1875,11 +1836,7 @@ async fn streams_land_in_s3_under_the_stream_role(delta: bool) {
             let r = invoke!(stream, sluice_functions::stream::handle, e.clone())
                 .await
                 .unwrap_or_else(|e| panic!("batch {i}: {e}"));
-            assert!(
-                r.get("batchItemFailures")
-                    .is_none_or(|f| f.as_array().is_some_and(Vec::is_empty)),
-                "batch {i}: {r}"
-            );
+            assert_no_batch_failures(&r, i);
         }
     };
     feed(&halves).await;
@@ -2234,33 +2191,19 @@ async fn the_transform_and_the_stream_join_a_lake_table_and_a_lookup_folder() {
     assert_eq!(rows, orders.lines().count() as u64);
 
     // The same orders on a Kafka topic, delivered to the stream function.
-    let out = std::process::Command::new(sluice_tests::python())
-        .arg(repo_root().join("tests/stream_events.py"))
-        .args(["kafka", "orders"])
-        .arg(&good_orders)
-        .args(["400", "100"])
-        .arg(local.path().join("stream"))
-        .current_dir(repo_root())
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "stream_events.py: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let events = kafka_events(
+        "orders",
+        &good_orders,
+        400,
+        100,
+        &local.path().join("stream"),
     );
-    let events: Vec<Value> =
-        serde_json::from_slice(&std::fs::read(local.path().join("stream/events.json")).unwrap())
-            .unwrap();
     let stream = w.function("StreamFunction", 0, &|_| {}).await;
     for (i, e) in events.into_iter().enumerate() {
         let r = invoke!(stream, sluice_functions::stream::handle, e)
             .await
             .unwrap_or_else(|e| panic!("batch {i}: {e}"));
-        assert!(
-            r.get("batchItemFailures")
-                .is_none_or(|f| f.as_array().is_some_and(Vec::is_empty)),
-            "batch {i}: {r}"
-        );
+        assert_no_batch_failures(&r, i);
     }
     assert_eq!(
         evolved("orders_live").await,
