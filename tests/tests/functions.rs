@@ -1812,7 +1812,25 @@ async fn streams_land_in_s3_under_the_stream_role(delta: bool) {
                 .is_some_and(|f| !f.is_empty()),
         "the crashed delivery fails: {crashed:?}"
     );
+    if let Err(e) = &crashed {
+        assert!(e.retryable, "a storage failure is worth a retry: {e}");
+    }
     stream.deps.lake.store = store;
+    // A topic no table reads fails for good, naming the topic.
+    let mut stray = events[0].clone();
+    let records = stray["records"].as_object().unwrap().clone();
+    stray["records"] = json!({});
+    for (k, v) in records {
+        let mut v = v.clone();
+        for r in v.as_array_mut().unwrap() {
+            r["topic"] = json!("no-such-topic");
+        }
+        stray["records"][k.replace("clickstream-events", "no-such-topic")] = v;
+    }
+    let e = invoke!(stream, sluice_functions::stream::handle, stray)
+        .await
+        .unwrap_err();
+    assert!(!e.retryable && e.message.contains("no-such-topic"), "{e}");
     // Delivered again halved, as a mapping cuts a failed batch: the first
     // half finds the crashed chunk's files and deletes them.
     let halves: Vec<Value> = (0..2)

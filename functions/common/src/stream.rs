@@ -62,21 +62,29 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Value, FunctionError> {
         StreamEvent::Kafka(e) => {
             let batches = kafka_batches(e)?;
             let mut failed = Vec::new();
+            let mut retryable = false;
             for batch in &batches {
                 if let Err(e) = load(deps, batch).await {
+                    retryable |= e.retryable;
                     failed.push(format!("{}-{}: {e}", batch.stream, batch.shard));
                 }
             }
             if failed.is_empty() {
-                Ok(serde_json::json!({ "batches": batches.len() }))
-            } else {
-                Err(FunctionError::retryable(format!(
-                    "{} of {} topic partitions failed (the batch comes again; loaded ones are skipped): {}",
-                    failed.len(),
-                    batches.len(),
-                    failed.join("; ")
-                )))
+                return Ok(serde_json::json!({ "batches": batches.len() }));
             }
+            let message = format!(
+                "{} of {} topic partitions failed (loaded ones are skipped when the batch comes again): {}",
+                failed.len(),
+                batches.len(),
+                failed.join("; ")
+            );
+            // The batch comes again either way (Kafka mappings retry until the
+            // records expire); a failure no retry can mend says so.
+            Err(if retryable {
+                FunctionError::retryable(message)
+            } else {
+                FunctionError::permanent(message)
+            })
         }
     }
 }
