@@ -148,7 +148,9 @@ async fn plan_event(deps: &Deps, event: &Value) -> Result<Planned, FunctionError
                     .try_collect()
                     .await
                     .map_err(|e| {
-                        FunctionError::from(sluice::Error::read(&url, format!("listing: {e}")))
+                        // The store's error itself, so that a throttled or
+                        // failed listing is retried.
+                        FunctionError::from(sluice::Error::read(format!("{url} (listing)"), e))
                     })?;
                 for meta in metas {
                     let key = meta.location.as_ref().to_string();
