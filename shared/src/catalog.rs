@@ -201,7 +201,7 @@ impl LocalCatalog {
 impl LocalCatalog {
     /// Take the lock of a table's definition (`table.lock`, created only if
     /// absent); one older than a minute is taken to be left by a crash.
-    async fn lock(&self, table: &str) -> Result<object_store::path::Path> {
+    async fn lock(&self, table: &str) -> Result<crate::lease::Held> {
         let path = self
             .lake
             .child(&format!("{CATALOG_DIR}/{table}/table.lock"))?;
@@ -210,16 +210,16 @@ impl LocalCatalog {
             cap: std::time::Duration::from_millis(50),
             ..crate::retry::Policy::lease(std::time::Duration::from_secs(120))
         };
-        if crate::lease::wait_for(
+        let held = crate::lease::wait_for(
             self.lake.store.as_ref(),
             &path,
             ttl,
             || (self.clock)(),
             wait,
         )
-        .await?
-        {
-            return Ok(path);
+        .await?;
+        if let Some(held) = held {
+            return Ok(held);
         }
         Err(Error::Unavailable(format!(
             "table '{table}': its definition stayed locked ({})",
@@ -275,7 +275,7 @@ impl Catalog for LocalCatalog {
                 Ok(())
             }
             .await;
-            crate::lease::release(self.lake.store.as_ref(), &lock).await?;
+            lock.release(self.lake.store.as_ref()).await?;
             return result;
         }
         Err(Error::Catalog(format!(

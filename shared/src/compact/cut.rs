@@ -79,14 +79,14 @@ pub async fn remove_files(
     let started = std::time::Instant::now();
     let clock = || now + chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
     let policy = crate::retry::Policy::lease(LEASE_WAIT);
-    if !part.wait_for_lease(options, clock, policy).await? {
+    let Some(held) = part.wait_for_lease(options, clock, policy).await? else {
         return Err(Error::Unavailable(format!(
             "table '{}', partition {}: a compaction holds the partition; its replaced rows are removed on a retry",
             table.name, partition.path
         )));
-    }
+    };
     let result = part.remove(files, options).await;
-    let released = part.release_lease().await;
+    let released = part.release_lease(held).await;
     let done = result?;
     released?;
     Ok(done)

@@ -157,7 +157,7 @@ impl<'a> Partition<'a> {
         &self,
         options: &CompactOptions,
         now: DateTime<Utc>,
-    ) -> Result<bool> {
+    ) -> Result<Option<crate::lease::Held>> {
         let path = self.path(&self.lease())?;
         crate::lease::take(self.lake.store.as_ref(), &path, options.lease_ttl, now).await
     }
@@ -169,7 +169,7 @@ impl<'a> Partition<'a> {
         options: &CompactOptions,
         now: impl Fn() -> DateTime<Utc>,
         policy: crate::retry::Policy,
-    ) -> Result<bool> {
+    ) -> Result<Option<crate::lease::Held>> {
         let path = self.path(&self.lease())?;
         crate::lease::wait_for(
             self.lake.store.as_ref(),
@@ -181,8 +181,8 @@ impl<'a> Partition<'a> {
         .await
     }
 
-    pub(super) async fn release_lease(&self) -> Result<()> {
-        crate::lease::release(self.lake.store.as_ref(), &self.path(&self.lease())?).await
+    pub(super) async fn release_lease(&self, held: crate::lease::Held) -> Result<()> {
+        held.release(self.lake.store.as_ref()).await
     }
 
     /// The Parquet files directly in the partition's folder.

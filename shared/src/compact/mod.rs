@@ -202,11 +202,11 @@ pub async fn compact_partition(
         partitions: 1,
         ..Default::default()
     };
-    if !part.take_lease(options, now).await? {
+    let Some(held) = part.take_lease(options, now).await? else {
         info!(table = %table.name, partition = %partition.path, "busy: another compaction holds its lease");
         report.busy = 1;
         return Ok(report);
-    }
+    };
     let result = async {
         report.recovered = part.recover().await?;
         let files = part.files().await?;
@@ -249,7 +249,7 @@ pub async fn compact_partition(
     .await;
     // Released on failure too, when the store lets us; if not, the lease
     // expires after `lease_ttl`.
-    let released = part.release_lease().await;
+    let released = part.release_lease(held).await;
     result?;
     released?;
     if report.outputs > 0 {

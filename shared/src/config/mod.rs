@@ -459,20 +459,16 @@ impl TableConfig {
         match (&self.source, &self.stream) {
             (Some(source), None) => parse_source(n, source),
             (None, Some(stream)) => parse_stream(n, stream, format, compression),
-            (Some(_), Some(_)) => {
-                return Err(Error::config(
-                    n,
-                    "stream",
-                    "a table reads files (`source`) or a stream (`stream`), not both",
-                ));
-            }
-            (None, None) => {
-                return Err(Error::config(
-                    n,
-                    "source",
-                    "missing: give the files' prefix or glob (`source`), or a Kinesis stream or Kafka topic (`stream`)",
-                ));
-            }
+            (Some(_), Some(_)) => Err(Error::config(
+                n,
+                "stream",
+                "a table reads files (`source`) or a stream (`stream`), not both",
+            )),
+            (None, None) => Err(Error::config(
+                n,
+                "source",
+                "missing: give the files' prefix or glob (`source`), or a Kinesis stream or Kafka topic (`stream`)",
+            )),
         }
     }
 

@@ -42,7 +42,7 @@ pub async fn land(
     actions: Vec<Action>,
 ) -> Result<u64> {
     let id = format!("{:032x}", rand::random::<u128>());
-    let base = snapshot.version() as u64;
+    let base = snapshot.version();
     let mut metadata = metadata;
     metadata.push((COMMIT_ID_KEY.to_string(), Value::from(id.clone())));
     let prepared = CommitBuilder::from(CommitProperties::default().with_metadata(metadata))

@@ -35,7 +35,7 @@ pub async fn leased<T>(
     work: impl std::future::Future<Output = Result<T>>,
 ) -> Result<T> {
     let path = lake.child(&format!("{}/{table}.json", crate::layout::COMMITTERS_DIR))?;
-    let taken = crate::lease::wait_for(
+    let held = crate::lease::wait_for(
         lake.store.as_ref(),
         &path,
         ttl,
@@ -43,15 +43,15 @@ pub async fn leased<T>(
         crate::retry::Policy::lease(wait),
     )
     .await?;
-    if !taken {
+    let Some(held) = held else {
         return Err(Error::Unavailable(format!(
             "table '{table}': another committer has held {} for over {} s; the batch is retried later",
             lake.url_of(&path),
             wait.as_secs()
         )));
-    }
+    };
     let result = work.await;
-    let released = crate::lease::release(lake.store.as_ref(), &path).await;
+    let released = held.release(lake.store.as_ref()).await;
     let done = result?;
     released?;
     Ok(done)

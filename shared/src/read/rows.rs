@@ -69,7 +69,7 @@ impl BatchBuilder {
             .iter()
             .map(|(name, ty)| crate::config::Column {
                 name: name.to_string(),
-                ty: ty.clone(),
+                ty: *ty,
             })
             .collect();
         BatchBuilder::new(crate::config::arrow_schema(&cols), &cols)
