@@ -374,3 +374,74 @@ fn run_corpus(format: Format) {
         failures.join("\n")
     );
 }
+
+#[global_allocator]
+static HEAP: peak_alloc::PeakAlloc = peak_alloc::PeakAlloc;
+
+/// A zstd "bomb": 256 MiB of JSON Lines compressed to under 100 KB, read
+/// in one piece (as a small object is). Every row arrives, and the reader's
+/// heap stays far below what the read inflates to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zstd_bomb_is_read_a_bounded_piece_at_a_time() {
+    use std::io::Write;
+    use std::sync::Arc;
+
+    use object_store::ObjectStoreExt;
+    use sluice::read::{ReadOptions, SourceObject, read_chunk};
+
+    let line = b"{\"id\":7,\"note\":\"one line, again and again, to fill the file\"}\n";
+    let lines = (256 << 20) / line.len();
+    let mut encoder = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+    for _ in 0..lines {
+        encoder.write_all(line).unwrap();
+    }
+    let compressed = encoder.finish().unwrap();
+    assert!(compressed.len() < 100_000, "{} bytes", compressed.len());
+    let store: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let path = object_store::path::Path::from("bomb/lines.jsonl.zst");
+    store.put(&path, compressed.clone().into()).await.unwrap();
+    let table = sluice::config::Pipeline::from_toml(
+        "[[tables]]\nname = \"t\"\nsource = \"bomb/\"\nformat = \"jsonl\"\n[tables.schema]\nid = \"int64\"\nnote = \"string\"\n",
+    )
+    .unwrap()
+    .tables
+    .remove(0);
+    let obj = SourceObject {
+        store,
+        path,
+        url: "memory:///bomb/lines.jsonl.zst".into(),
+        size: compressed.len() as u64,
+        e_tag: None,
+        version: None,
+        modified: None,
+    };
+    let chunk = sluice::plan::plan_text(obj.size, 64 << 20, false)[0];
+    HEAP.reset_peak_usage();
+    let before = HEAP.current_usage();
+    let (tx, mut rx): (sluice::read::BatchSender, _) = tokio::sync::mpsc::channel(4);
+    let counting = tokio::spawn(async move {
+        let mut rows = 0usize;
+        while let Some(b) = rx.recv().await {
+            let b: arrow::array::RecordBatch = b.expect("a batch");
+            rows += b.num_rows();
+        }
+        rows
+    });
+    let stats = read_chunk(&table, &obj, chunk, ReadOptions::default(), &tx, None)
+        .await
+        .unwrap();
+    drop(tx);
+    let rows = counting.await.unwrap();
+    let peak = HEAP.peak_usage().saturating_sub(before);
+    eprintln!(
+        "zstd bomb: {rows} rows, reader heap peak {} MiB",
+        peak >> 20
+    );
+    assert_eq!(rows, lines);
+    assert_eq!(stats.rows as usize, lines);
+    assert!(
+        peak < 128 << 20,
+        "the reader's heap grew by {} MiB for a read inflating to 256 MiB",
+        peak >> 20
+    );
+}

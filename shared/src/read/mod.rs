@@ -10,12 +10,12 @@
 pub mod cdc;
 mod csv;
 mod frame;
+mod inflate;
 mod json;
 pub(crate) mod parquet_io;
 mod records;
 mod rows;
 
-use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -35,7 +35,8 @@ pub use self::json::{Discovered, JsonDecoder, MAX_EVOLVED_COLUMNS, evolvable_nam
 pub use self::records::RecordIndex;
 pub use self::rows::{BatchBuilder, parse_date, parse_timestamp, type_name};
 
-use crate::config::{Codec, Format, Table};
+use self::inflate::Inflate;
+use crate::config::{Format, Table};
 use crate::error::{Error, Result};
 use crate::plan::Chunk;
 
@@ -181,58 +182,6 @@ pub async fn read_chunk(
         }
         Format::JsonLines | Format::Csv => {
             read_text(table, obj, chunk, options, tx, progress).await
-        }
-    }
-}
-
-enum Inflate {
-    None,
-    Gzip(Box<flate2::write::MultiGzDecoder<Vec<u8>>>),
-    Zstd(Box<zstd::stream::write::Decoder<'static, Vec<u8>>>),
-}
-
-impl Inflate {
-    fn new(codec: Codec) -> std::io::Result<Self> {
-        Ok(match codec {
-            Codec::None => Inflate::None,
-            Codec::Gzip => Inflate::Gzip(Box::new(flate2::write::MultiGzDecoder::new(Vec::new()))),
-            Codec::Zstd => Inflate::Zstd(Box::new(zstd::stream::write::Decoder::new(Vec::new())?)),
-        })
-    }
-
-    /// Decompress `data`; the output is handed to `f`.
-    fn push<'a>(&'a mut self, data: &'a [u8]) -> std::io::Result<&'a [u8]> {
-        match self {
-            Inflate::None => Ok(data),
-            Inflate::Gzip(d) => {
-                d.get_mut().clear();
-                d.write_all(data)?;
-                d.flush()?;
-                Ok(d.get_ref())
-            }
-            Inflate::Zstd(d) => {
-                d.get_mut().clear();
-                d.write_all(data)?;
-                d.flush()?;
-                Ok(d.get_ref())
-            }
-        }
-    }
-
-    /// The stream ended: the last output, or an error if it was cut short.
-    fn finish(&mut self) -> std::io::Result<Vec<u8>> {
-        match self {
-            Inflate::None => Ok(Vec::new()),
-            Inflate::Gzip(d) => {
-                d.get_mut().clear();
-                d.try_finish()?;
-                Ok(std::mem::take(d.get_mut()))
-            }
-            Inflate::Zstd(d) => {
-                d.get_mut().clear();
-                d.flush()?;
-                Ok(std::mem::take(d.get_mut()))
-            }
         }
     }
 }
@@ -526,19 +475,29 @@ async fn read_text(
         if let Some(p) = progress {
             p.fetch_add(piece.len() as u64, Ordering::Relaxed);
         }
-        let data = inflate
-            .push(&piece)
-            .map_err(|e| Error::read(file, format!("cannot decompress: {e}")))?;
-        framer.push(data, &mut |l, o| sink.line(l, o))?;
-        if let Some(e) = too_many_rejected(table, file, &sink.rejected, sink.rows, false) {
-            return Err(e);
-        }
-        if sink.builder.rows() >= options.batch_rows {
-            let batch = staged(&mut stager, sink.builder.finish_batch(), file)?;
-            // Once a field to evolve is found, the chunk will be read again:
-            // stop handing on rows, keep reading to find every such field.
-            if sink.decoder.discovered().is_empty() && tx.send(Ok(batch)).await.is_err() {
-                return Ok(sink.stats(bytes));
+        inflate.feed(piece);
+        // A piece of inflated bytes at a time, each decoded (and its rows
+        // handed on) before the next is made: memory stays bounded however
+        // far a read inflates.
+        while !framer.is_done() {
+            let data = inflate
+                .next()
+                .map_err(|e| Error::read(file, format!("cannot decompress: {e}")))?;
+            let Some(data) = data else {
+                break;
+            };
+            framer.push(data, &mut |l, o| sink.line(l, o))?;
+            if let Some(e) = too_many_rejected(table, file, &sink.rejected, sink.rows, false) {
+                return Err(e);
+            }
+            if sink.builder.rows() >= options.batch_rows {
+                let batch = staged(&mut stager, sink.builder.finish_batch(), file)?;
+                // Once a field to evolve is found, the chunk will be read
+                // again: stop handing on rows, keep reading to find every
+                // such field.
+                if sink.decoder.discovered().is_empty() && tx.send(Ok(batch)).await.is_err() {
+                    return Ok(sink.stats(bytes));
+                }
             }
         }
     }
