@@ -258,6 +258,34 @@ fn check(case: &toml::Table, got: &Result<Outcome, String>) -> Vec<String> {
             problems.push(format!("no quarantined record says {reason:?}: {got:?}"));
         }
     }
+    // Where each quarantined record starts, and how its raw text begins
+    // and ends (a record of several lines is kept whole).
+    if let Some(offsets) = case.get("offsets").and_then(|v| v.as_array()) {
+        let want: Vec<Option<u64>> = offsets
+            .iter()
+            .map(|v| v.as_integer().map(|i| i as u64))
+            .collect();
+        let got: Vec<Option<u64>> = o.rejected.iter().map(|r| r["offset"].as_u64()).collect();
+        if got != want {
+            problems.push(format!("quarantined at offsets {got:?}, expected {want:?}"));
+        }
+    }
+    for (i, (start, end)) in strings(case, "raw_starts")
+        .into_iter()
+        .zip(strings(case, "raw_ends"))
+        .enumerate()
+    {
+        let raw = o
+            .rejected
+            .get(i)
+            .and_then(|r| r["raw"].as_str())
+            .unwrap_or_default();
+        if !raw.starts_with(&start) || !raw.ends_with(&end) {
+            problems.push(format!(
+                "quarantined record {i} is {raw:?}, expected it to run from {start:?} to {end:?}"
+            ));
+        }
+    }
     if o.discarded != int(case, "discarded").unwrap_or(0) {
         problems.push(format!(
             "{} values discarded, expected {:?}",

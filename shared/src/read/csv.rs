@@ -29,6 +29,13 @@ pub struct CsvDecoder {
     pub room: usize,
     /// The header line could not be read.
     bad_header: bool,
+    /// The longest a record may run over several lines (a quoted value
+    /// holding newlines) before it is taken for an unclosed quote.
+    pub max_record: usize,
+    /// The lines of a record not yet complete (values holding newlines).
+    pending: Vec<u8>,
+    /// The raw text of the last record given up on (an unclosed quote).
+    abandoned: Vec<u8>,
 }
 
 fn core_reader(o: &CsvOptions) -> Reader {
@@ -78,6 +85,9 @@ impl CsvDecoder {
             discovered: Discovered::default(),
             room,
             bad_header: false,
+            max_record: crate::config::DEFAULT_MAX_RECORD_BYTES,
+            pending: Vec::new(),
+            abandoned: Vec::new(),
         };
         if !options.header {
             d.mapping = Some((0..builder.columns().len()).map(Some).collect());
@@ -172,11 +182,49 @@ impl CsvDecoder {
     }
 
     /// Decode a line. Returns true when a row was appended.
+    ///
+    /// A whole line (ending in a newline) that leaves a quoted value open
+    /// is an unclosed quote when values hold no newlines: the record is
+    /// given up (an error; [`CsvDecoder::take_abandoned`] gives its text)
+    /// and the next line starts afresh. When values may hold newlines, the
+    /// record runs on to later lines, for at most `max_record` bytes.
     pub fn decode_line(&mut self, line: &[u8], out: &mut BatchBuilder) -> Result<bool, String> {
-        if !self.feed(line) {
+        if self.feed(line) {
+            self.pending.clear();
+            return self.complete(out);
+        }
+        if line.last() != Some(&b'\n') || (self.out_len == 0 && self.ends_len == 0) {
+            // The file's last line, without a newline (`finish` ends it), or
+            // a blank line (no record).
             return Ok(false);
         }
-        self.complete(out)
+        if self.options.newlines_in_values && self.pending.len() + line.len() <= self.max_record {
+            self.pending.extend_from_slice(line);
+            return Ok(false);
+        }
+        self.pending.extend_from_slice(line);
+        let run = self.pending.len();
+        self.abandoned = std::mem::take(&mut self.pending);
+        self.reader = core_reader(&self.options);
+        self.reset_record();
+        if self.mapping.is_none() {
+            self.bad_header = true;
+            return Err("the header line has a quote that is not closed".into());
+        }
+        Err(if self.options.newlines_in_values {
+            format!(
+                "a quoted value is not closed within max_record_size ({} bytes; the record ran {run} bytes): its lines are kept here, and reading goes on at the next line",
+                self.max_record
+            )
+        } else {
+            "a quoted value is not closed on its line (a stray quote?); this table's values hold no newlines (csv.newlines_in_values = false)".to_string()
+        })
+    }
+
+    /// The raw text (its lines) of the record the last error gave up on, if
+    /// it was given up for an unclosed quote; empty otherwise.
+    pub fn take_abandoned(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.abandoned)
     }
 
     /// Whether the header line (read in this chunk) could not be read: the

@@ -226,6 +226,7 @@ impl TextDecoder {
             // A DMS full-load file: the columns after `Op`, without it.
             d.map_from(1, builder.columns().len());
         }
+        d.max_record = table.max_record_bytes;
         Ok(TextDecoder::Csv(Box::new(d)))
     }
 
@@ -388,7 +389,18 @@ impl LineSink {
                 Err(Error::read(&self.source, reason))
             }
             Err(reason) => {
-                self.reject(trim_newline(line), offset, reason);
+                // A record of several lines given up on (an unclosed quote)
+                // is quarantined whole, at the offset of its first line.
+                let abandoned = match &mut self.decoder {
+                    TextDecoder::Csv(d) => d.take_abandoned(),
+                    TextDecoder::Json(_) => Vec::new(),
+                };
+                if abandoned.len() > line.len() {
+                    let start = offset.saturating_sub((abandoned.len() - line.len()) as u64);
+                    self.reject(trim_newline(&abandoned), start, reason);
+                } else {
+                    self.reject(trim_newline(line), offset, reason);
+                }
                 Ok(())
             }
         }
