@@ -788,3 +788,48 @@ async fn an_optimize_that_lost_its_answer_or_its_checkpoint_keeps_every_file_its
         }
     }
 }
+
+/// VACUUM removes the files in a table's folder that no version names (a
+/// crashed chunk's, an OPTIMIZE whose commit never landed) once they are
+/// older than the grace a commit record may still need them for, and
+/// leaves every file a version names: the table's rows are unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vacuum_deletes_files_no_version_names_after_the_grace_and_nothing_else() {
+    let (engine, text) = engine_and_example().await;
+    let lines: Vec<&str> = text.lines().take(200).collect();
+    let (_dir, input) = raw_folder([("0.jsonl".to_string(), &lines[..])]);
+    let lake = lake_on(Arc::new(InMemory::new()));
+    load(&engine, &input, &lake).await.unwrap();
+    let want = snapshot_rows(&lake, "loaded").await;
+    let (files, _, _) = table_state(&lake).await;
+    // An orphan beside the table's files: a copy of one of them that no
+    // version names.
+    let named = object_store::path::Path::parse(&files[0]).unwrap();
+    let orphan = object_store::path::Path::parse(format!(
+        "{}/part-orphan-00000.parquet",
+        files[0].rsplit_once('/').unwrap().0
+    ))
+    .unwrap();
+    let bytes = lake.store.get(&named).await.unwrap().bytes().await.unwrap();
+    lake.store.put(&orphan, bytes.into()).await.unwrap();
+    let retain = std::time::Duration::from_secs(7 * 24 * 3600);
+    let now = chrono::Utc::now();
+    // Young: left alone, even with no retention at all.
+    let gone = delta::vacuum_at(&lake, "clickstream", std::time::Duration::ZERO, false, now)
+        .await
+        .unwrap();
+    assert!(gone.is_empty(), "{gone:?}");
+    assert!(lake.store.head(&orphan).await.is_ok());
+    // Past the grace: deleted, and nothing a version names.
+    let later = now + chrono::Duration::days(16);
+    let gone = delta::vacuum_at(&lake, "clickstream", retain, false, later)
+        .await
+        .unwrap();
+    assert_eq!(gone.len(), 1, "{gone:?}");
+    assert!(gone[0].ends_with("part-orphan-00000.parquet"), "{gone:?}");
+    assert!(
+        lake.store.head(&orphan).await.is_err(),
+        "the orphan is gone"
+    );
+    assert_eq!(snapshot_rows(&lake, "vacuumed").await, want);
+}
