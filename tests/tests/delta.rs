@@ -833,3 +833,85 @@ async fn vacuum_deletes_files_no_version_names_after_the_grace_and_nothing_else(
     );
     assert_eq!(snapshot_rows(&lake, "vacuumed").await, want);
 }
+
+/// Chunks compacted a month ago (their files' tombstones dated then), a
+/// checkpoint since (which forgets tombstones past the table's 7-day
+/// retention), and VACUUM: every commit record delivered again (a DLQ
+/// redrive, a backfill rerun) adds nothing, both while the chunk files are
+/// still in the folder and after VACUUM deleted them. The table remembers
+/// each chunk it took by a Delta `txn` action, which checkpoints keep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_redelivered_after_compaction_checkpoint_and_vacuum_add_nothing() {
+    let (engine, text) = engine_and_example().await;
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("\"event_time\":\"2026-11-18"))
+        .take(200)
+        .collect();
+    let (_dir, input) = raw_folder(
+        lines
+            .chunks(lines.len() / 2 + 1)
+            .enumerate()
+            .map(|(i, part)| (format!("{i}.jsonl"), part)),
+    );
+    let lake = lake_on(Arc::new(InMemory::new()));
+    load(&engine, &input, &lake).await.unwrap();
+    let want = snapshot_rows(&lake, "loaded").await;
+    let (_, _, records) = table_state(&lake).await;
+    assert!(records.len() >= 2, "{} records", records.len());
+    let options = sluice::compact::CompactOptions {
+        min_age: std::time::Duration::ZERO,
+        ..Default::default()
+    };
+    let now = chrono::Utc::now();
+    let done = delta::compact(
+        &lake,
+        "clickstream",
+        &options,
+        now - chrono::Duration::days(30),
+    )
+    .await
+    .unwrap();
+    assert!(done.files_removed > done.files_added, "{done:?}");
+    let t = delta::open(&lake, "clickstream", AsOf::Latest)
+        .await
+        .unwrap()
+        .unwrap();
+    deltalake::checkpoints::create_checkpoint(&t, None)
+        .await
+        .unwrap();
+    let t = delta::open(&lake, "clickstream", AsOf::Latest)
+        .await
+        .unwrap()
+        .unwrap();
+    let tombstones: Vec<_> = t
+        .snapshot()
+        .unwrap()
+        .all_tombstones(t.log_store().as_ref())
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(
+        tombstones.is_empty(),
+        "the checkpoint forgot the tombstones"
+    );
+
+    let retain = std::time::Duration::from_secs(7 * 24 * 3600);
+    for (when, vacuumed_at) in [
+        ("files kept", now),
+        ("files vacuumed", now + chrono::Duration::days(16)),
+    ] {
+        delta::vacuum_at(&lake, "clickstream", retain, false, vacuumed_at)
+            .await
+            .unwrap();
+        let again = delta::commit(&lake, "clickstream", &records, &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            (again.chunks_added, again.version),
+            (0, None),
+            "{when}: {again:?}"
+        );
+        assert_eq!(snapshot_rows(&lake, when).await, want, "{when}");
+    }
+}

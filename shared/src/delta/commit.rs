@@ -6,9 +6,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::Utc;
 use deltalake::DeltaTable;
-use deltalake::kernel::{Action, MetadataExt, StructType};
+use deltalake::kernel::{Action, MetadataExt, StructType, Transaction};
+use deltalake::logstore::LogStore;
 use deltalake::protocol::{DeltaOperation, SaveMode};
-use futures::TryStreamExt;
+use deltalake::table::state::DeltaTableState;
+use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt as _;
 use serde_json::Value;
 
@@ -150,13 +152,49 @@ pub async fn held(
         .try_collect()
         .await
         .map_err(|e| error(table, e))?;
-    let mut out = HashSet::new();
+    let mut out = taken(table, snapshot, t.log_store().as_ref(), records).await?;
     for r in records {
-        if !is_new(lake, table, r, &active, &tombstones).await? {
+        if !out.contains(&r.chunk_id) && !is_new(lake, table, r, &active, &tombstones).await? {
             out.insert(r.chunk_id.clone());
         }
     }
     Ok(out)
+}
+
+/// The application id of the Delta `txn` action by which a table records
+/// that it took a chunk. Checkpoints keep `txn` actions (the table sets no
+/// `delta.setTransactionRetentionDuration`), so the record outlives the
+/// tombstones of the chunk's files and the files themselves.
+pub fn chunk_app_id(chunk_id: &str) -> String {
+    format!("sluice.chunk.{chunk_id}")
+}
+
+/// The chunks of `records` a commit of the table took, by their `txn`
+/// actions ([`chunk_app_id`]).
+pub(super) async fn taken(
+    table: &str,
+    snapshot: &DeltaTableState,
+    log: &dyn LogStore,
+    records: &[CommitRecord],
+) -> Result<HashSet<String>> {
+    let ids: HashSet<&str> = records.iter().map(|r| r.chunk_id.as_str()).collect();
+    let lookups: Vec<_> = ids.into_iter().map(|id| took(snapshot, log, id)).collect();
+    let found: Vec<Option<String>> = futures::stream::iter(lookups)
+        .buffer_unordered(8)
+        .try_collect()
+        .await
+        .map_err(|e| error(table, e))?;
+    Ok(found.into_iter().flatten().collect())
+}
+
+/// `Some(id)` when the table holds chunk `id`'s `txn` action.
+async fn took(
+    snapshot: &DeltaTableState,
+    log: &dyn LogStore,
+    id: &str,
+) -> std::result::Result<Option<String>, deltalake::DeltaTableError> {
+    let version = snapshot.transaction_version(log, chunk_app_id(id)).await?;
+    Ok(version.map(|_| id.to_string()))
 }
 
 pub(super) async fn read_record(
@@ -198,12 +236,21 @@ pub(super) async fn commit_once(
     let mut chunk_ids = Vec::new();
     let mut schema: StructType = snapshot.schema().as_ref().clone();
     let now = Utc::now().timestamp_millis();
+    let taken = taken(table, snapshot, log.as_ref(), records).await?;
+    let mut txns = Vec::new();
     for record in records {
         check_keys(table, record, &keys)?;
-        if !is_new(lake, table, record, &active, &tombstones).await? {
+        if taken.contains(&record.chunk_id)
+            || !is_new(lake, table, record, &active, &tombstones).await?
+        {
             done.chunks_skipped += 1;
             continue;
         }
+        txns.push(Transaction::new_with_last_update(
+            chunk_app_id(&record.chunk_id),
+            1,
+            Some(now),
+        ));
         schema = evolve(table, &schema, record, &mut done.columns_added)?;
         for f in &record.files {
             actions.push(Action::Add(add_action(table, &keys, f, now)?));
@@ -243,7 +290,16 @@ pub(super) async fn commit_once(
         partition_by: (!keys.is_empty()).then(|| keys.clone()),
         predicate: None,
     };
-    let version = super::land(table, snapshot, log.clone(), operation, metadata, actions).await?;
+    let version = super::land(
+        table,
+        snapshot,
+        log.clone(),
+        operation,
+        metadata,
+        actions,
+        txns,
+    )
+    .await?;
     done.version = Some(version);
     tracing::info!(
         table,
@@ -365,7 +421,8 @@ pub(super) fn check_keys(table: &str, record: &CommitRecord, keys: &[String]) ->
 }
 
 /// Whether none of the record's files was ever in the table, and its files
-/// are still there to add.
+/// are still there to add: for chunks committed before the table recorded
+/// chunks as `txn` actions ([`taken`]), and a second guard besides them.
 pub(super) async fn is_new(
     lake: &Location,
     table: &str,

@@ -19,8 +19,8 @@
 //! only adds files and is retried at the next version after its own lost
 //! answer adds the same paths again, which Delta's log replay keeps once.)
 
-use deltalake::kernel::Action;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Transaction};
 use deltalake::logstore::LogStoreRef;
 use deltalake::protocol::DeltaOperation;
 use deltalake::table::state::DeltaTableState;
@@ -31,8 +31,9 @@ use crate::error::Result;
 /// The commit-info key holding a commit's id.
 pub const COMMIT_ID_KEY: &str = "sluice.commit";
 
-/// Commit `actions` over `snapshot` (with `metadata` in the commit info):
-/// the version that holds them. See the module's docs.
+/// Commit `actions` over `snapshot` (with `metadata` in the commit info,
+/// and the application transactions `txns`, which delta-rs checks against
+/// concurrent commits): the version that holds them. See the module's docs.
 pub async fn land(
     table: &str,
     snapshot: &DeltaTableState,
@@ -40,12 +41,16 @@ pub async fn land(
     operation: DeltaOperation,
     metadata: Vec<(String, Value)>,
     actions: Vec<Action>,
+    txns: Vec<Transaction>,
 ) -> Result<u64> {
     let id = format!("{:032x}", rand::random::<u128>());
     let base = snapshot.version();
     let mut metadata = metadata;
     metadata.push((COMMIT_ID_KEY.to_string(), Value::from(id.clone())));
-    let prepared = CommitBuilder::from(CommitProperties::default().with_metadata(metadata))
+    let properties = CommitProperties::default()
+        .with_metadata(metadata)
+        .with_application_transactions(txns);
+    let prepared = CommitBuilder::from(properties)
         .with_actions(actions)
         .build(Some(snapshot), log.clone(), operation)
         .into_prepared_commit_future()

@@ -10,13 +10,20 @@
 //! of a source version a newer one replaces, and a `metaData` action when the
 //! table gained columns. Readers see every chunk of the batch, or none.
 //!
-//! **Exactly once.** A record whose files the table already holds, or once
-//! held (a `remove` tombstone: compacted or replaced since), is skipped: a
-//! record delivered twice, or a batch retried after a crash at any point,
-//! adds its files once. Past the tombstones' retention (and a vacuum), a
-//! file is gone from the store too, and a record whose files are gone is
-//! skipped. The chunk ids of every commit are kept in its `commitInfo`
-//! (`sluice.chunks`), for people reading the log.
+//! **Exactly once.** Each commit records every chunk it adds as a Delta
+//! `txn` action (application id `sluice.chunk.<chunk id>`, see
+//! [`chunk_app_id`]), the way Spark Structured Streaming records its
+//! batches; a record whose chunk the table took is skipped. Checkpoints
+//! keep `txn` actions (the table sets no transaction retention), so a
+//! record delivered again any time later (a DLQ redrive, a backfill rerun)
+//! adds nothing, after its files were compacted, their tombstones left the
+//! log through a checkpoint, and VACUUM deleted them. For chunks committed
+//! before tables recorded `txn` actions, a record whose files the table
+//! holds or once held (a `remove` tombstone), or whose files are gone, is
+//! skipped too. The chunk ids of every commit are also in its `commitInfo`
+//! (`sluice.chunks`), for people reading the log. Concurrent committers
+//! adding one chunk conflict on its `txn` (delta-rs's check), and the loser
+//! plans again and skips it.
 //!
 //! **Conflicts.** S3 commits are conditional puts (`PutMode::Create`): two
 //! committers never both write version N. The loser re-reads the log and

@@ -234,6 +234,7 @@ pub(super) async fn compact_once(
         operation,
         Vec::new(),
         actions,
+        Vec::new(),
     )
     .await;
     match committed {

@@ -408,8 +408,16 @@ async fn commit_merge(
         not_matched_predicates: Vec::new(),
         not_matched_by_source_predicates: Vec::new(),
     };
-    let version =
-        crate::delta::land(name, snapshot, t.log_store(), operation, metadata, actions).await?;
+    let version = crate::delta::land(
+        name,
+        snapshot,
+        t.log_store(),
+        operation,
+        metadata,
+        actions,
+        Vec::new(),
+    )
+    .await?;
     done.version = Some(version);
     tracing::info!(
         table = name,
