@@ -1797,14 +1797,21 @@ async fn streams_land_in_s3_under_the_stream_role(delta: bool) {
     w.put(&w.lake, CONFIG_KEY, pipeline.into_bytes()).await;
     let mut stream = w.function("StreamFunction", 0, &|_| {}).await;
     // The first batch's first delivery dies at its sixth storage call (its
-    // process stops: every call after fails): the next delivery finds the
+    // process stops: every call after fails), at its deadline (a timeout,
+    // after which Lambda retries it halved): the next delivery finds the
     // files it left and deletes them before loading the batch again.
     let store = stream.deps.lake.store.clone();
     stream.deps.lake.store = std::sync::Arc::new(
         sluice::fault::FaultyStore::new(store.clone(), sluice::fault::Faults::CrashAt(6))
             .with_kind(sluice::fault::FaultKind::AnswerLost),
     );
-    let crashed = invoke!(stream, sluice_functions::stream::handle, events[0].clone()).await;
+    let crashed = invoke!(
+        stream,
+        sluice_functions::stream::handle,
+        events[0].clone(),
+        Some(std::time::Instant::now())
+    )
+    .await;
     assert!(
         crashed.is_err()
             || crashed.as_ref().unwrap()["batchItemFailures"]
@@ -1827,7 +1834,7 @@ async fn streams_land_in_s3_under_the_stream_role(delta: bool) {
         }
         stray["records"][k.replace("clickstream-events", "no-such-topic")] = v;
     }
-    let e = invoke!(stream, sluice_functions::stream::handle, stray)
+    let e = invoke!(stream, sluice_functions::stream::handle, stray, None)
         .await
         .unwrap_err();
     assert!(!e.retryable && e.message.contains("no-such-topic"), "{e}");
@@ -1851,7 +1858,7 @@ async fn streams_land_in_s3_under_the_stream_role(delta: bool) {
         .collect();
     let feed = async |events: &[Value]| {
         for (i, e) in events.iter().enumerate() {
-            let r = invoke!(stream, sluice_functions::stream::handle, e.clone())
+            let r = invoke!(stream, sluice_functions::stream::handle, e.clone(), None)
                 .await
                 .unwrap_or_else(|e| panic!("batch {i}: {e}"));
             assert_no_batch_failures(&r, i);
@@ -2218,7 +2225,7 @@ async fn the_transform_and_the_stream_join_a_lake_table_and_a_lookup_folder() {
     );
     let stream = w.function("StreamFunction", 0, &|_| {}).await;
     for (i, e) in events.into_iter().enumerate() {
-        let r = invoke!(stream, sluice_functions::stream::handle, e)
+        let r = invoke!(stream, sluice_functions::stream::handle, e, None)
             .await
             .unwrap_or_else(|e| panic!("batch {i}: {e}"));
         assert_no_batch_failures(&r, i);

@@ -61,7 +61,7 @@ async fn feed(deps: &Deps, events: &[Value]) -> Vec<Result<Value, String>> {
     let mut out = Vec::new();
     for e in events {
         out.push(
-            sluice_functions::stream::handle(deps, e.clone())
+            sluice_functions::stream::handle(deps, e.clone(), None)
                 .await
                 .map_err(|e| e.to_string()),
         );
@@ -232,6 +232,24 @@ async fn kafka_batches_land_once_and_a_replayed_batch_writes_nothing() {
     feed_ok(&deps, &recut).await;
     assert_eq!(lake_files(&lake), files);
     check_rows(&lake, &good);
+    // The topic of the same name on another cluster is another stream, whose
+    // offsets are its own: its records load, though their offsets are loaded
+    // ones of the first cluster's topic.
+    let elsewhere: Vec<Value> = first
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            e["eventSourceArn"] = json!("arn:aws:kafka:us-east-1:123456789012:cluster/other/7e57");
+            e
+        })
+        .collect();
+    feed_ok(&deps, &elsewhere).await;
+    let more = lake_files(&lake);
+    let new: Vec<_> = more.iter().filter(|f| !files.contains(f)).collect();
+    assert!(
+        new.iter().any(|f| f.contains("_sluice/commits/")),
+        "another cluster's topic loads: {new:?}"
+    );
 }
 
 /// The records of one shard from `from` (a sequence number) on, delivered
@@ -274,7 +292,10 @@ async fn deliver_with_fault(
     let mut failures = 0;
     'deliver: while from < shard.len() {
         for event in deliveries(shard, arn, from, batch) {
-            let r = sluice_functions::stream::handle(&deps, event.clone())
+            // Each invocation is over when its answer is in (a crash's retry
+            // comes after its deadline): the next may take its chunk over.
+            let over = Some(std::time::Instant::now());
+            let r = sluice_functions::stream::handle(&deps, event.clone(), over)
                 .await
                 .expect("a Kinesis batch is answered, not failed");
             let failed = r["batchItemFailures"].as_array().unwrap();
@@ -448,7 +469,7 @@ async fn the_sample_events_load_and_a_stream_no_table_reads_is_refused() {
         r["eventSourceARN"] = json!("arn:aws:kinesis:us-east-1:123456789012:stream/unknown");
     }
     let before = lake_files(&lake);
-    let r = sluice_functions::stream::handle(&deps, other.clone())
+    let r = sluice_functions::stream::handle(&deps, other.clone(), None)
         .await
         .unwrap();
     assert_eq!(
@@ -457,7 +478,7 @@ async fn the_sample_events_load_and_a_stream_no_table_reads_is_refused() {
     );
     assert_eq!(lake_files(&lake), before);
     // Not a stream event at all: refused, naming what was expected.
-    let e = sluice_functions::stream::handle(&deps, json!({"hello": 1}))
+    let e = sluice_functions::stream::handle(&deps, json!({"hello": 1}), None)
         .await
         .unwrap_err()
         .to_string();

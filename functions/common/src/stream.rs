@@ -28,6 +28,9 @@ use crate::deps::Deps;
 use crate::error::FunctionError;
 use crate::metrics::{Record as Metrics, Unit};
 
+/// The longest a Lambda invocation runs.
+const MAX_RUN: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 /// What the stream function is invoked with.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -36,8 +39,15 @@ enum StreamEvent {
     Kafka(KafkaEvent),
 }
 
-/// Handle one invocation.
-pub async fn handle(deps: &Deps, event: Value) -> Result<Value, FunctionError> {
+/// Handle one invocation; `deadline` is when Lambda stops it (none where an
+/// emulator sets none: then Lambda's longest run, 15 minutes, from now).
+pub async fn handle(
+    deps: &Deps,
+    event: Value,
+    deadline: Option<Instant>,
+) -> Result<Value, FunctionError> {
+    let left = deadline.map_or(MAX_RUN, |d| d.saturating_duration_since(Instant::now()));
+    let until = chrono::Utc::now() + left;
     let event: StreamEvent = serde_json::from_value(event)
         .map_err(|e| FunctionError::permanent(format!("not a Kinesis or Kafka event: {e}")))?;
     match event {
@@ -45,7 +55,7 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Value, FunctionError> {
             let batches = kinesis_batches(e)?;
             let mut response = KinesisEventResponse::default();
             for batch in &batches {
-                if let Err(e) = load(deps, batch).await {
+                if let Err(e) = load(deps, batch, until).await {
                     let from = first_unloaded(&deps.engine(), &deps.lake, batch)
                         .await
                         .unwrap_or_else(|_| batch.records.first().map(|r| r.position.clone()));
@@ -64,7 +74,7 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Value, FunctionError> {
             let mut failed = Vec::new();
             let mut retryable = false;
             for batch in &batches {
-                if let Err(e) = load(deps, batch).await {
+                if let Err(e) = load(deps, batch, until).await {
                     retryable |= e.retryable;
                     failed.push(format!("{}-{}: {e}", batch.stream, batch.shard));
                 }
@@ -122,6 +132,7 @@ fn kinesis_batches(event: KinesisEvent) -> Result<Vec<Batch>, FunctionError> {
                 kind: Kind::Kinesis,
                 stream: stream.to_string(),
                 shard: shard.to_string(),
+                cluster: None,
                 records: vec![record],
             }),
         }
@@ -139,6 +150,9 @@ fn kafka_batches(event: KafkaEvent) -> Result<Vec<Batch>, FunctionError> {
             )));
         }
     }
+    // The cluster: an MSK event names its ARN, a self-managed one its
+    // bootstrap servers.
+    let cluster = event.event_source_arn.or(event.bootstrap_servers);
     let mut batches = Vec::new();
     let mut groups: Vec<_> = event.records.into_iter().collect();
     groups.sort_by(|a, b| a.0.cmp(&b.0));
@@ -157,6 +171,7 @@ fn kafka_batches(event: KafkaEvent) -> Result<Vec<Batch>, FunctionError> {
             kind: Kind::Kafka,
             stream: topic,
             shard: partition.to_string(),
+            cluster: cluster.clone(),
             records: Vec::with_capacity(records.len()),
         };
         for r in records {
@@ -184,14 +199,18 @@ fn kafka_batches(event: KafkaEvent) -> Result<Vec<Batch>, FunctionError> {
 }
 
 /// Load one shard's batch, with its metrics and log line.
-async fn load(deps: &Deps, batch: &Batch) -> Result<Outcome, FunctionError> {
+async fn load(
+    deps: &Deps,
+    batch: &Batch,
+    until: chrono::DateTime<chrono::Utc>,
+) -> Result<Outcome, FunctionError> {
     let span = info_span!("batch", stream = %batch.stream, shard = %batch.shard, records = batch.records.len());
     async {
         let started = Instant::now();
         let counters = Arc::new(Counters::default());
         let result = async {
             let engine = deps.fresh_engine().await?;
-            load_batch(&engine, &deps.lake, batch, &deps.read, &counters)
+            load_batch(&engine, &deps.lake, batch, &deps.read, &counters, until)
                 .await
                 .map_err(FunctionError::from)
         }

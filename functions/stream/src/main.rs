@@ -5,8 +5,8 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    sluice_functions::serve("stream", |deps, event, _deadline| {
-        sluice_functions::stream::handle(deps, event)
+    sluice_functions::serve("stream", |deps, event, deadline| {
+        sluice_functions::stream::handle(deps, event, deadline)
     })
     .await
 }

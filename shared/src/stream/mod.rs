@@ -32,7 +32,15 @@
 //!
 //! This needs one batch of a shard at a time, in order: the event source
 //! mapping's `ParallelizationFactor` must be 1 (the template sets it; add
-//! shards to go faster).
+//! shards to go faster). Where two invocations load one shard at once all
+//! the same (two mappings of one stream, a Kafka rebalance), the checkpoint
+//! is written only over the version its invocation read (`PutMode::Update`
+//! with its ETag, or created only if absent): the second to write fails,
+//! retryably, before it loads anything. A pending chunk carries its
+//! invocation's deadline; until then another invocation cut otherwise
+//! leaves it alone (it fails, retryably) rather than loading its records
+//! beside it. A Kafka checkpoint is keyed by cluster (the MSK cluster's
+//! ARN, or the bootstrap servers) as well as topic and partition.
 
 pub mod kpl;
 
@@ -40,9 +48,10 @@ use std::io::Read;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -88,6 +97,11 @@ pub struct Batch {
     pub stream: String,
     /// The shard id, or the partition number.
     pub shard: String,
+    /// The Kafka cluster the topic lives on (the MSK cluster's ARN, or a
+    /// self-managed cluster's bootstrap servers): a topic of one name on
+    /// two clusters is two streams, with a checkpoint each. `None` for
+    /// Kinesis (a stream's name is unique in the lake's account and region).
+    pub cluster: Option<String>,
     pub records: Vec<Record>,
 }
 
@@ -139,6 +153,12 @@ struct Pending {
     first: String,
     last: String,
     chunk_id: String,
+    /// When the invocation writing the chunk is over, at the latest
+    /// (milliseconds since the epoch): until then another invocation cut
+    /// otherwise leaves the chunk alone. `None` once that invocation gave
+    /// the chunk up (it failed), and in checkpoints written before this
+    /// was kept.
+    until: Option<i64>,
 }
 
 fn checkpoint_path(lake: &Location, table: &str, batch: &Batch) -> Result<Path> {
@@ -148,8 +168,111 @@ fn checkpoint_path(lake: &Location, table: &str, batch: &Batch) -> Result<Path> 
     h.update(&batch.stream);
     h.update([0]);
     h.update(&batch.shard);
+    if let Some(cluster) = &batch.cluster {
+        h.update([0]);
+        h.update(cluster);
+    }
     let id = hex::encode(&h.finalize()[..12]);
     lake.child(&format!("{STREAMS_DIR}/{table}/{id}.json"))
+}
+
+/// A shard's checkpoint as read, and the version of it read: it is written
+/// again only over that version, so of two invocations loading one shard at
+/// once (two mappings, a Kafka rebalance) the second to write fails rather
+/// than loading the records the first one loads.
+struct Stored {
+    path: Path,
+    checkpoint: Checkpoint,
+    /// `None` while the shard has no checkpoint (it is then created only if
+    /// still absent).
+    version: Option<UpdateVersion>,
+}
+
+impl Stored {
+    async fn read(lake: &Location, path: Path, stream: &str, shard: &str) -> Result<Stored> {
+        match lake.store.get(&path).await {
+            Ok(got) => {
+                let version = UpdateVersion {
+                    e_tag: got.meta.e_tag.clone(),
+                    version: got.meta.version.clone(),
+                };
+                let bytes = got
+                    .bytes()
+                    .await
+                    .map_err(|e| Error::read(lake.url_of(&path), e))?;
+                let checkpoint = serde_json::from_slice(&bytes).map_err(|e| {
+                    Error::Catalog(format!("bad stream checkpoint {}: {e}", lake.url_of(&path)))
+                })?;
+                Ok(Stored {
+                    path,
+                    checkpoint,
+                    version: Some(version),
+                })
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(Stored {
+                path,
+                checkpoint: Checkpoint {
+                    stream: stream.to_string(),
+                    shard: shard.to_string(),
+                    ..Default::default()
+                },
+                version: None,
+            }),
+            Err(e) => Err(Error::read(lake.url_of(&path), e)),
+        }
+    }
+
+    /// Write the checkpoint over the version read (or create it), and keep
+    /// the version written. A checkpoint another invocation moved since is
+    /// an error (retryable: the batch comes again and finds what the other
+    /// loaded), unless it holds exactly what this one writes (the answer
+    /// to this write was lost and the write retried, or the other loads
+    /// the same chunk, to the same names).
+    async fn write(&mut self, lake: &Location) -> Result<()> {
+        let body = serde_json::to_vec(&self.checkpoint).expect("serializes");
+        let mode = match &self.version {
+            Some(v) => PutMode::Update(v.clone()),
+            None => PutMode::Create,
+        };
+        let url = lake.url_of(&self.path);
+        let options = PutOptions {
+            mode,
+            ..Default::default()
+        };
+        match lake
+            .store
+            .put_opts(&self.path, PutPayload::from(body.clone()), options)
+            .await
+        {
+            Ok(put) => {
+                self.version = Some(UpdateVersion {
+                    e_tag: put.e_tag,
+                    version: put.version,
+                });
+                Ok(())
+            }
+            // A local folder has no conditional overwrite (one process uses it).
+            Err(object_store::Error::NotImplemented { .. }) => {
+                lake.put_json(&self.path, &self.checkpoint).await
+            }
+            Err(
+                object_store::Error::Precondition { .. }
+                | object_store::Error::AlreadyExists { .. },
+            ) => {
+                let cp = &self.checkpoint;
+                let now = Stored::read(lake, self.path.clone(), &cp.stream, &cp.shard).await?;
+                if now.version.is_some() && now.checkpoint == self.checkpoint {
+                    self.version = now.version;
+                    return Ok(());
+                }
+                Err(Error::Unavailable(format!(
+                    "stream checkpoint {url} (shard {} of {}) was moved by another invocation loading the same shard (two event source mappings, or a Kafka rebalance): this batch is not loaded now, and when it comes again the records the other loaded are skipped",
+                    self.checkpoint.shard, self.checkpoint.stream
+                )))
+            }
+            Err(e) => Err(Error::write(url, e)),
+        }
+    }
 }
 
 /// The shard's checkpoint, with a pending chunk settled: committed, it is
@@ -160,15 +283,9 @@ async fn read_checkpoint(
     path: &Path,
     table: &str,
     batch: &Batch,
-) -> Result<(Checkpoint, Option<Pending>)> {
-    let mut cp = lake
-        .get_json::<Checkpoint>(path)
-        .await?
-        .unwrap_or_else(|| Checkpoint {
-            stream: batch.stream.clone(),
-            shard: batch.shard.clone(),
-            ..Default::default()
-        });
+) -> Result<(Stored, Option<Pending>)> {
+    let mut stored = Stored::read(lake, path.clone(), &batch.stream, &batch.shard).await?;
+    let cp = &mut stored.checkpoint;
     let mut unfinished = None;
     if let Some(p) = cp.pending.take() {
         let commit = lake.child(&CommitRecord::path(table, &p.chunk_id))?;
@@ -178,7 +295,7 @@ async fn read_checkpoint(
             unfinished = Some(p);
         }
     }
-    Ok((cp, unfinished))
+    Ok((stored, unfinished))
 }
 
 /// The most a batch's records may decompress to, together.
@@ -263,13 +380,16 @@ fn text(table: &Table, url: &str, records: &[&Record]) -> (Vec<u8>, RecordIndex,
 /// stream or topic): the records not loaded yet, as one chunk, exactly once
 /// (see the module's docs). A failure (storage, the table's SQL) leaves the
 /// shard's checkpoint where it was: the same records can be delivered
-/// again, from the first one not loaded ([`first_unloaded`]).
+/// again, from the first one not loaded ([`first_unloaded`]). `until` is
+/// when this invocation is over at the latest (Lambda's deadline): another
+/// invocation leaves the chunk it writes alone until then.
 pub async fn load_batch(
     engine: &Engine,
     lake: &Location,
     batch: &Batch,
     options: &ReadOptions,
     counters: &Arc<Counters>,
+    until: DateTime<Utc>,
 ) -> Result<Outcome> {
     let table = engine
         .pipeline
@@ -282,7 +402,7 @@ pub async fn load_batch(
         })?;
     let path = checkpoint_path(lake, &table.name, batch)?;
     let (mut checkpoint, unfinished) = read_checkpoint(lake, &path, &table.name, batch).await?;
-    let fresh = unloaded(batch, checkpoint.last.as_deref())?;
+    let fresh = unloaded(batch, checkpoint.checkpoint.last.as_deref())?;
     let mut outcome = Outcome {
         table: table.name.clone(),
         records: batch.records.len(),
@@ -300,7 +420,20 @@ pub async fn load_batch(
     });
     if let (Some(p), None) = (&unfinished, split) {
         // Cut otherwise (a halved retry after a crash): the unfinished
-        // chunk's files, if it left any, would never be overwritten.
+        // chunk's files, if it left any, would never be overwritten. Unless
+        // its invocation may still be at work (two mappings, a rebalance):
+        // loading these records beside it would load them twice.
+        if let Some(until) = p.until.filter(|u| *u > Utc::now().timestamp_millis()) {
+            return Err(Error::Unavailable(format!(
+                "{}://{}/{}: records {}..={} are being loaded by another invocation (until {}, its deadline at the latest): this batch is not loaded before then",
+                batch.kind.scheme(),
+                batch.stream,
+                batch.shard,
+                p.first,
+                p.last,
+                DateTime::<Utc>::from_timestamp_millis(until).unwrap_or_default()
+            )));
+        }
         remove_files_of(lake, table, &p.chunk_id).await?;
     }
     let (head, tail) = fresh.split_at(split.unwrap_or(fresh.len()));
@@ -308,20 +441,43 @@ pub async fn load_batch(
         if segment.is_empty() {
             continue;
         }
-        let (record, null_values) = load_segment(
+        let loaded = load_segment(
             engine,
             lake,
             (table, batch),
             segment,
-            (&path, &mut checkpoint),
+            &mut checkpoint,
             options,
             counters,
+            until,
         )
-        .await?;
+        .await;
+        let (record, null_values) = match loaded {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                give_up(lake, &mut checkpoint).await;
+                return Err(e);
+            }
+        };
         outcome.null_values += null_values;
         outcome.commits.push(record);
     }
     Ok(outcome)
+}
+
+/// After a failure, say in the checkpoint that no invocation is at work on
+/// its pending chunk any more, so that a retry cut otherwise need not wait
+/// for this invocation's deadline (best effort: if the store refuses this
+/// too, the retry waits).
+async fn give_up(lake: &Location, stored: &mut Stored) {
+    let Some(p) = stored.checkpoint.pending.as_mut() else {
+        return;
+    };
+    if p.until.take().is_some()
+        && let Err(e) = stored.write(lake).await
+    {
+        tracing::warn!(stream = %stored.checkpoint.stream, shard = %stored.checkpoint.shard, error = %e, "could not mark the failed chunk as given up: a retry cut otherwise waits for this invocation's deadline");
+    }
 }
 
 /// Delete the data files chunk `chunk_id` wrote under its table's folder
@@ -365,9 +521,10 @@ async fn load_segment(
     lake: &Location,
     (table, batch): (&Table, &Batch),
     records: &[&Record],
-    (path, checkpoint): (&Path, &mut Checkpoint),
+    stored: &mut Stored,
     options: &ReadOptions,
     counters: &Arc<Counters>,
+    until: DateTime<Utc>,
 ) -> Result<(CommitRecord, usize)> {
     let first = records[0].position.clone();
     let last = records[records.len() - 1].position.clone();
@@ -391,7 +548,12 @@ async fn load_segment(
         url,
         size,
         e_tag: None,
-        version: Some(format!("{first}-{last}")),
+        // The cluster is part of the chunk's identity (its files' names):
+        // one topic's offsets on two clusters are two chunks.
+        version: Some(match &batch.cluster {
+            Some(c) => format!("{first}-{last}@{}", &hex::encode(Sha256::digest(c))[..12]),
+            None => format!("{first}-{last}"),
+        }),
         modified: None,
     };
     let chunk = Chunk {
@@ -400,12 +562,13 @@ async fn load_segment(
         end: size,
     };
     let chunk_id = crate::commit::chunk_id(&object.source_info(), &chunk);
-    checkpoint.pending = Some(Pending {
+    stored.checkpoint.pending = Some(Pending {
         first,
         last: last.clone(),
         chunk_id,
+        until: Some(until.timestamp_millis()),
     });
-    lake.put_json(path, &*checkpoint).await?;
+    stored.write(lake).await?;
     let task = ChunkTask {
         table: table.name.clone(),
         object,
@@ -414,9 +577,9 @@ async fn load_segment(
         stream: Some(Arc::new(index)),
     };
     let record = process_chunk(engine, lake, &task, options, counters).await?;
-    checkpoint.pending = None;
-    checkpoint.last = Some(last);
-    lake.put_json(path, &*checkpoint).await?;
+    stored.checkpoint.pending = None;
+    stored.checkpoint.last = Some(last);
+    stored.write(lake).await?;
     Ok((record, null_values))
 }
 
@@ -460,8 +623,8 @@ pub async fn first_unloaded(
         return Ok(Some(first.position.clone()));
     };
     let path = checkpoint_path(lake, &table.name, batch)?;
-    let (checkpoint, _) = read_checkpoint(lake, &path, &table.name, batch).await?;
-    Ok(unloaded(batch, checkpoint.last.as_deref())?
+    let (stored, _) = read_checkpoint(lake, &path, &table.name, batch).await?;
+    Ok(unloaded(batch, stored.checkpoint.last.as_deref())?
         .first()
         .map(|r| r.position.clone()))
 }
@@ -470,11 +633,17 @@ pub async fn first_unloaded(
 mod tests {
     use super::*;
 
+    /// A deadline a quarter of an hour away.
+    fn later() -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::minutes(15)
+    }
+
     fn batch(positions: &[&str]) -> Batch {
         Batch {
             kind: Kind::Kinesis,
             stream: "s".into(),
             shard: "shardId-0".into(),
+            cluster: None,
             records: positions
                 .iter()
                 .map(|p| Record {
@@ -567,6 +736,7 @@ region = "string"
             kind: Kind::Kafka,
             stream: "orders".into(),
             shard: "3".into(),
+            cluster: None,
             records: records
                 .iter()
                 .map(|(p, d)| Record {
@@ -591,7 +761,7 @@ region = "string"
         // CSV records have no header; a gzip record holds two lines; one
         // gzip record is cut short.
         let first = csv_batch(&[(10, b"1,eu"), (11, b"2,us\n"), (12, &gz), (13, &gz[..12])]);
-        let o = load_batch(&engine, &lake, &first, &options, &counters)
+        let o = load_batch(&engine, &lake, &first, &options, &counters, later())
             .await
             .unwrap();
         let c = o.commits[0].clone();
@@ -603,13 +773,13 @@ region = "string"
         let q: QuarantineEntry = serde_json::from_slice(&q).unwrap();
         assert_eq!(q.record.as_deref(), Some("13"));
         // Delivered again: nothing to load.
-        let again = load_batch(&engine, &lake, &first, &options, &counters)
+        let again = load_batch(&engine, &lake, &first, &options, &counters, later())
             .await
             .unwrap();
         assert_eq!((again.already_loaded, again.commits), (4, Vec::new()));
         // Overlapping: only 14 and 15 are new.
         let next = csv_batch(&[(12, &gz), (13, &gz[..12]), (14, b"5,eu"), (15, b"6,ap")]);
-        let o = load_batch(&engine, &lake, &next, &options, &counters)
+        let o = load_batch(&engine, &lake, &next, &options, &counters, later())
             .await
             .unwrap();
         let c = o.commits[0].clone();
@@ -630,6 +800,89 @@ region = "string"
         );
     }
 
+    /// Two invocations loading one shard at once (two event source
+    /// mappings, a Kafka rebalance), one with the records 1..=3 and one cut
+    /// shorter (1..=2), their store calls interleaved by small delays: at
+    /// most one loads each record, and once the ones that failed come again
+    /// (as Lambda redelivers them) every record is loaded exactly once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_invocations_of_one_shard_at_once_load_each_record_once() {
+        use crate::fault::{Faults, FaultyStore};
+        use futures::TryStreamExt;
+        let pipeline = crate::config::Pipeline::from_toml(CSV).unwrap();
+        let engine = Engine::new(pipeline).await.unwrap();
+        let whole = csv_batch(&[(1, b"1,eu"), (2, b"2,eu"), (3, b"3,us")]);
+        let short = csv_batch(&[(1, b"1,eu"), (2, b"2,eu")]);
+        for seed in 1..=12u64 {
+            let base: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
+            let slowed = |salt: u64| -> Location {
+                let hook: crate::fault::Hook = Arc::new(move |n| {
+                    let ms = (n * seed + salt) % 4;
+                    Box::pin(tokio::time::sleep(std::time::Duration::from_millis(ms)))
+                });
+                let store = FaultyStore::new(base.clone(), Faults::None).with_hook(hook);
+                Location {
+                    store: Arc::new(store),
+                    prefix: Path::default(),
+                    url: "memory://".into(),
+                }
+            };
+            let (a, b) = (slowed(0), slowed(seed));
+            let counters = Arc::new(Counters::default());
+            let options = ReadOptions::default();
+            let (ra, rb) = tokio::join!(
+                load_batch(&engine, &a, &whole, &options, &counters, later()),
+                load_batch(&engine, &b, &short, &options, &counters, later()),
+            );
+            let covered = |lake: Location| async move {
+                let dir = lake.child("_sluice/commits/orders").unwrap();
+                let metas: Vec<_> = lake.store.list(Some(&dir)).try_collect().await.unwrap();
+                let mut positions = Vec::new();
+                for m in metas {
+                    let bytes = lake.get_bytes(&m.location).await.unwrap().unwrap();
+                    let r = CommitRecord::from_json(&bytes, m.location.as_ref()).unwrap();
+                    let range = r.source.url.rsplit('/').next().unwrap().to_string();
+                    let (x, y) = range.split_once('-').unwrap();
+                    positions.extend(x.parse::<u64>().unwrap()..=y.parse::<u64>().unwrap());
+                }
+                positions.sort();
+                positions
+            };
+            let now = covered(a.clone()).await;
+            let mut seen = now.clone();
+            seen.dedup();
+            assert_eq!(
+                now, seen,
+                "seed {seed}: a record loaded twice ({ra:?}, {rb:?})"
+            );
+            // The failed one comes again (after the other's deadline, as a
+            // crash's retry would: here the other finished).
+            let plain = Location {
+                store: base.clone(),
+                prefix: Path::default(),
+                url: "memory://".into(),
+            };
+            if ra.is_err() {
+                load_batch(&engine, &plain, &whole, &options, &counters, later())
+                    .await
+                    .unwrap();
+            }
+            if rb.is_err() {
+                load_batch(&engine, &plain, &short, &options, &counters, later())
+                    .await
+                    .unwrap();
+            }
+            load_batch(&engine, &plain, &whole, &options, &counters, later())
+                .await
+                .unwrap();
+            assert_eq!(
+                covered(plain).await,
+                [1, 2, 3],
+                "seed {seed} ({ra:?}, {rb:?})"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn a_pending_chunk_counts_as_loaded_only_once_its_commit_exists() {
         let pipeline = crate::config::Pipeline::from_toml(CSV).unwrap();
@@ -645,6 +898,7 @@ region = "string"
                 first: "1".into(),
                 last: "2".into(),
                 chunk_id: chunk_id.into(),
+                until: None,
             }),
         };
         // A crash before the commit record: the pending chunk is not loaded.
@@ -652,6 +906,7 @@ region = "string"
         let (cp, unfinished) = read_checkpoint(&lake, &path, "orders", &batch)
             .await
             .unwrap();
+        let cp = cp.checkpoint;
         assert_eq!((cp.last, cp.pending), (None, None));
         assert_eq!(unfinished.unwrap().chunk_id, "c1");
         // A crash after it: the chunk is loaded.
@@ -661,7 +916,10 @@ region = "string"
         let (cp, unfinished) = read_checkpoint(&lake, &path, "orders", &batch)
             .await
             .unwrap();
-        assert_eq!((cp.last.as_deref(), unfinished), (Some("2"), None));
+        assert_eq!(
+            (cp.checkpoint.last.as_deref(), unfinished),
+            (Some("2"), None)
+        );
         assert_eq!(first_unloaded(&engine, &lake, &batch).await.unwrap(), None);
         // A delivery holding an unfinished chunk's records loads that chunk
         // as it was cut (its files, if any were left, are overwritten), then
@@ -670,9 +928,16 @@ region = "string"
         lake.put_json(&path, &pending("c1")).await.unwrap();
         let counters = Arc::new(Counters::default());
         let longer = csv_batch(&[(1, b"1,eu"), (2, b"2,eu"), (3, b"3,eu")]);
-        let o = load_batch(&engine, &lake, &longer, &ReadOptions::default(), &counters)
-            .await
-            .unwrap();
+        let o = load_batch(
+            &engine,
+            &lake,
+            &longer,
+            &ReadOptions::default(),
+            &counters,
+            later(),
+        )
+        .await
+        .unwrap();
         let urls: Vec<_> = o.commits.iter().map(|c| c.source.url.as_str()).collect();
         assert_eq!(urls, ["kafka://orders/3/1-2", "kafka://orders/3/3-3"]);
         let lake = Location::memory();
@@ -691,6 +956,7 @@ region = "string"
             &batch_from_2(),
             &ReadOptions::default(),
             &counters,
+            later(),
         )
         .await
         .unwrap();

@@ -98,7 +98,7 @@ async fn run(file: &str, work: &std::path::Path, batch: usize) {
     for e in &events {
         let t = Instant::now();
         let value: serde_json::Value = serde_json::from_str(e).unwrap();
-        let r = sluice_functions::stream::handle(&deps, value)
+        let r = sluice_functions::stream::handle(&deps, value, None)
             .await
             .expect("the batch loads");
         assert_eq!(r["batchItemFailures"], json!([]), "{r}");
