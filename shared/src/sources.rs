@@ -279,7 +279,12 @@ pub async fn standing(lake: &Location, record: &CommitRecord) -> Result<Standing
 /// Remove a chunk's rows from its partitions; (files deleted, outputs rewritten).
 async fn retire(lake: &Location, table: &str, entry: &Entry) -> Result<(usize, usize)> {
     let commit = lake.child(&CommitRecord::path(table, &entry.chunk_id))?;
-    let bytes = lake.store.get(&commit).await?.bytes().await?;
+    // A chunk recorded in the ledger that crashed before its commit record
+    // has no rows in the table to retire.
+    let Some(bytes) = lake.get_bytes(&commit).await? else {
+        tracing::warn!(table, chunk = %entry.chunk_id, source = %entry.url, "retiring a chunk that never wrote its commit record: nothing to remove");
+        return Ok((0, 0));
+    };
     let record = CommitRecord::from_json(&bytes, &lake.url_of(&commit))?;
     let (def, _) = commit_entries(&record);
     let mut by_partition: BTreeMap<String, (PartitionDef, Vec<String>)> = BTreeMap::new();

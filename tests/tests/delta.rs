@@ -915,3 +915,65 @@ async fn records_redelivered_after_compaction_checkpoint_and_vacuum_add_nothing(
         assert_eq!(snapshot_rows(&lake, when).await, want, "{when}");
     }
 }
+
+/// A re-upload of a file whose first version is in a Delta table, its load
+/// crashed at each store call in turn (then each call's answer lost), and
+/// at that moment a committer run over every commit record there is (a
+/// catalog reading between the transform's writes): the table holds the
+/// old version's rows or the new one's, never a mix of both; a clean rerun
+/// then leaves exactly the new one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_upload_crashed_at_any_call_shows_the_old_rows_or_the_new_never_both() {
+    let (engine, text) = engine_and_example().await;
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("\"event_time\":\"2026-11-18"))
+        .take(120)
+        .collect();
+    let (old, new) = lines.split_at(60);
+    let (dir, input) = raw_folder([("0.jsonl".to_string(), old)]);
+    let base: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    load(&engine, &input, &lake_on(base.clone())).await.unwrap();
+    let old_rows = snapshot_rows(&lake_on(base.clone()), "the first version").await;
+    assert!(old_rows.len() >= old.len(), "{} rows", old_rows.len());
+    std::fs::write(
+        dir.path().join("clickstream/0.jsonl"),
+        new.join("\n") + "\n",
+    )
+    .unwrap();
+    let counted = Arc::new(FaultyStore::new(copy_of(&base).await, Faults::None));
+    load(&engine, &input, &lake_on(counted.clone()))
+        .await
+        .unwrap();
+    let new_rows = snapshot_rows(&lake_on(counted.clone()), "the second version").await;
+    assert!(new_rows != old_rows && new_rows.len() >= new.len());
+    let (_, _, records) = table_state(&lake_on(counted.clone())).await;
+    assert!(
+        records.len() >= 4,
+        "several chunks a version: {}",
+        records.len()
+    );
+    for (n, faults, kind) in crashes_then_lost_answers(counted.calls()) {
+        let store = copy_of(&base).await;
+        let faulty = Arc::new(FaultyStore::new(store.clone(), faults).with_kind(kind));
+        let answer = load(&engine, &input, &lake_on(faulty)).await;
+        let what = format!("call {n} {kind:?} (the load answered {answer:?})");
+        let lake = lake_on(store);
+        let (_, _, records) = table_state(&lake).await;
+        delta::commit_batch(&lake, "clickstream", records)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: a committer between: {e}"));
+        let rows = snapshot_rows(&lake, &what).await;
+        assert!(
+            rows == old_rows || rows == new_rows,
+            "{what}: {} rows, neither the old version's {} nor the new one's {}",
+            rows.len(),
+            old_rows.len(),
+            new_rows.len()
+        );
+        load(&engine, &input, &lake)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: the rerun: {e}"));
+        assert_eq!(snapshot_rows(&lake, &what).await, new_rows, "{what}, rerun");
+    }
+}

@@ -105,16 +105,33 @@ pub async fn commit_batch(
                 chunks,
                 retired: old,
             } => {
+                // Every chunk of the version has its ledger entry; one whose
+                // commit record is not written yet (its transform is at work,
+                // or crashed between the two) holds the version back.
+                let mut found = Vec::new();
                 for id in chunks {
-                    if let std::collections::btree_map::Entry::Vacant(e) = adds.entry(id) {
-                        let r = read_record(lake, table, e.key()).await?;
-                        e.insert(r);
+                    match find_record(lake, table, &id).await? {
+                        Some(r) => found.push(r),
+                        None => {
+                            found.clear();
+                            break;
+                        }
                     }
+                }
+                if found.is_empty() {
+                    waiting += 1;
+                    continue;
+                }
+                for r in found {
+                    adds.entry(r.chunk_id.clone()).or_insert(r);
                 }
                 for (path, id) in old {
                     if let std::collections::btree_map::Entry::Vacant(e) = retired.entry(id) {
-                        let r = read_record(lake, table, e.key()).await?;
-                        e.insert(r);
+                        // A chunk of an older version that never wrote its
+                        // commit record never entered the table.
+                        if let Some(r) = find_record(lake, table, e.key()).await? {
+                            e.insert(r);
+                        }
                         forget.push(path);
                     }
                 }
@@ -197,19 +214,17 @@ async fn took(
     Ok(version.map(|_| id.to_string()))
 }
 
-pub(super) async fn read_record(
+/// The commit record of chunk `chunk_id` of `table`, if it is written.
+pub(super) async fn find_record(
     lake: &Location,
     table: &str,
     chunk_id: &str,
-) -> Result<CommitRecord> {
+) -> Result<Option<CommitRecord>> {
     let path = lake.child(&CommitRecord::path(table, chunk_id))?;
-    let bytes = lake.get_bytes(&path).await?.ok_or_else(|| {
-        Error::Catalog(format!(
-            "table '{table}': the ledger names chunk {chunk_id}, whose commit record {} is missing",
-            lake.url_of(&path)
-        ))
-    })?;
-    CommitRecord::from_json(&bytes, &lake.url_of(&path))
+    match lake.get_bytes(&path).await? {
+        Some(bytes) => CommitRecord::from_json(&bytes, &lake.url_of(&path)).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// One attempt of [`commit`] against the snapshot of `t`.

@@ -141,7 +141,8 @@ impl ChunkTask {
 
 /// Process one chunk: read, transform, split, write its files, then its
 /// commit record, then hand it to its table's sink to stage
-/// ([`crate::sink::TableSink::stage`]); the table's committer publishes it
+/// ([`crate::sink::TableSink::stage`]; a Delta sink stages before the
+/// commit record instead); the table's committer publishes it
 /// later (the run's committer, or the catalog function in AWS). Retrying a chunk that failed
 /// before its commit record writes the same file names with the same
 /// content; a chunk whose commit record exists is done and is not processed
@@ -210,6 +211,13 @@ pub async fn process_chunk(
                 compression: Some(codec_name(current.table.parquet.compression).to_string()),
                 tombstones: output.stats.tombstones,
             };
+            let sink = engine.sink(&task.table);
+            if sink.stages_first() {
+                let staged = sink.stage(lake, &record, task.origin()).await?;
+                counters
+                    .chunks_replaced
+                    .fetch_add(staged.chunks_retired, Ordering::Relaxed);
+            }
             if let Err(e) = commit(lake, &record).await {
                 // A retry may not be this chunk again (a stream batch cut
                 // otherwise): its files must not stay without a record
@@ -217,6 +225,9 @@ pub async fn process_chunk(
                 let paths = record.files.iter().map(|f| f.path.clone()).collect();
                 abandon(lake, &id, &record.table, paths).await;
                 return Err(e);
+            }
+            if sink.stages_first() {
+                return Ok(record);
             }
             record
         }

@@ -41,6 +41,9 @@ impl TableSink for Delta {
 
     /// The chunk in its source's ledger, for the committer: it adds a new
     /// version's chunks and removes the old version's files in one commit.
+    /// Before the commit record: a committer that reads the record finds
+    /// the version it belongs to (else it would take a new version's first
+    /// chunk for a source's only version, and show both versions' rows).
     async fn stage(
         &self,
         lake: &Location,
@@ -49,6 +52,10 @@ impl TableSink for Delta {
     ) -> Result<Staged> {
         crate::sources::record_chunk(lake, record, origin.chunks()).await?;
         Ok(Staged::default())
+    }
+
+    fn stages_first(&self) -> bool {
+        true
     }
 
     /// One Delta commit of the batch (records already in the table are

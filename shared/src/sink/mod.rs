@@ -116,10 +116,18 @@ pub trait TableSink: Send + Sync + std::fmt::Debug {
         }
     }
 
-    /// After a chunk's files and commit record are written: what the table
-    /// needs of the chunk before it is done.
+    /// After a chunk's files are written, and before or after its commit
+    /// record ([`TableSink::stages_first`]): what the table needs of the
+    /// chunk before it is done.
     async fn stage(&self, lake: &Location, record: &CommitRecord, origin: Origin)
     -> Result<Staged>;
+
+    /// Whether [`TableSink::stage`] comes before the chunk's commit record:
+    /// where the committer reads the record (the commit record's event
+    /// triggers it) and must find the chunk staged by then.
+    fn stages_first(&self) -> bool {
+        false
+    }
 
     /// Rows of finished chunks worth gathering before a publish while more
     /// chunks are coming (a CDC merge rewrites every table file a change
