@@ -24,7 +24,7 @@ use arrow::compute::cast;
 use arrow::datatypes::SchemaRef;
 use futures::StreamExt;
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
+use object_store::{GetOptions, GetRange, ObjectStore};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use tokio::sync::mpsc;
@@ -56,6 +56,23 @@ pub struct SourceObject {
 }
 
 impl SourceObject {
+    /// The error of a read of this object; one refused because the object
+    /// is no longer the version planned (reads are pinned to its ETag) says
+    /// so: the chunk fails rather than mixing two versions' bytes, and the
+    /// new version is loaded by its own event.
+    pub fn read_error(&self, e: object_store::Error) -> Error {
+        match e {
+            object_store::Error::Precondition { .. } => Error::read(
+                &self.url,
+                format!(
+                    "the object changed after this chunk was planned (planned ETag {}): this chunk of the earlier version is not loaded; the new version is loaded from its own upload event ({e})",
+                    self.e_tag.as_deref().unwrap_or("?")
+                ),
+            ),
+            e => Error::read(&self.url, e),
+        }
+    }
+
     /// What identifies this object's version, as commit records and chunk
     /// tasks carry it.
     pub fn source_info(&self) -> crate::commit::SourceInfo {
@@ -252,11 +269,14 @@ pub async fn first_line(obj: &SourceObject, max_record_bytes: usize) -> Result<V
     let step = 64 * 1024u64;
     while offset < obj.size {
         let end = (offset + step).min(obj.size);
-        let bytes = obj
-            .store
-            .get_range(&obj.path, offset..end)
+        let options = GetOptions {
+            range: Some((offset..end).into()),
+            if_match: obj.e_tag.clone(),
+            ..Default::default()
+        };
+        let bytes = async { obj.store.get_opts(&obj.path, options).await?.bytes().await }
             .await
-            .map_err(|e| Error::read(&obj.url, e))?;
+            .map_err(|e| obj.read_error(e))?;
         if let Some(i) = memchr::memchr(b'\n', &bytes) {
             line.extend_from_slice(&bytes[..=i]);
             return Ok(line);
@@ -468,11 +488,12 @@ async fn read_text(
             &obj.path,
             GetOptions {
                 range: Some(GetRange::Offset(from)),
+                if_match: obj.e_tag.clone(),
                 ..Default::default()
             },
         )
         .await
-        .map_err(|e| Error::read(file, e))?;
+        .map_err(|e| obj.read_error(e))?;
     let mut stream = get.into_stream();
     let mut ended = false;
     while !framer.is_done() {
@@ -675,4 +696,98 @@ async fn read_parquet(
         chunk.end.min(obj.size) - chunk.start
     };
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+    use object_store::{ObjectStoreExt, PutPayload};
+
+    /// A chunk of an object overwritten (with bytes of the same size) after
+    /// it was planned fails, saying the object changed, for text and for
+    /// Parquet: it never reads part of one version and part of another.
+    #[tokio::test]
+    async fn a_chunk_of_an_object_overwritten_after_it_was_planned_fails() {
+        let pipeline = crate::config::Pipeline::from_toml(
+            "[[tables]]\nname = \"t\"\nsource = \"t/\"\nformat = \"jsonl\"\n[tables.schema]\nid = \"int64\"\n\n[[tables]]\nname = \"p\"\nsource = \"p/\"\nformat = \"parquet\"\n[tables.schema]\nid = \"int64\"\n",
+        )
+        .unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        // A Parquet file of the JSON table's rows, written by the lake's writer.
+        let parquet = {
+            let (r, batches) = {
+                let path = Path::from("t/a.jsonl");
+                let put = store
+                    .put(&path, PutPayload::from(&b"{\"id\":1}\n{\"id\":2}\n"[..]))
+                    .await
+                    .unwrap();
+                let obj = SourceObject {
+                    store: store.clone(),
+                    path,
+                    url: "memory://t/a.jsonl".into(),
+                    size: 18,
+                    e_tag: put.e_tag,
+                    version: None,
+                    modified: None,
+                };
+                let chunk = Chunk {
+                    index: 0,
+                    start: 0,
+                    end: 18,
+                };
+                read_chunk_whole(&pipeline.tables[0], &obj, chunk, ReadOptions::default()).await
+            };
+            r.unwrap();
+            let batches: Vec<RecordBatch> = batches.into_iter().map(|b| b.unwrap()).collect();
+            let mut buf = Vec::new();
+            let mut w =
+                parquet::arrow::ArrowWriter::try_new(&mut buf, batches[0].schema(), None).unwrap();
+            for b in &batches {
+                w.write(b).unwrap();
+            }
+            w.close().unwrap();
+            buf
+        };
+        for (table, name, first, second) in [
+            (
+                &pipeline.tables[0],
+                "t/b.jsonl",
+                b"{\"id\":1}\n{\"id\":2}\n".to_vec(),
+                b"{\"id\":3}\n{\"id\":4}\n".to_vec(),
+            ),
+            (&pipeline.tables[1], "p/b.parquet", parquet.clone(), parquet),
+        ] {
+            let path = Path::from(name);
+            let put = store
+                .put(&path, PutPayload::from(first.clone()))
+                .await
+                .unwrap();
+            let obj = SourceObject {
+                store: store.clone(),
+                path: path.clone(),
+                url: format!("memory://{name}"),
+                size: first.len() as u64,
+                e_tag: put.e_tag,
+                version: None,
+                modified: None,
+            };
+            let chunk = Chunk {
+                index: 0,
+                start: 0,
+                end: first.len() as u64,
+            };
+            // As planned: read.
+            let (r, _) = read_chunk_whole(table, &obj, chunk, ReadOptions::default()).await;
+            r.unwrap();
+            // Overwritten since: refused.
+            store.put(&path, PutPayload::from(second)).await.unwrap();
+            let (r, _) = read_chunk_whole(table, &obj, chunk, ReadOptions::default()).await;
+            let e = r.expect_err("a changed object").to_string();
+            assert!(
+                e.contains(name) && e.to_lowercase().contains("precondition"),
+                "{name}: {e}"
+            );
+        }
+    }
 }

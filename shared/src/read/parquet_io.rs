@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::{GetOptions, ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::errors::ParquetError;
@@ -22,16 +22,42 @@ pub struct ObjectReader {
     store: Arc<dyn ObjectStore>,
     path: Path,
     size: u64,
+    /// The version planned: each read is of it (`If-Match`), so an object
+    /// overwritten while it is read fails the read rather than mixing
+    /// two versions' bytes.
+    e_tag: Option<String>,
 }
 
 impl ObjectReader {
+    /// A reader of the source object's planned version.
     pub fn new(obj: &SourceObject) -> Self {
-        ObjectReader::at(obj.store.clone(), obj.path.clone(), obj.size)
+        ObjectReader {
+            e_tag: obj.e_tag.clone(),
+            ..ObjectReader::at(obj.store.clone(), obj.path.clone(), obj.size)
+        }
     }
 
     /// A reader of the object at `path`, of `size` bytes.
     pub fn at(store: Arc<dyn ObjectStore>, path: Path, size: u64) -> Self {
-        ObjectReader { store, path, size }
+        ObjectReader {
+            store,
+            path,
+            size,
+            e_tag: None,
+        }
+    }
+
+    async fn fetch(&self, range: Range<u64>) -> Result<Bytes, object_store::Error> {
+        let options = GetOptions {
+            range: Some(range.into()),
+            if_match: self.e_tag.clone(),
+            ..Default::default()
+        };
+        self.store
+            .get_opts(&self.path, options)
+            .await?
+            .bytes()
+            .await
     }
 }
 
@@ -42,10 +68,11 @@ fn external(e: object_store::Error) -> ParquetError {
 impl AsyncFileReader for ObjectReader {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
         async move {
-            self.store
-                .get_range(&self.path, range)
-                .await
-                .map_err(external)
+            match self.e_tag {
+                None => self.store.get_range(&self.path, range).await,
+                Some(_) => self.fetch(range).await,
+            }
+            .map_err(external)
         }
         .boxed()
     }
@@ -55,10 +82,19 @@ impl AsyncFileReader for ObjectReader {
         ranges: Vec<Range<u64>>,
     ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
         async move {
-            self.store
-                .get_ranges(&self.path, &ranges)
-                .await
-                .map_err(external)
+            match self.e_tag {
+                None => self.store.get_ranges(&self.path, &ranges).await,
+                Some(_) => {
+                    let this = &*self;
+                    object_store::coalesce_ranges(
+                        &ranges,
+                        |r| this.fetch(r),
+                        object_store::OBJECT_STORE_COALESCE_DEFAULT,
+                    )
+                    .await
+                }
+            }
+            .map_err(external)
         }
         .boxed()
     }
