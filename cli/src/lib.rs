@@ -841,7 +841,7 @@ async fn vacuum(
         let files = upkeep.vacuum(&lake, &t.name, retain, dry_run).await?;
         let verb = if dry_run { "would delete" } else { "deleted" };
         println!(
-            "{}: {verb} {} files removed from the table more than {} ago",
+            "{}: {verb} {} files (removed from the table more than {} ago, or of chunks that never committed)",
             t.name,
             files.len(),
             humantime::format_duration(retain)

@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use object_store::ObjectStoreExt as _;
+
 use sluice_tests::{assert_same_rows, files_under, repo_root, sluice};
 
 const CONFIG: &str = r#"
@@ -175,5 +177,144 @@ fn fail_fast_stops_at_the_first_failure() {
         files_under(&dir.join("lake/events")).is_empty(),
         "{:?}",
         files_under(&dir.join("lake"))
+    );
+}
+
+/// Every row in the Parquet files under `prefix` of `store` (what a Hive
+/// reader listing the table's folders reads), as JSON, sorted; with the
+/// files' chunk ids.
+async fn listed_rows(
+    store: &std::sync::Arc<dyn object_store::ObjectStore>,
+    prefix: &str,
+) -> (Vec<String>, std::collections::BTreeSet<String>) {
+    use futures::TryStreamExt;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let prefix = object_store::path::Path::from(prefix);
+    let metas: Vec<_> = store.list(Some(&prefix)).try_collect().await.unwrap();
+    let mut rows = Vec::new();
+    let mut chunks = std::collections::BTreeSet::new();
+    for m in metas {
+        let name = m.location.filename().unwrap().to_string();
+        if !name.ends_with(".parquet") {
+            continue;
+        }
+        chunks.insert(name[5..29].to_string());
+        let bytes = sluice_tests::object_bytes(store.as_ref(), &m.location).await;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let mut buf = Vec::new();
+            let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+            w.write(&batch.unwrap()).unwrap();
+            w.finish().unwrap();
+            rows.extend(String::from_utf8(buf).unwrap().lines().map(String::from));
+        }
+    }
+    rows.sort();
+    (rows, chunks)
+}
+
+/// A load of a Hive table killed at each store call in turn (every call
+/// after it fails, as when a process dies), and never retried (its chunk
+/// ended in the dead-letter queue): the files its chunks wrote without a
+/// commit record are listed by any reader of the table's folders, until
+/// the vacuum sweeps them, once older than the grace; then what the folders
+/// hold is exactly the committed chunks' rows. Younger files stay (a chunk
+/// may be at work on them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_of_a_chunk_killed_mid_write_are_swept_once_past_the_grace() {
+    use sluice::fault::{FaultKind, Faults, FaultyStore};
+    use sluice_tests::memory::{lake_on, load_with};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events");
+    std::fs::create_dir_all(&events).unwrap();
+    let mut text = String::new();
+    for i in 0..3000 {
+        text.push_str(&format!(
+            "{{\"id\":{i},\"name\":\"a{i}\",\"part\":{}}}\n",
+            i % 3
+        ));
+    }
+    std::fs::write(events.join("a.jsonl"), &text).unwrap();
+    let pipeline = sluice::config::Pipeline::from_toml(CONFIG).unwrap();
+    let engine = Arc::new(sluice::pipeline::Engine::new(pipeline).await.unwrap());
+    let input = sluice::store::Location::open(dir.path().to_str().unwrap(), false).unwrap();
+    let counted = Arc::new(FaultyStore::new(
+        Arc::new(object_store::memory::InMemory::new()),
+        Faults::None,
+    ));
+    load_with(
+        &engine,
+        &input,
+        &lake_on(counted.clone()),
+        1,
+        16 << 10,
+        false,
+    )
+    .await
+    .unwrap();
+    let mut leftovers = 0;
+    for n in 1..=counted.calls() {
+        let store: Arc<dyn object_store::ObjectStore> =
+            Arc::new(object_store::memory::InMemory::new());
+        let faulty =
+            FaultyStore::new(store.clone(), Faults::CrashAt(n)).with_kind(FaultKind::Refused);
+        let _ = load_with(
+            &engine,
+            &input,
+            &lake_on(Arc::new(faulty)),
+            1,
+            16 << 10,
+            false,
+        )
+        .await;
+        let lake = lake_on(store.clone());
+        let (_, chunks) = listed_rows(&store, "events").await;
+        let mut committed_rows = Vec::new();
+        let mut uncommitted = false;
+        for id in &chunks {
+            let record =
+                object_store::path::Path::from(format!("_sluice/commits/events/{id}.json"));
+            match store.get(&record).await {
+                Ok(r) => {
+                    let bytes = r.bytes().await.unwrap();
+                    let record = sluice::commit::CommitRecord::from_json(&bytes, "record").unwrap();
+                    for f in record.files {
+                        let p = object_store::path::Path::from(f.path.as_str());
+                        let one: Arc<dyn object_store::ObjectStore> =
+                            Arc::new(object_store::memory::InMemory::new());
+                        let bytes = sluice_tests::object_bytes(store.as_ref(), &p).await;
+                        one.put(&p, bytes.into()).await.unwrap();
+                        committed_rows.extend(listed_rows(&one, "events").await.0);
+                    }
+                }
+                Err(_) => uncommitted = true,
+            }
+        }
+        committed_rows.sort();
+        let now = chrono::Utc::now();
+        // Young: left alone.
+        let young = sluice::compact::sweep_uncommitted(&lake, "events", false, now)
+            .await
+            .unwrap();
+        assert!(young.is_empty(), "call {n}: {young:?}");
+        let later = now + chrono::Duration::hours(3);
+        let swept = sluice::compact::sweep_uncommitted(&lake, "events", false, later)
+            .await
+            .unwrap();
+        assert_eq!(!swept.is_empty(), uncommitted, "call {n}: {swept:?}");
+        leftovers += usize::from(uncommitted);
+        assert_eq!(
+            listed_rows(&store, "events").await.0,
+            committed_rows,
+            "call {n}: the folders hold exactly the committed chunks' rows"
+        );
+    }
+    assert!(
+        leftovers > 0,
+        "some crash left a chunk's files without its record"
     );
 }

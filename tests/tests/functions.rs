@@ -1154,9 +1154,13 @@ async fn the_catalog_queues_partitions_and_the_compactor_merges_them_in_s3_and_g
         .await
         .unwrap();
     assert_eq!(
-        (r["partitions"].as_u64(), r["outputs"].as_u64()),
-        (Some(56), Some(0)),
-        "{r}"
+        (
+            r["partitions"].as_u64(),
+            r["outputs"].as_u64(),
+            r["files_vacuumed"].as_u64()
+        ),
+        (Some(56), Some(0), Some(0)),
+        "every file is committed: {r}"
     );
     invoke!(deps.transform, transform::handle, tasks[0].clone())
         .await

@@ -70,7 +70,8 @@ pub struct CompactorResponse {
     /// Where to go on from, if the deadline came first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<usize>,
-    /// Files of Delta tables deleted by the scheduled vacuum.
+    /// Files deleted by the scheduled vacuum: of Delta tables, removed longer
+    /// ago than the retention; of any table, of chunks that never committed.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub files_vacuumed: usize,
 }
@@ -150,7 +151,7 @@ pub async fn handle(
         response
     } else if event.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event") {
         let mut all = Vec::new();
-        let mut whole = Vec::new();
+        let mut tables = Vec::new();
         for t in deps.catalog.tables().await? {
             let sink = for_definition(&t);
             if sink.compacts_whole_table() {
@@ -159,9 +160,10 @@ pub async fn handle(
                     table: t.name.clone(),
                     partition: String::new(),
                 });
-                whole.push((t.name.clone(), sink));
+                tables.push((t.name.clone(), sink));
                 continue;
             }
+            tables.push((t.name.clone(), sink));
             for p in deps.catalog.partitions(&t.name).await? {
                 all.push(PartitionTask {
                     table: t.name.clone(),
@@ -182,8 +184,9 @@ pub async fn handle(
         };
         all.rotate_left(start);
         sweep(deps, &all, 0, &deps.compact, deadline, &mut response).await?;
-        // Files Delta tables removed longer ago than the retention go.
-        for (name, sink) in whole {
+        // Files Delta tables removed longer ago than the retention go, and
+        // the files of chunks that never committed (any table).
+        for (name, sink) in tables {
             response.files_vacuumed += sink
                 .vacuum(&deps.lake, &name, VACUUM_RETENTION, false)
                 .instrument(info_span!("vacuum", table = %name))

@@ -51,6 +51,9 @@ mod cut;
 mod intent;
 mod merge;
 mod plan;
+mod sweep;
+
+pub use sweep::{UNCOMMITTED_GRACE, sweep_uncommitted};
 
 pub use cut::{CutPlan, plan_cut, remove_files, write_without};
 pub use intent::{Intent, IntentState, PartRows};

@@ -106,4 +106,18 @@ impl Upkeep for Hive {
         )
         .await
     }
+
+    /// A Hive table's replaced and merged files leave at once (`retain`
+    /// does not apply); what is left to delete is the files of chunks that
+    /// never wrote their commit record, older than
+    /// [`crate::compact::UNCOMMITTED_GRACE`] (see `compact::sweep`).
+    async fn vacuum(
+        &self,
+        lake: &Location,
+        table: &str,
+        _retain: std::time::Duration,
+        dry_run: bool,
+    ) -> Result<Vec<String>> {
+        crate::compact::sweep_uncommitted(lake, table, dry_run, chrono::Utc::now()).await
+    }
 }

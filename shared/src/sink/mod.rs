@@ -185,17 +185,15 @@ pub trait Upkeep: Send + Sync + std::fmt::Debug {
     async fn compact(&self, job: Compaction<'_>) -> Result<CompactReport>;
 
     /// Delete (with `dry_run`, only list) the files `table` stopped using
-    /// longer ago than `retain`. A Hive table's replaced and merged files
-    /// leave at once: nothing.
+    /// longer ago than `retain`, and files in its folder no commit accounts
+    /// for (a crashed chunk's), past their grace.
     async fn vacuum(
         &self,
-        _lake: &Location,
-        _table: &str,
-        _retain: Duration,
-        _dry_run: bool,
-    ) -> Result<Vec<String>> {
-        Ok(Vec::new())
-    }
+        lake: &Location,
+        table: &str,
+        retain: Duration,
+        dry_run: bool,
+    ) -> Result<Vec<String>>;
 }
 
 /// The upkeep of a table as the catalog defines it: a Delta table's (a
