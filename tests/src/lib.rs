@@ -413,6 +413,25 @@ pub async fn object_bytes(
     got.bytes().await.unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// Every row of a Parquet file, as one JSON line each (arrow's JSON
+/// writer), in the file's order.
+pub fn parquet_json_rows(bytes: bytes::Bytes) -> Vec<String> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut rows = Vec::new();
+    for batch in reader {
+        let mut buf = Vec::new();
+        let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+        w.write(&batch.unwrap()).unwrap();
+        w.finish().unwrap();
+        rows.extend(String::from_utf8(buf).unwrap().lines().map(String::from));
+    }
+    rows
+}
+
 /// `sluice compact` of every table of the lake `lake` (under `cwd`) into
 /// 64 MiB files, whatever their age; what it printed.
 pub fn compact_now(cwd: &Path, lake: &str) -> String {

@@ -679,7 +679,6 @@ async fn check_every_version_holds_whole_chunks(
 /// partition folder and the row as JSON, sorted: the exact multiset of the
 /// table's rows. A file the snapshot names that is gone fails the test.
 async fn snapshot_rows(lake: &Location, what: &str) -> Vec<String> {
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let (files, _, _) = table_state(lake).await;
     let mut rows = Vec::new();
     for f in files {
@@ -689,18 +688,8 @@ async fn snapshot_rows(lake: &Location, what: &str) -> Vec<String> {
             Err(e) => panic!("{what}: the table's file {f} is gone: {e}"),
         };
         let folder = f.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap();
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .unwrap()
-            .build()
-            .unwrap();
-        for batch in reader {
-            let mut buf = Vec::new();
-            let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
-            w.write(&batch.unwrap()).unwrap();
-            w.finish().unwrap();
-            for line in String::from_utf8(buf).unwrap().lines() {
-                rows.push(format!("{folder}|{line}"));
-            }
+        for line in sluice_tests::parquet_json_rows(bytes) {
+            rows.push(format!("{folder}|{line}"));
         }
     }
     rows.sort();

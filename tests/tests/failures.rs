@@ -188,7 +188,6 @@ async fn listed_rows(
     prefix: &str,
 ) -> (Vec<String>, std::collections::BTreeSet<String>) {
     use futures::TryStreamExt;
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let prefix = object_store::path::Path::from(prefix);
     let metas: Vec<_> = store.list(Some(&prefix)).try_collect().await.unwrap();
     let mut rows = Vec::new();
@@ -200,17 +199,7 @@ async fn listed_rows(
         }
         chunks.insert(name[5..29].to_string());
         let bytes = sluice_tests::object_bytes(store.as_ref(), &m.location).await;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .unwrap()
-            .build()
-            .unwrap();
-        for batch in reader {
-            let mut buf = Vec::new();
-            let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
-            w.write(&batch.unwrap()).unwrap();
-            w.finish().unwrap();
-            rows.extend(String::from_utf8(buf).unwrap().lines().map(String::from));
-        }
+        rows.extend(sluice_tests::parquet_json_rows(bytes));
     }
     rows.sort();
     (rows, chunks)
@@ -284,11 +273,8 @@ async fn files_of_a_chunk_killed_mid_write_are_swept_once_past_the_grace() {
                     let record = sluice::commit::CommitRecord::from_json(&bytes, "record").unwrap();
                     for f in record.files {
                         let p = object_store::path::Path::from(f.path.as_str());
-                        let one: Arc<dyn object_store::ObjectStore> =
-                            Arc::new(object_store::memory::InMemory::new());
                         let bytes = sluice_tests::object_bytes(store.as_ref(), &p).await;
-                        one.put(&p, bytes.into()).await.unwrap();
-                        committed_rows.extend(listed_rows(&one, "events").await.0);
+                        committed_rows.extend(sluice_tests::parquet_json_rows(bytes));
                     }
                 }
                 Err(_) => uncommitted = true,

@@ -107,23 +107,25 @@ pub async fn commit_batch(
             } => {
                 // Every chunk of the version has its ledger entry; one whose
                 // commit record is not written yet (its transform is at work,
-                // or crashed between the two) holds the version back.
+                // or crashed between the two) holds the version back. (Each
+                // record is read once: a chunk already among the adds has one.)
                 let mut found = Vec::new();
-                for id in chunks {
+                let mut complete = true;
+                for id in chunks.into_iter().filter(|id| !adds.contains_key(id)) {
                     match find_record(lake, table, &id).await? {
                         Some(r) => found.push(r),
                         None => {
-                            found.clear();
+                            complete = false;
                             break;
                         }
                     }
                 }
-                if found.is_empty() {
+                if !complete {
                     waiting += 1;
                     continue;
                 }
                 for r in found {
-                    adds.entry(r.chunk_id.clone()).or_insert(r);
+                    adds.insert(r.chunk_id.clone(), r);
                 }
                 for (path, id) in old {
                     if let std::collections::btree_map::Entry::Vacant(e) = retired.entry(id) {

@@ -701,8 +701,25 @@ async fn read_parquet(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
     use object_store::memory::InMemory;
     use object_store::{ObjectStoreExt, PutPayload};
+
+    /// A Parquet file of one int64 column `id` holding `ids`.
+    fn parquet_of(ids: &[i64]) -> Vec<u8> {
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from(ids.to_vec()))],
+        )
+        .unwrap();
+        let mut buf = Vec::new();
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, schema, None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        buf
+    }
 
     /// A chunk of an object overwritten (with bytes of the same size) after
     /// it was planned fails, saying the object changed, for text and for
@@ -714,41 +731,6 @@ mod tests {
         )
         .unwrap();
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        // A Parquet file of the JSON table's rows, written by the lake's writer.
-        let parquet = {
-            let (r, batches) = {
-                let path = Path::from("t/a.jsonl");
-                let put = store
-                    .put(&path, PutPayload::from(&b"{\"id\":1}\n{\"id\":2}\n"[..]))
-                    .await
-                    .unwrap();
-                let obj = SourceObject {
-                    store: store.clone(),
-                    path,
-                    url: "memory://t/a.jsonl".into(),
-                    size: 18,
-                    e_tag: put.e_tag,
-                    version: None,
-                    modified: None,
-                };
-                let chunk = Chunk {
-                    index: 0,
-                    start: 0,
-                    end: 18,
-                };
-                read_chunk_whole(&pipeline.tables[0], &obj, chunk, ReadOptions::default()).await
-            };
-            r.unwrap();
-            let batches: Vec<RecordBatch> = batches.into_iter().map(|b| b.unwrap()).collect();
-            let mut buf = Vec::new();
-            let mut w =
-                parquet::arrow::ArrowWriter::try_new(&mut buf, batches[0].schema(), None).unwrap();
-            for b in &batches {
-                w.write(b).unwrap();
-            }
-            w.close().unwrap();
-            buf
-        };
         for (table, name, first, second) in [
             (
                 &pipeline.tables[0],
@@ -756,7 +738,12 @@ mod tests {
                 b"{\"id\":1}\n{\"id\":2}\n".to_vec(),
                 b"{\"id\":3}\n{\"id\":4}\n".to_vec(),
             ),
-            (&pipeline.tables[1], "p/b.parquet", parquet.clone(), parquet),
+            (
+                &pipeline.tables[1],
+                "p/b.parquet",
+                parquet_of(&[1, 2]),
+                parquet_of(&[3, 4]),
+            ),
         ] {
             let path = Path::from(name);
             let put = store

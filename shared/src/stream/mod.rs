@@ -121,16 +121,22 @@ pub struct Outcome {
     pub commits: Vec<CommitRecord>,
 }
 
+impl Batch {
+    /// `kinesis://<stream>/<shard>` or `kafka://<topic>/<partition>`: the
+    /// shard as messages name it.
+    fn name(&self) -> String {
+        format!("{}://{}/{}", self.kind.scheme(), self.stream, self.shard)
+    }
+}
+
 /// A position as a key that orders as its number does: Kinesis sequence
 /// numbers are decimal strings of up to 128 digits, Kafka offsets 64-bit
 /// integers. Leading zeros are dropped; the shorter number is the smaller.
 fn position<'a>(batch: &Batch, p: &'a str) -> Result<(usize, &'a str)> {
     if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Error::Event(format!(
-            "{}://{}/{}: record position {p:?} is not a decimal number",
-            batch.kind.scheme(),
-            batch.stream,
-            batch.shard
+            "{}: record position {p:?} is not a decimal number",
+            batch.name()
         )));
     }
     let digits = p.trim_start_matches('0');
@@ -229,7 +235,7 @@ impl Stored {
     /// to this write was lost and the write retried, or the other loads
     /// the same chunk, to the same names).
     async fn write(&mut self, lake: &Location) -> Result<()> {
-        let body = serde_json::to_vec(&self.checkpoint).expect("serializes");
+        let body = PutPayload::from(serde_json::to_vec(&self.checkpoint).expect("serializes"));
         let mode = match &self.version {
             Some(v) => PutMode::Update(v.clone()),
             None => PutMode::Create,
@@ -239,11 +245,7 @@ impl Stored {
             mode,
             ..Default::default()
         };
-        match lake
-            .store
-            .put_opts(&self.path, PutPayload::from(body.clone()), options)
-            .await
-        {
+        match lake.store.put_opts(&self.path, body.clone(), options).await {
             Ok(put) => {
                 self.version = Some(UpdateVersion {
                     e_tag: put.e_tag,
@@ -252,9 +254,12 @@ impl Stored {
                 Ok(())
             }
             // A local folder has no conditional overwrite (one process uses it).
-            Err(object_store::Error::NotImplemented { .. }) => {
-                lake.put_json(&self.path, &self.checkpoint).await
-            }
+            Err(object_store::Error::NotImplemented { .. }) => lake
+                .store
+                .put(&self.path, body)
+                .await
+                .map(|_| ())
+                .map_err(|e| Error::write(url, e)),
             Err(
                 object_store::Error::Precondition { .. }
                 | object_store::Error::AlreadyExists { .. },
@@ -401,8 +406,8 @@ pub async fn load_batch(
             ))
         })?;
     let path = checkpoint_path(lake, &table.name, batch)?;
-    let (mut checkpoint, unfinished) = read_checkpoint(lake, &path, &table.name, batch).await?;
-    let fresh = unloaded(batch, checkpoint.checkpoint.last.as_deref())?;
+    let (mut stored, unfinished) = read_checkpoint(lake, &path, &table.name, batch).await?;
+    let fresh = unloaded(batch, stored.checkpoint.last.as_deref())?;
     let mut outcome = Outcome {
         table: table.name.clone(),
         records: batch.records.len(),
@@ -425,10 +430,8 @@ pub async fn load_batch(
         // loading these records beside it would load them twice.
         if let Some(until) = p.until.filter(|u| *u > Utc::now().timestamp_millis()) {
             return Err(Error::Unavailable(format!(
-                "{}://{}/{}: records {}..={} are being loaded by another invocation (until {}, its deadline at the latest): this batch is not loaded before then",
-                batch.kind.scheme(),
-                batch.stream,
-                batch.shard,
+                "{}: records {}..={} are being loaded by another invocation (until {}, its deadline at the latest): this batch is not loaded before then",
+                batch.name(),
                 p.first,
                 p.last,
                 DateTime::<Utc>::from_timestamp_millis(until).unwrap_or_default()
@@ -446,7 +449,7 @@ pub async fn load_batch(
             lake,
             (table, batch),
             segment,
-            &mut checkpoint,
+            &mut stored,
             options,
             counters,
             until,
@@ -455,7 +458,7 @@ pub async fn load_batch(
         let (record, null_values) = match loaded {
             Ok(loaded) => loaded,
             Err(e) => {
-                give_up(lake, &mut checkpoint).await;
+                give_up(lake, &mut stored).await;
                 return Err(e);
             }
         };
@@ -528,12 +531,7 @@ async fn load_segment(
 ) -> Result<(CommitRecord, usize)> {
     let first = records[0].position.clone();
     let last = records[records.len() - 1].position.clone();
-    let url = format!(
-        "{}://{}/{}/{first}-{last}",
-        batch.kind.scheme(),
-        batch.stream,
-        batch.shard
-    );
+    let url = format!("{}/{first}-{last}", batch.name());
     let (body, index, null_values) = text(table, &url, records);
     let size = body.len() as u64;
     let store = Arc::new(InMemory::new());
@@ -593,10 +591,8 @@ fn unloaded<'a>(batch: &'a Batch, last: Option<&str>) -> Result<Vec<&'a Record>>
         let p = position(batch, &r.position)?;
         if previous.is_some_and(|q| p <= q) {
             return Err(Error::Event(format!(
-                "{}://{}/{}: record {} comes after {}, not in order",
-                batch.kind.scheme(),
-                batch.stream,
-                batch.shard,
+                "{}: record {} comes after {}, not in order",
+                batch.name(),
                 r.position,
                 previous.expect("checked").1
             )));
