@@ -8,6 +8,14 @@
 //! an in-memory table: the build side of a broadcast hash join, the chunk's
 //! rows streaming past it (the `transform` module checks the plan).
 //!
+//! All lookups of a process share one memory bound ([`Budget`], `[limits]
+//! lookup_memory`): each holds a reservation in a DataFusion memory pool for
+//! its rows, taken as they are read, so the lookup that does not fit is named
+//! while it is read, not after. Its batches are joined column by column, so
+//! the copy costs one column beyond the rows, not the rows twice. Each
+//! chunk's query runs with a pool of its own, bounding what its joins' build
+//! sides and hash tables take.
+//!
 //! A long-lived process (a Lambda container) asks [`Loaded::changed`] at most
 //! every `refresh`, between chunks: a lookup whose files (names, sizes, ETags)
 //! or table folder changed is read again, and the chunks after it see the new
@@ -16,7 +24,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::FileFormat;
@@ -25,6 +33,9 @@ use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::execution::memory_pool::{
+    GreedyMemoryPool, MemoryConsumer, MemoryPool, MemoryReservation, TrackConsumersPool,
 };
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use futures::TryStreamExt;
@@ -48,6 +59,80 @@ pub struct Sources<'a> {
     pub aws: &'a AwsOptions,
 }
 
+/// The most memory all lookups of a process take by default: 1 GiB.
+pub const DEFAULT_LOOKUP_MEMORY: u64 = 1024 * 1024 * 1024;
+
+/// The memory all lookups of a process share: a DataFusion memory pool in
+/// which every lookup's rows hold a reservation while they are in use.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    pool: Arc<dyn MemoryPool>,
+    limit: u64,
+    /// Where the limit comes from, for messages.
+    origin: &'static str,
+}
+
+impl Budget {
+    /// A budget of `limit` bytes; `origin` says where it comes from.
+    pub fn new(limit: u64, origin: &'static str) -> Budget {
+        let pool = TrackConsumersPool::new(
+            GreedyMemoryPool::new(usize::try_from(limit).unwrap_or(usize::MAX)),
+            std::num::NonZeroUsize::new(3).expect("not zero"),
+        );
+        Budget {
+            pool: Arc::new(pool),
+            limit,
+            origin,
+        }
+    }
+
+    /// The process's budget: `[limits] lookup_memory` if the pipeline gives
+    /// it; in a Lambda function, half its memory up to
+    /// [`DEFAULT_LOOKUP_MEMORY`]; else [`DEFAULT_LOOKUP_MEMORY`].
+    pub fn for_process(configured: Option<u64>) -> Budget {
+        let lambda_mb = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+            .ok()
+            .and_then(|m| m.parse::<u64>().ok());
+        match (configured, lambda_mb) {
+            (Some(limit), _) => Budget::new(limit, "[limits] lookup_memory"),
+            (None, Some(mb)) => Budget::new(
+                (mb * 1024 * 1024 / 2).min(DEFAULT_LOOKUP_MEMORY),
+                "half the function's memory",
+            ),
+            (None, None) => Budget::new(DEFAULT_LOOKUP_MEMORY, "the default"),
+        }
+    }
+
+    /// A budget with no bound (lookups made in memory by tests and tools).
+    pub fn unbounded() -> Budget {
+        Budget::new(u64::MAX, "no bound")
+    }
+
+    /// The bound, in bytes.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Bytes the lookups hold now.
+    pub fn held(&self) -> u64 {
+        self.pool.reserved() as u64
+    }
+
+    /// A pool for one chunk's query: twice the bound, for its joins' build
+    /// sides (the lookup rows they index, counted again) and hash tables.
+    pub fn query_pool(&self) -> Arc<dyn MemoryPool> {
+        let size = usize::try_from(self.limit.saturating_mul(2)).unwrap_or(usize::MAX);
+        Arc::new(TrackConsumersPool::new(
+            GreedyMemoryPool::new(size),
+            std::num::NonZeroUsize::new(3).expect("not zero"),
+        ))
+    }
+
+    fn reserve(&self, lookup: &str) -> MemoryReservation {
+        MemoryConsumer::new(format!("lookup '{lookup}'")).register(&self.pool)
+    }
+}
+
 /// A lookup as read: its schema, and its rows unless only the schema was
 /// asked for (functions that plan but never transform).
 #[derive(Debug)]
@@ -64,6 +149,10 @@ pub struct Loaded {
     pub bytes: u64,
     /// When the source was last checked.
     checked: Mutex<Instant>,
+    /// The budget the rows are held in.
+    budget: Budget,
+    /// The rows' share of the budget, given back when they are dropped.
+    _held: Option<MemoryReservation>,
 }
 
 impl Loaded {
@@ -84,7 +173,20 @@ impl Loaded {
             batch: Some(batch),
             version: String::new(),
             checked: Mutex::new(Instant::now()),
+            budget: Budget::unbounded(),
+            _held: None,
         }
+    }
+
+    /// The lookup with its chunks' queries bounded by `budget` (its rows,
+    /// made elsewhere, take no share of it).
+    pub fn within(self, budget: Budget) -> Loaded {
+        Loaded { budget, ..self }
+    }
+
+    /// The budget the lookup's rows are held in.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
     }
 
     /// A lookup of which only the schema is known.
@@ -97,6 +199,8 @@ impl Loaded {
             bytes: 0,
             version: String::new(),
             checked: Mutex::new(Instant::now()),
+            budget: Budget::unbounded(),
+            _held: None,
         }
     }
 
@@ -119,17 +223,23 @@ impl Loaded {
     }
 }
 
-/// Read a lookup: its rows (`data`) or only its schema.
-pub async fn load(lookup: &Lookup, sources: Sources<'_>, data: bool) -> Result<Loaded> {
+/// Read a lookup: its rows (`data`, held in `budget`) or only its schema.
+pub async fn load(
+    lookup: &Lookup,
+    sources: Sources<'_>,
+    data: bool,
+    budget: &Budget,
+) -> Result<Loaded> {
     let started = Instant::now();
     let (ctx, frame, what) = open(lookup, sources).await?;
     let version = fingerprint(&ctx, lookup, sources).await?;
     let schema = without_views(frame.schema().as_arrow());
-    let (batch, bytes) = if data {
-        let (batch, bytes) = collect(lookup, &what, &schema, frame).await?;
-        (Some(batch), bytes)
+    let (batch, bytes, held) = if data {
+        let (batch, held) = collect(lookup, &what, &schema, frame, budget).await?;
+        let bytes = held.size() as u64;
+        (Some(batch), bytes, Some(held))
     } else {
-        (None, 0)
+        (None, 0, None)
     };
     if data {
         tracing::info!(
@@ -148,6 +258,8 @@ pub async fn load(lookup: &Lookup, sources: Sources<'_>, data: bool) -> Result<L
         version,
         bytes,
         checked: Mutex::new(Instant::now()),
+        budget: budget.clone(),
+        _held: held,
     })
 }
 
@@ -267,20 +379,33 @@ fn listing_options(format: Format, csv: &CsvOptions) -> ListingOptions {
     ListingOptions::new(format).with_file_extension("")
 }
 
-/// Every row of the lookup in one batch, refused as soon as what was read
-/// passes `max_size`.
+/// Every row of the lookup in one batch, held in `budget`; refused as soon
+/// as what was read passes `max_size` or does not fit in the budget.
 async fn collect(
     lookup: &Lookup,
     what: &str,
     schema: &SchemaRef,
     frame: DataFrame,
-) -> Result<(RecordBatch, u64)> {
+    budget: &Budget,
+) -> Result<(RecordBatch, MemoryReservation)> {
     let too_big = |bytes: u64| {
         Error::Config(format!(
             "lookup '{}': {what} is larger than its max_size of {} once decoded ({} read so far); raise max_size or narrow the source",
             lookup.name,
-            bytesize::ByteSize::b(lookup.max_bytes).display().iec(),
-            bytesize::ByteSize::b(bytes).display().iec(),
+            size(lookup.max_bytes),
+            size(bytes),
+        ))
+    };
+    let held = budget.reserve(&lookup.name);
+    let no_room = |wanted: usize| {
+        Error::Config(format!(
+            "lookup '{}': {what} does not fit in the {} all lookups share ({}): {} of it read, {} more wanted, {} held by the other lookups (and by versions still in use while one is read again); raise `lookup_memory` under `[limits]` or narrow the source",
+            lookup.name,
+            size(budget.limit),
+            budget.origin,
+            size(held.size() as u64),
+            size(wanted as u64),
+            size(budget.held().saturating_sub(held.size() as u64)),
         ))
     };
     let mut stream = frame
@@ -288,27 +413,70 @@ async fn collect(
         .await
         .map_err(|e| read_error(lookup, what, e))?;
     let mut batches = Vec::new();
-    let mut bytes = 0u64;
+    let mut rows = 0usize;
     while let Some(batch) = stream
         .try_next()
         .await
         .map_err(|e| read_error(lookup, what, e))?
     {
         let batch = plain(lookup, what, schema, batch)?;
-        bytes += batch.get_array_memory_size() as u64;
-        if bytes > lookup.max_bytes {
-            return Err(too_big(bytes));
+        let bytes = batch.get_array_memory_size();
+        if (held.size() + bytes) as u64 > lookup.max_bytes {
+            return Err(too_big((held.size() + bytes) as u64));
         }
+        held.try_grow(bytes).map_err(|_| no_room(bytes))?;
+        rows += batch.num_rows();
         batches.push(batch);
     }
-    let batch = arrow::compute::concat_batches(schema, &batches)
-        .map_err(|e| read_error(lookup, what, e))?;
-    drop(batches);
-    let bytes = batch.get_array_memory_size() as u64;
-    if bytes > lookup.max_bytes {
-        return Err(too_big(bytes));
+    // One column at a time: each column's pieces go as soon as it is
+    // copied, so the rows are never held twice.
+    let mut pieces: Vec<Vec<ArrayRef>> =
+        vec![Vec::with_capacity(batches.len()); schema.fields().len()];
+    for batch in batches {
+        for (i, column) in batch.columns().iter().enumerate() {
+            pieces[i].push(column.clone());
+        }
     }
-    Ok((batch, bytes))
+    let mut columns = Vec::with_capacity(pieces.len());
+    for column in pieces {
+        if column.len() == 1 {
+            columns.extend(column);
+            continue;
+        }
+        let bytes: usize = column.iter().map(|a| a.get_array_memory_size()).sum();
+        held.try_grow(bytes).map_err(|_| no_room(bytes))?;
+        let refs: Vec<&dyn Array> = column.iter().map(|a| a.as_ref()).collect();
+        let joined = if refs.is_empty() {
+            arrow::array::new_empty_array(&DataType::Null)
+        } else {
+            arrow::compute::concat(&refs).map_err(|e| read_error(lookup, what, e))?
+        };
+        drop(refs);
+        drop(column);
+        held.shrink(bytes);
+        columns.push(joined);
+    }
+    let batch = if rows == 0 {
+        RecordBatch::new_empty(schema.clone())
+    } else {
+        RecordBatch::try_new_with_options(
+            schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )
+        .map_err(|e| read_error(lookup, what, e))?
+    };
+    let bytes = batch.get_array_memory_size();
+    if bytes as u64 > lookup.max_bytes {
+        return Err(too_big(bytes as u64));
+    }
+    held.try_resize(bytes)
+        .map_err(|_| no_room(bytes.saturating_sub(held.size())))?;
+    Ok((batch, held))
+}
+
+fn size(bytes: u64) -> String {
+    bytesize::ByteSize::b(bytes).display().iec().to_string()
 }
 
 /// `schema` with string and binary views as plain strings and binaries. A
@@ -419,6 +587,109 @@ fn describe(meta: &object_store::ObjectMeta) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A lookup of `batches` batches of `rows` rows each (an id and a name),
+    /// as the frame `collect` reads, and the bytes of its batches.
+    fn frame(batches: usize, rows: usize) -> (SchemaRef, DataFrame, u64, u64) {
+        use arrow::array::{Int64Array, StringArray};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        let parts: Vec<RecordBatch> = (0..batches)
+            .map(|b| {
+                let ids = (0..rows).map(|r| (b * rows + r) as i64);
+                RecordBatch::try_new(
+                    schema.clone(),
+                    vec![
+                        Arc::new(Int64Array::from_iter_values(ids.clone())),
+                        Arc::new(StringArray::from_iter_values(
+                            ids.map(|i| format!("customer number {i}")),
+                        )),
+                    ],
+                )
+                .unwrap()
+            })
+            .collect();
+        let bytes: u64 = parts.iter().map(|b| b.get_array_memory_size() as u64).sum();
+        let widest: u64 = (0..2)
+            .map(|c| {
+                parts
+                    .iter()
+                    .map(|b| b.column(c).get_array_memory_size() as u64)
+                    .sum::<u64>()
+            })
+            .max()
+            .unwrap();
+        let table = MemTable::try_new(schema.clone(), vec![parts]).unwrap();
+        let ctx = SessionContext::new();
+        let frame = ctx.read_table(Arc::new(table)).unwrap();
+        (schema, frame, bytes, widest)
+    }
+
+    fn lookup(name: &str) -> Lookup {
+        toml::from_str::<LookupConfig>(&format!("name = \"{name}\"\ntable = \"t\""))
+            .unwrap()
+            .validate()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_lookup_of_many_batches_is_joined_within_its_rows_and_one_column() {
+        // (8,000 rows a batch: DataFusion passes batches under its 8,192
+        // row batch size on whole, not sliced.)
+        let (schema, f, bytes, widest) = frame(4, 8_000);
+        let budget = Budget::new(bytes + widest, "the test");
+        let (batch, held) = collect(&lookup("customers"), "t", &schema, f, &budget)
+            .await
+            .unwrap();
+        assert_eq!(batch.num_rows(), 32_000);
+        assert_eq!(held.size(), batch.get_array_memory_size());
+        assert_eq!(budget.held(), held.size() as u64);
+        drop(held);
+        assert_eq!(budget.held(), 0, "the rows' share is given back");
+
+        // Joining all the batches at once would need the rows twice.
+        let (schema, f, bytes, _) = frame(4, 8_000);
+        let budget = Budget::new(bytes + widest / 2, "the test");
+        let e = collect(&lookup("customers"), "t", &schema, f, &budget)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("lookup 'customers'") && e.contains("all lookups share (the test)"),
+            "{e}"
+        );
+        assert_eq!(budget.held(), 0, "a refused lookup holds nothing");
+    }
+
+    #[tokio::test]
+    async fn lookups_share_one_bound_and_the_one_that_does_not_fit_is_named() {
+        // Each lookup needs its rows and, while joined, one column more.
+        let (schema, f, bytes, widest) = frame(2, 1_000);
+        let budget = Budget::new(2 * bytes + widest / 2, "[limits] lookup_memory");
+        let (_first, held) = collect(&lookup("customers"), "t", &schema, f, &budget)
+            .await
+            .unwrap();
+        let (schema, f, _, _) = frame(2, 1_000);
+        let e = collect(&lookup("products"), "p", &schema, f, &budget)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("lookup 'products': p does not fit")
+                && e.contains(&format!(
+                    "{} held by the other lookups",
+                    size(held.size() as u64)
+                )),
+            "{e}"
+        );
+        drop(held);
+        let (schema, f, _, _) = frame(2, 1_000);
+        collect(&lookup("products"), "p", &schema, f, &budget)
+            .await
+            .expect("fits once the other lookup is gone");
+    }
 
     #[test]
     fn string_views_are_read_as_plain_strings() {

@@ -23,6 +23,7 @@ use datafusion::catalog::streaming::StreamingTable;
 use datafusion::common::JoinType;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::config::ConfigOptions;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
@@ -97,11 +98,19 @@ fn context(lookups: &[Arc<Loaded>]) -> Result<SessionContext> {
         .position(|r| r.name() == "join_selection")
         .map_or(0, |i| i + 1);
     rules.insert(at, Arc::new(LookupBuildSide));
-    let state = SessionStateBuilder::new()
+    let mut state = SessionStateBuilder::new()
         .with_config(config)
-        .with_default_features()
-        .with_physical_optimizer_rules(rules)
-        .build();
+        .with_default_features();
+    // Joins with lookups build on the lookups' rows: the chunk's query
+    // takes its memory from a pool bounded by the lookups' budget.
+    if let Some(l) = lookups.first() {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(l.budget().query_pool())
+            .build_arc()
+            .map_err(|e| Error::Config(format!("lookup '{}': {e}", l.lookup.name)))?;
+        state = state.with_runtime_env(runtime);
+    }
+    let state = state.with_physical_optimizer_rules(rules).build();
     let ctx = SessionContext::new_with_state(state);
     for l in lookups {
         ctx.register_table(l.lookup.name.as_str(), l.provider()?)
@@ -502,6 +511,25 @@ mod tests {
                 (12, None),
                 (13, None)
             ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_chunks_join_takes_its_memory_from_a_pool_the_lookups_budget_bounds() {
+        let t = orders(
+            "SELECT o.id, c.segment FROM input o LEFT JOIN customers c ON o.customer = c.cid",
+        );
+        let rows = customers().batch.clone().unwrap();
+        // A pool of twice 64 bytes cannot hold the join's build side.
+        let tight = Loaded::in_memory(customers().lookup.clone(), rows)
+            .within(crate::lookup::Budget::new(64, "the test"));
+        let transform = Transform::plan(&t, &[Arc::new(tight)]).await.unwrap();
+        let result: std::result::Result<Vec<_>, _> =
+            transform.run(input(&t)).await.unwrap().try_collect().await;
+        let e = result.unwrap_err().to_string();
+        assert!(
+            e.contains("Resources exhausted") && e.contains("HashJoinInput"),
+            "{e}"
         );
     }
 

@@ -285,6 +285,20 @@ fn a_lookup_too_large_or_unreadable_stops_the_run_before_any_chunk() {
     );
     assert_eq!(data_files(&dir.join("lake")), Vec::<String>::new());
 
+    // Each lookup fits its own max_size; together (19.1 KiB of customers,
+    // 2.7 KiB of products) they do not fit the bound all lookups share.
+    let shared = pipeline_in(dir, |t| t + "\n[limits]\nlookup_memory = \"20KiB\"\n");
+    let e = sluice_err(dir, &["run", "--config", shared.to_str().unwrap()]);
+    assert!(
+        e.contains("lookup 'products'")
+            && e.contains(
+                "does not fit in the 20.0 KiB all lookups share ([limits] lookup_memory)"
+            )
+            && e.contains("19.1 KiB held by the other lookups"),
+        "{e}"
+    );
+    assert_eq!(data_files(&dir.join("lake")), Vec::<String>::new());
+
     let missing = pipeline_in(dir, |t| t.replace("customers.csv", "no-such-customers.csv"));
     let e = sluice_err(dir, &["run", "--config", missing.to_str().unwrap()]);
     assert!(

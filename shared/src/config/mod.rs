@@ -47,6 +47,17 @@ pub struct PipelineConfig {
     pub tables: Vec<TableConfig>,
     /// Reference tables the tables' SQL may join (`[[lookups]]`).
     pub lookups: Vec<lookup::LookupConfig>,
+    /// Bounds on what one process holds (`[limits]`).
+    pub limits: LimitsConfig,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// The memory all lookups of a process share once decoded (`1GiB`); by
+    /// default half a Lambda function's memory up to 1 GiB, else 1 GiB.
+    pub lookup_memory: Option<String>,
 }
 
 /// `[input]`
@@ -325,6 +336,8 @@ pub struct Pipeline {
     pub input_root: Option<String>,
     pub tables: Vec<Table>,
     pub lookups: Vec<lookup::Lookup>,
+    /// `[limits] lookup_memory` in bytes, if given.
+    pub lookup_memory: Option<u64>,
 }
 
 impl Pipeline {
@@ -438,8 +451,19 @@ impl PipelineConfig {
             }
             lookups.push(l);
         }
+        let lookup_memory = match &self.limits.lookup_memory {
+            None => None,
+            Some(text) => Some(parse_size(text).filter(|b| *b > 0).ok_or_else(|| {
+                Error::config(
+                    None,
+                    "limits.lookup_memory",
+                    format!("{text:?} is not a size (use bytes or a unit: 512MiB, 2GB)"),
+                )
+            })?),
+        };
         Ok(Pipeline {
             lookups,
+            lookup_memory,
             catalog: self.lake.catalog_kind()?,
             lake_root: self.lake.root,
             input_root: self.input.root,

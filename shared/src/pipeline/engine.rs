@@ -100,13 +100,15 @@ impl Engine {
     }
 
     /// Read the pipeline's lookups (their rows if `rows`, else only their
-    /// schemas: enough to plan, for functions that never transform), then
+    /// schemas: enough to plan, for functions that never transform), all
+    /// held within one [`lookup::Budget`], then
     /// check every table's transform. A lookup that cannot be read or is
     /// larger than its `max_size` fails here, before any chunk starts.
     pub async fn load(pipeline: Pipeline, sources: Sources<'_>, rows: bool) -> Result<Engine> {
+        let budget = lookup::Budget::for_process(pipeline.lookup_memory);
         let mut lookups = Vec::new();
         for l in &pipeline.lookups {
-            lookups.push(Arc::new(lookup::load(l, sources, rows).await?));
+            lookups.push(Arc::new(lookup::load(l, sources, rows, &budget).await?));
         }
         Engine::plan(pipeline, lookups, rows).await
     }
@@ -132,6 +134,8 @@ impl Engine {
     /// The engine with every lookup whose source changed read again (each
     /// source asked at most every `refresh`), or `None` if none changed.
     /// Called between chunks, so a chunk sees one version of each lookup.
+    /// The new rows are read while the old ones are still in use, so both
+    /// must fit in the lookups' budget.
     pub async fn refreshed(&self, sources: Sources<'_>) -> Result<Option<Engine>> {
         let mut changed = false;
         let mut lookups = Vec::with_capacity(self.lookups.len());
@@ -146,7 +150,7 @@ impl Engine {
             if source_changed {
                 tracing::info!(lookup = %l.lookup.name, "lookup changed; reading it again");
                 lookups.push(Arc::new(
-                    lookup::load(&l.lookup, sources, self.lookup_rows).await?,
+                    lookup::load(&l.lookup, sources, self.lookup_rows, l.budget()).await?,
                 ));
                 changed = true;
             } else {
