@@ -4,6 +4,7 @@
 //! the very same binary (`tests/src/bin/`) in the same cargo invocation.
 
 mod generate;
+mod replay;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -72,6 +73,25 @@ enum Command {
         /// Only this table (default: every table with sql).
         #[arg(long)]
         table: Option<String>,
+    },
+    /// Load Kinesis batches the stream function's event source mapping
+    /// gave up on (after its MaximumRetryAttempts), from their failure
+    /// records: the records the shard never loaded load once, into the
+    /// table that reads the stream; those it had loaded are skipped.
+    Replay {
+        /// The pipeline file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Folder or URL of the lake (default: `[lake] root` of the config).
+        #[arg(long)]
+        lake: Option<String>,
+        /// The mapping's on-failure queue (the stack's StreamFailureQueue
+        /// URL): every message in it is replayed, and deleted once loaded.
+        #[arg(long)]
+        queue: Option<String>,
+        /// Files of failure records: an SQS message body, `aws sqs
+        /// receive-message` output, an SNS notification, or one per line.
+        failures: Vec<PathBuf>,
     },
     /// List the lake's tables.
     Tables {
@@ -293,6 +313,12 @@ async fn dispatch(cli: Cli, workers: usize) -> Result<()> {
             lake,
             table,
         } => explain(&config, lake, table).await,
+        Command::Replay {
+            config,
+            lake,
+            queue,
+            failures,
+        } => replay::run(&config, lake, queue, failures).await,
         Command::Tables { lake } => tables(lake.open().await?).await,
         Command::Partitions { table, lake } => partitions(lake.open().await?, &table).await,
         Command::Query {

@@ -484,3 +484,216 @@ async fn the_sample_events_load_and_a_stream_no_table_reads_is_refused() {
         .to_string();
     assert!(e.contains("Kinesis or Kafka"), "{e}");
 }
+
+/// The Lambda failure record of a Kinesis batch the mapping gave up on.
+fn failure_record(batch: &Value) -> Value {
+    let records = batch["Records"].as_array().unwrap();
+    let seq = |r: &Value| r["kinesis"]["sequenceNumber"].as_str().unwrap().to_string();
+    json!({
+        "requestContext": {"requestId": "0f6a1b6e", "condition": "RetryAttemptsExhausted",
+                           "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:stream",
+                           "approximateInvokeCount": 3},
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST"},
+        "version": "1.0", "timestamp": "2026-12-06T01:00:00.000Z",
+        "KinesisBatchInfo": {
+            "shardId": "shardId-000000000000",
+            "startSequenceNumber": seq(&records[0]),
+            "endSequenceNumber": seq(records.last().unwrap()),
+            "approximateArrivalOfFirstRecord": "2026-12-06T00:59:00Z",
+            "approximateArrivalOfLastRecord": "2026-12-06T00:59:01Z",
+            "batchSize": records.len(),
+            "streamArn": records[0]["eventSourceARN"],
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_the_mapping_gave_up_on_is_replayed_from_its_failure_record_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = moto();
+    let stream = m.unique("given-up");
+    build_events(
+        &["kinesis", &m.endpoint, &stream, SOURCE, "60", "9"],
+        tmp.path(),
+    );
+    let shards: Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("shards.json")).unwrap()).unwrap();
+    let shard = shards["shards"]["shardId-000000000000"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let arn = format!("arn:aws:kinesis:us-east-1:123456789012:stream/{stream}");
+    let batches = deliveries(&shard, &arn, 0, 9);
+    assert!(batches.len() >= 3, "{}", batches.len());
+    // The example pipeline, reading this test's stream.
+    let pipeline = |lake: &Path| {
+        let text = std::fs::read_to_string(repo_root().join(EXAMPLE))
+            .unwrap()
+            .replace(
+                "stream = \"clickstream-events\"",
+                &format!("stream = {stream:?}"),
+            )
+            .replace(
+                "root = \"./lake\"",
+                &format!("root = {:?}", lake.to_str().unwrap()),
+            );
+        let path = lake.with_extension("toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let start = |lake: &Path| {
+        let settings = Settings {
+            config: pipeline(lake).to_string_lossy().into_owned(),
+            ..Settings::default()
+        };
+        async move {
+            Deps::new(&settings)
+                .await
+                .expect("the stream function starts")
+        }
+    };
+    let parquet = |lake: &Path| {
+        format!(
+            "SELECT * EXCLUDE (dt, event_type), CAST(dt AS VARCHAR) AS dt, event_type FROM read_parquet('{}/clickstream/**/*.parquet', hive_partitioning=true)",
+            lake.display()
+        )
+    };
+    // Every batch delivered and loaded: what the lake must end up holding.
+    let clean = tmp.path().join("clean");
+    let deps = start(&clean).await;
+    feed_ok(&deps, &batches).await;
+    let rows = assert_same_rows(&repo_root(), &parquet(&clean), &parquet(&clean));
+
+    // The second batch fails on every attempt (MaximumRetryAttempts 2:
+    // three in all), and the mapping goes on: failing at its checkpoint's
+    // first write or at its first data write. Either way the chunk is left
+    // pending, and the next batch, cut otherwise, keeps its records as a gap.
+    for fail_at in [2, 3] {
+        given_up_and_replayed(m, &tmp, &batches, fail_at, rows, &clean, &pipeline, &start).await;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn given_up_and_replayed<P, S, F>(
+    m: &sluice_tests::moto::Moto,
+    tmp: &tempfile::TempDir,
+    batches: &[Value],
+    fail_at: u64,
+    rows: u64,
+    clean: &Path,
+    pipeline: &P,
+    start: &S,
+) where
+    P: Fn(&Path) -> PathBuf,
+    S: Fn(&Path) -> F,
+    F: std::future::Future<Output = Deps>,
+{
+    let parquet = |lake: &Path| {
+        format!(
+            "SELECT * EXCLUDE (dt, event_type), CAST(dt AS VARCHAR) AS dt, event_type FROM read_parquet('{}/clickstream/**/*.parquet', hive_partitioning=true)",
+            lake.display()
+        )
+    };
+    let lake = tmp.path().join(format!("lake-{fail_at}"));
+    let mut deps = start(&lake).await;
+    feed_ok(&deps, &batches[..1]).await;
+    let inner = deps.lake.store.clone();
+    for _ in 0..3 {
+        deps.lake.store = Arc::new(
+            FaultyStore::new(inner.clone(), Faults::Once(fail_at)).with_kind(FaultKind::Refused),
+        );
+        let answer = sluice_functions::stream::handle(
+            &deps,
+            batches[1].clone(),
+            Some(std::time::Instant::now()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            answer["batchItemFailures"][0]["itemIdentifier"],
+            batches[1]["Records"][0]["kinesis"]["sequenceNumber"],
+            "{answer}"
+        );
+    }
+    deps.lake.store = inner;
+    feed_ok(&deps, &batches[2..]).await;
+    let before = python_json(
+        &repo_root(),
+        &format!(
+            "import duckdb, json\nprint(json.dumps(duckdb.sql(\"SELECT count(*) FROM ({})\").fetchall()[0][0]))",
+            parquet(&lake).replace('"', "\\\"")
+        ),
+    );
+    assert!(
+        before.as_u64().unwrap() < rows,
+        "the given-up batch is missing: {before} of {rows}"
+    );
+
+    // The failure record, in the mapping's on-failure queue; the documented
+    // command replays every message of the queue and deletes it.
+    let sdk = m.aws().sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let queue = sqs
+        .create_queue()
+        .queue_name(m.unique("stream-failures"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let record = failure_record(&batches[1]);
+    sqs.send_message()
+        .queue_url(&queue)
+        .message_body(record.to_string())
+        .send()
+        .await
+        .unwrap();
+    let config = pipeline(&lake);
+    let replay = |args: &[&str]| {
+        let out = Command::new(sluice_tests::sluice_bin())
+            .arg("replay")
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .envs(m.env())
+            .output()
+            .expect("sluice runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "sluice replay {args:?}: {text}");
+        text
+    };
+    let said = replay(&["--queue", &queue]);
+    assert!(said.contains("1 batches replayed"), "{said}");
+    assert_eq!(
+        assert_same_rows(&repo_root(), &parquet(&lake), &parquet(clean)),
+        rows,
+        "after the replay, every record once (failed at call {fail_at})"
+    );
+    let left = sqs
+        .receive_message()
+        .queue_url(&queue)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    assert!(left.is_empty(), "the replayed message is deleted: {left:?}");
+
+    // The same record replayed again (a file this time) loads nothing.
+    let files = lake_files(&lake);
+    let saved = tmp.path().join(format!("failure-{fail_at}.json"));
+    std::fs::write(&saved, record.to_string()).unwrap();
+    let said = replay(&[saved.to_str().unwrap()]);
+    assert!(said.contains(", 0 loaded into table clickstream"), "{said}");
+    assert_eq!(lake_files(&lake), files);
+    // So does a batch the shard loaded (the first), though it is long
+    // behind the checkpoint.
+    std::fs::write(&saved, failure_record(&batches[0]).to_string()).unwrap();
+    let said = replay(&[saved.to_str().unwrap()]);
+    assert!(said.contains(", 0 loaded into table clickstream"), "{said}");
+    assert_eq!(lake_files(&lake), files);
+}

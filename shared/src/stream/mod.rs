@@ -39,10 +39,15 @@
 //! retryably, before it loads anything. A pending chunk carries its
 //! invocation's deadline; until then another invocation cut otherwise
 //! leaves it alone (it fails, retryably) rather than loading its records
-//! beside it. A Kafka checkpoint is keyed by cluster (the MSK cluster's
+//! beside it. A pending chunk that a later batch, cut otherwise, finds
+//! unfinished (the mapping gave up on it after `MaximumRetryAttempts`) is
+//! kept in the checkpoint as a gap: its records load when they come again,
+//! though `last` is past them, which is how `sluice replay` loads a batch
+//! from its failure record ([`replay`]). A Kafka checkpoint is keyed by cluster (the MSK cluster's
 //! ARN, or the bootstrap servers) as well as topic and partition.
 
 pub mod kpl;
+pub mod replay;
 
 use std::io::Read;
 use std::sync::Arc;
@@ -143,6 +148,46 @@ fn position<'a>(batch: &Batch, p: &'a str) -> Result<(usize, &'a str)> {
     Ok((digits.len(), digits))
 }
 
+/// The successor (`up`) or predecessor of a decimal position, without
+/// leading zeros; `None` below zero.
+fn step(p: &str, up: bool) -> Option<String> {
+    let mut digits: Vec<u8> = p.trim_start_matches('0').bytes().collect();
+    if digits.is_empty() {
+        return up.then(|| "1".to_string());
+    }
+    let mut i = digits.len();
+    loop {
+        if i == 0 {
+            // Only carrying up runs past the first digit (999 + 1).
+            digits.insert(0, b'1');
+            break;
+        }
+        i -= 1;
+        match (up, digits[i]) {
+            (true, b'9') => digits[i] = b'0',
+            (false, b'0') => digits[i] = b'9',
+            (true, d) => {
+                digits[i] = d + 1;
+                break;
+            }
+            (false, d) => {
+                digits[i] = d - 1;
+                break;
+            }
+        }
+    }
+    let text = String::from_utf8(digits).expect("digits");
+    let text = text.trim_start_matches('0');
+    Some(if text.is_empty() { "0" } else { text }.to_string())
+}
+
+/// Positions as comparable keys (see [`position`]); both are checked
+/// decimals.
+fn key(p: &str) -> (usize, &str) {
+    let digits = p.trim_start_matches('0');
+    (digits.len(), digits)
+}
+
 /// How far a shard is loaded.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Checkpoint {
@@ -152,6 +197,73 @@ struct Checkpoint {
     last: Option<String>,
     /// A chunk being written: loaded once its commit record exists.
     pending: Option<Pending>,
+    /// Positions at or before `last` that were never loaded: records of a
+    /// batch that failed and that the event source mapping gave up on
+    /// (after `MaximumRetryAttempts`) before a later batch moved `last`
+    /// past them. A replay of them (`sluice replay`) loads them; every other
+    /// record at or before `last` is dropped as loaded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    gaps: Vec<Gap>,
+}
+
+/// Positions `first..=last` not loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Gap {
+    first: String,
+    last: String,
+}
+
+impl Checkpoint {
+    /// Whether the record at `p` is still to be loaded.
+    fn wants(&self, p: (usize, &str)) -> bool {
+        self.last.as_deref().is_none_or(|l| p > key(l))
+            || self
+                .gaps
+                .iter()
+                .any(|g| key(&g.first) <= p && p <= key(&g.last))
+    }
+
+    /// Records `first..=last` (every record of the shard between them) are
+    /// loaded: `last` moves past them and no gap holds them any more.
+    fn loaded(&mut self, first: &str, last: &str) {
+        if self.last.as_deref().is_none_or(|l| key(last) > key(l)) {
+            self.last = Some(last.to_string());
+        }
+        let mut gaps = Vec::with_capacity(self.gaps.len());
+        for g in self.gaps.drain(..) {
+            if key(last) < key(&g.first) || key(first) > key(&g.last) {
+                gaps.push(g);
+                continue;
+            }
+            if key(first) > key(&g.first)
+                && let Some(before) = step(first, false)
+            {
+                gaps.push(Gap {
+                    first: g.first.clone(),
+                    last: before,
+                });
+            }
+            if key(last) < key(&g.last) {
+                gaps.push(Gap {
+                    first: step(last, true).expect("a successor"),
+                    last: g.last,
+                });
+            }
+        }
+        self.gaps = gaps;
+    }
+
+    /// Records `first..=last` were not loaded and may never be delivered
+    /// again: kept as a gap until they are.
+    fn missed(&mut self, first: &str, last: &str) {
+        if self.gaps.iter().any(|g| g.first == first && g.last == last) {
+            return;
+        }
+        self.gaps.push(Gap {
+            first: first.to_string(),
+            last: last.to_string(),
+        });
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -295,7 +407,7 @@ async fn read_checkpoint(
     if let Some(p) = cp.pending.take() {
         let commit = lake.child(&CommitRecord::path(table, &p.chunk_id))?;
         if lake.get_bytes(&commit).await?.is_some() {
-            cp.last = Some(p.last);
+            cp.loaded(&p.first, &p.last);
         } else {
             unfinished = Some(p);
         }
@@ -407,7 +519,7 @@ pub async fn load_batch(
         })?;
     let path = checkpoint_path(lake, &table.name, batch)?;
     let (mut stored, unfinished) = read_checkpoint(lake, &path, &table.name, batch).await?;
-    let fresh = unloaded(batch, stored.checkpoint.last.as_deref())?;
+    let fresh = unloaded(batch, &stored.checkpoint)?;
     let mut outcome = Outcome {
         table: table.name.clone(),
         records: batch.records.len(),
@@ -438,6 +550,9 @@ pub async fn load_batch(
             )));
         }
         remove_files_of(lake, table, &p.chunk_id).await?;
+        // Its records may not come again (the mapping gave up on them): a
+        // gap, until they are loaded.
+        stored.checkpoint.missed(&p.first, &p.last);
     }
     let (head, tail) = fresh.split_at(split.unwrap_or(fresh.len()));
     for segment in [head, tail] {
@@ -471,7 +586,8 @@ pub async fn load_batch(
 /// After a failure, say in the checkpoint that no invocation is at work on
 /// its pending chunk any more, so that a retry cut otherwise need not wait
 /// for this invocation's deadline (best effort: if the store refuses this
-/// too, the retry waits).
+/// too, the retry waits). The pending chunk stays: a later batch that does
+/// not load it (the mapping gave up on it) keeps its records as a gap.
 async fn give_up(lake: &Location, stored: &mut Stored) {
     let Some(p) = stored.checkpoint.pending.as_mut() else {
         return;
@@ -576,15 +692,15 @@ async fn load_segment(
     };
     let record = process_chunk(engine, lake, &task, options, counters).await?;
     stored.checkpoint.pending = None;
-    stored.checkpoint.last = Some(last);
+    stored.checkpoint.loaded(&records[0].position, &last);
     stored.write(lake).await?;
     Ok((record, null_values))
 }
 
-/// The records after the checkpoint's `last` position, in order; an error
-/// if the batch's positions do not increase.
-fn unloaded<'a>(batch: &'a Batch, last: Option<&str>) -> Result<Vec<&'a Record>> {
-    let last = last.map(|l| position(batch, l)).transpose()?;
+/// The records the checkpoint does not hold as loaded (after its `last`
+/// position, or in one of its gaps), in order; an error if the batch's
+/// positions do not increase.
+fn unloaded<'a>(batch: &'a Batch, checkpoint: &Checkpoint) -> Result<Vec<&'a Record>> {
     let mut previous: Option<(usize, &str)> = None;
     let mut out = Vec::new();
     for r in &batch.records {
@@ -598,7 +714,7 @@ fn unloaded<'a>(batch: &'a Batch, last: Option<&str>) -> Result<Vec<&'a Record>>
             )));
         }
         previous = Some(p);
-        if last.is_none_or(|l| p > l) {
+        if checkpoint.wants(p) {
             out.push(r);
         }
     }
@@ -620,7 +736,7 @@ pub async fn first_unloaded(
     };
     let path = checkpoint_path(lake, &table.name, batch)?;
     let (stored, _) = read_checkpoint(lake, &path, &table.name, batch).await?;
-    Ok(unloaded(batch, stored.checkpoint.last.as_deref())?
+    Ok(unloaded(batch, &stored.checkpoint)?
         .first()
         .map(|r| r.position.clone()))
 }
@@ -632,6 +748,83 @@ mod tests {
     /// A deadline a quarter of an hour away.
     fn later() -> DateTime<Utc> {
         Utc::now() + chrono::Duration::minutes(15)
+    }
+
+    /// A checkpoint loaded up to `last`, with no gap.
+    fn at(last: Option<&str>) -> Checkpoint {
+        Checkpoint {
+            last: last.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    fn positions<'a>(records: &[&'a Record]) -> Vec<&'a str> {
+        records.iter().map(|r| r.position.as_str()).collect()
+    }
+
+    #[test]
+    fn positions_step_up_and_down_across_carries() {
+        assert_eq!(step("9", true).as_deref(), Some("10"));
+        assert_eq!(step("0999", true).as_deref(), Some("1000"));
+        assert_eq!(step("1000", false).as_deref(), Some("999"));
+        assert_eq!(step("10", false).as_deref(), Some("9"));
+        assert_eq!(step("1", false).as_deref(), Some("0"));
+        assert_eq!(step("0", false), None);
+        assert_eq!(step("0", true).as_deref(), Some("1"));
+        assert_eq!(
+            step(
+                "49590338271490256608559692538361571095921575989136588899",
+                true
+            )
+            .as_deref(),
+            Some("49590338271490256608559692538361571095921575989136588900")
+        );
+    }
+
+    #[test]
+    fn records_in_a_gap_are_loaded_again_and_loading_narrows_the_gap() {
+        let b = batch(&["5", "7", "9", "11", "13", "20"]);
+        let mut cp = at(Some("13"));
+        cp.missed("7", "11");
+        assert_eq!(
+            positions(&unloaded(&b, &cp).unwrap()),
+            ["7", "9", "11", "20"]
+        );
+        // A retry halved: records 7 and 9 load; 11 is still a gap.
+        cp.loaded("7", "9");
+        assert_eq!(cp.last.as_deref(), Some("13"));
+        assert_eq!(
+            cp.gaps,
+            [Gap {
+                first: "10".into(),
+                last: "11".into()
+            }]
+        );
+        assert_eq!(positions(&unloaded(&b, &cp).unwrap()), ["11", "20"]);
+        // A chunk inside a gap leaves both ends.
+        let mut cp = at(Some("100"));
+        cp.missed("10", "30");
+        cp.loaded("15", "20");
+        assert_eq!(
+            cp.gaps,
+            [
+                Gap {
+                    first: "10".into(),
+                    last: "14".into()
+                },
+                Gap {
+                    first: "21".into(),
+                    last: "30".into()
+                }
+            ]
+        );
+        // A chunk over the whole gap, and past `last`, closes it.
+        cp.loaded("5", "120");
+        assert_eq!((cp.last.as_deref(), cp.gaps.len()), (Some("120"), 0));
+        // The same gap recorded twice is one gap.
+        cp.missed("1", "2");
+        cp.missed("1", "2");
+        assert_eq!(cp.gaps.len(), 1);
     }
 
     fn batch(positions: &[&str]) -> Batch {
@@ -653,14 +846,14 @@ mod tests {
     #[test]
     fn records_at_or_before_the_checkpoint_are_dropped_by_number_not_by_text() {
         let b = batch(&["9", "10", "11", "100"]);
-        let left: Vec<_> = unloaded(&b, Some("10"))
+        let left: Vec<_> = unloaded(&b, &at(Some("10")))
             .unwrap()
             .iter()
             .map(|r| r.position.as_str())
             .collect();
         assert_eq!(left, ["11", "100"]);
-        assert_eq!(unloaded(&b, None).unwrap().len(), 4);
-        assert!(unloaded(&b, Some("100")).unwrap().is_empty());
+        assert_eq!(unloaded(&b, &at(None)).unwrap().len(), 4);
+        assert!(unloaded(&b, &at(Some("100"))).unwrap().is_empty());
         // Kinesis sequence numbers are wider than 64 bits.
         let wide = batch(&[
             "49590338271490256608559692538361571095921575989136588898",
@@ -669,7 +862,9 @@ mod tests {
         assert_eq!(
             unloaded(
                 &wide,
-                Some("49590338271490256608559692538361571095921575989136588898")
+                &at(Some(
+                    "49590338271490256608559692538361571095921575989136588898"
+                ))
             )
             .unwrap()
             .len(),
@@ -679,9 +874,13 @@ mod tests {
 
     #[test]
     fn a_batch_out_of_order_or_with_a_bad_position_is_refused() {
-        let e = unloaded(&batch(&["5", "5"]), None).unwrap_err().to_string();
+        let e = unloaded(&batch(&["5", "5"]), &at(None))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not in order") && e.contains("shardId-0"), "{e}");
-        let e = unloaded(&batch(&["5", "x"]), None).unwrap_err().to_string();
+        let e = unloaded(&batch(&["5", "x"]), &at(None))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("\"x\""), "{e}");
     }
 
@@ -890,6 +1089,7 @@ region = "string"
             stream: "orders".into(),
             shard: "3".into(),
             last: None,
+            gaps: Vec::new(),
             pending: Some(Pending {
                 first: "1".into(),
                 last: "2".into(),
