@@ -270,6 +270,70 @@ async fn a_crash_at_any_call_of_a_cdc_load_then_a_rerun_ends_in_the_source_rows(
     }
 }
 
+/// A second Debezium load, into a table that already holds the first
+/// load's rows (its changes update, delete and re-insert keys those rows
+/// hold), crashed at each of its store calls in turn and with each call's
+/// answer lost in turn, then run again cleanly: the table is the source
+/// table every time, never the first load's rows doubled or half-merged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_into_a_table_with_rows_crashed_at_any_call_then_rerun_ends_in_the_source_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = tmp.path().join("raw");
+    workload(&raw, 11, 80, 4);
+    let want = expected(&raw);
+    let files = names(&raw.join("debezium"));
+    assert_eq!(files.len(), 4, "{files:?}");
+    let first = tmp.path().join("first");
+    copy_files(&raw.join("debezium"), &first.join("debezium"), &files[..2]);
+    let all = tmp.path().join("all");
+    copy_files(&raw.join("debezium"), &all.join("debezium"), &files);
+    let text = std::fs::read_to_string(repo_root().join("examples/cdc/sluice.toml")).unwrap();
+    let engine = Arc::new(
+        Engine::new(Pipeline::from_toml(&text).unwrap())
+            .await
+            .unwrap(),
+    );
+    let load = |input: &Path, lake: Location| {
+        let engine = engine.clone();
+        let input = Location::open(input.to_str().unwrap(), false).unwrap();
+        async move { load_with(&engine, &input, &lake, 2, 1 << 20, false).await }
+    };
+    // The first load: the table holds rows before the load under test.
+    let base: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    load(&first, lake_on(base.clone())).await.unwrap();
+    let before = rows_of(&lake_on(base.clone()), "customers_dbz").await;
+    assert!(
+        before.len() > 10,
+        "{} rows after the first load",
+        before.len()
+    );
+    assert_ne!(before, want, "the second load changes the table");
+
+    let counted = Arc::new(FaultyStore::new(copy_of(&base).await, Faults::None));
+    load(&all, lake_on(counted.clone())).await.unwrap();
+    let calls = counted.calls();
+    assert_eq!(
+        rows_of(&lake_on(counted.clone()), "customers_dbz").await,
+        want
+    );
+    assert!(calls > 20, "{calls} store calls");
+
+    for (n, fault, kind) in crashes_then_lost_answers(calls) {
+        let store = copy_of(&base).await;
+        let faulty = Arc::new(FaultyStore::new(store.clone(), fault).with_kind(kind));
+        let _ = load(&all, lake_on(faulty)).await;
+        let lake = lake_on(copy_of(&store).await);
+        load(&all, lake.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{fault:?} {kind:?} at call {n}: the rerun failed: {e}"));
+        assert_eq!(
+            rows_of(&lake, "customers_dbz").await,
+            want,
+            "{fault:?} {kind:?} at call {n}: the merged table"
+        );
+    }
+}
+
 /// Changes without their key, with an unknown operation, or whose `after`
 /// does not fit the schema are quarantined with the reason; the good ones
 /// are merged.

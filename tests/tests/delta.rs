@@ -823,6 +823,96 @@ async fn vacuum_deletes_files_no_version_names_after_the_grace_and_nothing_else(
     assert_eq!(snapshot_rows(&lake, "vacuumed").await, want);
 }
 
+/// The table's data files, sorted.
+async fn data_files(lake: &Location) -> Vec<String> {
+    let mut files: Vec<String> = lake
+        .store
+        .list(None)
+        .map_ok(|m| m.location.to_string())
+        .try_filter(|f| {
+            futures::future::ready(f.ends_with(".parquet") && !f.contains("_delta_log"))
+        })
+        .try_collect()
+        .await
+        .unwrap();
+    files.sort();
+    files
+}
+
+/// A VACUUM (after an OPTIMIZE, a month later) crashed at each of its store
+/// calls in turn, and each call's answer lost in turn (a delete applied, its
+/// caller told it failed): whatever it answers, the table's rows are
+/// unchanged, and a VACUUM run again after it succeeds and leaves exactly
+/// the files a clean VACUUM leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vacuum_crashed_or_unanswered_at_any_call_deletes_only_what_a_clean_one_does() {
+    let (engine, text) = engine_and_example().await;
+    // One day's events in four files: partitions of several small files.
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("\"event_time\":\"2026-11-18"))
+        .take(80)
+        .collect();
+    let (_dir, input) = raw_folder(
+        lines
+            .chunks(20)
+            .enumerate()
+            .map(|(i, part)| (format!("{i}.jsonl"), part)),
+    );
+    let base: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    load(&engine, &input, &lake_on(base.clone())).await.unwrap();
+    let options = sluice::compact::CompactOptions {
+        min_age: std::time::Duration::ZERO,
+        ..Default::default()
+    };
+    let now = chrono::Utc::now() + chrono::Duration::hours(1);
+    let merged = delta::compact(&lake_on(base.clone()), "clickstream", &options, now)
+        .await
+        .unwrap();
+    assert!(merged.files_removed > merged.files_added, "{merged:?}");
+    let want = snapshot_rows(&lake_on(base.clone()), "compacted").await;
+    let retain = std::time::Duration::from_secs(7 * 24 * 3600);
+    let later = now + chrono::Duration::days(30);
+
+    // A clean VACUUM: what it leaves, and its store calls counted.
+    let counted = Arc::new(FaultyStore::new(copy_of(&base).await, Faults::None));
+    let gone = delta::vacuum_at(
+        &lake_on(counted.clone()),
+        "clickstream",
+        retain,
+        false,
+        later,
+    )
+    .await
+    .unwrap();
+    assert!(gone.len() >= merged.files_removed as usize, "{gone:?}");
+    let left = data_files(&lake_on(counted.clone())).await;
+    assert_eq!(
+        snapshot_rows(&lake_on(counted.clone()), "clean").await,
+        want
+    );
+    let calls = counted.calls();
+    assert!(calls > 5, "{calls} store calls");
+
+    for (n, fault, kind) in crashes_then_lost_answers(calls + 2) {
+        let store = copy_of(&base).await;
+        let faulty = Arc::new(FaultyStore::new(store.clone(), fault).with_kind(kind));
+        let answer = delta::vacuum_at(&lake_on(faulty), "clickstream", retain, false, later).await;
+        let what = format!("call {n} {fault:?} {kind:?} (VACUUM answered {answer:?})");
+        let lake = lake_on(store);
+        assert_eq!(snapshot_rows(&lake, &what).await, want, "{what}");
+        delta::vacuum_at(&lake, "clickstream", retain, false, later)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: a VACUUM after it failed: {e}"));
+        assert_eq!(data_files(&lake).await, left, "{what}, then a VACUUM");
+        assert_eq!(
+            snapshot_rows(&lake, &what).await,
+            want,
+            "{what}, then a VACUUM"
+        );
+    }
+}
+
 /// Chunks compacted a month ago (their files' tombstones dated then), a
 /// checkpoint since (which forgets tombstones past the table's 7-day
 /// retention), and VACUUM: every commit record delivered again (a DLQ

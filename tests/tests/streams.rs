@@ -26,8 +26,14 @@ const SOURCE: &str = "examples/clickstream/raw/clickstream/events-00000.jsonl";
 /// The stream function's dependencies, on the example pipeline, with its
 /// lake in `lake` (a local folder).
 async fn deps(lake: &Path) -> Deps {
+    deps_with(&repo_root().join(EXAMPLE), lake).await
+}
+
+/// The stream function's dependencies on the pipeline `config`, with its
+/// lake in `lake`.
+async fn deps_with(config: &Path, lake: &Path) -> Deps {
     let settings = Settings {
-        config: repo_root().join(EXAMPLE).to_string_lossy().into_owned(),
+        config: config.to_string_lossy().into_owned(),
         lake: Some(lake.to_string_lossy().into_owned()),
         ..Settings::default()
     };
@@ -278,13 +284,14 @@ fn deliveries(shard: &[Value], arn: &str, from: usize, batch: usize) -> Vec<Valu
 /// whose store works (a crash, `Faults::CrashAt`, fails every call after it
 /// until the function restarts). Returns how many failures were answered.
 async fn deliver_with_fault(
+    config: &Path,
     lake: &Path,
     shard: &[Value],
     arn: &str,
     fault: Faults,
     kind: FaultKind,
 ) -> usize {
-    let mut deps = deps(lake).await;
+    let mut deps = deps_with(config, lake).await;
     let inner = deps.lake.store.clone();
     deps.lake.store = Arc::new(FaultyStore::new(inner.clone(), fault).with_kind(kind));
     let mut from = 0;
@@ -344,7 +351,16 @@ async fn a_batch_failing_at_any_storage_call_is_loaded_once_from_the_record_it_a
     let arn = "arn:aws:kinesis:us-east-1:123456789012:stream/clickstream-events";
     // A clean delivery, to count the calls and to compare with.
     let clean = tmp.path().join("clean");
-    deliver_with_fault(&clean, &shard, arn, Faults::None, FaultKind::Refused).await;
+    let example = repo_root().join(EXAMPLE);
+    deliver_with_fault(
+        &example,
+        &clean,
+        &shard,
+        arn,
+        Faults::None,
+        FaultKind::Refused,
+    )
+    .await;
     let parquet = |lake: &Path| {
         format!(
             "SELECT * EXCLUDE (dt, event_type), CAST(dt AS VARCHAR) AS dt, event_type FROM read_parquet('{}/clickstream/**/*.parquet', hive_partitioning=true)",
@@ -365,7 +381,7 @@ async fn a_batch_failing_at_any_storage_call_is_loaded_once_from_the_record_it_a
     });
     for (fault, kind) in faults {
         let lake = tmp.path().join(format!("{fault:?}-{kind:?}"));
-        answered += deliver_with_fault(&lake, &shard, arn, fault, kind).await;
+        answered += deliver_with_fault(&example, &lake, &shard, arn, fault, kind).await;
         assert_eq!(
             assert_same_rows(&repo_root(), &parquet(&lake), &parquet(&clean)),
             rows,
@@ -696,4 +712,116 @@ async fn given_up_and_replayed<P, S, F>(
     let said = replay(&[saved.to_str().unwrap()]);
     assert!(said.contains(", 0 loaded into table clickstream"), "{said}");
     assert_eq!(lake_files(&lake), files);
+}
+
+/// Every commit record of table `clickstream` in `lake`, published as the
+/// catalog function publishes them (into a Delta table: commits); then the
+/// table's rows as its latest snapshot lists its files, each with its
+/// partition folder.
+async fn published_delta_rows(config: &Path, lake: &Path) -> Vec<String> {
+    let deps = deps_with(config, lake).await;
+    let mut records = Vec::new();
+    for f in files_under(lake) {
+        if f.starts_with("_sluice/commits/clickstream/") && f.ends_with(".json") {
+            records.push(
+                serde_json::from_slice::<sluice::commit::CommitRecord>(
+                    &std::fs::read(lake.join(&f)).unwrap(),
+                )
+                .unwrap(),
+            );
+        }
+    }
+    assert!(
+        !records.is_empty(),
+        "no commit record in {}",
+        lake.display()
+    );
+    deps.engine()
+        .sink("clickstream")
+        .publish(&deps.lake, deps.catalog.as_ref(), &records, None)
+        .await
+        .unwrap_or_else(|e| panic!("publishing {} failed: {e}", lake.display()));
+    let t = sluice::delta::open(&deps.lake, "clickstream", sluice::delta::AsOf::Latest)
+        .await
+        .unwrap()
+        .expect("a Delta table");
+    let files: Vec<String> = t
+        .snapshot()
+        .unwrap()
+        .log_data()
+        .iter()
+        .map(|f| f.path().to_string())
+        .collect();
+    let mut rows = Vec::new();
+    for f in files {
+        let bytes = std::fs::read(lake.join("clickstream").join(&f)).unwrap();
+        let folder = f.rsplit_once('/').map_or("", |(d, _)| d).to_string();
+        for line in sluice_tests::parquet_json_rows(bytes::Bytes::from(bytes)) {
+            rows.push(format!("{folder}|{line}"));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// The fault sweep above into a Delta table: a batch failing at any of the
+/// first storage calls (refused, its answer lost, or the process dying
+/// there) and delivered again from the record it answers, halved; then the
+/// catalog publishes every commit record. The table holds exactly the rows
+/// a clean delivery gives, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_table_fed_by_a_stream_failing_at_any_call_holds_each_record_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = moto();
+    let stream = m.unique("delta-faults");
+    build_events(
+        &["kinesis", &m.endpoint, &stream, SOURCE, "60", "9"],
+        tmp.path(),
+    );
+    let shards: Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("shards.json")).unwrap()).unwrap();
+    let shard = shards["shards"]["shardId-000000000000"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let arn = "arn:aws:kinesis:us-east-1:123456789012:stream/clickstream-events";
+    let text = std::fs::read_to_string(repo_root().join(EXAMPLE)).unwrap();
+    assert!(text.contains("stream = \"clickstream-events\"\n"));
+    let config = tmp.path().join("delta.toml");
+    std::fs::write(
+        &config,
+        text.replace(
+            "stream = \"clickstream-events\"\n",
+            "stream = \"clickstream-events\"\ntable_format = \"delta\"\n",
+        ),
+    )
+    .unwrap();
+    let clean = tmp.path().join("clean");
+    deliver_with_fault(
+        &config,
+        &clean,
+        &shard,
+        arn,
+        Faults::None,
+        FaultKind::Refused,
+    )
+    .await;
+    let want = published_delta_rows(&config, &clean).await;
+    assert!(want.len() > 20, "{} rows", want.len());
+    let faults = (1..=30u64).flat_map(|n| {
+        [
+            (Faults::Once(n), FaultKind::Refused),
+            (Faults::Once(n), FaultKind::AnswerLost),
+            (Faults::CrashAt(n), FaultKind::AnswerLost),
+        ]
+    });
+    for (fault, kind) in faults {
+        let lake = tmp.path().join(format!("{fault:?}-{kind:?}"));
+        deliver_with_fault(&config, &lake, &shard, arn, fault, kind).await;
+        assert_eq!(
+            published_delta_rows(&config, &lake).await,
+            want,
+            "{fault:?} ({kind:?})"
+        );
+    }
 }
