@@ -75,10 +75,7 @@ pub struct Budget {
 impl Budget {
     /// A budget of `limit` bytes; `origin` says where it comes from.
     pub fn new(limit: u64, origin: &'static str) -> Budget {
-        let pool = TrackConsumersPool::new(
-            GreedyMemoryPool::new(usize::try_from(limit).unwrap_or(usize::MAX)),
-            std::num::NonZeroUsize::new(3).expect("not zero"),
-        );
+        let pool = GreedyMemoryPool::new(usize::try_from(limit).unwrap_or(usize::MAX));
         Budget {
             pool: Arc::new(pool),
             limit,
@@ -428,6 +425,9 @@ async fn collect(
         rows += batch.num_rows();
         batches.push(batch);
     }
+    if batches.is_empty() {
+        return Ok((RecordBatch::new_empty(schema.clone()), held));
+    }
     // One column at a time: each column's pieces go as soon as it is
     // copied, so the rows are never held twice.
     let mut pieces: Vec<Vec<ArrayRef>> =
@@ -446,26 +446,18 @@ async fn collect(
         let bytes: usize = column.iter().map(|a| a.get_array_memory_size()).sum();
         held.try_grow(bytes).map_err(|_| no_room(bytes))?;
         let refs: Vec<&dyn Array> = column.iter().map(|a| a.as_ref()).collect();
-        let joined = if refs.is_empty() {
-            arrow::array::new_empty_array(&DataType::Null)
-        } else {
-            arrow::compute::concat(&refs).map_err(|e| read_error(lookup, what, e))?
-        };
+        let joined = arrow::compute::concat(&refs).map_err(|e| read_error(lookup, what, e))?;
         drop(refs);
         drop(column);
         held.shrink(bytes);
         columns.push(joined);
     }
-    let batch = if rows == 0 {
-        RecordBatch::new_empty(schema.clone())
-    } else {
-        RecordBatch::try_new_with_options(
-            schema.clone(),
-            columns,
-            &RecordBatchOptions::new().with_row_count(Some(rows)),
-        )
-        .map_err(|e| read_error(lookup, what, e))?
-    };
+    let batch = RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(rows)),
+    )
+    .map_err(|e| read_error(lookup, what, e))?;
     let bytes = batch.get_array_memory_size();
     if bytes as u64 > lookup.max_bytes {
         return Err(too_big(bytes as u64));

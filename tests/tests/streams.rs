@@ -258,6 +258,21 @@ async fn kafka_batches_land_once_and_a_replayed_batch_writes_nothing() {
     );
 }
 
+/// Put 60 records to a new stream on moto's Kinesis (named from `prefix`),
+/// with events written under `dir`: the stream's name and the records of
+/// its first shard as GetRecords returned them.
+fn first_shard(m: &sluice_tests::moto::Moto, prefix: &str, dir: &Path) -> (String, Vec<Value>) {
+    let stream = m.unique(prefix);
+    build_events(&["kinesis", &m.endpoint, &stream, SOURCE, "60", "9"], dir);
+    let shards: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("shards.json")).unwrap()).unwrap();
+    let shard = shards["shards"]["shardId-000000000000"]
+        .as_array()
+        .unwrap()
+        .clone();
+    (stream, shard)
+}
+
 /// The records of one shard from `from` (a sequence number) on, delivered
 /// as Lambda delivers them after a failure: in events of `batch` records.
 fn deliveries(shard: &[Value], arn: &str, from: usize, batch: usize) -> Vec<Value> {
@@ -337,17 +352,7 @@ async fn deliver_with_fault(
 async fn a_batch_failing_at_any_storage_call_is_loaded_once_from_the_record_it_answers() {
     let tmp = tempfile::tempdir().unwrap();
     let m = moto();
-    let stream = m.unique("faults");
-    build_events(
-        &["kinesis", &m.endpoint, &stream, SOURCE, "60", "9"],
-        tmp.path(),
-    );
-    let shards: Value =
-        serde_json::from_slice(&std::fs::read(tmp.path().join("shards.json")).unwrap()).unwrap();
-    let shard = shards["shards"]["shardId-000000000000"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let (_, shard) = first_shard(m, "faults", tmp.path());
     let arn = "arn:aws:kinesis:us-east-1:123456789012:stream/clickstream-events";
     // A clean delivery, to count the calls and to compare with.
     let clean = tmp.path().join("clean");
@@ -527,17 +532,7 @@ fn failure_record(batch: &Value) -> Value {
 async fn a_batch_the_mapping_gave_up_on_is_replayed_from_its_failure_record_once() {
     let tmp = tempfile::tempdir().unwrap();
     let m = moto();
-    let stream = m.unique("given-up");
-    build_events(
-        &["kinesis", &m.endpoint, &stream, SOURCE, "60", "9"],
-        tmp.path(),
-    );
-    let shards: Value =
-        serde_json::from_slice(&std::fs::read(tmp.path().join("shards.json")).unwrap()).unwrap();
-    let shard = shards["shards"]["shardId-000000000000"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let (stream, shard) = first_shard(m, "given-up", tmp.path());
     let arn = format!("arn:aws:kinesis:us-east-1:123456789012:stream/{stream}");
     let batches = deliveries(&shard, &arn, 0, 9);
     assert!(batches.len() >= 3, "{}", batches.len());
@@ -773,17 +768,7 @@ async fn published_delta_rows(config: &Path, lake: &Path) -> Vec<String> {
 async fn a_delta_table_fed_by_a_stream_failing_at_any_call_holds_each_record_once() {
     let tmp = tempfile::tempdir().unwrap();
     let m = moto();
-    let stream = m.unique("delta-faults");
-    build_events(
-        &["kinesis", &m.endpoint, &stream, SOURCE, "60", "9"],
-        tmp.path(),
-    );
-    let shards: Value =
-        serde_json::from_slice(&std::fs::read(tmp.path().join("shards.json")).unwrap()).unwrap();
-    let shard = shards["shards"]["shardId-000000000000"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let (_, shard) = first_shard(m, "delta-faults", tmp.path());
     let arn = "arn:aws:kinesis:us-east-1:123456789012:stream/clickstream-events";
     let text = std::fs::read_to_string(repo_root().join(EXAMPLE)).unwrap();
     assert!(text.contains("stream = \"clickstream-events\"\n"));

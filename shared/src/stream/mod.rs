@@ -144,8 +144,7 @@ fn position<'a>(batch: &Batch, p: &'a str) -> Result<(usize, &'a str)> {
             batch.name()
         )));
     }
-    let digits = p.trim_start_matches('0');
-    Ok((digits.len(), digits))
+    Ok(key(p))
 }
 
 /// The successor (`up`) or predecessor of a decimal position, without
@@ -181,8 +180,8 @@ fn step(p: &str, up: bool) -> Option<String> {
     Some(if text.is_empty() { "0" } else { text }.to_string())
 }
 
-/// Positions as comparable keys (see [`position`]); both are checked
-/// decimals.
+/// A checked decimal position as a key that orders as its number does
+/// (see [`position`]).
 fn key(p: &str) -> (usize, &str) {
     let digits = p.trim_start_matches('0');
     (digits.len(), digits)
