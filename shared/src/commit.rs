@@ -29,6 +29,10 @@ pub struct SourceInfo {
     /// When this version was written (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modified: Option<String>,
+    /// The S3 event's `sequencer` of this version, where known (see
+    /// the source ledger): not part of the chunk's identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequencer: Option<String>,
 }
 
 /// One Parquet file a chunk wrote.
@@ -289,6 +293,7 @@ mod tests {
             e_tag: Some("\"abc\"".into()),
             version: Some("v1".into()),
             modified: None,
+            sequencer: None,
         };
         let c = Chunk {
             index: 0,

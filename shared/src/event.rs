@@ -32,6 +32,11 @@ pub struct ObjectRef {
     pub e_tag: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The notification's `sequencer`: of two events for one key, the one
+    /// with the greater sequencer (hex, compared at equal length) is the
+    /// later write, however close the writes were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequencer: Option<String>,
 }
 
 impl ObjectRef {
@@ -132,6 +137,7 @@ pub fn decode(event: &Value) -> Result<Vec<Target>> {
             size: d.object.size,
             e_tag: d.object.etag.map(|e| e.trim_matches('"').to_string()),
             version: d.object.version_id,
+            sequencer: d.object.sequencer,
         })]);
     }
     let direct: Direct = serde_json::from_value(event.clone()).map_err(|e| {
@@ -163,6 +169,8 @@ struct DetailObject {
     etag: Option<String>,
     #[serde(default, rename = "version-id")]
     version_id: Option<String>,
+    #[serde(default)]
+    sequencer: Option<String>,
 }
 
 /// A payload written by hand or by Step Functions.
@@ -206,6 +214,7 @@ impl Direct {
                 size: None,
                 e_tag: None,
                 version: None,
+                sequencer: None,
             }),
             (None, Some(prefix)) => Target::Prefix { bucket, prefix },
             _ => return Err(missing()),
@@ -241,6 +250,7 @@ fn s3_record(record: &S3EventRecord) -> Result<Target> {
             .as_ref()
             .map(|e| e.trim_matches('"').to_string()),
         version: record.s3.object.version_id.clone(),
+        sequencer: record.s3.object.sequencer.clone(),
     }))
 }
 
@@ -286,7 +296,8 @@ mod tests {
                 key: "raw/a+b.jsonl".into(),
                 size: None,
                 e_tag: None,
-                version: None
+                version: None,
+                sequencer: None,
             })
         );
         assert_eq!(
@@ -349,12 +360,14 @@ mod tests {
                 size: Some(1500159),
                 e_tag: Some("d41d8cd98f00b204e9800998ecf8427e".into()),
                 version: None,
+                sequencer: Some("0055AED6DCD90281E5".into()),
             })]
         );
         let t = decode(&fixture("eventbridge-object-created.json")).unwrap();
         assert!(
             matches!(&t[..], [Target::Object(o)] if o.key == "raw/clickstream/events-00001.jsonl.gz"
-                && o.version.as_deref() == Some("IYV3p45BT0ac8hjHg1houSdS1a.Mro8e"))
+                && o.version.as_deref() == Some("IYV3p45BT0ac8hjHg1houSdS1a.Mro8e")
+                && o.sequencer.as_deref() == Some("00617F08299329D189"))
         );
         assert!(matches!(
             &decode(&fixture("s3-test-event.json")).unwrap()[..],

@@ -70,6 +70,7 @@ pub fn read(data: &[u8]) {
             e_tag: None,
             version: None,
             modified: None,
+            sequencer: None,
         };
         let whole = read_all(&table, &obj, &plan_text(obj.size, u64::MAX, false)).await;
         if codec == "none" && body.len() > 2 {

@@ -65,6 +65,7 @@ impl TaskSpec {
                 e_tag: self.source.e_tag.clone(),
                 version: self.source.version.clone(),
                 modified: self.source.modified.clone(),
+                sequencer: self.source.sequencer.clone(),
             },
             chunk: self.chunk,
             chunks: self.chunks,

@@ -45,6 +45,10 @@ pub struct Entry {
     /// ETag, else version id, else size: what tells versions apart.
     pub version: String,
     pub modified: Option<String>,
+    /// The S3 event's sequencer of this version, where it was planned from
+    /// its own event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequencer: Option<String>,
     /// Chunks of this version.
     pub chunks: usize,
     pub index: u32,
@@ -77,14 +81,37 @@ fn entry_path(table: &str, e: &Entry) -> String {
     )
 }
 
-/// Which version comes later: by the time written, then by the version key.
-fn order(e: &Entry) -> (Option<DateTime<Utc>>, String) {
-    let t = e
-        .modified
-        .as_deref()
-        .and_then(|m| DateTime::parse_from_rfc3339(m).ok())
-        .map(|t| t.with_timezone(&Utc));
-    (t, e.version.clone())
+/// Where a version stands among a source's versions: the later write
+/// sorts last.
+type Order = (Option<DateTime<Utc>>, String, String);
+
+/// A sequencer as a key that sorts as S3 says to compare them: hex, the
+/// shorter left-padded with zeros.
+fn sequencer_key(s: &str) -> String {
+    format!("{:0>64}", s.to_ascii_uppercase())
+}
+
+/// The order of a source's versions (their head entries). Where every
+/// version came with its S3 event's sequencer, the sequencer decides: S3
+/// orders writes of one key by it, finer than Last-Modified's second (and
+/// right where Last-Modified is not: a multipart upload's is when it
+/// began, not when it completed). Otherwise by the time written, then the
+/// sequencer, then the version key.
+fn orders(heads: &[Entry]) -> Vec<Order> {
+    let by_sequencer = heads.iter().all(|e| e.sequencer.is_some());
+    heads
+        .iter()
+        .map(|e| {
+            let t = e
+                .modified
+                .as_deref()
+                .and_then(|m| DateTime::parse_from_rfc3339(m).ok())
+                .map(|t| t.with_timezone(&Utc))
+                .filter(|_| !by_sequencer);
+            let s = e.sequencer.as_deref().map(sequencer_key);
+            (t, s.unwrap_or_default(), e.version.clone())
+        })
+        .collect()
 }
 
 /// Record a committed chunk (of a version cut into `chunks` chunks) and
@@ -106,6 +133,7 @@ pub async fn record_chunk(lake: &Location, record: &CommitRecord, chunks: usize)
         url: record.source.url.clone(),
         version: version_key(&record.source),
         modified: record.source.modified.clone(),
+        sequencer: record.source.sequencer.clone(),
         chunks,
         index: record.chunk.index,
         chunk_id: record.chunk_id.clone(),
@@ -125,7 +153,7 @@ pub async fn record_chunk(lake: &Location, record: &CommitRecord, chunks: usize)
 struct Version {
     /// The hash its entries' names start with.
     hash: String,
-    order: (Option<DateTime<Utc>>, String),
+    order: Order,
     complete: bool,
     entries: Vec<(object_store::path::Path, u32)>,
 }
@@ -160,26 +188,32 @@ async fn versions(lake: &Location, table: &str, url: &str) -> Result<Vec<Version
             .into_iter()
             .map(|(hash, entries)| Version {
                 hash,
-                order: (None, String::new()),
+                order: Order::default(),
                 complete: false,
                 entries,
             })
             .collect());
     }
-    let mut out = Vec::new();
-    for (hash, entries) in found {
-        let head = read_entry(lake, &entries[0].0).await?;
-        let mut idx: Vec<u32> = entries.iter().map(|(_, i)| *i).collect();
-        idx.sort();
-        idx.dedup();
-        out.push(Version {
-            hash,
-            order: order(&head),
-            complete: idx.len() == head.chunks,
-            entries,
-        });
+    let mut heads = Vec::new();
+    for entries in found.values() {
+        heads.push(read_entry(lake, &entries[0].0).await?);
     }
-    Ok(out)
+    Ok(found
+        .into_iter()
+        .zip(orders(&heads))
+        .zip(&heads)
+        .map(|(((hash, entries), order), head)| {
+            let mut idx: Vec<u32> = entries.iter().map(|(_, i)| *i).collect();
+            idx.sort();
+            idx.dedup();
+            Version {
+                hash,
+                order,
+                complete: idx.len() == head.chunks,
+                entries,
+            }
+        })
+        .collect())
 }
 
 /// Retire the chunks of every version of `url` older than its newest
@@ -318,4 +352,82 @@ async fn retire(lake: &Location, table: &str, entry: &Entry) -> Result<(usize, u
         rewritten += r;
     }
     Ok((deleted, rewritten))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A complete one-chunk version of `url`, as the ledger holds it.
+    fn version(url: &str, e_tag: &str, modified: &str, sequencer: Option<&str>) -> Entry {
+        Entry {
+            url: url.into(),
+            version: format!("e:{e_tag}"),
+            modified: Some(modified.into()),
+            sequencer: sequencer.map(String::from),
+            chunks: 1,
+            index: 0,
+            chunk_id: format!("chunk-{e_tag}"),
+        }
+    }
+
+    /// Ledger entries of `versions`, settled: the ETags whose entries stay.
+    async fn settled(versions: &[Entry]) -> Vec<String> {
+        let lake = Location::memory();
+        for e in versions {
+            let path = lake.child(&entry_path("t", e)).unwrap();
+            lake.store
+                .put(&path, PutPayload::from(serde_json::to_vec(e).unwrap()))
+                .await
+                .unwrap();
+        }
+        let url = &versions[0].url;
+        let done = settle(&lake, "t", url).await.unwrap();
+        assert_eq!(done.chunks_retired, versions.len() - 1, "{done:?}");
+        let dir = lake.child(&source_dir("t", url)).unwrap();
+        let mut left = Vec::new();
+        for m in lake
+            .store
+            .list(Some(&dir))
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+        {
+            left.push(read_entry(&lake, &m.location).await.unwrap().version);
+        }
+        left
+    }
+
+    const URL: &str = "s3://raw/t/a.jsonl";
+    const SECOND: &str = "2026-12-06T05:00:00.000000Z";
+
+    #[tokio::test]
+    async fn two_writes_in_one_second_are_ordered_by_their_sequencers() {
+        // The later write has the smaller ETag: the version key alone
+        // would keep the earlier one.
+        let earlier = version(URL, "ffff", SECOND, Some("0055AED6DCD90281E5"));
+        let later = version(URL, "0000", SECOND, Some("0055AED6DCD90281F0"));
+        assert_eq!(settled(&[earlier.clone(), later.clone()]).await, ["e:0000"]);
+        assert_eq!(settled(&[later, earlier]).await, ["e:0000"]);
+    }
+
+    #[tokio::test]
+    async fn sequencers_compare_as_numbers_and_outrank_last_modified() {
+        // "0100" is later than "FF" (left-padded, not as text); and a
+        // multipart upload's Last-Modified is when it began, so the later
+        // write may carry the earlier time.
+        let earlier = version(URL, "0000", "2026-12-06T05:00:09Z", Some("ff"));
+        let later = version(URL, "ffff", "2026-12-06T05:00:01Z", Some("0100"));
+        assert_eq!(settled(&[earlier, later]).await, ["e:ffff"]);
+    }
+
+    #[tokio::test]
+    async fn without_a_sequencer_for_every_version_the_time_written_decides() {
+        let earlier = version(URL, "0000", "2026-12-06T05:00:01Z", Some("ff"));
+        let later = version(URL, "ffff", "2026-12-06T05:00:02Z", None);
+        assert_eq!(settled(&[earlier, later]).await, ["e:ffff"]);
+        let earlier = version(URL, "ffff", "2026-12-06T05:00:01Z", None);
+        let later = version(URL, "0000", "2026-12-06T05:00:02Z", Some("01"));
+        assert_eq!(settled(&[earlier, later]).await, ["e:0000"]);
+    }
 }

@@ -163,6 +163,7 @@ fn check(case: FileCase, cuts: Vec<u64>, format: &str) -> Result<(), TestCaseErr
             e_tag: None,
             version: None,
             modified: None,
+            sequencer: None,
         };
         let table = table(format);
         let size = bytes.len() as u64;

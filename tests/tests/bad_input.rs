@@ -442,6 +442,7 @@ async fn a_zstd_bomb_is_read_a_bounded_piece_at_a_time() {
         e_tag: None,
         version: None,
         modified: None,
+        sequencer: None,
     };
     let chunk = sluice::plan::plan_text(obj.size, 64 << 20, false)[0];
     HEAP.reset_peak_usage();

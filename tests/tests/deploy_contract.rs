@@ -282,6 +282,7 @@ fn the_backfill_state_machine_passes_each_function_its_own_input_type() {
         table: "clickstream".into(),
         source: SourceInfo {
             modified: None,
+            sequencer: None,
             url: "s3://raw-bucket/raw/clickstream/a.jsonl".into(),
             size: 10,
             e_tag: Some("\"e\"".into()),

@@ -1917,7 +1917,12 @@ async fn kafka_batches_land_in_an_s3_delta_table_under_the_stream_and_catalog_ro
 /// Plan `keys` of the raw bucket and transform every task the planner
 /// queued, as the chunk queue delivers them; the planner's answer.
 async fn plan_and_transform(w: &World, deps: &Functions, keys: &[&str]) -> Value {
-    let planned = invoke!(deps.planner, planner::handle, s3_event(&w.raw, keys))
+    plan_and_transform_event(w, deps, s3_event(&w.raw, keys)).await
+}
+
+/// Plan `event` and transform the tasks it queues, as the queue delivers them.
+async fn plan_and_transform_event(w: &World, deps: &Functions, event: Value) -> Value {
+    let planned = invoke!(deps.planner, planner::handle, event)
         .await
         .expect("planner");
     let tasks = sqs_event(&w.drain().await);
@@ -1938,7 +1943,18 @@ async fn load(
     keys: &[&str],
     registered: &mut BTreeSet<String>,
 ) {
-    plan_and_transform(w, deps, keys).await;
+    load_event(w, deps, table, s3_event(&w.raw, keys), registered).await;
+}
+
+/// [`load`] for the objects of one event.
+async fn load_event(
+    w: &World,
+    deps: &Functions,
+    table: &str,
+    event: Value,
+    registered: &mut BTreeSet<String>,
+) {
+    plan_and_transform_event(w, deps, event).await;
     let events: Vec<(String, String)> = w
         .keys(&w.lake, &format!("_sluice/commits/{table}"))
         .await
@@ -2028,18 +2044,8 @@ async fn a_reupload_replaces_compacted_rows_under_the_roles(delta: bool) {
             !log.contains(&entry(3)) && !log.contains(&entry(0)),
             "{log:?}"
         );
-        let v = sluice_tests::delta_python_json(
-            &repo_root(),
-            &sluice_tests::compare_delta_script(local.path(), &glob, None),
-        );
-        sluice_tests::check_delta_matches_raw(&v);
-    } else {
-        let v = python_json(
-            &repo_root(),
-            &compare_script(local.path(), &glob, "read_json"),
-        );
-        check_lake_matches_raw(&v);
     }
+    check_clickstream_matches(local.path(), &glob, delta);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2050,6 +2056,104 @@ async fn a_reupload_replaces_compacted_rows_of_an_s3_hive_table_under_the_roles(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reupload_replaces_compacted_rows_of_an_s3_delta_table_under_the_roles() {
     a_reupload_replaces_compacted_rows_under_the_roles(true).await;
+}
+
+/// The S3 notification of the object now at `key` of the raw bucket, with
+/// its ETag and `sequencer`, as S3 sends it for that write.
+async fn notification(w: &World, key: &str, sequencer: &str) -> (Value, String) {
+    let head = w
+        .aws
+        .s3(&w.raw)
+        .unwrap()
+        .head(&ObjectPath::parse(key).unwrap())
+        .await
+        .unwrap();
+    let e_tag = head.e_tag.unwrap().trim_matches('"').to_string();
+    let mut event = s3_event(&w.raw, &[key]);
+    event["Records"][0]["s3"]["object"]["eTag"] = json!(e_tag);
+    event["Records"][0]["s3"]["object"]["sequencer"] = json!(sequencer);
+    (event, e_tag)
+}
+
+/// Two writes of one key whose S3 events' sequencers order them against
+/// their Last-Modified, as a multipart upload's does (stamped when it
+/// began, it completes after a PUT that began later): under the roles, the
+/// table keeps the write the sequencer puts last, as DuckDB or Python
+/// `deltalake` read it. (Here the "multipart" version is written first,
+/// so that its Last-Modified is the earlier one.)
+async fn the_write_with_the_later_sequencer_is_kept(delta: bool) {
+    let w = World::new().await;
+    let key = "raw/clickstream/events-00000.jsonl";
+    let deps = if delta {
+        w.delta_deps(256 * 1024, |_| {}).await
+    } else {
+        w.deps(256 * 1024).await
+    };
+    let later = sluice_tests::new_version();
+    let mut registered = BTreeSet::new();
+    w.put(&w.raw, key, later.clone().into_bytes()).await;
+    let (completed, _) = notification(&w, key, "0055AED6DCD90281F0").await;
+    load_event(&w, &deps, "clickstream", completed.clone(), &mut registered).await;
+    // A second later by Last-Modified; earlier by its sequencer.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let earlier = std::fs::read(repo_root().join(RAW).join("events-00000.jsonl")).unwrap();
+    w.put(&w.raw, key, earlier).await;
+    let (put, e_tag) = notification(&w, key, "0055AED6DCD90281E5").await;
+    load_event(&w, &deps, "clickstream", put, &mut registered).await;
+
+    // The first write's event delivered again plans what is there now, and
+    // does not lend it the first write's sequencer.
+    invoke!(deps.planner, planner::handle, completed)
+        .await
+        .expect("planner");
+    let tasks = w.drain().await;
+    assert!(!tasks.is_empty());
+    for (_, body) in &tasks {
+        let task: TaskSpec = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            (
+                task.source.e_tag.as_deref().map(|e| e.trim_matches('"')),
+                task.source.sequencer.as_deref()
+            ),
+            (Some(e_tag.as_str()), None),
+            "{body}"
+        );
+    }
+
+    let input = tempfile::tempdir().unwrap();
+    let dir = input.path().join("clickstream");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("events-00000.jsonl"), &later).unwrap();
+    let glob = format!("{}/*", dir.display());
+    let local = tempfile::tempdir().unwrap();
+    download(&w.lake, "clickstream", &local.path().join("clickstream"));
+    check_clickstream_matches(local.path(), &glob, delta);
+}
+
+/// The clickstream table downloaded to `lake` holds exactly the JSON Lines
+/// rows of `glob`, as DuckDB reads the Hive table, or DuckDB's `delta_scan`
+/// and Python `deltalake` the Delta table.
+fn check_clickstream_matches(lake: &Path, glob: &str, delta: bool) {
+    if delta {
+        let v = sluice_tests::delta_python_json(
+            &repo_root(),
+            &sluice_tests::compare_delta_script(lake, glob, None),
+        );
+        sluice_tests::check_delta_matches_raw(&v);
+    } else {
+        let v = python_json(&repo_root(), &compare_script(lake, glob, "read_json"));
+        check_lake_matches_raw(&v);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_write_with_the_later_sequencer_is_kept_in_an_s3_hive_table() {
+    the_write_with_the_later_sequencer_is_kept(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_write_with_the_later_sequencer_is_kept_in_an_s3_delta_table() {
+    the_write_with_the_later_sequencer_is_kept(true).await;
 }
 
 /// The memory check can fail: a planner deployed with 64 MB (below what

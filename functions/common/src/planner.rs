@@ -160,6 +160,7 @@ async fn plan_event(deps: &Deps, event: &Value) -> Result<Planned, FunctionError
                         size: Some(meta.size),
                         e_tag: meta.e_tag,
                         version: meta.version,
+                        sequencer: None,
                     };
                     plan_one(deps, &o, &mut planned).await?;
                 }
@@ -211,6 +212,7 @@ async fn plan_one(deps: &Deps, o: &ObjectRef, planned: &mut Planned) -> Result<(
             }
             Err(e) => return Err(FunctionError::from(sluice::Error::Store(e))),
         };
+        let sequencer = event_sequencer(o, &meta);
         let object = SourceObject {
             store: deps.input.store.clone(),
             path,
@@ -219,6 +221,7 @@ async fn plan_one(deps: &Deps, o: &ObjectRef, planned: &mut Planned) -> Result<(
             e_tag: meta.e_tag,
             version: meta.version,
             modified: Some(sluice::sources::timestamp(meta.last_modified)),
+            sequencer,
         };
         let tasks = plan_object(table, &object, deps.chunk_size).await?;
         let n = tasks.len();
@@ -231,6 +234,19 @@ async fn plan_one(deps: &Deps, o: &ObjectRef, planned: &mut Planned) -> Result<(
     }
     .instrument(span)
     .await
+}
+
+/// The event's sequencer, where the event is about the version the HEAD
+/// found (the same ETag, and version id where both have one): an event of
+/// an earlier write says nothing of when this version was written.
+fn event_sequencer(o: &ObjectRef, head: &object_store::ObjectMeta) -> Option<String> {
+    let same_etag = matches!((&o.e_tag, &head.e_tag),
+        (Some(a), Some(b)) if a.trim_matches('"') == b.trim_matches('"'));
+    let same_version = match (&o.version, &head.version) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    };
+    o.sequencer.clone().filter(|_| same_etag && same_version)
 }
 
 /// Send tasks to the chunk queue, ten per call, retrying entries SQS failed.

@@ -152,6 +152,7 @@ pub async fn discover(
                     e_tag: meta.e_tag,
                     version: meta.version,
                     modified: Some(crate::sources::timestamp(meta.last_modified)),
+                    sequencer: None,
                 },
             )),
             None => unmatched.push(relative),

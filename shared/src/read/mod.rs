@@ -53,6 +53,10 @@ pub struct SourceObject {
     /// When this version of the object was written (RFC 3339), to tell which
     /// of two versions of a key is the newer.
     pub modified: Option<String>,
+    /// The S3 event's `sequencer` for this version, where the event named
+    /// this very version (its ETag): orders two writes of one key finer
+    /// than Last-Modified's second.
+    pub sequencer: Option<String>,
 }
 
 impl SourceObject {
@@ -82,6 +86,7 @@ impl SourceObject {
             e_tag: self.e_tag.clone(),
             version: self.version.clone(),
             modified: self.modified.clone(),
+            sequencer: self.sequencer.clone(),
         }
     }
 }
@@ -758,6 +763,7 @@ mod tests {
                 e_tag: put.e_tag,
                 version: None,
                 modified: None,
+                sequencer: None,
             };
             let chunk = Chunk {
                 index: 0,

@@ -668,6 +668,7 @@ async fn load_segment(
             None => format!("{first}-{last}"),
         }),
         modified: None,
+        sequencer: None,
     };
     let chunk = Chunk {
         index: 0,

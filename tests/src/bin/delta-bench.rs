@@ -76,6 +76,7 @@ async fn records(lake: &Location, n: usize) -> Vec<CommitRecord> {
                 e_tag: Some(format!("e{i}")),
                 version: None,
                 modified: None,
+                sequencer: None,
             },
             chunk: Chunk {
                 index: 0,
