@@ -16,27 +16,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import duckdb
 import duckdb_ext
+from common import fastest_run, timed
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def timed(cmd, cores=1, env=None):
-    """Run cmd pinned to `cores` CPUs under /usr/bin/time: (wall s, peak RSS MB, stdout)."""
-    with tempfile.NamedTemporaryFile() as t:
-        pin = ["taskset", "-c", ",".join(str(c) for c in range(cores))]
-        started = time.perf_counter()
-        out = subprocess.run(pin + ["/usr/bin/time", "-f", "%M", "-o", t.name] + cmd,
-                             capture_output=True, text=True, env=env)
-        wall = time.perf_counter() - started
-        if out.returncode != 0:
-            sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr}")
-        rss = int(Path(t.name).read_text().split()[-1]) / 1024
-        return wall, rss, out.stdout
 
 
 def connect():
@@ -79,16 +65,8 @@ def main():
 
         ingest = {}
         for fmt in ["hive", "delta"]:
-            best = None
-            for attempt in range(2):
-                lake = work / f"lake-{fmt}"
-                shutil.rmtree(lake, ignore_errors=True)
-                wall, rss, out = timed([sluice, "run", "--config", str(work / f"{fmt}.toml"),
-                                        "--input", str(work / "raw"), "--lake", str(lake),
-                                        "--workers", "1", "--chunk-size", args.chunk_size])
-                if best is None or wall < best[0]:
-                    best = (wall, rss, out)
-            ingest[fmt] = best
+            ingest[fmt] = fastest_run(sluice, work / f"{fmt}.toml", work / "raw", work / f"lake-{fmt}",
+                                      args.chunk_size)
 
         con = connect()
         hive_lake, delta_lake = work / "lake-hive", work / "lake-delta"
@@ -110,18 +88,18 @@ def main():
         copy = work / "lake-delta-rs"
         shutil.copytree(delta_lake, copy)
         in_mb = size_of(delta_lake / "clickstream") / 1e6
-        wall, rss, out = timed([sluice, "compact", "--lake", str(delta_lake), "--min-age", "0s",
+        wall, rss, out, _ = timed([sluice, "compact", "--lake", str(delta_lake), "--min-age", "0s",
                                 "--target-size", "256MiB", "--min-files", "2"])
         print(f"  sluice, Delta table:   {wall:6.2f} s  {in_mb / wall:6.1f} MB/s  peak {rss:5.0f} MB   {out.strip().splitlines()[0]}")
         script = ("import deltalake, json; t = deltalake.DeltaTable(%r); "
                   "m = t.optimize.compact(target_size=256 * 1024 * 1024); print(json.dumps(m))"
                   % str(copy / "clickstream"))
-        wall_rs, rss_rs, out_rs = timed([sys.executable, "-c", script])
+        wall_rs, rss_rs, out_rs, _ = timed([sys.executable, "-c", script])
         m = json.loads(out_rs)
         print(f"  delta-rs OPTIMIZE:     {wall_rs:6.2f} s  {in_mb / wall_rs:6.1f} MB/s  peak {rss_rs:5.0f} MB   "
               f"{m['numFilesRemoved']} files -> {m['numFilesAdded']}")
         hive_mb = size_of(hive_lake / "clickstream") / 1e6
-        wall_h, rss_h, out_h = timed([sluice, "compact", "--lake", str(hive_lake), "--min-age", "0s",
+        wall_h, rss_h, _, _ = timed([sluice, "compact", "--lake", str(hive_lake), "--min-age", "0s",
                                       "--target-size", "256MiB", "--min-files", "2"])
         print(f"  sluice, Hive table:    {wall_h:6.2f} s  {hive_mb / wall_h:6.1f} MB/s  peak {rss_h:5.0f} MB")
         for name, src in [("sluice", f"delta_scan('{delta_lake}/clickstream')"),

@@ -14,27 +14,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
+from common import fastest_run
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def timed(cmd):
-    """Run cmd on one CPU under /usr/bin/time: (wall s, peak RSS MB, stdout + stderr)."""
-    with tempfile.NamedTemporaryFile() as t:
-        started = time.perf_counter()
-        out = subprocess.run(["taskset", "-c", "0", "/usr/bin/time", "-f", "%M", "-o", t.name] + cmd,
-                             capture_output=True, text=True)
-        wall = time.perf_counter() - started
-        if out.returncode != 0:
-            sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr}")
-        rss = int(Path(t.name).read_text().split()[-1]) / 1024
-        return wall, rss, out.stdout + out.stderr
 
 
 def users(path, n):
@@ -80,16 +67,8 @@ def main():
 
         runs = {}
         for name in ["plain", "joined"]:
-            best = None
-            for _ in range(2):
-                lake = work / f"lake-{name}"
-                shutil.rmtree(lake, ignore_errors=True)
-                run = timed([args.sluice, "run", "--config", str(work / f"{name}.toml"),
-                             "--input", str(work / "raw"), "--lake", str(lake),
-                             "--workers", "1", "--chunk-size", args.chunk_size])
-                if best is None or run[0] < best[0]:
-                    best = run
-            runs[name] = best
+            runs[name] = fastest_run(args.sluice, work / f"{name}.toml", work / "raw", work / f"lake-{name}",
+                                     args.chunk_size)
 
         con = duckdb.connect()
         con.sql("SET TimeZone = 'UTC'")

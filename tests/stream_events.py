@@ -16,7 +16,8 @@ sample events (events/kinesis.json, events/msk.json).
 Writes OUT_DIR/events.json (the events, in delivery order),
 OUT_DIR/recut.json (the same records delivered again, cut otherwise, the
 deliveries overlapping), OUT_DIR/shards.json (each shard's records),
-OUT_DIR/raw/good.jsonl (the records that must land, once each) and prints
+OUT_DIR/raw/good.jsonl (the records that must land, once each; for Kinesis,
+also each shard's in OUT_DIR/raw/shards/<shard id>.jsonl) and prints
 {"events": n, "good": n, "malformed": ["<shard or partition>:<position>", ...]}.
 """
 import base64
@@ -145,6 +146,11 @@ def main():
             r = k.put_record(StreamName=stream, Data=data, PartitionKey=f"user-{n % 17}")
             put.append((r["ShardId"], r["SequenceNumber"], bad))
         malformed = [f"{sid}:{seq}" for sid, seq, bad in put if bad]
+        # Each shard's good records on their own, for a test that loads one shard.
+        os.makedirs(f"{out}/raw/shards", exist_ok=True)
+        for (sid, _, _), (_, good, _) in zip(put, records):
+            with open(f"{out}/raw/shards/{sid}.jsonl", "a") as f:
+                f.writelines(g + "\n" for g in good)
         for shard in k.list_shards(StreamName=stream)["Shards"]:
             sid = shard["ShardId"]
             it = k.get_shard_iterator(StreamName=stream, ShardId=sid,

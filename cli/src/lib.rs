@@ -21,7 +21,6 @@ use sluice::config::CatalogKind;
 use sluice::config::Pipeline;
 use sluice::lookup::Sources;
 use sluice::pipeline::{Counters, Engine, RunOptions, Summary};
-use sluice::read::ReadOptions;
 use sluice::store::AwsOptions;
 use sluice::store::Location;
 
@@ -397,10 +396,8 @@ async fn run(
         );
     }
     let options = RunOptions {
-        workers,
-        chunk_size,
-        read: ReadOptions::default(),
         fail_fast,
+        ..RunOptions::new(workers, chunk_size)
     };
     let counters = Arc::new(Counters::default());
     let reporter = tokio::spawn(report_progress(counters.clone()));
@@ -864,7 +861,13 @@ async fn vacuum(
         };
     for t in tables {
         let upkeep = sluice::sink::for_definition(&t);
-        let files = upkeep.vacuum(&lake, &t.name, retain, dry_run).await?;
+        let job = sluice::sink::Vacuum {
+            lake: &lake,
+            table: &t.name,
+            retain,
+            dry_run,
+        };
+        let files = upkeep.vacuum(job).await?;
         let verb = if dry_run { "would delete" } else { "deleted" };
         println!(
             "{}: {verb} {} files (removed from the table more than {} ago, or of chunks that never committed)",

@@ -11,7 +11,7 @@ use sluice::catalog::Catalog;
 use sluice::config::Pipeline;
 use sluice::pipeline::{Counters, Engine};
 use sluice::read::ReadOptions;
-use sluice::sink::Lease;
+use sluice::sink::{Batch, Lease};
 use sluice::store::{AwsOptions, Location};
 use sluice::stream::replay::{GivenUp, failure_records, replay};
 
@@ -48,10 +48,7 @@ impl Replayer {
             self.engine
                 .sink(&outcome.table)
                 .publish(
-                    &self.lake,
-                    self.catalog.as_ref(),
-                    &outcome.commits,
-                    Some(LEASE),
+                    Batch::new(&self.lake, self.catalog.as_ref(), &outcome.commits).leased(LEASE),
                 )
                 .await
                 .with_context(|| format!("{given}: publishing into table {}", outcome.table))?;
@@ -124,12 +121,7 @@ pub async fn run(
                 .visibility_timeout(900)
                 .send()
                 .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "receiving from {url}: {}",
-                        aws_sdk_sqs::error::DisplayErrorContext(e)
-                    )
-                })?;
+                .map_err(|e| sqs_failed(format!("receiving from {url}"), e))?;
             let messages = got.messages.unwrap_or_default();
             if messages.is_empty() {
                 break;
@@ -154,10 +146,7 @@ pub async fn run(
                         .send()
                         .await
                         .map_err(|e| {
-                            anyhow::anyhow!(
-                                "deleting {what} (its batches are loaded): {}",
-                                aws_sdk_sqs::error::DisplayErrorContext(e)
-                            )
+                            sqs_failed(format!("deleting {what} (its batches are loaded)"), e)
                         })?;
                 }
             }
@@ -171,4 +160,9 @@ pub async fn run(
     }
     println!("{done} batches replayed");
     Ok(())
+}
+
+/// An SQS call that failed, with every cause AWS gave.
+fn sqs_failed(what: String, e: impl std::error::Error) -> anyhow::Error {
+    anyhow::anyhow!("{what}: {}", aws_sdk_sqs::error::DisplayErrorContext(e))
 }

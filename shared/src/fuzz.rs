@@ -62,16 +62,7 @@ pub fn read(data: &[u8]) {
             .put(&path, PutPayload::from(body.to_vec()))
             .await
             .expect("in memory");
-        let obj = SourceObject {
-            store,
-            path,
-            url: "memory:///t/input".into(),
-            size: body.len() as u64,
-            e_tag: None,
-            version: None,
-            modified: None,
-            sequencer: None,
-        };
+        let obj = SourceObject::new(store, path, "memory:///t/input".into(), body.len() as u64);
         let whole = read_all(&table, &obj, &plan_text(obj.size, u64::MAX, false)).await;
         if codec == "none" && body.len() > 2 {
             let cut = (mode as u64 * 7919) % body.len() as u64;

@@ -334,6 +334,7 @@ impl MultipartUpload for CheckedUpload {
 }
 
 /// Retries transient failures of idempotent calls; see the module docs.
+#[derive(Debug)]
 pub struct RetryStore {
     inner: Arc<dyn ObjectStore>,
 }
@@ -341,12 +342,6 @@ pub struct RetryStore {
 impl RetryStore {
     pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
         RetryStore { inner }
-    }
-}
-
-impl fmt::Debug for RetryStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RetryStore({:?})", self.inner)
     }
 }
 

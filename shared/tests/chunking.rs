@@ -155,16 +155,7 @@ fn check(case: FileCase, cuts: Vec<u64>, format: &str) -> Result<(), TestCaseErr
             .put(&path, PutPayload::from(bytes.clone()))
             .await
             .unwrap();
-        let obj = SourceObject {
-            store,
-            path,
-            url: "memory:///t/file".into(),
-            size: bytes.len() as u64,
-            e_tag: None,
-            version: None,
-            modified: None,
-            sequencer: None,
-        };
+        let obj = SourceObject::new(store, path, "memory:///t/file".into(), bytes.len() as u64);
         let table = table(format);
         let size = bytes.len() as u64;
         let cuts: Vec<u64> = cuts.into_iter().map(|c| c % (size + 1)).collect();

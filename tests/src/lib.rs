@@ -54,6 +54,23 @@ pub fn sluice(cwd: &Path, args: &[&str]) -> Output {
         .expect("sluice runs")
 }
 
+/// `sluice run --config pipeline.toml` with `more` arguments, in `cwd`.
+pub fn sluice_run(cwd: &Path, more: &[&str]) -> Output {
+    let mut args = vec!["run", "--config", "pipeline.toml"];
+    args.extend_from_slice(more);
+    sluice(cwd, &args)
+}
+
+/// What a command printed: its stdout, then its stderr.
+pub fn printed(out: &Output) -> String {
+    let (stdout, stderr) = (&out.stdout, &out.stderr);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(stdout),
+        String::from_utf8_lossy(stderr)
+    )
+}
+
 /// Run `sluice` and require success; returns stdout.
 pub fn sluice_ok(cwd: &Path, args: &[&str]) -> String {
     let out = sluice(cwd, args);
@@ -102,6 +119,26 @@ pub fn python_json(cwd: &Path, script: &str) -> serde_json::Value {
             String::from_utf8_lossy(&out.stdout)
         )
     })
+}
+
+/// Every Parquet file under `dir`, relative, sorted; none when `dir` is
+/// not there.
+pub fn parquet_files_under(dir: &Path) -> Vec<String> {
+    if !dir.exists() {
+        return Vec::new();
+    }
+    let mut files = files_under(dir);
+    files.retain(|f| f.ends_with(".parquet"));
+    files
+}
+
+/// Copies of the bundled example's raw files `files` in `to`.
+pub fn copy_example_files(files: &[&str], to: &Path) {
+    let from = repo_root().join("examples/clickstream/raw/clickstream");
+    std::fs::create_dir_all(to).unwrap();
+    for f in files {
+        std::fs::copy(from.join(f), to.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+    }
 }
 
 /// Every file under `dir`, relative, sorted.
@@ -180,19 +217,25 @@ print(json.dumps({{
     )
 }
 
+/// Require that a comparison found no row only in `what` (`only_lake`)
+/// and none only in the raw input (`only_raw`); else name a few of each.
+fn assert_no_difference(what: &str, s: &Value) {
+    assert_eq!(
+        (s["only_lake"].as_u64(), s["only_raw"].as_u64()),
+        (Some(0), Some(0)),
+        "{what} and the raw input differ: rows only in {what}: {}, only in the raw input: {}",
+        s["only_lake_rows"],
+        s["only_raw_rows"]
+    );
+}
+
 /// Require that [`compare_script`] found the same rows on both sides: every
 /// row of the raw input, transformed, is in the lake once, on every column,
 /// and nothing else is.
 pub fn check_lake_matches_raw(v: &Value) {
     let raw_rows: u64 = v["raw_rows"].as_str().unwrap().parse().unwrap();
     assert!(raw_rows > 0, "the raw side is empty: {v}");
-    assert_eq!(
-        (v["only_lake"].as_u64(), v["only_raw"].as_u64()),
-        (Some(0), Some(0)),
-        "the lake and the raw input differ: rows only in the lake: {}, only in the raw input: {}",
-        v["only_lake_rows"],
-        v["only_raw_rows"]
-    );
+    assert_no_difference("the lake", v);
     assert_eq!(v["got"], v["want"], "per-partition counts");
     assert_eq!(
         v["pyarrow_rows"].as_u64().unwrap(),
@@ -389,13 +432,7 @@ pub fn check_delta_matches_raw(v: &Value) {
     assert!(raw_rows > 0, "the raw side is empty: {v}");
     for side in ["by_scan", "by_deltalake"] {
         let s = &v[side];
-        assert_eq!(
-            (s["only_lake"].as_u64(), s["only_raw"].as_u64()),
-            (Some(0), Some(0)),
-            "{side}: the Delta table and the raw input differ: rows only in the table: {}, only in the raw input: {}",
-            s["only_lake_rows"],
-            s["only_raw_rows"]
-        );
+        assert_no_difference(&format!("the Delta table read {side}"), s);
         assert_eq!(s["got"], v["want"], "{side}: per-partition counts");
         assert_eq!(s["rows"].as_str().unwrap(), v["raw_rows"].as_str().unwrap());
     }
@@ -411,6 +448,18 @@ pub async fn object_bytes(
     let got = store.get(path).await;
     let got = got.unwrap_or_else(|e| panic!("{path}: {e}"));
     got.bytes().await.unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Every object under `prefix` in `store`, in the store's order; a test
+/// fails loudly naming the prefix when it cannot be listed.
+pub async fn list_under(
+    store: &dyn object_store::ObjectStore,
+    prefix: &str,
+) -> Vec<object_store::ObjectMeta> {
+    use futures::TryStreamExt as _;
+    let path = object_store::path::Path::parse(prefix).unwrap_or_else(|e| panic!("{prefix}: {e}"));
+    let listed = store.list(Some(&path)).try_collect().await;
+    listed.unwrap_or_else(|e| panic!("listing {prefix}: {e}"))
 }
 
 /// Every row of a Parquet file, as one JSON line each (arrow's JSON
@@ -466,6 +515,11 @@ pub fn check_example_lake(lake: &Path) -> Value {
     );
     check_lake_matches_raw(&v);
     v
+}
+
+/// What `sluice partitions <table> --lake <lake>` prints.
+pub fn partitions_of(lake: &str, table: &str) -> String {
+    sluice_ok(&repo_root(), &["partitions", table, "--lake", lake])
 }
 
 /// The column names a comparison script reported (`v["columns"]`).

@@ -8,9 +8,8 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use sluice::catalog::{Catalog, LocalCatalog};
-use sluice::fault::{FaultKind, Faults};
+use sluice::fault::{FaultKind, Faults, FaultyStore};
 use sluice::pipeline::{Counters, Engine, RunOptions, run};
-use sluice::read::ReadOptions;
 use sluice::store::Location;
 
 /// A lake at the root of `store`.
@@ -20,6 +19,12 @@ pub fn lake_on(store: Arc<dyn ObjectStore>) -> Location {
         prefix: Path::default(),
         url: "memory://".into(),
     }
+}
+
+/// A lake on `store` whose store calls are counted: the counter, and the lake.
+pub fn counted_lake(store: Arc<dyn ObjectStore>) -> (Arc<FaultyStore>, Location) {
+    let counted = Arc::new(FaultyStore::new(store, Faults::None));
+    (counted.clone(), lake_on(counted))
 }
 
 /// A new in-memory store holding a copy of every object of `store` (what a
@@ -47,10 +52,8 @@ pub async fn load_with(
 ) -> sluice::Result<()> {
     let catalog: Arc<dyn Catalog> = Arc::new(LocalCatalog::new(lake));
     let options = RunOptions {
-        workers,
-        chunk_size,
-        read: ReadOptions::default(),
         fail_fast,
+        ..RunOptions::new(workers, chunk_size)
     };
     let counters = Arc::new(Counters::default());
     let summary = run(engine, input, lake, &catalog, &options, &counters).await?;

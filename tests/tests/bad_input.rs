@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use serde_json::Value;
-use sluice_tests::{DUCKDB_DELTA, delta_python_json, files_under, python_json, repo_root, sluice};
+use sluice_tests::{DUCKDB_DELTA, delta_python_json, files_under, python_json, repo_root};
 
 /// The lake's table format a case runs with.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -81,16 +81,7 @@ fn run_case(case: &toml::Table, chunk_size: &str, format: Format) -> Result<Outc
         case["table"].as_str().unwrap()
     );
     std::fs::write(dir.join("pipeline.toml"), config).unwrap();
-    let out = sluice(
-        dir,
-        &[
-            "run",
-            "--config",
-            "pipeline.toml",
-            "--chunk-size",
-            chunk_size,
-        ],
-    );
+    let out = sluice_tests::sluice_run(dir, &["--chunk-size", chunk_size]);
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
@@ -434,16 +425,12 @@ async fn a_zstd_bomb_is_read_a_bounded_piece_at_a_time() {
     .unwrap()
     .tables
     .remove(0);
-    let obj = SourceObject {
+    let obj = SourceObject::new(
         store,
         path,
-        url: "memory:///bomb/lines.jsonl.zst".into(),
-        size: compressed.len() as u64,
-        e_tag: None,
-        version: None,
-        modified: None,
-        sequencer: None,
-    };
+        "memory:///bomb/lines.jsonl.zst".into(),
+        compressed.len() as u64,
+    );
     let chunk = sluice::plan::plan_text(obj.size, 64 << 20, false)[0];
     HEAP.reset_peak_usage();
     let before = HEAP.current_usage();

@@ -20,7 +20,6 @@ use sluice::compact::{CompactOptions, CompactReport, compact_partition};
 use sluice::config::Pipeline;
 use sluice::fault::{FaultKind, Faults, FaultyStore, Hook};
 use sluice::pipeline::{Counters, Engine, RunOptions, run};
-use sluice::read::ReadOptions;
 use sluice::retry::RetryStore;
 use sluice::store::Location;
 use sluice_tests::memory::{copy_of, lake_on, load_with};
@@ -36,17 +35,7 @@ async fn engine() -> Arc<Engine> {
 /// A folder with just these files of the example's raw data.
 fn raw_input(files: &[&str]) -> (tempfile::TempDir, Location) {
     let dir = tempfile::tempdir().unwrap();
-    let sub = dir.path().join("clickstream");
-    std::fs::create_dir_all(&sub).unwrap();
-    for f in files {
-        std::fs::copy(
-            repo_root()
-                .join("examples/clickstream/raw/clickstream")
-                .join(f),
-            sub.join(f),
-        )
-        .unwrap();
-    }
+    sluice_tests::copy_example_files(files, &dir.path().join("clickstream"));
     let input = Location::open(dir.path().to_str().unwrap(), false).unwrap();
     (dir, input)
 }
@@ -55,10 +44,8 @@ fn raw_input(files: &[&str]) -> (tempfile::TempDir, Location) {
 async fn ingest(engine: &Arc<Engine>, input: &Location, lake: &Location) {
     let catalog: Arc<dyn Catalog> = Arc::new(LocalCatalog::new(lake));
     let options = RunOptions {
-        workers: 2,
-        chunk_size: 64 * 1024,
-        read: ReadOptions::default(),
         fail_fast: true,
+        ..RunOptions::new(2, 64 * 1024)
     };
     run(
         engine,
@@ -157,12 +144,7 @@ async fn figures(lake: &Location, folder: &str) -> (Figures, HashSet<String>) {
 }
 
 async fn pending_intents(lake: &Location) -> Vec<String> {
-    let metas: Vec<_> = lake
-        .store
-        .list(Some(&Path::parse("_sluice/compactions").unwrap()))
-        .try_collect()
-        .await
-        .unwrap_or_default();
+    let metas = sluice_tests::list_under(lake.store.as_ref(), "_sluice/compactions").await;
     let mut out = Vec::new();
     for m in metas {
         let bytes = sluice_tests::object_bytes(lake.store.as_ref(), &m.location).await;
@@ -205,6 +187,9 @@ fn options(lease_ttl: Duration) -> CompactOptions {
     }
 }
 
+/// The compactor's lease in these tests: longer than any of them runs.
+const LEASE_TTL: Duration = Duration::from_secs(60);
+
 async fn compact_on(
     lake: &Location,
     table: &TableDef,
@@ -245,14 +230,9 @@ async fn every_call_fails(reencode: bool) {
     // A clean run: how many calls it makes, and what it leaves.
     let counted = Arc::new(FaultyStore::new(copy_of(&base.store).await, Faults::None));
     let clean_lake = lake_on(counted.clone());
-    let report = compact_on(
-        &clean_lake,
-        &table,
-        &partition,
-        &options(Duration::from_secs(60)),
-    )
-    .await
-    .unwrap();
+    let report = compact_on(&clean_lake, &table, &partition, &options(LEASE_TTL))
+        .await
+        .unwrap();
     let calls = counted.calls();
     let (clean, _) = figures(&clean_lake, &folder).await;
     assert_eq!(report.files_before, before.files);
@@ -298,13 +278,7 @@ async fn every_call_fails(reencode: bool) {
             FaultKind::Status(_) => lake_on(Arc::new(RetryStore::new(faulty))),
             _ => lake_on(faulty),
         };
-        let first = compact_on(
-            &faulty,
-            &table,
-            &partition,
-            &options(Duration::from_secs(60)),
-        )
-        .await;
+        let first = compact_on(&faulty, &table, &partition, &options(LEASE_TTL)).await;
         match kind {
             FaultKind::Status(503) => {
                 assert!(first.is_ok(), "{faults:?} {kind:?}: not retried: {first:?}")
@@ -366,7 +340,7 @@ async fn a_transform_writing_into_the_partition_during_compaction_loses_nothing(
         &lake_on(counted.clone()),
         &table,
         &partition,
-        &options(Duration::from_secs(60)),
+        &options(LEASE_TTL),
     )
     .await
     .unwrap();
@@ -402,13 +376,7 @@ async fn a_transform_writing_into_the_partition_during_compaction_loses_nothing(
         let racing = lake_on(Arc::new(
             FaultyStore::new(store, Faults::None).with_hook(hook),
         ));
-        let r = compact_on(
-            &racing,
-            &table,
-            &partition,
-            &options(Duration::from_secs(60)),
-        )
-        .await;
+        let r = compact_on(&racing, &table, &partition, &options(LEASE_TTL)).await;
         assert!(r.is_ok(), "call {n}: {r:?}");
         assert!(fired.load(Ordering::SeqCst), "call {n}: the transform ran");
         let (got, _) = figures(&plain, &folder).await;
@@ -421,14 +389,9 @@ async fn a_transform_writing_into_the_partition_during_compaction_loses_nothing(
             "call {n}: {r:?}"
         );
         // And a second compaction merges what the transform added.
-        compact_on(
-            &plain,
-            &table,
-            &partition,
-            &options(Duration::from_secs(60)),
-        )
-        .await
-        .unwrap();
+        compact_on(&plain, &table, &partition, &options(LEASE_TTL))
+            .await
+            .unwrap();
         let (again, _) = figures(&plain, &folder).await;
         assert_eq!(
             Figures {
@@ -445,10 +408,7 @@ async fn a_transform_writing_into_the_partition_during_compaction_loses_nothing(
 }
 
 fn count_parquet(dir: &FsPath) -> usize {
-    sluice_tests::files_under(dir)
-        .iter()
-        .filter(|f| f.ends_with(".parquet"))
-        .count()
+    sluice_tests::parquet_files_under(dir).len()
 }
 
 #[test]
@@ -456,20 +416,8 @@ fn sluice_compact_merges_a_real_lake_and_a_rerun_of_the_input_adds_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let lake = tmp.path().join("lake");
     let lake_s = lake.to_str().unwrap();
-    let run = |extra: &[&str]| {
-        let mut args = vec![
-            "run",
-            "--config",
-            EXAMPLE,
-            "--lake",
-            lake_s,
-            "--chunk-size",
-            "64KiB",
-        ];
-        args.extend_from_slice(extra);
-        sluice_ok(&repo_root(), &args)
-    };
-    run(&[]);
+    let run = || sluice_tests::run_into(&repo_root(), EXAMPLE, lake_s, &["--chunk-size", "64KiB"]);
+    run();
     let before = count_parquet(&lake.join("clickstream"));
     assert!(before > 500, "{before}");
 
@@ -491,7 +439,7 @@ fn sluice_compact_merges_a_real_lake_and_a_rerun_of_the_input_adds_nothing() {
 
     // Running the same input again after compaction: every chunk is
     // committed already, so nothing is written twice.
-    let out = run(&[]);
+    let out = run();
     assert!(
         out.contains("chunks were committed by an earlier run and not processed again"),
         "{out}"
@@ -515,10 +463,7 @@ fn sluice_compact_merges_a_real_lake_and_a_rerun_of_the_input_adds_nothing() {
         ],
     );
     assert!(out.contains("1 partitions, 0 compacted"), "{out}");
-    let parts = sluice_ok(
-        &repo_root(),
-        &["partitions", "clickstream", "--lake", lake_s],
-    );
+    let parts = sluice_tests::partitions_of(lake_s, "clickstream");
     assert!(parts.contains("56 partitions"), "{parts}");
     let e = sluice_tests::sluice_err(
         &repo_root(),
@@ -555,7 +500,7 @@ async fn files_of_two_schemas_are_re_encoded_into_the_wider_one() {
     ingest(&engine_b, &input_b, &lake).await;
     let (table, partition, folder) = busiest(&lake).await;
     let (before, _) = figures(&lake, &folder).await;
-    let report = compact_on(&lake, &table, &partition, &options(Duration::from_secs(60)))
+    let report = compact_on(&lake, &table, &partition, &options(LEASE_TTL))
         .await
         .unwrap();
     assert_eq!((report.outputs, report.copied), (1, 0), "{report:?}");
@@ -606,12 +551,7 @@ async fn files_of_two_schemas_are_re_encoded_into_the_wider_one() {
 /// Every row of every Parquet file of the table, as `figures` writes a row:
 /// the exact multiset of the table's rows.
 async fn table_rows(lake: &Location) -> Vec<String> {
-    let metas: Vec<_> = lake
-        .store
-        .list(Some(&Path::parse("clickstream").unwrap()))
-        .try_collect()
-        .await
-        .unwrap();
+    let metas = sluice_tests::list_under(lake.store.as_ref(), "clickstream").await;
     let mut folders: Vec<String> = metas
         .iter()
         .filter(|m| m.location.as_ref().ends_with(".parquet"))
@@ -685,7 +625,7 @@ async fn a_crash_at_any_call_while_a_new_version_replaces_merged_rows_loses_and_
     let catalog = LocalCatalog::new(&base);
     let table = catalog.table("clickstream").await.unwrap().unwrap();
     for p in catalog.partitions("clickstream").await.unwrap() {
-        compact_on(&base, &table, &p, &options(Duration::from_secs(60)))
+        compact_on(&base, &table, &p, &options(LEASE_TTL))
             .await
             .unwrap();
     }

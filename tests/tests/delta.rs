@@ -41,18 +41,24 @@ fn delta_config() -> String {
 fn workdir(files: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("sluice.toml"), delta_config()).unwrap();
-    let raw = dir.path().join("raw/clickstream");
-    std::fs::create_dir_all(&raw).unwrap();
-    for f in files {
-        std::fs::copy(
-            repo_root()
-                .join("examples/clickstream/raw/clickstream")
-                .join(f),
-            raw.join(f),
-        )
-        .unwrap();
-    }
+    sluice_tests::copy_example_files(files, &dir.path().join("raw/clickstream"));
     dir
+}
+
+/// Every file the chunks of `records` wrote, sorted.
+fn files_of(records: &[CommitRecord]) -> Vec<String> {
+    let mut files: Vec<String> = records
+        .iter()
+        .flat_map(|r| r.files.iter().map(|f| f.path.clone()))
+        .collect();
+    files.sort();
+    files
+}
+
+/// A new version of the example's first file in the work folder's raw data.
+fn upload_new_version(dir: &Path) {
+    let file = dir.join("raw/clickstream/events-00000.jsonl");
+    std::fs::write(file, sluice_tests::new_version()).unwrap();
 }
 
 fn run_sluice(dir: &Path, chunk_size: &str) -> String {
@@ -156,11 +162,7 @@ fn time_travel_and_a_re_upload_replaced_in_one_commit() {
         old.join("events-00000.jsonl"),
     )
     .unwrap();
-    std::fs::write(
-        dir.path().join("raw/clickstream/events-00000.jsonl"),
-        sluice_tests::new_version(),
-    )
-    .unwrap();
+    upload_new_version(dir.path());
     run_sluice(dir.path(), "256KiB");
     let lake = dir.path().join("lake");
     // The latest version holds exactly the new file's rows.
@@ -290,6 +292,32 @@ fn raw_folder<'a>(
     (dir, input)
 }
 
+/// The first `take` events of 2026-11-18 in the example.
+fn one_day(text: &str, take: usize) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.contains("\"event_time\":\"2026-11-18"))
+        .take(take)
+        .collect()
+}
+
+/// An input folder holding `lines` cut into files of `per_file` lines.
+fn raw_files(lines: &[&str], per_file: usize) -> (tempfile::TempDir, Location) {
+    raw_folder(
+        lines
+            .chunks(per_file)
+            .enumerate()
+            .map(|(i, part)| (format!("{i}.jsonl"), part)),
+    )
+}
+
+/// Compaction with no minimum age: every file is a candidate at once.
+fn at_any_age() -> sluice::compact::CompactOptions {
+    sluice::compact::CompactOptions {
+        min_age: std::time::Duration::ZERO,
+        ..Default::default()
+    }
+}
+
 async fn load(engine: &Arc<Engine>, input: &Location, lake: &Location) -> sluice::Result<()> {
     load_with(engine, input, lake, 2, 16 << 10, false).await
 }
@@ -313,8 +341,7 @@ async fn table_state(lake: &Location) -> (Vec<String>, u64, Vec<CommitRecord>) {
         .iter()
         .map(|f| f.num_records().unwrap() as u64)
         .sum();
-    let dir = lake.child("_sluice/commits/clickstream").unwrap();
-    let metas: Vec<_> = lake.store.list(Some(&dir)).try_collect().await.unwrap();
+    let metas = sluice_tests::list_under(lake.store.as_ref(), "_sluice/commits/clickstream").await;
     let mut records = Vec::new();
     for m in metas {
         let bytes = sluice_tests::object_bytes(lake.store.as_ref(), &m.location).await;
@@ -358,11 +385,7 @@ async fn a_crash_at_any_call_of_a_delta_load_then_a_rerun_leaves_each_chunk_once
     let written: u64 = records.iter().map(|r| r.rows_out).sum();
     assert_eq!(want_rows, written);
     assert!(records.len() >= 4, "{} chunks", records.len());
-    let mut listed: Vec<String> = records
-        .iter()
-        .flat_map(|r| r.files.iter().map(|f| f.path.clone()))
-        .collect();
-    listed.sort();
+    let listed = files_of(&records);
     assert_eq!(
         want_files, listed,
         "the clean load's table is its chunks' files"
@@ -381,11 +404,7 @@ async fn a_crash_at_any_call_of_a_delta_load_then_a_rerun_leaves_each_chunk_once
             .await
             .unwrap_or_else(|e| panic!("{fault:?} {kind:?}: the rerun failed: {e}"));
         let (files, rows, records) = table_state(&lake).await;
-        let mut listed: Vec<String> = records
-            .iter()
-            .flat_map(|r| r.files.iter().map(|f| f.path.clone()))
-            .collect();
-        listed.sort();
+        let listed = files_of(&records);
         assert_eq!(
             files, listed,
             "{fault:?} {kind:?} at call {n}: the table's files"
@@ -401,11 +420,7 @@ fn a_re_upload_after_compaction_cuts_the_old_rows_out_of_merged_files_in_one_com
     let out = sluice_tests::compact_now(dir.path(), "lake");
     assert!(out.contains("committed version"), "{out}");
     let compacted = versions_and_rows(dir.path())["latest"].as_i64().unwrap();
-    std::fs::write(
-        dir.path().join("raw/clickstream/events-00000.jsonl"),
-        sluice_tests::new_version(),
-    )
-    .unwrap();
+    upload_new_version(dir.path());
     run_sluice(dir.path(), "128KiB");
     let lake = dir.path().join("lake");
     let raw = dir.path().join("raw/clickstream/*");
@@ -663,10 +678,7 @@ async fn check_every_version_holds_whole_chunks(
                 r.source.url
             );
         }
-        let owned = records
-            .iter()
-            .flat_map(|r| r.files.iter().map(|f| f.path.clone()))
-            .collect::<Vec<_>>();
+        let owned = files_of(records);
         for f in &unique {
             assert!(owned.contains(f), "version {v}: {f} is no chunk's file");
         }
@@ -706,18 +718,9 @@ async fn snapshot_rows(lake: &Location, what: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_optimize_that_lost_its_answer_or_its_checkpoint_keeps_every_file_its_versions_need() {
     let (engine, text) = engine_and_example().await;
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("\"event_time\":\"2026-11-18"))
-        .take(300)
-        .collect();
+    let lines = one_day(&text, 300);
     assert!(lines.len() > 100, "{}", lines.len());
-    let (_dir, input) = raw_folder(
-        lines
-            .chunks(lines.len() / 4 + 1)
-            .enumerate()
-            .map(|(i, part)| (format!("{i}.jsonl"), part)),
-    );
+    let (_dir, input) = raw_files(&lines, lines.len() / 4 + 1);
     let base: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     load(&engine, &input, &lake_on(base.clone())).await.unwrap();
     // A checkpoint after every commit: OPTIMIZE's commit is followed by one.
@@ -735,46 +738,74 @@ async fn an_optimize_that_lost_its_answer_or_its_checkpoint_keeps_every_file_its
         .unwrap();
     let want = snapshot_rows(&lake_on(base.clone()), "before").await;
     assert!(want.len() >= lines.len(), "{} rows", want.len());
-    let options = sluice::compact::CompactOptions {
-        min_age: std::time::Duration::ZERO,
-        ..Default::default()
-    };
+    let options = at_any_age();
     let now = chrono::Utc::now() + chrono::Duration::hours(1);
 
-    // A clean OPTIMIZE: it merges, and its store calls are counted.
-    let counted = Arc::new(FaultyStore::new(copy_of(&base).await, Faults::None));
-    let clean = delta::compact(&lake_on(counted.clone()), "clickstream", &options, now)
-        .await
-        .unwrap();
+    let optimize = async |lake: &Location| delta::compact(lake, "clickstream", &options, now).await;
+    // A status or a lost answer at every call, and a few calls past the end.
+    let faults = |calls| {
+        (1..=calls + 5).flat_map(|n| {
+            [FaultKind::AnswerLost, FaultKind::Status(500)].map(|kind| (n, Faults::Once(n), kind))
+        })
+    };
+    let swept = fault_sweep(&base, &want, faults, optimize).await;
+    let clean = swept.clean;
     assert!(
         clean.version.is_some() && clean.files_removed > clean.files_added,
         "{clean:?}"
     );
-    assert_eq!(
-        snapshot_rows(&lake_on(counted.clone()), "clean").await,
-        want
-    );
-    let calls = counted.calls();
-    assert!(calls > 10, "{calls} store calls");
+    assert!(swept.calls > 10, "{} store calls", swept.calls);
+}
 
-    let kinds = [FaultKind::AnswerLost, FaultKind::Status(500)];
-    for n in 1..=calls + 5 {
-        for kind in kinds {
-            let store = copy_of(&base).await;
-            let faulty = Arc::new(FaultyStore::new(store.clone(), Faults::Once(n)).with_kind(kind));
-            let answer = delta::compact(&lake_on(faulty), "clickstream", &options, now).await;
-            let what = format!("call {n} {kind:?} (OPTIMIZE answered {answer:?})");
-            let lake = lake_on(store);
-            assert_eq!(snapshot_rows(&lake, &what).await, want, "{what}");
-            delta::compact(&lake, "clickstream", &options, now)
-                .await
-                .unwrap_or_else(|e| panic!("{what}: a clean OPTIMIZE after it failed: {e}"));
-            assert_eq!(
-                snapshot_rows(&lake, &what).await,
-                want,
-                "{what}, then a clean OPTIMIZE"
-            );
-        }
+/// What [`fault_sweep`] ran.
+struct Swept<T> {
+    /// The answer of the run with a store that works, and the lake it left.
+    clean: T,
+    clean_lake: Location,
+    /// How many store calls that run made.
+    calls: u64,
+    /// Each faulty run's name and the lake it left once run again cleanly.
+    after: Vec<(String, Location)>,
+}
+
+/// `op` (an OPTIMIZE, a VACUUM) on a copy of the table in `base`: once with
+/// a store that works, counting its calls; then, for each of `faults(calls)`,
+/// with a store failing so, followed by `op` again with a store that works.
+/// The table holds the rows `want` after the clean run, after each faulty
+/// run whatever it answered, and after each rerun, which must succeed.
+async fn fault_sweep<T: std::fmt::Debug, I>(
+    base: &Arc<dyn ObjectStore>,
+    want: &[String],
+    faults: impl Fn(u64) -> I,
+    op: impl AsyncFn(&Location) -> sluice::Result<T>,
+) -> Swept<T>
+where
+    I: IntoIterator<Item = (u64, Faults, FaultKind)>,
+{
+    let counted = Arc::new(FaultyStore::new(copy_of(base).await, Faults::None));
+    let clean_lake = lake_on(counted.clone());
+    let clean = op(&clean_lake).await.unwrap();
+    assert_eq!(snapshot_rows(&clean_lake, "clean").await, want);
+    let calls = counted.calls();
+    let mut after = Vec::new();
+    for (n, fault, kind) in faults(calls) {
+        let store = copy_of(base).await;
+        let faulty = Arc::new(FaultyStore::new(store.clone(), fault).with_kind(kind));
+        let answer = op(&lake_on(faulty)).await;
+        let what = format!("call {n} {fault:?} {kind:?} (answered {answer:?})");
+        let lake = lake_on(store);
+        assert_eq!(snapshot_rows(&lake, &what).await, want, "{what}");
+        op(&lake)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: run again after it, it failed: {e}"));
+        assert_eq!(snapshot_rows(&lake, &what).await, want, "{what}, run again");
+        after.push((what, lake));
+    }
+    Swept {
+        clean,
+        clean_lake,
+        calls,
+        after,
     }
 }
 
@@ -848,23 +879,10 @@ async fn data_files(lake: &Location) -> Vec<String> {
 async fn a_vacuum_crashed_or_unanswered_at_any_call_deletes_only_what_a_clean_one_does() {
     let (engine, text) = engine_and_example().await;
     // One day's events in four files: partitions of several small files.
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("\"event_time\":\"2026-11-18"))
-        .take(80)
-        .collect();
-    let (_dir, input) = raw_folder(
-        lines
-            .chunks(20)
-            .enumerate()
-            .map(|(i, part)| (format!("{i}.jsonl"), part)),
-    );
+    let (_dir, input) = raw_files(&one_day(&text, 80), 20);
     let base: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     load(&engine, &input, &lake_on(base.clone())).await.unwrap();
-    let options = sluice::compact::CompactOptions {
-        min_age: std::time::Duration::ZERO,
-        ..Default::default()
-    };
+    let options = at_any_age();
     let now = chrono::Utc::now() + chrono::Duration::hours(1);
     let merged = delta::compact(&lake_on(base.clone()), "clickstream", &options, now)
         .await
@@ -874,42 +892,22 @@ async fn a_vacuum_crashed_or_unanswered_at_any_call_deletes_only_what_a_clean_on
     let retain = std::time::Duration::from_secs(7 * 24 * 3600);
     let later = now + chrono::Duration::days(30);
 
-    // A clean VACUUM: what it leaves, and its store calls counted.
-    let counted = Arc::new(FaultyStore::new(copy_of(&base).await, Faults::None));
-    let gone = delta::vacuum_at(
-        &lake_on(counted.clone()),
-        "clickstream",
-        retain,
-        false,
-        later,
+    let vacuum =
+        async |lake: &Location| delta::vacuum_at(lake, "clickstream", retain, false, later).await;
+    let swept = fault_sweep(
+        &base,
+        &want,
+        |calls| crashes_then_lost_answers(calls + 2),
+        vacuum,
     )
-    .await
-    .unwrap();
+    .await;
+    let gone = swept.clean;
     assert!(gone.len() >= merged.files_removed as usize, "{gone:?}");
-    let left = data_files(&lake_on(counted.clone())).await;
-    assert_eq!(
-        snapshot_rows(&lake_on(counted.clone()), "clean").await,
-        want
-    );
-    let calls = counted.calls();
-    assert!(calls > 5, "{calls} store calls");
-
-    for (n, fault, kind) in crashes_then_lost_answers(calls + 2) {
-        let store = copy_of(&base).await;
-        let faulty = Arc::new(FaultyStore::new(store.clone(), fault).with_kind(kind));
-        let answer = delta::vacuum_at(&lake_on(faulty), "clickstream", retain, false, later).await;
-        let what = format!("call {n} {fault:?} {kind:?} (VACUUM answered {answer:?})");
-        let lake = lake_on(store);
-        assert_eq!(snapshot_rows(&lake, &what).await, want, "{what}");
-        delta::vacuum_at(&lake, "clickstream", retain, false, later)
-            .await
-            .unwrap_or_else(|e| panic!("{what}: a VACUUM after it failed: {e}"));
-        assert_eq!(data_files(&lake).await, left, "{what}, then a VACUUM");
-        assert_eq!(
-            snapshot_rows(&lake, &what).await,
-            want,
-            "{what}, then a VACUUM"
-        );
+    assert!(swept.calls > 5, "{} store calls", swept.calls);
+    // Every VACUUM run again leaves exactly the files a clean one leaves.
+    let left = data_files(&swept.clean_lake).await;
+    for (what, lake) in &swept.after {
+        assert_eq!(data_files(lake).await, left, "{what}, then a VACUUM");
     }
 }
 
@@ -922,26 +920,14 @@ async fn a_vacuum_crashed_or_unanswered_at_any_call_deletes_only_what_a_clean_on
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_redelivered_after_compaction_checkpoint_and_vacuum_add_nothing() {
     let (engine, text) = engine_and_example().await;
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("\"event_time\":\"2026-11-18"))
-        .take(200)
-        .collect();
-    let (_dir, input) = raw_folder(
-        lines
-            .chunks(lines.len() / 2 + 1)
-            .enumerate()
-            .map(|(i, part)| (format!("{i}.jsonl"), part)),
-    );
+    let lines = one_day(&text, 200);
+    let (_dir, input) = raw_files(&lines, lines.len() / 2 + 1);
     let lake = lake_on(Arc::new(InMemory::new()));
     load(&engine, &input, &lake).await.unwrap();
     let want = snapshot_rows(&lake, "loaded").await;
     let (_, _, records) = table_state(&lake).await;
     assert!(records.len() >= 2, "{} records", records.len());
-    let options = sluice::compact::CompactOptions {
-        min_age: std::time::Duration::ZERO,
-        ..Default::default()
-    };
+    let options = at_any_age();
     let now = chrono::Utc::now();
     let done = delta::compact(
         &lake,
@@ -1004,11 +990,7 @@ async fn records_redelivered_after_compaction_checkpoint_and_vacuum_add_nothing(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_re_upload_crashed_at_any_call_shows_the_old_rows_or_the_new_never_both() {
     let (engine, text) = engine_and_example().await;
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("\"event_time\":\"2026-11-18"))
-        .take(120)
-        .collect();
+    let lines = one_day(&text, 120);
     let (old, new) = lines.split_at(60);
     let (dir, input) = raw_folder([("0.jsonl".to_string(), old)]);
     let base: Arc<dyn ObjectStore> = Arc::new(InMemory::new());

@@ -45,10 +45,7 @@ fn the_example_lake_holds_exactly_the_raw_rows_transformed() {
         tables.contains("clickstream") && tables.contains("dt date, event_type string"),
         "{tables}"
     );
-    let parts = sluice_ok(
-        &repo_root(),
-        &["partitions", "clickstream", "--lake", lake_s],
-    );
+    let parts = sluice_tests::partitions_of(lake_s, "clickstream");
     assert!(parts.contains("56 partitions"), "{parts}");
     let q = sluice_tests::query_csv(
         &repo_root(),
@@ -127,24 +124,15 @@ fn running_the_same_input_twice_changes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let lake = tmp.path().join("lake");
     let lake_s = lake.to_str().unwrap();
-    let args = [
-        "run",
-        "--config",
-        EXAMPLE,
-        "--lake",
-        lake_s,
-        "--chunk-size",
-        "300KiB",
-    ];
-    sluice_ok(&repo_root(), &args);
+    let run = || sluice_tests::run_into(&repo_root(), EXAMPLE, lake_s, &["--chunk-size", "300KiB"]);
+    run();
     let first = files_under(&lake);
     let count =
         |_: ()| sluice_tests::query_csv(&repo_root(), lake_s, "SELECT count(*) FROM clickstream");
     let n1 = count(());
     let bytes = |lake: &Path| -> Vec<(String, Vec<u8>)> {
-        files_under(lake)
+        sluice_tests::parquet_files_under(lake)
             .into_iter()
-            .filter(|f| f.ends_with(".parquet"))
             .map(|f| {
                 let b = std::fs::read(lake.join(&f)).unwrap();
                 (f, b)
@@ -153,16 +141,15 @@ fn running_the_same_input_twice_changes_nothing() {
     };
     let parquet = bytes(&lake);
     assert!(parquet.len() > 56);
-    sluice_ok(&repo_root(), &args);
+    run();
     assert_eq!(files_under(&lake), first, "a rerun wrote different files");
     assert_eq!(count(()), n1, "a rerun changed the row count");
     assert!(bytes(&lake) == parquet, "a rerun changed a file's bytes");
     // The output is deterministic: the same input into a new lake gives the
     // same Parquet files, byte for byte.
     let again = tmp.path().join("again");
-    let mut args2 = args;
-    args2[4] = again.to_str().unwrap();
-    sluice_ok(&repo_root(), &args2);
+    let run_again = &["--chunk-size", "300KiB"];
+    sluice_tests::run_into(&repo_root(), EXAMPLE, again.to_str().unwrap(), run_again);
     let other = bytes(&again);
     assert_eq!(
         other.iter().map(|(f, _)| f).collect::<Vec<_>>(),
@@ -208,10 +195,7 @@ fn two_runs_at_once_leave_the_catalog_intact() {
         let text = std::fs::read_to_string(lake.join("_sluice/catalog").join(f)).unwrap();
         serde_json::from_str::<Value>(&text).unwrap_or_else(|e| panic!("{f} is corrupt: {e}"));
     }
-    let parts = sluice_ok(
-        &repo_root(),
-        &["partitions", "clickstream", "--lake", &lake_s],
-    );
+    let parts = sluice_tests::partitions_of(&lake_s, "clickstream");
     assert!(parts.contains("56 partitions"), "{parts}");
     sluice_tests::check_example_lake(&lake);
 }
@@ -418,10 +402,7 @@ fn partition_values_cannot_move_files_out_of_the_table() {
     );
     let lake = root.join("lake");
     sluice_tests::run_into(root, p.to_str().unwrap(), lake.to_str().unwrap(), &[]);
-    let files: Vec<_> = files_under(&lake)
-        .into_iter()
-        .filter(|f| f.ends_with(".parquet"))
-        .collect();
+    let files = sluice_tests::parquet_files_under(&lake);
     assert_eq!(files.len(), values.len() + 1, "{files:?}");
     for f in &files {
         let parts: Vec<_> = f.split('/').collect();
@@ -505,10 +486,7 @@ print(json.dumps({"rows": n, "groups": pq.ParquetFile("raw/p/data.parquet").num_
         out.contains("5 chunks") || out.contains("6 chunks") || out.contains("4 chunks"),
         "{out}"
     );
-    let files: Vec<_> = files_under(&root.join("lake/p"))
-        .into_iter()
-        .filter(|f| f.ends_with(".parquet"))
-        .collect();
+    let files = sluice_tests::parquet_files_under(&root.join("lake/p"));
     let check = python_json(
         root,
         r#"

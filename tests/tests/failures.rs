@@ -6,7 +6,7 @@ use std::path::Path;
 
 use object_store::ObjectStoreExt as _;
 
-use sluice_tests::{assert_same_rows, files_under, repo_root, sluice};
+use sluice_tests::{assert_same_rows, files_under, repo_root};
 
 const CONFIG: &str = r#"
 [lake]
@@ -35,25 +35,26 @@ fn lay_out(dir: &Path) -> String {
     )
     .unwrap();
     let mut expected = String::from("id,name,part\n");
-    let mut a = String::new();
-    for i in 0..2500 {
-        a.push_str(&format!(
-            "{{\"id\":{i},\"name\":\"a{i}\",\"part\":{}}}\n",
-            i % 7
-        ));
-        expected.push_str(&format!("{i},a{i},{}\n", i % 7));
-    }
-    let mut b = String::new();
-    for i in 2500..5002 {
-        b.push_str(&format!(
-            "{{\"id\":{i},\"name\":\"b {i}\",\"part\":{}}}\n",
-            i % 5
-        ));
-        expected.push_str(&format!("{i},b {i},{}\n", i % 5));
-        if i % 1000 == 0 {
-            b.push_str("{\"id\":\"not a number\",\"name\":\"x\",\"part\":1}\nnot json at all\n");
+    // Rows `ids` named `prefix{id}`, in `parts` partitions, as JSON Lines;
+    // with `bad`, two bad records after every thousandth id.
+    let mut rows = |ids: std::ops::Range<u64>, prefix: &str, parts: u64, bad: bool| {
+        let mut lines = String::new();
+        for i in ids {
+            let (name, part) = (format!("{prefix}{i}"), i % parts);
+            lines.push_str(&format!(
+                "{{\"id\":{i},\"name\":\"{name}\",\"part\":{part}}}\n"
+            ));
+            expected.push_str(&format!("{i},{name},{part}\n"));
+            if bad && i % 1000 == 0 {
+                lines.push_str(
+                    "{\"id\":\"not a number\",\"name\":\"x\",\"part\":1}\nnot json at all\n",
+                );
+            }
         }
-    }
+        lines
+    };
+    let a = rows(0..2500, "a", 7, false);
+    let b = rows(2500..5002, "b ", 5, true);
     std::fs::write(events.join("good-a.jsonl"), a).unwrap();
     std::fs::write(events.join("good-b.jsonl"), b).unwrap();
     std::fs::write(dir.join("pipeline.toml"), CONFIG).unwrap();
@@ -68,18 +69,7 @@ fn a_file_that_cannot_be_read_does_not_cost_the_others_their_rows() {
         let dir = tmp.path();
         let expected = lay_out(dir);
         std::fs::write(dir.join("expected.csv"), expected).unwrap();
-        let out = sluice(
-            dir,
-            &[
-                "run",
-                "--config",
-                "pipeline.toml",
-                "--chunk-size",
-                "8KiB",
-                "--workers",
-                "4",
-            ],
-        );
+        let out = sluice_tests::sluice_run(dir, &["--chunk-size", "8KiB", "--workers", "4"]);
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "run {run}: should fail: {stdout}");
@@ -130,10 +120,7 @@ fn a_file_that_cannot_be_read_does_not_cost_the_others_their_rows() {
         }
         layouts.push(layout);
         // Run again: what was committed is not loaded twice; the cut file fails again.
-        let again = sluice(
-            dir,
-            &["run", "--config", "pipeline.toml", "--chunk-size", "8KiB"],
-        );
+        let again = sluice_tests::sluice_run(dir, &["--chunk-size", "8KiB"]);
         assert!(!again.status.success());
         assert_eq!(
             assert_same_rows(
@@ -155,17 +142,7 @@ fn fail_fast_stops_at_the_first_failure() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     lay_out(dir);
-    let out = sluice(
-        dir,
-        &[
-            "run",
-            "--config",
-            "pipeline.toml",
-            "--fail-fast",
-            "--workers",
-            "1",
-        ],
-    );
+    let out = sluice_tests::sluice_run(dir, &["--fail-fast", "--workers", "1"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -187,9 +164,7 @@ async fn listed_rows(
     store: &std::sync::Arc<dyn object_store::ObjectStore>,
     prefix: &str,
 ) -> (Vec<String>, std::collections::BTreeSet<String>) {
-    use futures::TryStreamExt;
-    let prefix = object_store::path::Path::from(prefix);
-    let metas: Vec<_> = store.list(Some(&prefix)).try_collect().await.unwrap();
+    let metas = sluice_tests::list_under(store.as_ref(), prefix).await;
     let mut rows = Vec::new();
     let mut chunks = std::collections::BTreeSet::new();
     for m in metas {

@@ -8,9 +8,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStoreExt, PutPayload};
 use serde_json::{Value, json};
 use sluice::catalog::Catalog;
 use sluice::messages::TaskSpec;
@@ -262,11 +261,7 @@ impl World {
 
     async fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
         let store = self.aws.s3(bucket).unwrap();
-        let metas: Vec<_> = store
-            .list(Some(&ObjectPath::parse(prefix).unwrap()))
-            .try_collect()
-            .await
-            .unwrap();
+        let metas = sluice_tests::list_under(store.as_ref(), prefix).await;
         let mut keys: Vec<String> = metas.into_iter().map(|m| m.location.to_string()).collect();
         keys.sort();
         keys

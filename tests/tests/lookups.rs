@@ -8,16 +8,12 @@
 use std::path::Path;
 
 use sluice_tests::enrichment::{EXAMPLE, lake_orders, oracle};
-use sluice_tests::{assert_same_rows, files_under, repo_root, sluice_err, sluice_ok};
+use sluice_tests::{assert_same_rows, repo_root, sluice_err, sluice_ok};
 
-fn data_files(lake: &Path) -> Vec<String> {
-    if !lake.exists() {
-        return Vec::new();
-    }
-    files_under(lake)
-        .into_iter()
-        .filter(|f| f.ends_with(".parquet"))
-        .collect()
+/// Nothing was written to the lake under `dir`.
+fn assert_lake_empty(dir: &Path) {
+    let files = sluice_tests::parquet_files_under(&dir.join("lake"));
+    assert!(files.is_empty(), "{files:?}");
 }
 
 #[test]
@@ -65,11 +61,7 @@ fn the_enrichment_example_equals_duckdbs_join_of_the_raw_files() {
 /// Run `sluice` in the repository; its stdout and stderr.
 fn sluice(args: &[&str]) -> String {
     let out = sluice_tests::sluice(&repo_root(), args);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = sluice_tests::printed(&out);
     assert!(out.status.success(), "sluice {args:?} failed:\n{text}");
     text
 }
@@ -283,7 +275,7 @@ fn a_lookup_too_large_or_unreadable_stops_the_run_before_any_chunk() {
             && e.contains("read so far"),
         "{e}"
     );
-    assert_eq!(data_files(&dir.join("lake")), Vec::<String>::new());
+    assert_lake_empty(dir);
 
     // Each lookup fits its own max_size; together (19.1 KiB of customers,
     // 2.7 KiB of products) they do not fit the bound all lookups share.
@@ -297,7 +289,7 @@ fn a_lookup_too_large_or_unreadable_stops_the_run_before_any_chunk() {
             && e.contains("19.1 KiB held by the other lookups"),
         "{e}"
     );
-    assert_eq!(data_files(&dir.join("lake")), Vec::<String>::new());
+    assert_lake_empty(dir);
 
     let missing = pipeline_in(dir, |t| t.replace("customers.csv", "no-such-customers.csv"));
     let e = sluice_err(dir, &["run", "--config", missing.to_str().unwrap()]);
@@ -305,7 +297,7 @@ fn a_lookup_too_large_or_unreadable_stops_the_run_before_any_chunk() {
         e.contains("lookup 'customers'") && e.contains("no-such-customers.csv"),
         "{e}"
     );
-    assert_eq!(data_files(&dir.join("lake")), Vec::<String>::new());
+    assert_lake_empty(dir);
 
     // A file that is not the CSV the schema says.
     std::fs::write(
@@ -319,7 +311,7 @@ fn a_lookup_too_large_or_unreadable_stops_the_run_before_any_chunk() {
         e.contains("lookup 'customers'") && e.contains("customers.csv"),
         "{e}"
     );
-    assert_eq!(data_files(&dir.join("lake")), Vec::<String>::new());
+    assert_lake_empty(dir);
 }
 
 #[test]
@@ -417,6 +409,6 @@ fn explain_shows_the_lookup_as_the_build_side_and_bad_joins_are_config_errors() 
             e.contains("table 'orders'") && e.contains(says),
             "{to}: {e}"
         );
-        assert_eq!(data_files(&dir.join("lake")), Vec::<String>::new());
+        assert_lake_empty(dir);
     }
 }

@@ -21,6 +21,8 @@ use sluice_tests::{
 };
 
 const EXAMPLE: &str = "examples/streams/sluice.toml";
+/// The example stream's ARN, as its events name it.
+const STREAM_ARN: &str = "arn:aws:kinesis:us-east-1:123456789012:stream/clickstream-events";
 const SOURCE: &str = "examples/clickstream/raw/clickstream/events-00000.jsonl";
 
 /// The stream function's dependencies, on the example pipeline, with its
@@ -273,6 +275,14 @@ fn first_shard(m: &sluice_tests::moto::Moto, prefix: &str, dir: &Path) -> (Strin
     (stream, shard)
 }
 
+/// The file of the good records [`first_shard`]'s shard holds (written
+/// there by tests/stream_events.py), for DuckDB to read.
+fn shard_records(dir: &Path) -> String {
+    let file = dir.join("raw/shards/shardId-000000000000.jsonl");
+    assert!(file.exists(), "{} is missing", file.display());
+    file.to_str().unwrap().to_string()
+}
+
 /// The records of one shard from `from` (a sequence number) on, delivered
 /// as Lambda delivers them after a failure: in events of `batch` records.
 fn deliveries(shard: &[Value], arn: &str, from: usize, batch: usize) -> Vec<Value> {
@@ -295,6 +305,18 @@ fn deliveries(shard: &[Value], arn: &str, from: usize, batch: usize) -> Vec<Valu
 /// Deliver one shard's records as Lambda would, through a lake store that
 /// fails at call `fault` (as `kind`): after an answer naming a record, the
 /// shard is delivered again from that record, in halved batches (as
+/// Every one of the first `calls` store calls failing once (refused, or a
+/// write applied whose answer is lost), or the process dying there.
+fn stream_faults(calls: u64) -> impl Iterator<Item = (Faults, FaultKind)> {
+    (1..=calls).flat_map(|n| {
+        [
+            (Faults::Once(n), FaultKind::Refused),
+            (Faults::Once(n), FaultKind::AnswerLost),
+            (Faults::CrashAt(n), FaultKind::AnswerLost),
+        ]
+    })
+}
+
 /// `BisectBatchOnFunctionError` cuts them after a crash), by a process
 /// whose store works (a crash, `Faults::CrashAt`, fails every call after it
 /// until the function restarts). Returns how many failures were answered.
@@ -302,7 +324,6 @@ async fn deliver_with_fault(
     config: &Path,
     lake: &Path,
     shard: &[Value],
-    arn: &str,
     fault: Faults,
     kind: FaultKind,
 ) -> usize {
@@ -313,7 +334,7 @@ async fn deliver_with_fault(
     let mut batch = 9;
     let mut failures = 0;
     'deliver: while from < shard.len() {
-        for event in deliveries(shard, arn, from, batch) {
+        for event in deliveries(shard, STREAM_ARN, from, batch) {
             // Each invocation is over when its answer is in (a crash's retry
             // comes after its deadline): the next may take its chunk over.
             let over = Some(std::time::Instant::now());
@@ -353,40 +374,29 @@ async fn a_batch_failing_at_any_storage_call_is_loaded_once_from_the_record_it_a
     let tmp = tempfile::tempdir().unwrap();
     let m = moto();
     let (_, shard) = first_shard(m, "faults", tmp.path());
-    let arn = "arn:aws:kinesis:us-east-1:123456789012:stream/clickstream-events";
-    // A clean delivery, to count the calls and to compare with.
+    // A clean delivery, to compare with: it holds exactly the shard's good
+    // records, transformed (DuckDB reads and transforms them itself).
     let clean = tmp.path().join("clean");
     let example = repo_root().join(EXAMPLE);
-    deliver_with_fault(
-        &example,
-        &clean,
-        &shard,
-        arn,
-        Faults::None,
-        FaultKind::Refused,
-    )
-    .await;
+    deliver_with_fault(&example, &clean, &shard, Faults::None, FaultKind::Refused).await;
+    let raw = shard_records(tmp.path());
+    let v = sluice_tests::python_json(&repo_root(), &compare_script(&clean, &raw, "read_json"));
+    sluice_tests::check_lake_matches_raw(&v);
+    let rows: u64 = v["lake_rows"].as_str().unwrap().parse().unwrap();
+    assert!(rows > 20, "{rows}");
     let parquet = |lake: &Path| {
         format!(
             "SELECT * EXCLUDE (dt, event_type), CAST(dt AS VARCHAR) AS dt, event_type FROM read_parquet('{}/clickstream/**/*.parquet', hive_partitioning=true)",
             lake.display()
         )
     };
-    let rows = assert_same_rows(&repo_root(), &parquet(&clean), &parquet(&clean));
-    assert!(rows > 20, "{rows}");
     let mut answered = 0;
     // Every call of the first batches, failing once (refused, or a write
     // applied whose answer is lost), or the process dying there.
-    let faults = (1..=36u64).flat_map(|n| {
-        [
-            (Faults::Once(n), FaultKind::Refused),
-            (Faults::Once(n), FaultKind::AnswerLost),
-            (Faults::CrashAt(n), FaultKind::AnswerLost),
-        ]
-    });
+    let faults = stream_faults(36);
     for (fault, kind) in faults {
         let lake = tmp.path().join(format!("{fault:?}-{kind:?}"));
-        answered += deliver_with_fault(&example, &lake, &shard, arn, fault, kind).await;
+        answered += deliver_with_fault(&example, &lake, &shard, fault, kind).await;
         assert_eq!(
             assert_same_rows(&repo_root(), &parquet(&lake), &parquet(&clean)),
             rows,
@@ -408,7 +418,7 @@ fn kinesis(data: &[Vec<u8>], first: u64) -> Value {
             "eventSource": "aws:kinesis", "eventVersion": "1.0",
             "eventID": format!("shardId-000000000007:{seq}"),
             "eventName": "aws:kinesis:record", "awsRegion": "us-east-1",
-            "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/clickstream-events",
+            "eventSourceARN": STREAM_ARN,
         })
     }).collect::<Vec<_>>()})
 }
@@ -669,11 +679,7 @@ async fn given_up_and_replayed<P, S, F>(
             .envs(m.env())
             .output()
             .expect("sluice runs");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = sluice_tests::printed(&out);
         assert!(out.status.success(), "sluice replay {args:?}: {text}");
         text
     };
@@ -733,7 +739,11 @@ async fn published_delta_rows(config: &Path, lake: &Path) -> Vec<String> {
     );
     deps.engine()
         .sink("clickstream")
-        .publish(&deps.lake, deps.catalog.as_ref(), &records, None)
+        .publish(sluice::sink::Batch::new(
+            &deps.lake,
+            deps.catalog.as_ref(),
+            &records,
+        ))
         .await
         .unwrap_or_else(|e| panic!("publishing {} failed: {e}", lake.display()));
     let t = sluice::delta::open(&deps.lake, "clickstream", sluice::delta::AsOf::Latest)
@@ -769,7 +779,6 @@ async fn a_delta_table_fed_by_a_stream_failing_at_any_call_holds_each_record_onc
     let tmp = tempfile::tempdir().unwrap();
     let m = moto();
     let (_, shard) = first_shard(m, "delta-faults", tmp.path());
-    let arn = "arn:aws:kinesis:us-east-1:123456789012:stream/clickstream-events";
     let text = std::fs::read_to_string(repo_root().join(EXAMPLE)).unwrap();
     assert!(text.contains("stream = \"clickstream-events\"\n"));
     let config = tmp.path().join("delta.toml");
@@ -782,27 +791,21 @@ async fn a_delta_table_fed_by_a_stream_failing_at_any_call_holds_each_record_onc
     )
     .unwrap();
     let clean = tmp.path().join("clean");
-    deliver_with_fault(
-        &config,
-        &clean,
-        &shard,
-        arn,
-        Faults::None,
-        FaultKind::Refused,
-    )
-    .await;
+    deliver_with_fault(&config, &clean, &shard, Faults::None, FaultKind::Refused).await;
     let want = published_delta_rows(&config, &clean).await;
     assert!(want.len() > 20, "{} rows", want.len());
-    let faults = (1..=30u64).flat_map(|n| {
-        [
-            (Faults::Once(n), FaultKind::Refused),
-            (Faults::Once(n), FaultKind::AnswerLost),
-            (Faults::CrashAt(n), FaultKind::AnswerLost),
-        ]
-    });
+    // The clean table holds exactly the shard's good records, transformed,
+    // as delta_scan and Python deltalake read it.
+    let raw = shard_records(tmp.path());
+    let v = sluice_tests::delta_python_json(
+        &repo_root(),
+        &sluice_tests::compare_delta_script(&clean, &raw, None),
+    );
+    sluice_tests::check_delta_matches_raw(&v);
+    let faults = stream_faults(30);
     for (fault, kind) in faults {
         let lake = tmp.path().join(format!("{fault:?}-{kind:?}"));
-        deliver_with_fault(&config, &lake, &shard, arn, fault, kind).await;
+        deliver_with_fault(&config, &lake, &shard, fault, kind).await;
         assert_eq!(
             published_delta_rows(&config, &lake).await,
             want,

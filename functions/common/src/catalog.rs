@@ -26,7 +26,7 @@ use sluice::event::{Target, decode, sqs_messages};
 use sluice::layout::{COMMITS_DIR, MANIFESTS_DIR};
 use sluice::messages::{Manifest, ManifestPayload, PartitionTask, TaskSpec};
 use sluice::pipeline::CdcSummary;
-use sluice::sink::Lease;
+use sluice::sink::{Batch, Lease};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::deps::Deps;
@@ -114,14 +114,7 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Value, FunctionError> {
     if let Some((_, e)) = errors.pop() {
         return Err(e);
     }
-    info!(
-        commits = response.commits,
-        tables = response.tables.len(),
-        partitions_added = response.partitions_added,
-        missing = response.missing_total,
-        "registered"
-    );
-    Ok(serde_json::to_value(response).expect("serializes"))
+    Ok(crate::answer("registered", &response))
 }
 
 fn emit(r: &CatalogResponse, failed: usize, started: Instant) {
@@ -356,12 +349,7 @@ async fn register(
     for (table, batch) in by_table {
         let sink = engine.sink(table);
         let published = sink
-            .publish(
-                &deps.lake,
-                deps.catalog.as_ref(),
-                &batch,
-                Some(COMMITTER_LEASE),
-            )
+            .publish(Batch::new(&deps.lake, deps.catalog.as_ref(), &batch).leased(COMMITTER_LEASE))
             .instrument(info_span!("table", table = %table))
             .await;
         match published {

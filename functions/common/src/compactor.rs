@@ -28,7 +28,7 @@ use serde_json::Value;
 use sluice::catalog::{PartitionDef, TableDef};
 use sluice::compact::{CompactOptions, CompactReport};
 use sluice::event::sqs_messages;
-use sluice::sink::{Compaction, for_definition};
+use sluice::sink::{Compaction, Vacuum, for_definition};
 use tracing::{Instrument, info, info_span};
 
 use crate::catalog::manifest_records;
@@ -187,8 +187,14 @@ pub async fn handle(
         // Files Delta tables removed longer ago than the retention go, and
         // the files of chunks that never committed (any table).
         for (name, sink) in tables {
+            let job = Vacuum {
+                lake: &deps.lake,
+                table: &name,
+                retain: VACUUM_RETENTION,
+                dry_run: false,
+            };
             response.files_vacuumed += sink
-                .vacuum(&deps.lake, &name, VACUUM_RETENTION, false)
+                .vacuum(job)
                 .instrument(info_span!("vacuum", table = %name))
                 .await?
                 .len();
@@ -225,15 +231,7 @@ pub async fn handle(
         response
     };
     emit(&response, 0, started);
-    info!(
-        partitions = response.report.partitions,
-        compacted = response.report.compacted,
-        inputs = response.report.inputs,
-        outputs = response.report.outputs,
-        next = ?response.next,
-        "compaction done"
-    );
-    Ok(serde_json::to_value(response).expect("serializes"))
+    Ok(crate::answer("compaction done", &response))
 }
 
 fn with_min_age(

@@ -90,6 +90,14 @@ pub fn sqs_batch_response(failed: impl IntoIterator<Item = String>) -> serde_jso
     serde_json::to_value(response).expect("serializes")
 }
 
+/// A function's answer: `response` as JSON, written to the log too under
+/// `what` (the step done: "planned", "registered", ...).
+pub fn answer(what: &str, response: &impl serde::Serialize) -> serde_json::Value {
+    let value = serde_json::to_value(response).expect("serializes");
+    tracing::info!(response = %value, "{what}");
+    value
+}
+
 /// Run `each` on every message of an SQS batch, one after the other (so
 /// memory stays that of one message), each in a span naming the message. A
 /// failure is logged with whether it is retryable and costs only its own

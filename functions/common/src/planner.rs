@@ -83,14 +83,7 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Value, FunctionError> {
         response.queued = send(deps, &planned.tasks).await?;
     }
     emit(&response, 0, started);
-    info!(
-        objects = response.objects,
-        tasks = response.tasks,
-        queued = response.queued,
-        skipped = response.skipped_total,
-        "planned"
-    );
-    Ok(serde_json::to_value(response).expect("serializes"))
+    Ok(crate::answer("planned", &response))
 }
 
 fn emit(r: &PlanResponse, failed: usize, started: Instant) {

@@ -105,18 +105,17 @@ fn kinesis_batches(event: KinesisEvent) -> Result<Vec<Batch>, FunctionError> {
     let mut batches: Vec<Batch> = Vec::new();
     for r in event.records {
         let arn = r.event_source_arn.as_deref().unwrap_or_default();
+        let seq = &r.kinesis.sequence_number;
         let stream = arn.rsplit_once(":stream/").map(|(_, s)| s).ok_or_else(|| {
             FunctionError::permanent(format!(
-                "Kinesis record {}: eventSourceARN {arn:?} does not name a stream",
-                r.kinesis.sequence_number
+                "Kinesis record {seq}: eventSourceARN {arn:?} does not name a stream"
             ))
         })?;
         // eventID is "<shard id>:<sequence number>".
         let id = r.event_id.as_deref().unwrap_or_default();
         let shard = id.split_once(':').map(|(s, _)| s).ok_or_else(|| {
             FunctionError::permanent(format!(
-                "Kinesis record {}: eventID {id:?} does not name a shard",
-                r.kinesis.sequence_number
+                "Kinesis record {seq}: eventID {id:?} does not name a shard"
             ))
         })?;
         let record = Record {

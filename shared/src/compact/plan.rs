@@ -88,6 +88,18 @@ mod tests {
         }
     }
 
+    /// Files from "path:mb:age_min" words.
+    fn files(spec: &str) -> Vec<Candidate> {
+        spec.split_whitespace()
+            .map(|word| {
+                let mut parts = word.split(':');
+                let mut next = || parts.next().unwrap();
+                let (path, mb, age) = (next(), next(), next());
+                file(path, mb.parse().unwrap(), age.parse().unwrap())
+            })
+            .collect()
+    }
+
     fn opts(target_mb: u64, min_files: usize, min_age_min: u64) -> CompactOptions {
         CompactOptions {
             target_size: target_mb * 1024 * 1024,
@@ -114,71 +126,50 @@ mod tests {
         let cases = vec![
             Case {
                 name: "no files",
-                files: vec![],
+                files: files(""),
                 options: opts(256, 2, 0),
                 want: vec![],
             },
             Case {
                 name: "fewer small files than the threshold",
-                files: vec![file("a", 1, 60), file("b", 1, 60), file("c", 1, 60)],
+                files: files("a:1:60 b:1:60 c:1:60"),
                 options: opts(256, 4, 0),
                 want: vec![],
             },
             Case {
                 name: "enough small files: one output",
-                files: vec![
-                    file("a", 1, 60),
-                    file("b", 2, 60),
-                    file("c", 3, 60),
-                    file("d", 4, 60),
-                ],
+                files: files("a:1:60 b:2:60 c:3:60 d:4:60"),
                 options: opts(256, 4, 0),
                 want: vec![vec!["a", "b", "c", "d"]],
             },
             Case {
                 name: "files younger than the quiet period are left alone",
-                files: vec![
-                    file("old1", 1, 60),
-                    file("old2", 1, 60),
-                    file("new1", 1, 5),
-                    file("new2", 1, 5),
-                ],
+                files: files("old1:1:60 old2:1:60 new1:1:5 new2:1:5"),
                 options: opts(256, 2, 15),
                 want: vec![vec!["old1", "old2"]],
             },
             Case {
                 name: "young files do not count towards the threshold",
-                files: vec![file("old", 1, 60), file("new1", 1, 5), file("new2", 1, 5)],
+                files: files("old:1:60 new1:1:5 new2:1:5"),
                 options: opts(256, 2, 15),
                 want: vec![],
             },
             Case {
                 name: "large files are not inputs",
-                files: vec![
-                    file("big", 200, 60),
-                    file("exact", 256, 60),
-                    file("s1", 10, 60),
-                    file("s2", 10, 60),
-                ],
+                files: files("big:200:60 exact:256:60 s1:10:60 s2:10:60"),
                 options: opts(256, 2, 0),
                 want: vec![vec!["s1", "s2"]],
             },
             Case {
                 name: "first-fit decreasing: outputs never pass the target",
-                files: vec![
-                    file("a", 150, 60),
-                    file("b", 120, 60),
-                    file("c", 100, 60),
-                    file("d", 90, 60),
-                    file("e", 10, 60),
-                ],
+                files: files("a:150:60 b:120:60 c:100:60 d:90:60 e:10:60"),
                 options: opts(256, 2, 0),
                 // a(150)+c(100)=250; b(120)+d(90)+e(10)=220
                 want: vec![vec!["a", "c"], vec!["b", "d", "e"]],
             },
             Case {
                 name: "an output of one file is dropped",
-                files: vec![file("a", 180, 60), file("b", 180, 60), file("c", 10, 60)],
+                files: files("a:180:60 b:180:60 c:10:60"),
                 options: opts(256, 2, 0),
                 // a+c = 190, b alone: dropped
                 want: vec![vec!["a", "c"]],

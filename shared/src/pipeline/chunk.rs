@@ -171,8 +171,14 @@ pub async fn process_chunk(
             record
         }
         None => {
-            let (current, mut output) =
-                read_with_evolution(prepared, lake, task, options, counters, &id).await?;
+            let job = ChunkJob {
+                lake,
+                task,
+                options,
+                counters,
+                id: &id,
+            };
+            let (current, mut output) = read_with_evolution(prepared, job).await?;
             if let Some(index) = &task.stream {
                 index.attribute(&mut output.stats);
             }
@@ -262,12 +268,9 @@ pub(super) async fn already_committed(
 /// its evolved columns) and what was written.
 pub(super) async fn read_with_evolution(
     prepared: &PreparedTable,
-    lake: &Location,
-    task: &ChunkTask,
-    options: &ReadOptions,
-    counters: &Arc<Counters>,
-    id: &str,
+    job: ChunkJob<'_>,
 ) -> Result<(PreparedTable, ChunkOutput)> {
+    let ChunkJob { lake, task, .. } = job;
     let table = &prepared.table;
     let mut evolved = if table.contract.unknown_fields == UnknownFields::Evolve {
         evolved_columns(lake, table).await?
@@ -283,9 +286,16 @@ pub(super) async fn read_with_evolution(
             t.columns.extend(evolved.iter().cloned());
             PreparedTable::new(&t, prepared.transform.lookups()).await?
         };
-        let mut read = *options;
+        let mut read = *job.options;
         read.evolve_room = MAX_EVOLVED_COLUMNS.saturating_sub(evolved.len());
-        let output = write_chunk(&current, lake, task, &read, counters, id).await?;
+        let output = write_chunk(
+            &current,
+            ChunkJob {
+                options: &read,
+                ..job
+            },
+        )
+        .await?;
         if output.stats.discovered.is_empty() {
             return Ok((current, output));
         }
@@ -451,14 +461,28 @@ fn spawn_reader(
     )
 }
 
+/// One chunk's read, transform and write, as [`process_chunk`] hands it on.
+#[derive(Clone, Copy)]
+pub(super) struct ChunkJob<'a> {
+    lake: &'a Location,
+    task: &'a ChunkTask,
+    options: &'a ReadOptions,
+    counters: &'a Arc<Counters>,
+    /// The chunk's id: its files' names.
+    id: &'a str,
+}
+
 pub(super) async fn write_chunk(
     prepared: &PreparedTable,
-    lake: &Location,
-    task: &ChunkTask,
-    options: &ReadOptions,
-    counters: &Arc<Counters>,
-    id: &str,
+    job: ChunkJob<'_>,
 ) -> Result<ChunkOutput> {
+    let ChunkJob {
+        lake,
+        task,
+        options,
+        counters,
+        id,
+    } = job;
     let table = &prepared.table;
     let (folder, partition_by) = table.chunk_destination();
     let splitter = Splitter::new(prepared.transform.output_schema(), &partition_by)?;

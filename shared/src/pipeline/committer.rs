@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 
 use crate::catalog::Catalog;
 use crate::commit::CommitRecord;
+use crate::sink::Batch;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
@@ -114,7 +115,7 @@ pub(super) async fn publish_as_chunks_finish(
                 records.into_iter().map(|r| vec![r]).collect()
             };
             for group in groups {
-                match sink.publish(lake, catalog, &group, None).await {
+                match sink.publish(Batch::new(lake, catalog, &group)).await {
                     Ok(p) => {
                         done.commits += p.commits;
                         if let Some(m) = &p.merged {

@@ -32,6 +32,19 @@ pub struct RunOptions {
     pub fail_fast: bool,
 }
 
+impl RunOptions {
+    /// `workers` chunks of `chunk_size` bytes at once, read with the
+    /// default options; a failed chunk does not stop the others.
+    pub fn new(workers: usize, chunk_size: u64) -> Self {
+        RunOptions {
+            workers,
+            chunk_size,
+            read: ReadOptions::default(),
+            fail_fast: false,
+        }
+    }
+}
+
 /// A file, or one chunk of it, that could not be loaded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FailedChunk {

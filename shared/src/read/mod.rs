@@ -60,6 +60,21 @@ pub struct SourceObject {
 }
 
 impl SourceObject {
+    /// An object whose version nothing identifies (no ETag, version id,
+    /// time written or sequencer): a stream batch, a test's object.
+    pub fn new(store: Arc<dyn ObjectStore>, path: Path, url: String, size: u64) -> Self {
+        SourceObject {
+            store,
+            path,
+            url,
+            size,
+            e_tag: None,
+            version: None,
+            modified: None,
+            sequencer: None,
+        }
+    }
+
     /// The error of a read of this object; one refused because the object
     /// is no longer the version planned (reads are pinned to its ETag) says
     /// so: the chunk fails rather than mixing two versions' bytes, and the

@@ -1,14 +1,11 @@
 //! Delta tables: a batch of chunks made visible by one Delta commit of the
 //! table's one committer; a CDC table's staged changes merged by key.
 
-use std::time::Duration;
-
 use arrow::datatypes::Schema;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{Compaction, Lease, Origin, Published, Staged, TableSink, Upkeep};
-use crate::catalog::Catalog;
+use super::{Batch, Compaction, Lease, Origin, Published, Staged, TableSink, Upkeep, Vacuum};
 use crate::commit::CommitRecord;
 use crate::compact::{CompactOptions, CompactReport};
 use crate::config::{Table, TableFormat};
@@ -44,13 +41,8 @@ impl TableSink for Delta {
     /// Before the commit record: a committer that reads the record finds
     /// the version it belongs to (else it would take a new version's first
     /// chunk for a source's only version, and show both versions' rows).
-    async fn stage(
-        &self,
-        lake: &Location,
-        record: &CommitRecord,
-        origin: Origin,
-    ) -> Result<Staged> {
-        crate::sources::record_chunk(lake, record, origin.chunks()).await?;
+    async fn stage(&self, lake: &Location, rec: &CommitRecord, from: Origin) -> Result<Staged> {
+        crate::sources::record_chunk(lake, rec, from.chunks()).await?;
         Ok(Staged::default())
     }
 
@@ -61,24 +53,13 @@ impl TableSink for Delta {
     /// One Delta commit of the batch (records already in the table are
     /// skipped), then the table's definition in the catalog, with every
     /// column, whatever failed before.
-    async fn publish(
-        &self,
-        lake: &Location,
-        catalog: &dyn Catalog,
-        records: &[CommitRecord],
-        lease: Option<Lease>,
-    ) -> Result<Published> {
-        let Some(table) = records.first().map(|r| r.table.clone()) else {
+    async fn publish(&self, batch: Batch<'_>) -> Result<Published> {
+        let Some(table) = batch.records.first().map(|r| r.table.clone()) else {
             return Ok(Published::default());
         };
-        let done = under(
-            lake,
-            &table,
-            lease,
-            crate::delta::commit_batch(lake, &table, records.to_vec()),
-        )
-        .await?;
-        crate::delta::register(catalog, records).await?;
+        let commit = crate::delta::commit_batch(batch.lake, &table, batch.records.to_vec());
+        let done = under(batch.lake, &table, batch.lease, commit).await?;
+        crate::delta::register(batch.catalog, batch.records).await?;
         Ok(Published {
             commits: u64::from(done.version.is_some()),
             chunks_added: done.chunks_added,
@@ -98,14 +79,8 @@ impl Upkeep for Delta {
         optimize(job.lake, &job.table.name, job.options, job.now).await
     }
 
-    async fn vacuum(
-        &self,
-        lake: &Location,
-        table: &str,
-        retain: Duration,
-        dry_run: bool,
-    ) -> Result<Vec<String>> {
-        crate::delta::vacuum(lake, table, retain, dry_run).await
+    async fn vacuum(&self, job: Vacuum<'_>) -> Result<Vec<String>> {
+        crate::delta::vacuum(job.lake, job.table, job.retain, job.dry_run).await
     }
 }
 
@@ -167,24 +142,14 @@ impl TableSink for Cdc {
     /// The batch's changes merged by key (one commit per run of chunks of
     /// at most [`merge::MAX_CHANGES_PER_COMMIT`] changes), then the table
     /// (and its change table) registered in the catalog.
-    async fn publish(
-        &self,
-        lake: &Location,
-        catalog: &dyn Catalog,
-        records: &[CommitRecord],
-        lease: Option<Lease>,
-    ) -> Result<Published> {
+    async fn publish(&self, batch: Batch<'_>) -> Result<Published> {
+        let Batch { lake, records, .. } = batch;
         if records.is_empty() {
             return Ok(Published::default());
         }
-        let merged = under(
-            lake,
-            &self.table.name,
-            lease,
-            merge::apply(lake, &self.table, records),
-        )
-        .await?;
-        merge::register(catalog, &self.table, records).await?;
+        let apply = merge::apply(lake, &self.table, records);
+        let merged = under(lake, &self.table.name, batch.lease, apply).await?;
+        merge::register(batch.catalog, &self.table, records).await?;
         Ok(Published {
             commits: u64::from(merged.version.is_some()),
             // Every chunk of the batch is applied (or was before).

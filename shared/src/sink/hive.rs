@@ -3,8 +3,8 @@
 
 use async_trait::async_trait;
 
-use super::{Compaction, Lease, Origin, Published, Staged, TableSink, Upkeep};
-use crate::catalog::{Catalog, PartitionDef, TableDef, commit_entries};
+use super::{Batch, Compaction, Origin, Published, Staged, TableSink, Upkeep, Vacuum};
+use crate::catalog::{PartitionDef, TableDef, commit_entries};
 use crate::commit::CommitRecord;
 use crate::compact::{CompactReport, compact_partition};
 use crate::config::TableFormat;
@@ -24,19 +24,14 @@ impl TableSink for Hive {
 
     /// The chunk in its source's ledger; once every chunk of a newer version
     /// of the source is in, the older versions' rows leave the table.
-    async fn stage(
-        &self,
-        lake: &Location,
-        record: &CommitRecord,
-        origin: Origin,
-    ) -> Result<Staged> {
+    async fn stage(&self, lake: &Location, rec: &CommitRecord, from: Origin) -> Result<Staged> {
         // A stream batch is its own source (named by its first and last
         // record) and never has a newer version to replace it: its ledger
         // entry would cost a PUT and a LIST a batch for nothing.
-        let Origin::File { chunks } = origin else {
+        let Origin::File { chunks } = from else {
             return Ok(Staged::default());
         };
-        let settled = crate::sources::record_and_settle(lake, record, chunks).await?;
+        let settled = crate::sources::record_and_settle(lake, rec, chunks).await?;
         Ok(Staged {
             chunks_retired: settled.chunks_retired as u64,
         })
@@ -44,13 +39,10 @@ impl TableSink for Hive {
 
     /// The table (every shape its records give it: columns only ever
     /// appended) and the batch's partitions, registered in the catalog.
-    async fn publish(
-        &self,
-        _lake: &Location,
-        catalog: &dyn Catalog,
-        records: &[CommitRecord],
-        _lease: Option<Lease>,
-    ) -> Result<Published> {
+    async fn publish(&self, batch: Batch<'_>) -> Result<Published> {
+        let Batch {
+            catalog, records, ..
+        } = batch;
         let mut defs: Vec<TableDef> = Vec::new();
         let mut parts: Vec<PartitionDef> = Vec::new();
         for r in records {
@@ -111,13 +103,8 @@ impl Upkeep for Hive {
     /// does not apply); what is left to delete is the files of chunks that
     /// never wrote their commit record, older than
     /// [`crate::compact::UNCOMMITTED_GRACE`] (see `compact::sweep`).
-    async fn vacuum(
-        &self,
-        lake: &Location,
-        table: &str,
-        _retain: std::time::Duration,
-        dry_run: bool,
-    ) -> Result<Vec<String>> {
-        crate::compact::sweep_uncommitted(lake, table, dry_run, chrono::Utc::now()).await
+    async fn vacuum(&self, job: Vacuum<'_>) -> Result<Vec<String>> {
+        let now = chrono::Utc::now();
+        crate::compact::sweep_uncommitted(job.lake, job.table, job.dry_run, now).await
     }
 }

@@ -100,6 +100,38 @@ pub struct Lease {
     pub wait: Duration,
 }
 
+/// Finished chunks of one table, for [`TableSink::publish`].
+#[derive(Clone, Copy)]
+pub struct Batch<'a> {
+    pub lake: &'a Location,
+    pub catalog: &'a dyn Catalog,
+    pub records: &'a [CommitRecord],
+    /// The table's committer lease, where processes may commit the table
+    /// at once.
+    pub lease: Option<Lease>,
+}
+
+impl<'a> Batch<'a> {
+    /// `records` to publish with no lease (the process is the table's only
+    /// committer).
+    pub fn new(lake: &'a Location, catalog: &'a dyn Catalog, records: &'a [CommitRecord]) -> Self {
+        Batch {
+            lake,
+            catalog,
+            records,
+            lease: None,
+        }
+    }
+
+    /// The batch published under the table's `lease`.
+    pub fn leased(self, lease: Lease) -> Self {
+        Batch {
+            lease: Some(lease),
+            ..self
+        }
+    }
+}
+
 /// Where a table's finished chunks go to become visible. See the module's docs.
 #[async_trait]
 pub trait TableSink: Send + Sync + std::fmt::Debug {
@@ -119,8 +151,7 @@ pub trait TableSink: Send + Sync + std::fmt::Debug {
     /// After a chunk's files are written, and before or after its commit
     /// record ([`TableSink::stages_first`]): what the table needs of the
     /// chunk before it is done.
-    async fn stage(&self, lake: &Location, record: &CommitRecord, origin: Origin)
-    -> Result<Staged>;
+    async fn stage(&self, lake: &Location, rec: &CommitRecord, from: Origin) -> Result<Staged>;
 
     /// Whether [`TableSink::stage`] comes before the chunk's commit record:
     /// where the committer reads the record (the commit record's event
@@ -144,16 +175,10 @@ pub trait TableSink: Send + Sync + std::fmt::Debug {
         true
     }
 
-    /// Make `records` (finished chunks of this table) visible to readers,
-    /// and the table known to `catalog`; under the table's `lease` when
-    /// one is given. Publishing a batch again changes nothing.
-    async fn publish(
-        &self,
-        lake: &Location,
-        catalog: &dyn Catalog,
-        records: &[CommitRecord],
-        lease: Option<Lease>,
-    ) -> Result<Published>;
+    /// Make the batch's records (finished chunks of this table) visible to
+    /// readers, and the table known to its catalog; under the table's lease
+    /// when one is given. Publishing a batch again changes nothing.
+    async fn publish(&self, batch: Batch<'_>) -> Result<Published>;
 }
 
 /// One compaction asked of a table's [`Upkeep`].
@@ -170,6 +195,17 @@ pub struct Compaction<'a> {
     pub now: DateTime<Utc>,
 }
 
+/// One vacuum asked of a table's [`Upkeep`].
+#[derive(Debug, Clone, Copy)]
+pub struct Vacuum<'a> {
+    pub lake: &'a Location,
+    pub table: &'a str,
+    /// How long a file a version stopped using is kept (Delta).
+    pub retain: Duration,
+    /// Only list what would be deleted.
+    pub dry_run: bool,
+}
+
 /// How a table's files are kept once published: small files merged, files
 /// no longer used deleted. Chosen by the table's format
 /// ([`for_definition`]); the compactor function and `sluice compact` /
@@ -184,16 +220,10 @@ pub trait Upkeep: Send + Sync + std::fmt::Debug {
     /// the whole table (Delta).
     async fn compact(&self, job: Compaction<'_>) -> Result<CompactReport>;
 
-    /// Delete (with `dry_run`, only list) the files `table` stopped using
-    /// longer ago than `retain`, and files in its folder no commit accounts
-    /// for (a crashed chunk's), past their grace.
-    async fn vacuum(
-        &self,
-        lake: &Location,
-        table: &str,
-        retain: Duration,
-        dry_run: bool,
-    ) -> Result<Vec<String>>;
+    /// Delete (with `job.dry_run`, only list) the files `job.table` stopped
+    /// using longer ago than `job.retain`, and files in its folder no commit
+    /// accounts for (a crashed chunk's), past their grace.
+    async fn vacuum(&self, job: Vacuum<'_>) -> Result<Vec<String>>;
 }
 
 /// The upkeep of a table as the catalog defines it: a Delta table's (a

@@ -656,19 +656,13 @@ async fn load_segment(
         .await
         .map_err(|e| Error::write(&url, e))?;
     let object = SourceObject {
-        store,
-        path: object_path,
-        url,
-        size,
-        e_tag: None,
         // The cluster is part of the chunk's identity (its files' names):
         // one topic's offsets on two clusters are two chunks.
         version: Some(match &batch.cluster {
             Some(c) => format!("{first}-{last}@{}", &hex::encode(Sha256::digest(c))[..12]),
             None => format!("{first}-{last}"),
         }),
-        modified: None,
-        sequencer: None,
+        ..SourceObject::new(store, object_path, url, size)
     };
     let chunk = Chunk {
         index: 0,
@@ -1123,17 +1117,12 @@ region = "string"
         let lake = Location::memory();
         lake.put_json(&path, &pending("c1")).await.unwrap();
         let counters = Arc::new(Counters::default());
+        let options = ReadOptions::default();
         let longer = csv_batch(&[(1, b"1,eu"), (2, b"2,eu"), (3, b"3,eu")]);
-        let o = load_batch(
-            &engine,
-            &lake,
-            &longer,
-            &ReadOptions::default(),
-            &counters,
-            later(),
-        )
-        .await
-        .unwrap();
+        let load = async |lake: &Location, batch: &Batch| {
+            load_batch(&engine, lake, batch, &options, &counters, later()).await
+        };
+        let o = load(&lake, &longer).await.unwrap();
         let urls: Vec<_> = o.commits.iter().map(|c| c.source.url.as_str()).collect();
         assert_eq!(urls, ["kafka://orders/3/1-2", "kafka://orders/3/3-3"]);
         let lake = Location::memory();
@@ -1146,16 +1135,7 @@ region = "string"
             .unwrap();
         lake.store.put(&debris, "x".into()).await.unwrap();
         lake.store.put(&kept, "x".into()).await.unwrap();
-        let o = load_batch(
-            &engine,
-            &lake,
-            &batch_from_2(),
-            &ReadOptions::default(),
-            &counters,
-            later(),
-        )
-        .await
-        .unwrap();
+        let o = load(&lake, &batch_from_2()).await.unwrap();
         let urls: Vec<_> = o.commits.iter().map(|c| c.source.url.as_str()).collect();
         assert_eq!(urls, ["kafka://orders/3/2-3"]);
         assert!(

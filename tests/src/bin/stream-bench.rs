@@ -131,10 +131,8 @@ async fn run(file: &str, work: &std::path::Path, batch: usize) {
     .await
     .unwrap();
     let options = RunOptions {
-        workers: 1,
-        chunk_size: 128 << 20,
-        read: sluice::read::ReadOptions::default(),
         fail_fast: true,
+        ..RunOptions::new(1, 128 << 20)
     };
     let started = Instant::now();
     let summary = sluice::pipeline::run(
