@@ -13,6 +13,10 @@ writes
                                           Parquet (Op column; none in LOAD*)
     OUT_DIR/expected.json                 the database table after every change
 
+Keys are reused: about a third of the inserts take a key deleted (or moved
+away from by a key change) earlier, so a merge must insert a key again
+after its delete.
+
 The database is the oracle: a test ingests the files (in any order, any
 number of times) and compares the lake's table with expected.json.
 Encodings as the connectors write them: the date as days since the epoch
@@ -119,12 +123,16 @@ def main():
         load.append(r)
     snapshot_lsn, snapshot_us = tick()
     changes = []  # (op, before, after, lsn, us); a key change is 'u' with both
+    deleted = []  # keys deleted (or moved away from) and not in use again
     for _ in range(a.changes):
         ids = [x[0] for x in db.execute("SELECT id FROM customers")]
         roll = rnd.random()
         pos, us = tick()
         if roll < 0.3 or not ids:
-            r = new_row(fresh_id())
+            # A third of the inserts take a key deleted before: the merge
+            # must insert it again, not find it gone for good.
+            reuse = deleted and rnd.random() < 0.35
+            r = new_row(deleted.pop(rnd.randrange(len(deleted))) if reuse else fresh_id())
             put(r)
             changes.append(("c", None, r, pos, us))
         elif roll < 0.75:
@@ -138,6 +146,7 @@ def main():
         elif roll < 0.9:
             before = row_of(rnd.choice(ids))
             db.execute("DELETE FROM customers WHERE id=?", (before["id"],))
+            deleted.append(before["id"])
             changes.append(("d", before, None, pos, us))
         else:
             before = row_of(rnd.choice(ids))
@@ -146,6 +155,7 @@ def main():
             after["updated_at"] = us
             db.execute("UPDATE customers SET id=?, updated_at=? WHERE id=?",
                        (after["id"], us, before["id"]))
+            deleted.append(before["id"])
             changes.append(("u", before, after, pos, us))
 
     os.makedirs(os.path.join(a.out, "debezium"), exist_ok=True)

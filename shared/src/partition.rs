@@ -369,4 +369,60 @@ mod tests {
         );
         assert_eq!(parts[0].batch.schema().fields().len(), 1);
     }
+
+    proptest::proptest! {
+        /// Any batch, split by a string and an integer key (nulls among
+        /// both): every row lands once, in the slice of its own values, in
+        /// its original order; no two slices have the same values; the
+        /// slices follow the order in which their values first appear.
+        #[test]
+        fn every_row_lands_once_in_the_slice_of_its_values(
+            rows in proptest::collection::vec(
+                (
+                    proptest::option::of(proptest::sample::select(vec!["a", "b", "", "a/b", "é"])),
+                    proptest::option::of(-2i32..3),
+                ),
+                0..300,
+            )
+        ) {
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("n", DataType::Int32, false),
+                Field::new("k", DataType::Utf8, true),
+                Field::new("j", DataType::Int32, true),
+            ]));
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int32Array::from_iter_values(0..rows.len() as i32)),
+                    Arc::new(StringArray::from_iter(rows.iter().map(|r| r.0))),
+                    Arc::new(Int32Array::from_iter(rows.iter().map(|r| r.1))),
+                ],
+            )
+            .unwrap();
+            let s = Splitter::new(&schema, &["k".to_string(), "j".to_string()]).unwrap();
+            let parts = s.split(&batch).unwrap();
+            let mut seen = vec![false; rows.len()];
+            let mut firsts = Vec::new();
+            for (i, p) in parts.iter().enumerate() {
+                proptest::prop_assert!(
+                    parts[..i].iter().all(|q| q.values != p.values),
+                    "two slices of {:?}", p.values
+                );
+                let n = p.batch.column(0).as_primitive::<arrow::datatypes::Int32Type>();
+                let ns = n.values().to_vec();
+                proptest::prop_assert!(!ns.is_empty());
+                proptest::prop_assert!(ns.windows(2).all(|w| w[0] < w[1]), "order kept: {:?}", ns);
+                firsts.push(ns[0]);
+                for &row in &ns {
+                    let (k, j) = rows[row as usize];
+                    let want = vec![k.map(str::to_string), j.map(|j| j.to_string())];
+                    proptest::prop_assert_eq!(&p.values, &want, "row {}", row);
+                    proptest::prop_assert!(!seen[row as usize], "row {} twice", row);
+                    seen[row as usize] = true;
+                }
+            }
+            proptest::prop_assert!(seen.iter().all(|s| *s), "a row lost");
+            proptest::prop_assert!(firsts.windows(2).all(|w| w[0] < w[1]), "slices out of order: {:?}", firsts);
+        }
+    }
 }
