@@ -212,7 +212,7 @@ fn mutation() -> impl proptest::strategy::Strategy<Value = Mutation> {
 /// in all, so CI runs them every time, from a new random seed each run;
 /// proptest shrinks a failure to its fewest mutations and prints the input
 /// (`PROPTEST_CASES` runs more).
-fn mutation_fuzz(target: &str, run: fn(&[u8]), cases: u32) {
+fn mutation_fuzz(target: &str, run: Target, cases: u32) {
     use proptest::prelude::*;
     use proptest::test_runner::{Config, TestRunner};
     let seeds = seeds(target);
@@ -240,22 +240,18 @@ fn mutation_fuzz(target: &str, run: fn(&[u8]), cases: u32) {
         .unwrap_or_else(|e| panic!("{target}: {e}"));
 }
 
-#[test]
-fn the_read_target_survives_mutations_of_its_seeds() {
-    mutation_fuzz("read", sluice::fuzz::read, 20_000);
-}
+/// A fuzz target's body: arbitrary bytes in, a panic on a broken property.
+type Target = fn(&[u8]);
 
 #[test]
-fn the_events_target_survives_mutations_of_its_seeds() {
-    mutation_fuzz("events", sluice::fuzz::events, 20_000);
-}
-
-#[test]
-fn the_partition_values_target_survives_mutations_of_its_seeds() {
-    mutation_fuzz("partition_values", sluice::fuzz::partition_values, 20_000);
-}
-
-#[test]
-fn the_pipeline_config_target_survives_mutations_of_its_seeds() {
-    mutation_fuzz("pipeline_config", sluice::fuzz::pipeline_config, 20_000);
+fn every_fuzz_target_survives_mutations_of_its_seeds() {
+    let targets: [(&str, Target); 4] = [
+        ("read", sluice::fuzz::read),
+        ("events", sluice::fuzz::events),
+        ("partition_values", sluice::fuzz::partition_values),
+        ("pipeline_config", sluice::fuzz::pipeline_config),
+    ];
+    for (target, run) in targets {
+        mutation_fuzz(target, run, 20_000);
+    }
 }
