@@ -22,7 +22,7 @@ use sluice::fault::{FaultKind, Faults, FaultyStore, Hook};
 use sluice::pipeline::{Counters, Engine, RunOptions, run};
 use sluice::retry::RetryStore;
 use sluice::store::Location;
-use sluice_tests::memory::{copy_of, lake_on, load_with};
+use sluice_tests::memory::{copy_of, crashes_then_lost_answers, lake_on, load_with};
 use sluice_tests::{check_lake_matches_raw, compare_script, python_json, repo_root, sluice_ok};
 
 const EXAMPLE: &str = "examples/clickstream/sluice.toml";
@@ -582,9 +582,11 @@ async fn load(engine: &Arc<Engine>, input: &Location, lake: &Location) -> sluice
 /// source ledger, settles the old version (cutting its rows out of every
 /// merged file, under the partition leases and the intent protocol) and
 /// registers partitions in the catalog (the local catalog, on the same
-/// store). The load is crashed at each of its store calls in turn; after the
-/// crashed run's leases expire, a clean rerun leaves exactly the rows of a
-/// load that never failed, which are DuckDB's reading of the raw files.
+/// store). The load is crashed at each of its store calls in turn, then has
+/// each call's answer lost in turn (the store applied the write, its caller
+/// was told it failed); after the failed run's leases expire, a clean rerun
+/// leaves exactly the rows of a load that never failed, which are DuckDB's
+/// reading of the raw files.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_at_any_call_while_a_new_version_replaces_merged_rows_loses_and_doubles_nothing() {
     // Two files of the example's `click` rows of three days (six partitions
@@ -676,15 +678,17 @@ async fn a_crash_at_any_call_while_a_new_version_replaces_merged_rows_loses_and_
         &compare_script(on_disk.path(), &glob, "read_json"),
     );
     check_lake_matches_raw(&v);
-    println!("loading the new version: {calls} store calls, each crashed at");
+    println!("loading the new version: {calls} store calls, each crashed at, each answer lost");
 
-    for n in 1..=calls {
+    for (n, fault, kind) in crashes_then_lost_answers(calls) {
         let store = copy_of(&base.store).await;
         let faulty = lake_on(Arc::new(
-            FaultyStore::new(store.clone(), Faults::CrashAt(n)).with_kind(FaultKind::Refused),
+            FaultyStore::new(store.clone(), fault).with_kind(kind),
         ));
         let first = load(&engine, &input, &faulty).await;
-        assert!(first.is_err(), "call {n}: the crash went unnoticed");
+        if let Faults::CrashAt(_) = fault {
+            assert!(first.is_err(), "call {n}: the crash went unnoticed");
+        }
         let after = lake_on(store);
         // The crashed run's leases have expired by the time it is rerun.
         let leases: Vec<Path> = after
@@ -700,18 +704,18 @@ async fn a_crash_at_any_call_while_a_new_version_replaces_merged_rows_loses_and_
         }
         load(&engine, &input, &after)
             .await
-            .unwrap_or_else(|e| panic!("call {n}: the rerun failed: {e}"));
+            .unwrap_or_else(|e| panic!("call {n} {kind:?}: the rerun failed: {e}"));
         let got = table_rows(&after).await;
         if got != clean {
             let only_got: Vec<_> = got.iter().filter(|r| !clean.contains(r)).take(3).collect();
             let only_clean: Vec<_> = clean.iter().filter(|r| !got.contains(r)).take(3).collect();
             panic!(
-                "crash at call {n} of {calls} ({first:?}): {} rows, {} wanted; extra {only_got:?}; missing {only_clean:?}",
+                "{fault:?} {kind:?} at call {n} of {calls} ({first:?}): {} rows, {} wanted; extra {only_got:?}; missing {only_clean:?}",
                 got.len(),
                 clean.len()
             );
         }
         let left = pending_intents(&after).await;
-        assert!(left.is_empty(), "call {n}: left behind: {left:?}");
+        assert!(left.is_empty(), "call {n} {kind:?}: left behind: {left:?}");
     }
 }
