@@ -12,16 +12,21 @@ use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Date32Type, Decimal128Type, Int64Type, TimestampMicrosecondType};
-use object_store::ObjectStore;
+use futures::TryStreamExt;
 use object_store::memory::InMemory;
+use object_store::{ObjectStore, ObjectStoreExt as _};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
 use sluice::config::Pipeline;
 use sluice::delta::{self, AsOf};
 use sluice::fault::FaultyStore;
+use sluice::layout::CDC_STAGED_DIR;
 use sluice::pipeline::Engine;
 use sluice::store::Location;
-use sluice_tests::cdc::{TABLES, check_tables, config, expected, workload};
+use sluice_tests::cdc::{
+    COMPOSITE_KEY, KEY, TABLES, check_tables, check_tables_keyed, composite_config, config,
+    expected, workload, workload_keyed,
+};
 use sluice_tests::memory::{copy_of, counted_lake, crashes_then_lost_answers, lake_on, load_with};
 use sluice_tests::{
     DUCKDB_DELTA, delta_python_json, files_under, python, repo_root, sluice, sluice_ok,
@@ -157,6 +162,227 @@ fn late_redelivered_and_chunked_changes_leave_the_tables_equal_to_the_source_dat
     check_tables(dir, &raw, "after a rerun");
 }
 
+/// A workload keyed by (region, id), the text column first (quotes,
+/// commas, unicode, values past Parquet's 64-byte statistics), whose
+/// transactions change one key twice at one source position, merged in
+/// four runs of 4 KiB chunks into tables that already hold rows: every
+/// table, read by both readers, is the source table, and a rerun commits
+/// nothing.
+#[test]
+fn composite_text_keys_and_shared_positions_merged_run_by_run_equal_the_source_database() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let raw = dir.join("raw");
+    workload_keyed(&raw, 13, 400, 8, COMPOSITE_KEY);
+    std::fs::write(dir.join("sluice.toml"), composite_config()).unwrap();
+    // A quarter more of each folder's files (in name order) each run.
+    for run_no in 1..=4 {
+        for f in ["debezium", "dms", "dms_parquet"] {
+            let all = names(&raw.join(f));
+            let upto = all.len() * run_no / 4;
+            copy_files(&raw.join(f), &dir.join("input").join(f), &all[..upto]);
+        }
+        run(dir, "4KiB");
+    }
+    assert!(
+        versions(dir).iter().all(|&v| v >= 4),
+        "a merge commit per run: {:?}",
+        versions(dir)
+    );
+    // Every file holds keys of every region (the first key column), so each
+    // merge reads and rewrites the whole table.
+    check_tables_keyed(dir, &raw, "after four runs", COMPOSITE_KEY);
+    let before = versions(dir);
+    run(dir, "4KiB");
+    assert_eq!(versions(dir), before, "a rerun of loaded files commits");
+}
+
+/// One merge after another, each changing only keys that sit exactly on
+/// a table file's smallest or largest key (its `minValues`/`maxValues`),
+/// by update, delete and re-insert, for an integer key and a text key: the
+/// table is the rows the changes leave after every merge, never the old
+/// row of a key beside its new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_to_keys_on_a_files_statistics_bounds_replace_their_rows() {
+    for (table, key_type) in [("by_int", "int64"), ("by_text", "string")] {
+        statistics_bounds(table, key_type).await;
+    }
+}
+
+async fn statistics_bounds(table: &str, key_type: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[lake]\nroot = \"unused\"\ntable_format = \"delta\"\n\n[[tables]]\nname = \"{table}\"\n\
+         source = \"changes/\"\nformat = \"jsonl\"\n\n[tables.cdc]\nenvelope = \"debezium\"\n\
+         key = [\"k\"]\n\n[tables.schema]\nk = \"{key_type}\"\nnote = \"string\"\n"
+    );
+    let engine = Arc::new(
+        Engine::new(Pipeline::from_toml(&config).unwrap())
+            .await
+            .unwrap(),
+    );
+    let key = |n: i64| -> Value {
+        if key_type == "int64" {
+            Value::from(n * 10)
+        } else {
+            Value::from(format!("k-{:03}", n * 10))
+        }
+    };
+    let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
+    let lake = lake_on(Arc::new(InMemory::new()));
+    let input_dir = tmp.path().join("input");
+    std::fs::create_dir_all(input_dir.join("changes")).unwrap();
+    let input = Location::open(input_dir.to_str().unwrap(), false).unwrap();
+    let mut want: std::collections::BTreeMap<String, String> = Default::default();
+    let mut lsn = 100u64;
+    let mut merge = |changes: Vec<(&'static str, Value, Option<String>)>, n: usize| {
+        let mut lines = Vec::new();
+        for (op, k, note) in changes {
+            lsn += 1;
+            let row = serde_json::json!({"k": k, "note": note});
+            let (before, after) = if op == "d" {
+                (row, Value::Null)
+            } else {
+                (Value::Null, row)
+            };
+            lines.push(
+                serde_json::json!({"op": op, "before": before, "after": after,
+                    "source": {"lsn": lsn}, "ts_ms": 1})
+                .to_string(),
+            );
+            match note {
+                Some(note) => want.insert(text(&k), note),
+                None => want.remove(&text(&k)),
+            };
+        }
+        let dir = input_dir.join("changes");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{n:03}.jsonl")), lines.join("\n") + "\n").unwrap();
+        (want.clone(), engine.clone(), input.clone(), lake.clone())
+    };
+    // Rows of the table, as the snapshot's files hold them: key to note.
+    async fn rows(lake: &Location, table: &str) -> Vec<(String, String)> {
+        let t = delta::open(lake, table, AsOf::Latest)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut out = Vec::new();
+        for f in t.snapshot().unwrap().log_data().iter() {
+            let path = lake.child(&format!("{table}/{}", f.path())).unwrap();
+            let bytes = sluice_tests::object_bytes(lake.store.as_ref(), &path).await;
+            for b in ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .unwrap()
+                .build()
+                .unwrap()
+            {
+                let b = b.unwrap();
+                let k = arrow::util::display::ArrayFormatter::try_new(
+                    b.column_by_name("k").unwrap().as_ref(),
+                    &Default::default(),
+                )
+                .unwrap();
+                let note = b.column_by_name("note").unwrap().as_string::<i32>();
+                for i in 0..b.num_rows() {
+                    out.push((k.value(i).to_string(), note.value(i).to_string()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+    // Each file's smallest and largest key, from its statistics.
+    async fn bounds(lake: &Location, table: &str) -> Vec<(Value, Value)> {
+        let t = delta::open(lake, table, AsOf::Latest)
+            .await
+            .unwrap()
+            .unwrap();
+        let snapshot = t.snapshot().unwrap();
+        let mut out = Vec::new();
+        for f in snapshot.log_data().iter() {
+            #[allow(deprecated)]
+            let stats: Value =
+                serde_json::from_str(f.add_action().stats.as_deref().unwrap()).unwrap();
+            out.push((
+                stats["minValues"]["k"].clone(),
+                stats["maxValues"]["k"].clone(),
+            ));
+        }
+        out
+    }
+    let settle = |(want, engine, input, lake): (
+        std::collections::BTreeMap<String, String>,
+        Arc<Engine>,
+        Location,
+        Location,
+    ),
+                  what: String| async move {
+        load_with(&engine, &input, &lake, 1, 1 << 20, true)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let want: Vec<(String, String)> = want.into_iter().collect();
+        assert_eq!(rows(&lake, table).await, want, "{table}: {what}");
+    };
+    // Two files of ten keys each: [0, 90] and [100, 190].
+    for (n, range) in [(0, 0..10), (1, 10..20)] {
+        let inserts = range
+            .map(|i| ("c", key(i), Some(format!("v{i}"))))
+            .collect();
+        settle(merge(inserts, n), format!("insert {n}")).await;
+    }
+    let mut deleted: Vec<Value> = Vec::new();
+    let mut fresh = 20;
+    for round in 2..14 {
+        // A merge touching two files writes their rows into one: new keys
+        // in a file of their own keep the table at two files or more.
+        if bounds(&lake, table).await.len() < 2 {
+            let inserts = (fresh..fresh + 5)
+                .map(|i| ("c", key(i), Some(format!("v{i}"))))
+                .collect();
+            fresh += 5;
+            settle(
+                merge(inserts, 100 + round),
+                format!("more keys before round {round}"),
+            )
+            .await;
+        }
+        let files = bounds(&lake, table).await;
+        assert!(files.len() >= 2, "{table}: {} files", files.len());
+        // A file's lower bound in even rounds, its upper one in odd rounds;
+        // every third round also the other end of the next file.
+        let (lo, hi) = &files[round % files.len()];
+        let mut picks = vec![if round % 2 == 0 {
+            lo.clone()
+        } else {
+            hi.clone()
+        }];
+        if round % 3 == 0 {
+            let (lo, hi) = &files[(round + 1) % files.len()];
+            picks.push(if round % 2 == 0 {
+                hi.clone()
+            } else {
+                lo.clone()
+            });
+        }
+        picks.dedup();
+        let mut changes = Vec::new();
+        for k in picks {
+            if round % 4 == 1 {
+                deleted.push(k.clone());
+                changes.push(("d", k, None));
+            } else {
+                changes.push(("u", k, Some(format!("round {round}"))));
+            }
+        }
+        if round % 4 == 3
+            && let Some(k) = deleted.pop()
+        {
+            changes.push(("c", k, Some(format!("back in round {round}"))));
+        }
+        let what = format!("round {round}: {changes:?} over files {files:?}");
+        settle(merge(changes, round), what).await;
+    }
+}
+
 /// The rows of the CDC table `table` in the lake, as delta-rs's snapshot
 /// lists its files, read with the Parquet reader.
 async fn rows_of(lake: &Location, table: &str) -> Vec<Vec<String>> {
@@ -179,6 +405,9 @@ async fn rows_of(lake: &Location, table: &str) -> Vec<Vec<String>> {
             .unwrap()
         {
             let b = batch.unwrap();
+            let region = b
+                .column_by_name("region")
+                .map(|r| r.as_string::<i32>().clone());
             let id = b.column_by_name("id").unwrap().as_primitive::<Int64Type>();
             let email = b.column_by_name("email").unwrap().as_string::<i32>();
             let balance = b
@@ -199,7 +428,8 @@ async fn rows_of(lake: &Location, table: &str) -> Vec<Vec<String>> {
                 } else {
                     email.value(i).to_string()
                 };
-                out.push(vec![
+                let mut row: Vec<String> = region.iter().map(|r| r.value(i).into()).collect();
+                row.extend([
                     id.value(i).to_string(),
                     email,
                     balance.value_as_string(i),
@@ -209,6 +439,7 @@ async fn rows_of(lake: &Location, table: &str) -> Vec<Vec<String>> {
                         .format("%Y-%m-%dT%H:%M:%S%.6fZ")
                         .to_string(),
                 ]);
+                out.push(row);
             }
         }
     }
@@ -267,24 +498,52 @@ async fn a_crash_at_any_call_of_a_cdc_load_then_a_rerun_ends_in_the_source_rows(
     }
 }
 
-/// A second Debezium load, into a table that already holds the first
-/// load's rows (its changes update, delete and re-insert keys those rows
-/// hold), crashed at each of its store calls in turn and with each call's
-/// answer lost in turn, then run again cleanly: the table is the source
-/// table every time, never the first load's rows doubled or half-merged.
+/// A second load, into tables that already hold the first load's rows (its
+/// changes update, delete and re-insert keys those rows hold), crashed at
+/// each of its store calls in turn and with each call's answer lost in
+/// turn, then run again cleanly: every table is the source table every
+/// time, never the first load's rows doubled or half-merged, and a table
+/// without a change table keeps no staged change once merged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merge_into_a_table_with_rows_crashed_at_any_call_then_rerun_ends_in_the_source_rows() {
+    merge_into_rows_at_any_call(KEY, &["debezium", "dms"]).await;
+}
+
+/// [`a_merge_into_a_table_with_rows_crashed_at_any_call_then_rerun_ends_in_the_source_rows`]
+/// with a text-first composite key and changes sharing source positions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_composite_key_merge_crashed_at_any_call_then_rerun_ends_in_the_source_rows() {
+    merge_into_rows_at_any_call(COMPOSITE_KEY, &["debezium"]).await;
+}
+
+/// The tables of the example's pipeline, by the folder they read.
+const TABLE_OF: [(&str, &str); 3] = [
+    ("debezium", "customers_dbz"),
+    ("dms", "customers_dms"),
+    ("dms_parquet", "customers_dmsp"),
+];
+
+async fn merge_into_rows_at_any_call(key: &[&str], folders: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let raw = tmp.path().join("raw");
-    workload(&raw, 11, 80, 4);
+    workload_keyed(&raw, 11, 80, 4, key);
     let want = expected(&raw);
-    let files = names(&raw.join("debezium"));
-    assert_eq!(files.len(), 4, "{files:?}");
-    let first = tmp.path().join("first");
-    copy_files(&raw.join("debezium"), &first.join("debezium"), &files[..2]);
-    let all = tmp.path().join("all");
-    copy_files(&raw.join("debezium"), &all.join("debezium"), &files);
-    let text = std::fs::read_to_string(repo_root().join("examples/cdc/sluice.toml")).unwrap();
+    let (first, all) = (tmp.path().join("first"), tmp.path().join("all"));
+    for f in folders {
+        let files = names(&raw.join(f));
+        copy_files(&raw.join(f), &first.join(f), &files[..2]);
+        copy_files(&raw.join(f), &all.join(f), &files);
+    }
+    let tables: Vec<&str> = TABLE_OF
+        .iter()
+        .filter(|(f, _)| folders.contains(f))
+        .map(|(_, t)| *t)
+        .collect();
+    let text = if key == KEY {
+        config()
+    } else {
+        composite_config()
+    };
     let engine = Arc::new(
         Engine::new(Pipeline::from_toml(&text).unwrap())
             .await
@@ -295,21 +554,38 @@ async fn a_merge_into_a_table_with_rows_crashed_at_any_call_then_rerun_ends_in_t
         let input = Location::open(input.to_str().unwrap(), false).unwrap();
         async move { load_with(&engine, &input, &lake, 2, 1 << 20, false).await }
     };
-    // The first load: the table holds rows before the load under test.
+    // Every table the source table; no staged change left of a table that
+    // keeps no change table.
+    let check = |lake: Location, what: String| {
+        let (want, tables) = (want.clone(), tables.clone());
+        async move {
+            for t in tables {
+                assert_eq!(rows_of(&lake, t).await, want, "{what}: {t}");
+            }
+            let staged = lake
+                .child(&format!("{CDC_STAGED_DIR}/customers_dms/"))
+                .unwrap();
+            let left: Vec<_> = lake.store.list(Some(&staged)).try_collect().await.unwrap();
+            assert!(left.is_empty(), "{what}: staged changes left: {left:?}");
+        }
+    };
+    // The first load: the tables hold rows before the load under test.
     let base: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     load(&first, lake_on(base.clone())).await.unwrap();
-    let before = rows_of(&lake_on(base.clone()), "customers_dbz").await;
-    assert!(
-        before.len() > 10,
-        "{} rows after the first load",
-        before.len()
-    );
-    assert_ne!(before, want, "the second load changes the table");
+    for t in &tables {
+        let before = rows_of(&lake_on(base.clone()), t).await;
+        assert!(
+            before.len() > 10,
+            "{t}: {} rows after the first load",
+            before.len()
+        );
+        assert_ne!(before, want, "the second load changes {t}");
+    }
 
     let (counted, clean) = counted_lake(copy_of(&base).await);
     load(&all, clean.clone()).await.unwrap();
     let calls = counted.calls();
-    assert_eq!(rows_of(&clean, "customers_dbz").await, want);
+    check(clean, "a clean load".into()).await;
     assert!(calls > 20, "{calls} store calls");
 
     for (n, fault, kind) in crashes_then_lost_answers(calls) {
@@ -320,12 +596,85 @@ async fn a_merge_into_a_table_with_rows_crashed_at_any_call_then_rerun_ends_in_t
         load(&all, lake.clone())
             .await
             .unwrap_or_else(|e| panic!("{fault:?} {kind:?} at call {n}: the rerun failed: {e}"));
-        assert_eq!(
-            rows_of(&lake, "customers_dbz").await,
-            want,
-            "{fault:?} {kind:?} at call {n}: the merged table"
-        );
+        check(lake, format!("{fault:?} {kind:?} at call {n}")).await;
     }
+}
+
+/// Change files (Debezium and DMS, a composite key, transactions sharing
+/// positions) arriving in any order, in any grouping into loads (each a
+/// merge into what the earlier ones left), merge into the source table:
+/// a delete arriving before the older changes of its key, a key's
+/// re-insert before its delete, the full load last.
+#[test]
+fn change_files_in_any_order_and_grouping_merge_into_the_source_table() {
+    use proptest::prelude::*;
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = tmp.path().join("raw");
+    workload_keyed(&raw, 17, 120, 4, COMPOSITE_KEY);
+    let want = expected(&raw);
+    let folders = ["debezium", "dms"];
+    let files: Vec<(String, Vec<u8>)> = folders
+        .iter()
+        .flat_map(|f| {
+            let raw = &raw;
+            names(&raw.join(f)).into_iter().map(move |n| {
+                (
+                    format!("{f}/{n}"),
+                    std::fs::read(raw.join(f).join(&n)).unwrap(),
+                )
+            })
+        })
+        .collect();
+    assert_eq!(
+        files.len(),
+        9,
+        "{:?}",
+        files.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let engine = runtime.block_on(async {
+        Arc::new(
+            Engine::new(Pipeline::from_toml(&composite_config()).unwrap())
+                .await
+                .unwrap(),
+        )
+    });
+    let order = Just((0..files.len()).collect::<Vec<_>>()).prop_shuffle();
+    let cuts = proptest::collection::vec(proptest::bool::weighted(0.35), files.len());
+    let config = proptest::test_runner::Config {
+        cases: 10,
+        failure_persistence: None,
+        ..Default::default()
+    };
+    proptest::test_runner::TestRunner::new(config)
+        .run(&(order, cuts), |(order, cuts)| {
+            runtime.block_on(async {
+                let input = lake_on(Arc::new(InMemory::new()));
+                let lake = lake_on(Arc::new(InMemory::new()));
+                let mut loads = Vec::new();
+                for (n, (&i, &cut)) in order.iter().zip(&cuts).enumerate() {
+                    let (name, bytes) = &files[i];
+                    let path = input.child(name).unwrap();
+                    input.store.put(&path, bytes.clone().into()).await.unwrap();
+                    loads.push(name.as_str());
+                    if cut || n + 1 == order.len() {
+                        load_with(&engine, &input, &lake, 2, 1 << 20, true)
+                            .await
+                            .unwrap();
+                        loads.push("|");
+                    }
+                }
+                for t in ["customers_dbz", "customers_dms"] {
+                    assert_eq!(rows_of(&lake, t).await, want, "{t} after loads {loads:?}");
+                }
+            });
+            Ok(())
+        })
+        .unwrap();
 }
 
 /// Changes without their key, with an unknown operation, or whose `after`

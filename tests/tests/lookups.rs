@@ -58,6 +58,118 @@ fn the_enrichment_example_equals_duckdbs_join_of_the_raw_files() {
     assert!(no_product > 0 && no_product < 600, "{v}");
 }
 
+/// Data at production's shapes: two order files of 15,000 rows over two
+/// days (partitions of 15,000 rows), a customers lookup of three CSV files
+/// and 12,000 rows (past the 8,192-row batch a reader returns), row groups
+/// of at most 4,000 rows. Loaded in 256 KiB chunks, compacted into one file
+/// a partition (several row groups, read back in several batches), then
+/// one order file replaced by a new version whose rows are cut out of the
+/// merged files: after each step the lake is DuckDB's own join of the raw
+/// files, row for row.
+#[test]
+fn partitions_of_fifteen_thousand_rows_and_a_lookup_of_three_files_equal_duckdbs_join() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let generate = |seed: u64, orders: usize| {
+        let script = format!(
+            r#"
+import json, random, os
+rnd = random.Random({seed})
+os.makedirs("raw/orders", exist_ok=True)
+os.makedirs("customers", exist_ok=True)
+ids = list(range(1, 12001))
+random.Random(1).shuffle(ids)
+for f in range(3):
+    with open(f"customers/part-{{f}}.csv", "w") as out:
+        out.write("id,name,segment,country,since\n")
+        for i in ids[f * 4000:(f + 1) * 4000]:
+            out.write(f"{{i}},name {{i}},{{['retail', 'enterprise', 'public'][i % 3]}},{{['DE', 'FR', 'JP', 'US'][i % 4]}},2024-0{{i % 9 + 1}}-1{{i % 10}}\n")
+for f in range(2):
+    if {orders} < 15000 and f == 0:
+        continue
+    with open(f"raw/orders/orders-{{f}}.jsonl", "w") as out:
+        for n in range({orders}):
+            day = 20 + n % 2
+            cust = rnd.choice([None] + list(range(1, 12601)))
+            out.write(json.dumps({{"order_id": f"o-{{f}}-{{n:05d}}",
+                "order_time": f"2026-11-{{day}}T{{rnd.randint(0, 23):02d}}:{{rnd.randint(0, 59):02d}}:0{{n % 10}}.000Z",
+                "customer_id": cust, "sku": f"SKU-{{rnd.randint(1, 60):04d}}",
+                "quantity": rnd.randint(1, 9), "amount": rnd.randint(100, 99999) / 100}}) + "\n")
+print("{{}}")
+"#
+        );
+        sluice_tests::python_json(dir, &script);
+    };
+    generate(5, 15_000);
+    let config = pipeline_in(dir, |t| {
+        t.replace(
+            &format!("source = {:?}", dir.join("customers.csv").to_str().unwrap()),
+            &format!("source = {:?}", dir.join("customers").to_str().unwrap()),
+        )
+        .replace(
+            "amount = \"decimal(10,2)\"\n",
+            "amount = \"decimal(10,2)\"\n\n[tables.parquet]\nrow_group_rows = 4000\n",
+        )
+    });
+    assert!(
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .contains("row_group_rows")
+    );
+    let config = config.to_str().unwrap();
+    let lake = dir.join("lake");
+    let lake_s = lake.to_str().unwrap();
+    let raw = dir.join("raw/orders/*.jsonl");
+    let customers = dir.join("customers/*.csv");
+    let check = |what: &str| -> u64 {
+        let rows = assert_same_rows(
+            dir,
+            &lake_orders(&lake),
+            &oracle(raw.to_str().unwrap(), customers.to_str().unwrap()),
+        );
+        println!("{what}: {rows} rows equal");
+        rows
+    };
+    let run = || {
+        sluice_ok(
+            dir,
+            &[
+                "run",
+                "--config",
+                config,
+                "--chunk-size",
+                "256KiB",
+                "--workers",
+                "2",
+            ],
+        )
+    };
+    run();
+    assert_eq!(check("loaded"), 30_000);
+    sluice_ok(dir, &["compact", "--lake", lake_s, "--min-age", "0s"]);
+    assert_eq!(check("compacted"), 30_000);
+    // One file a partition, of 15,000 rows in several row groups.
+    let shape = sluice_tests::python_json(
+        dir,
+        r#"
+import glob, json, pyarrow.parquet as pq
+files = sorted(glob.glob("lake/orders/**/*.parquet", recursive=True))
+print(json.dumps([[pq.ParquetFile(f).metadata.num_rows, pq.ParquetFile(f).metadata.num_row_groups] for f in files]))
+"#,
+    );
+    assert_eq!(shape.as_array().unwrap().len(), 2, "{shape}");
+    for f in shape.as_array().unwrap() {
+        assert!(
+            f[0].as_u64().unwrap() >= 14_000 && f[1].as_u64().unwrap() >= 4,
+            "{shape}"
+        );
+    }
+    // A new version of orders-1.jsonl: 9,000 rows, all of them changed.
+    generate(6, 9_000);
+    run();
+    assert_eq!(check("after the new version"), 24_000);
+}
+
 /// Run `sluice` in the repository; its stdout and stderr.
 fn sluice(args: &[&str]) -> String {
     let out = sluice_tests::sluice(&repo_root(), args);

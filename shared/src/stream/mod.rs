@@ -1151,4 +1151,192 @@ region = "string"
     fn batch_from_2() -> Batch {
         csv_batch(&[(2, b"2,eu"), (3, b"3,eu")])
     }
+
+    /// A Kafka batch of 24 records failing at each store call of its load
+    /// in turn (refused, its answer lost, the process dying there), then
+    /// delivered again from the record the failure answers: each record is
+    /// in the table once.
+    #[test]
+    fn a_kafka_batch_failing_at_any_call_then_redelivered_loads_each_record_once() {
+        use crate::fault::{Faults, FaultyStore};
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let steps = [1; 24];
+        let calls = runtime.block_on(async {
+            let engine = Engine::new(crate::config::Pipeline::from_toml(CSV).unwrap())
+                .await
+                .unwrap();
+            let counted = Arc::new(FaultyStore::new(Arc::new(InMemory::new()), Faults::None));
+            let lake = Location {
+                store: counted.clone(),
+                ..Location::memory()
+            };
+            let records: Vec<(u64, Vec<u8>)> = (0..24)
+                .map(|i| (991 + i, format!("{i},r{}", i % 3).into_bytes()))
+                .collect();
+            let records: Vec<(u64, &[u8])> =
+                records.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+            let options = ReadOptions::default();
+            let counters = Arc::new(Counters::default());
+            load_batch(
+                &engine,
+                &lake,
+                &csv_batch(&records),
+                &options,
+                &counters,
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+            counted.calls()
+        });
+        assert!(calls >= 5, "{calls} store calls");
+        for call in 1..=calls {
+            for kind in 0..3 {
+                runtime.block_on(deliver_then_count(&steps, &[(24, 0, Some((call, kind)))]));
+            }
+        }
+    }
+
+    /// One delivery of a shard's records `start..` (at most `size`), and
+    /// how the lake's store fails under it: (call, 0 refused, 1 answer
+    /// lost, 2 the process dies there).
+    type Delivery = (usize, usize, Option<(u64, u8)>);
+
+    /// Any sequence of deliveries of one shard, as a mapping makes them:
+    /// batches of any size, some starting before the records already
+    /// loaded (a redelivery), each failing at any store call of the lake
+    /// (refused, its answer lost, or the process dying there), after which
+    /// the shard is delivered again from the record the failure answers (or
+    /// the whole batch again, after a crash); then the rest, cleanly. Every
+    /// record is in the table once, whatever the positions' digits carry.
+    #[test]
+    fn any_redelivery_split_or_failed_batch_loads_each_record_once() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let delivery = (
+            1usize..=8,
+            0usize..=3,
+            proptest::option::of((1u64..=14, 0u8..3)),
+        );
+        let cases = (
+            proptest::collection::vec(1u64..=4, 24),
+            proptest::collection::vec(delivery, 1..12),
+        );
+        let config = proptest::test_runner::Config {
+            cases: 64,
+            failure_persistence: None,
+            ..Default::default()
+        };
+        proptest::test_runner::TestRunner::new(config)
+            .run(&cases, |(steps, deliveries)| {
+                runtime.block_on(deliver_then_count(&steps, &deliveries));
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    /// The shard (positions from 990 up by `steps`, record `i` is the CSV
+    /// row `i,r<i % 3>`) delivered by `deliveries`, then the rest; panics
+    /// unless every row is in the table's committed files once.
+    async fn deliver_then_count(steps: &[u64], deliveries: &[Delivery]) {
+        use crate::fault::{FaultKind, Faults, FaultyStore};
+        let engine = Engine::new(crate::config::Pipeline::from_toml(CSV).unwrap())
+            .await
+            .unwrap();
+        let lake = Location::memory();
+        let counters = Arc::new(Counters::default());
+        let options = ReadOptions::default();
+        let mut position = 990;
+        let shard: Vec<(u64, Vec<u8>)> = steps
+            .iter()
+            .enumerate()
+            .map(|(i, step)| {
+                position += step;
+                (position, format!("{i},r{}", i % 3).into_bytes())
+            })
+            .collect();
+        let records = |range: std::ops::Range<usize>| -> Vec<(u64, &[u8])> {
+            shard[range]
+                .iter()
+                .map(|(p, d)| (*p, d.as_slice()))
+                .collect()
+        };
+        let mut from = 0;
+        let clean = std::iter::repeat_n((5, 0, None), shard.len() + 1);
+        for (n, (size, back, fault)) in deliveries.iter().copied().chain(clean).enumerate() {
+            if from >= shard.len() {
+                break;
+            }
+            assert!(n <= deliveries.len() + shard.len(), "clean deliveries fail");
+            let start = from.saturating_sub(back);
+            let end = (start + size).min(shard.len());
+            let batch = csv_batch(&records(start..end));
+            let mut faulty = lake.clone();
+            if let Some((call, kind)) = fault {
+                let (faults, kind) = match kind {
+                    0 => (Faults::Once(call), FaultKind::Refused),
+                    1 => (Faults::Once(call), FaultKind::AnswerLost),
+                    _ => (Faults::CrashAt(call), FaultKind::AnswerLost),
+                };
+                faulty.store =
+                    Arc::new(FaultyStore::new(lake.store.clone(), faults).with_kind(kind));
+            }
+            // The invocation is over when it answers.
+            match load_batch(&engine, &faulty, &batch, &options, &counters, Utc::now()).await {
+                Ok(_) => from = from.max(end),
+                Err(e) if fault.is_none() => panic!("delivery {n} of {start}..{end}: {e}"),
+                Err(_) if fault.is_some_and(|(_, kind)| kind == 2) => from = start,
+                Err(_) => {
+                    from = match first_unloaded(&engine, &lake, &batch).await.unwrap() {
+                        Some(p) => shard.iter().position(|(q, _)| q.to_string() == p).unwrap(),
+                        None => from.max(end),
+                    }
+                }
+            }
+        }
+        // Every committed file's rows: each record's once.
+        let prefix = lake
+            .child(&format!("{}/orders/", crate::layout::COMMITS_DIR))
+            .unwrap();
+        let metas: Vec<_> = futures::TryStreamExt::try_collect(lake.store.list(Some(&prefix)))
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        for m in metas {
+            let record: CommitRecord =
+                serde_json::from_slice(&lake.get_bytes(&m.location).await.unwrap().unwrap())
+                    .unwrap();
+            for f in &record.files {
+                let bytes = lake
+                    .get_bytes(&lake.child(&f.path).unwrap())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let reader =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+                        .unwrap()
+                        .build()
+                        .unwrap();
+                for b in reader {
+                    let b = b.unwrap();
+                    let id = b.column_by_name("id").unwrap();
+                    let id = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(
+                        id.as_ref(),
+                    );
+                    ids.extend(id.values().iter().copied());
+                }
+            }
+        }
+        ids.sort_unstable();
+        let want: Vec<i64> = (0..shard.len() as i64).collect();
+        assert_eq!(
+            ids, want,
+            "deliveries {deliveries:?} of positions {steps:?}"
+        );
+    }
 }
