@@ -10,16 +10,6 @@ use serde_json::Value;
 
 use crate::{DUCKDB_DELTA, delta_python_json, python, repo_root};
 
-/// The columns of each mirror table: the declared ones, then the position.
-pub const COLUMNS: [&str; 6] = [
-    "id",
-    "email",
-    "balance",
-    "signup",
-    "updated_at",
-    "_sluice_position",
-];
-
 /// The key of the example's tables.
 pub const KEY: &[&str] = &["id"];
 
@@ -29,6 +19,15 @@ pub const COMPOSITE_KEY: &[&str] = &["region", "id"];
 /// The columns after the key in every workload.
 const VALUES: [&str; 4] = ["email", "balance", "signup", "updated_at"];
 
+/// The columns of a mirror table keyed by `key`: the declared ones, then
+/// the position.
+pub fn columns<'a>(key: &[&'a str]) -> Vec<&'a str> {
+    let mut out = key.to_vec();
+    out.extend(VALUES);
+    out.push("_sluice_position");
+    out
+}
+
 pub const TABLES: [&str; 3] = ["customers_dbz", "customers_dms", "customers_dmsp"];
 
 /// The example's pipeline: Debezium, DMS CSV and DMS Parquet tables.
@@ -36,9 +35,19 @@ pub fn config() -> String {
     std::fs::read_to_string(repo_root().join("examples/cdc/sluice.toml")).unwrap()
 }
 
+/// The example's pipeline with its tables keyed by `key` ([`KEY`] or
+/// [`COMPOSITE_KEY`]), for [`workload_keyed`]'s files.
+pub fn config_keyed(key: &[&str]) -> String {
+    if key == KEY {
+        config()
+    } else {
+        composite_config()
+    }
+}
+
 /// The example's pipeline keyed by (region, id), for the `--composite`
 /// workload: `region` is declared first in each table.
-pub fn composite_config() -> String {
+fn composite_config() -> String {
     let text = config()
         .replace("key = [\"id\"]", "key = [\"region\", \"id\"]")
         .replace("id = \"int64\"\n", "region = \"string\"\nid = \"int64\"\n");
@@ -155,15 +164,9 @@ pub fn check_tables_keyed(dir: &Path, raw: &Path, stage: &str, key: &[&str]) -> 
                 );
             }
         }
-        let columns: Vec<&str> = key
-            .iter()
-            .chain(&VALUES)
-            .chain(&["_sluice_position"])
-            .copied()
-            .collect();
         assert_eq!(
             got[t]["columns"],
-            serde_json::json!(columns),
+            serde_json::json!(columns(key)),
             "{stage}: {t}'s columns"
         );
     }

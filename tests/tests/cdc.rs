@@ -24,8 +24,8 @@ use sluice::layout::CDC_STAGED_DIR;
 use sluice::pipeline::Engine;
 use sluice::store::Location;
 use sluice_tests::cdc::{
-    COMPOSITE_KEY, KEY, TABLES, check_tables, check_tables_keyed, composite_config, config,
-    expected, workload, workload_keyed,
+    COMPOSITE_KEY, KEY, TABLES, check_tables, check_tables_keyed, config, config_keyed, expected,
+    workload, workload_keyed,
 };
 use sluice_tests::memory::{copy_of, counted_lake, crashes_then_lost_answers, lake_on, load_with};
 use sluice_tests::{
@@ -174,7 +174,7 @@ fn composite_text_keys_and_shared_positions_merged_run_by_run_equal_the_source_d
     let dir = tmp.path();
     let raw = dir.join("raw");
     workload_keyed(&raw, 13, 400, 8, COMPOSITE_KEY);
-    std::fs::write(dir.join("sluice.toml"), composite_config()).unwrap();
+    std::fs::write(dir.join("sluice.toml"), config_keyed(COMPOSITE_KEY)).unwrap();
     // A quarter more of each folder's files (in name order) each run.
     for run_no in 1..=4 {
         for f in ["debezium", "dms", "dms_parquet"] {
@@ -228,106 +228,50 @@ async fn statistics_bounds(table: &str, key_type: &str) {
             Value::from(format!("k-{:03}", n * 10))
         }
     };
-    let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
     let lake = lake_on(Arc::new(InMemory::new()));
-    let input_dir = tmp.path().join("input");
-    std::fs::create_dir_all(input_dir.join("changes")).unwrap();
-    let input = Location::open(input_dir.to_str().unwrap(), false).unwrap();
+    let changes_dir = tmp.path().join("input/changes");
+    std::fs::create_dir_all(&changes_dir).unwrap();
+    let input = Location::open(tmp.path().join("input").to_str().unwrap(), false).unwrap();
+    // The rows the changes leave, key to note.
     let mut want: std::collections::BTreeMap<String, String> = Default::default();
     let mut lsn = 100u64;
-    let mut merge = |changes: Vec<(&'static str, Value, Option<String>)>, n: usize| {
-        let mut lines = Vec::new();
-        for (op, k, note) in changes {
-            lsn += 1;
-            let row = serde_json::json!({"k": k, "note": note});
-            let (before, after) = if op == "d" {
-                (row, Value::Null)
-            } else {
-                (Value::Null, row)
-            };
-            lines.push(
-                serde_json::json!({"op": op, "before": before, "after": after,
+    // One change file (`n`), merged; then the table must be `want`.
+    let mut merge =
+        async |changes: Vec<(&'static str, Value, Option<String>)>, n: usize, what: String| {
+            let mut lines = Vec::new();
+            for (op, k, note) in changes {
+                lsn += 1;
+                let row = serde_json::json!({"k": k, "note": note});
+                let (before, after) = if op == "d" {
+                    (row, Value::Null)
+                } else {
+                    (Value::Null, row)
+                };
+                lines.push(
+                    serde_json::json!({"op": op, "before": before, "after": after,
                     "source": {"lsn": lsn}, "ts_ms": 1})
-                .to_string(),
-            );
-            match note {
-                Some(note) => want.insert(text(&k), note),
-                None => want.remove(&text(&k)),
-            };
-        }
-        let dir = input_dir.join("changes");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(format!("{n:03}.jsonl")), lines.join("\n") + "\n").unwrap();
-        (want.clone(), engine.clone(), input.clone(), lake.clone())
-    };
-    // Rows of the table, as the snapshot's files hold them: key to note.
-    async fn rows(lake: &Location, table: &str) -> Vec<(String, String)> {
-        let t = delta::open(lake, table, AsOf::Latest)
-            .await
-            .unwrap()
-            .unwrap();
-        let mut out = Vec::new();
-        for f in t.snapshot().unwrap().log_data().iter() {
-            let path = lake.child(&format!("{table}/{}", f.path())).unwrap();
-            let bytes = sluice_tests::object_bytes(lake.store.as_ref(), &path).await;
-            for b in ParquetRecordBatchReaderBuilder::try_new(bytes)
-                .unwrap()
-                .build()
-                .unwrap()
-            {
-                let b = b.unwrap();
-                let k = arrow::util::display::ArrayFormatter::try_new(
-                    b.column_by_name("k").unwrap().as_ref(),
-                    &Default::default(),
-                )
-                .unwrap();
-                let note = b.column_by_name("note").unwrap().as_string::<i32>();
-                for i in 0..b.num_rows() {
-                    out.push((k.value(i).to_string(), note.value(i).to_string()));
-                }
+                    .to_string(),
+                );
+                let k = k.as_str().map_or_else(|| k.to_string(), str::to_string);
+                match note {
+                    Some(note) => want.insert(k, note),
+                    None => want.remove(&k),
+                };
             }
-        }
-        out.sort();
-        out
-    }
-    // Each file's smallest and largest key, from its statistics.
-    async fn bounds(lake: &Location, table: &str) -> Vec<(Value, Value)> {
-        let t = delta::open(lake, table, AsOf::Latest)
-            .await
-            .unwrap()
-            .unwrap();
-        let snapshot = t.snapshot().unwrap();
-        let mut out = Vec::new();
-        for f in snapshot.log_data().iter() {
-            #[allow(deprecated)]
-            let stats: Value =
-                serde_json::from_str(f.add_action().stats.as_deref().unwrap()).unwrap();
-            out.push((
-                stats["minValues"]["k"].clone(),
-                stats["maxValues"]["k"].clone(),
-            ));
-        }
-        out
-    }
-    let settle = |(want, engine, input, lake): (
-        std::collections::BTreeMap<String, String>,
-        Arc<Engine>,
-        Location,
-        Location,
-    ),
-                  what: String| async move {
-        load_with(&engine, &input, &lake, 1, 1 << 20, true)
-            .await
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
-        let want: Vec<(String, String)> = want.into_iter().collect();
-        assert_eq!(rows(&lake, table).await, want, "{table}: {what}");
-    };
+            let file = changes_dir.join(format!("{n:03}.jsonl"));
+            std::fs::write(file, lines.join("\n") + "\n").unwrap();
+            load_with(&engine, &input, &lake, 1, 1 << 20, true)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let want: Vec<(String, String)> = want.clone().into_iter().collect();
+            assert_eq!(rows(&lake, table).await, want, "{table}: {what}");
+        };
     // Two files of ten keys each: [0, 90] and [100, 190].
     for (n, range) in [(0, 0..10), (1, 10..20)] {
         let inserts = range
             .map(|i| ("c", key(i), Some(format!("v{i}"))))
             .collect();
-        settle(merge(inserts, n), format!("insert {n}")).await;
+        merge(inserts, n, format!("insert {n}")).await;
     }
     let mut deleted: Vec<Value> = Vec::new();
     let mut fresh = 20;
@@ -339,8 +283,9 @@ async fn statistics_bounds(table: &str, key_type: &str) {
                 .map(|i| ("c", key(i), Some(format!("v{i}"))))
                 .collect();
             fresh += 5;
-            settle(
-                merge(inserts, 100 + round),
+            merge(
+                inserts,
+                100 + round,
                 format!("more keys before round {round}"),
             )
             .await;
@@ -379,8 +324,57 @@ async fn statistics_bounds(table: &str, key_type: &str) {
             changes.push(("c", k, Some(format!("back in round {round}"))));
         }
         let what = format!("round {round}: {changes:?} over files {files:?}");
-        settle(merge(changes, round), what).await;
+        merge(changes, round, what).await;
     }
+}
+
+/// The (k, note) rows of table `table`, as its snapshot's files hold them.
+async fn rows(lake: &Location, table: &str) -> Vec<(String, String)> {
+    let t = delta::open(lake, table, AsOf::Latest)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut out = Vec::new();
+    for f in t.snapshot().unwrap().log_data().iter() {
+        let path = lake.child(&format!("{table}/{}", f.path())).unwrap();
+        let bytes = sluice_tests::object_bytes(lake.store.as_ref(), &path).await;
+        for b in ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap()
+        {
+            let b = b.unwrap();
+            let k = arrow::util::display::ArrayFormatter::try_new(
+                b.column_by_name("k").unwrap().as_ref(),
+                &Default::default(),
+            )
+            .unwrap();
+            let note = b.column_by_name("note").unwrap().as_string::<i32>();
+            for i in 0..b.num_rows() {
+                out.push((k.value(i).to_string(), note.value(i).to_string()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Each file's smallest and largest `k`, from its statistics.
+async fn bounds(lake: &Location, table: &str) -> Vec<(Value, Value)> {
+    let t = delta::open(lake, table, AsOf::Latest)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut out = Vec::new();
+    for f in t.snapshot().unwrap().log_data().iter() {
+        #[allow(deprecated)]
+        let stats: Value = serde_json::from_str(f.add_action().stats.as_deref().unwrap()).unwrap();
+        out.push((
+            stats["minValues"]["k"].clone(),
+            stats["maxValues"]["k"].clone(),
+        ));
+    }
+    out
 }
 
 /// The rows of the CDC table `table` in the lake, as delta-rs's snapshot
@@ -539,13 +533,8 @@ async fn merge_into_rows_at_any_call(key: &[&str], folders: &[&str]) {
         .filter(|(f, _)| folders.contains(f))
         .map(|(_, t)| *t)
         .collect();
-    let text = if key == KEY {
-        config()
-    } else {
-        composite_config()
-    };
     let engine = Arc::new(
-        Engine::new(Pipeline::from_toml(&text).unwrap())
+        Engine::new(Pipeline::from_toml(&config_keyed(key)).unwrap())
             .await
             .unwrap(),
     );
@@ -638,7 +627,7 @@ fn change_files_in_any_order_and_grouping_merge_into_the_source_table() {
         .unwrap();
     let engine = runtime.block_on(async {
         Arc::new(
-            Engine::new(Pipeline::from_toml(&composite_config()).unwrap())
+            Engine::new(Pipeline::from_toml(&config_keyed(COMPOSITE_KEY)).unwrap())
                 .await
                 .unwrap(),
         )

@@ -1158,40 +1158,12 @@ region = "string"
     /// in the table once.
     #[test]
     fn a_kafka_batch_failing_at_any_call_then_redelivered_loads_each_record_once() {
-        use crate::fault::{Faults, FaultyStore};
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         let steps = [1; 24];
-        let calls = runtime.block_on(async {
-            let engine = Engine::new(crate::config::Pipeline::from_toml(CSV).unwrap())
-                .await
-                .unwrap();
-            let counted = Arc::new(FaultyStore::new(Arc::new(InMemory::new()), Faults::None));
-            let lake = Location {
-                store: counted.clone(),
-                ..Location::memory()
-            };
-            let records: Vec<(u64, Vec<u8>)> = (0..24)
-                .map(|i| (991 + i, format!("{i},r{}", i % 3).into_bytes()))
-                .collect();
-            let records: Vec<(u64, &[u8])> =
-                records.iter().map(|(p, d)| (*p, d.as_slice())).collect();
-            let options = ReadOptions::default();
-            let counters = Arc::new(Counters::default());
-            load_batch(
-                &engine,
-                &lake,
-                &csv_batch(&records),
-                &options,
-                &counters,
-                Utc::now(),
-            )
-            .await
-            .unwrap();
-            counted.calls()
-        });
+        let calls = runtime.block_on(deliver_then_count(&steps, &[(24, 0, None)]));
         assert!(calls >= 5, "{calls} store calls");
         for call in 1..=calls {
             for kind in 0..3 {
@@ -1242,13 +1214,18 @@ region = "string"
 
     /// The shard (positions from 990 up by `steps`, record `i` is the CSV
     /// row `i,r<i % 3>`) delivered by `deliveries`, then the rest; panics
-    /// unless every row is in the table's committed files once.
-    async fn deliver_then_count(steps: &[u64], deliveries: &[Delivery]) {
+    /// unless every row is in the table's committed files once. Returns the
+    /// store calls the deliveries made.
+    async fn deliver_then_count(steps: &[u64], deliveries: &[Delivery]) -> u64 {
         use crate::fault::{FaultKind, Faults, FaultyStore};
         let engine = Engine::new(crate::config::Pipeline::from_toml(CSV).unwrap())
             .await
             .unwrap();
-        let lake = Location::memory();
+        let counted = Arc::new(FaultyStore::new(Arc::new(InMemory::new()), Faults::None));
+        let lake = Location {
+            store: counted.clone(),
+            ..Location::memory()
+        };
         let counters = Arc::new(Counters::default());
         let options = ReadOptions::default();
         let mut position = 990;
@@ -1299,6 +1276,7 @@ region = "string"
                 }
             }
         }
+        let calls = counted.calls();
         // Every committed file's rows: each record's once.
         let prefix = lake
             .child(&format!("{}/orders/", crate::layout::COMMITS_DIR))
@@ -1338,5 +1316,6 @@ region = "string"
             ids, want,
             "deliveries {deliveries:?} of positions {steps:?}"
         );
+        calls
     }
 }
