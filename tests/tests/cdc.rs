@@ -328,31 +328,43 @@ async fn statistics_bounds(table: &str, key_type: &str) {
     }
 }
 
-/// The (k, note) rows of table `table`, as its snapshot's files hold them.
-async fn rows(lake: &Location, table: &str) -> Vec<(String, String)> {
-    let t = delta::open(lake, table, AsOf::Latest)
+/// The latest snapshot of Delta table `table` of the lake.
+async fn latest(lake: &Location, table: &str) -> deltalake::DeltaTable {
+    delta::open(lake, table, AsOf::Latest)
         .await
         .unwrap()
-        .unwrap();
+        .unwrap_or_else(|| panic!("no Delta table {table}"))
+}
+
+/// Every batch of the files the latest snapshot of `table` lists, read
+/// with the Parquet reader.
+async fn snapshot_batches(lake: &Location, table: &str) -> Vec<arrow::array::RecordBatch> {
+    let t = latest(lake, table).await;
     let mut out = Vec::new();
     for f in t.snapshot().unwrap().log_data().iter() {
         let path = lake.child(&format!("{table}/{}", f.path())).unwrap();
         let bytes = sluice_tests::object_bytes(lake.store.as_ref(), &path).await;
-        for b in ParquetRecordBatchReaderBuilder::try_new(bytes)
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
             .unwrap()
             .build()
-            .unwrap()
-        {
-            let b = b.unwrap();
-            let k = arrow::util::display::ArrayFormatter::try_new(
-                b.column_by_name("k").unwrap().as_ref(),
-                &Default::default(),
-            )
             .unwrap();
-            let note = b.column_by_name("note").unwrap().as_string::<i32>();
-            for i in 0..b.num_rows() {
-                out.push((k.value(i).to_string(), note.value(i).to_string()));
-            }
+        out.extend(reader.map(Result::unwrap));
+    }
+    out
+}
+
+/// The (k, note) rows of table `table`, as its snapshot's files hold them.
+async fn rows(lake: &Location, table: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for b in snapshot_batches(lake, table).await {
+        let k = arrow::util::display::ArrayFormatter::try_new(
+            b.column_by_name("k").unwrap().as_ref(),
+            &Default::default(),
+        )
+        .unwrap();
+        let note = b.column_by_name("note").unwrap().as_string::<i32>();
+        for i in 0..b.num_rows() {
+            out.push((k.value(i).to_string(), note.value(i).to_string()));
         }
     }
     out.sort();
@@ -361,10 +373,7 @@ async fn rows(lake: &Location, table: &str) -> Vec<(String, String)> {
 
 /// Each file's smallest and largest `k`, from its statistics.
 async fn bounds(lake: &Location, table: &str) -> Vec<(Value, Value)> {
-    let t = delta::open(lake, table, AsOf::Latest)
-        .await
-        .unwrap()
-        .unwrap();
+    let t = latest(lake, table).await;
     let mut out = Vec::new();
     for f in t.snapshot().unwrap().log_data().iter() {
         #[allow(deprecated)]
@@ -380,61 +389,43 @@ async fn bounds(lake: &Location, table: &str) -> Vec<(Value, Value)> {
 /// The rows of the CDC table `table` in the lake, as delta-rs's snapshot
 /// lists its files, read with the Parquet reader.
 async fn rows_of(lake: &Location, table: &str) -> Vec<Vec<String>> {
-    let t = delta::open(lake, table, AsOf::Latest)
-        .await
-        .unwrap()
-        .unwrap_or_else(|| panic!("no Delta table {table}"));
-    let snapshot = t.snapshot().unwrap();
-    let paths: Vec<String> = snapshot
-        .log_data()
-        .iter()
-        .map(|f| format!("{table}/{}", f.path()))
-        .collect();
     let mut out = Vec::new();
-    for p in paths {
-        let bytes = sluice_tests::object_bytes(lake.store.as_ref(), &lake.child(&p).unwrap()).await;
-        for batch in ParquetRecordBatchReaderBuilder::try_new(bytes)
+    for b in snapshot_batches(lake, table).await {
+        let region = b
+            .column_by_name("region")
+            .map(|r| r.as_string::<i32>().clone());
+        let id = b.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+        let email = b.column_by_name("email").unwrap().as_string::<i32>();
+        let balance = b
+            .column_by_name("balance")
             .unwrap()
-            .build()
+            .as_primitive::<Decimal128Type>();
+        let signup = b
+            .column_by_name("signup")
             .unwrap()
-        {
-            let b = batch.unwrap();
-            let region = b
-                .column_by_name("region")
-                .map(|r| r.as_string::<i32>().clone());
-            let id = b.column_by_name("id").unwrap().as_primitive::<Int64Type>();
-            let email = b.column_by_name("email").unwrap().as_string::<i32>();
-            let balance = b
-                .column_by_name("balance")
-                .unwrap()
-                .as_primitive::<Decimal128Type>();
-            let signup = b
-                .column_by_name("signup")
-                .unwrap()
-                .as_primitive::<Date32Type>();
-            let updated = b
-                .column_by_name("updated_at")
-                .unwrap()
-                .as_primitive::<TimestampMicrosecondType>();
-            for i in 0..b.num_rows() {
-                let email = if email.is_null(i) {
-                    "None".to_string()
-                } else {
-                    email.value(i).to_string()
-                };
-                let mut row: Vec<String> = region.iter().map(|r| r.value(i).into()).collect();
-                row.extend([
-                    id.value(i).to_string(),
-                    email,
-                    balance.value_as_string(i),
-                    signup.value_as_date(i).unwrap().to_string(),
-                    chrono::DateTime::from_timestamp_micros(updated.value(i))
-                        .unwrap()
-                        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-                        .to_string(),
-                ]);
-                out.push(row);
-            }
+            .as_primitive::<Date32Type>();
+        let updated = b
+            .column_by_name("updated_at")
+            .unwrap()
+            .as_primitive::<TimestampMicrosecondType>();
+        for i in 0..b.num_rows() {
+            let email = if email.is_null(i) {
+                "None".to_string()
+            } else {
+                email.value(i).to_string()
+            };
+            let mut row: Vec<String> = region.iter().map(|r| r.value(i).into()).collect();
+            row.extend([
+                id.value(i).to_string(),
+                email,
+                balance.value_as_string(i),
+                signup.value_as_date(i).unwrap().to_string(),
+                chrono::DateTime::from_timestamp_micros(updated.value(i))
+                    .unwrap()
+                    .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+                    .to_string(),
+            ]);
+            out.push(row);
         }
     }
     out.sort();
