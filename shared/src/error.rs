@@ -210,6 +210,24 @@ mod tests {
         // Bad data is not worth a retry, whatever its words.
         assert!(!Error::read("f.jsonl.gz", "incomplete deflate stream").is_retryable());
         assert!(!Error::write("k", "the key has an empty segment").is_retryable());
+        // delta-rs's kernel holds the storage error without naming it as
+        // its source.
+        let delta = |e: object_store::Error| Error::Delta {
+            table: "t".into(),
+            source: Box::new(deltalake::DeltaTableError::KernelError(
+                delta_kernel::Error::ObjectStore(e),
+            )),
+        };
+        assert!(delta(store_503("_delta_log/1.json")).is_retryable());
+        let reset = object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(HttpError::new(
+                HttpErrorKind::Interrupted,
+                std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+            )),
+        };
+        assert!(delta(reset).is_retryable());
+        assert!(!delta(store_403("_delta_log/1.json")).is_retryable());
         // A cause several levels down is found.
         let parquet = parquet::errors::ParquetError::External(Box::new(store_503("k")));
         assert!(Error::read("s3://b/k.parquet", parquet).is_retryable());

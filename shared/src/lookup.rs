@@ -44,6 +44,7 @@ use sha2::{Digest, Sha256};
 use crate::catalog::Catalog;
 use crate::config::{CsvOptions, Format, arrow_schema};
 use crate::error::{Error, Result};
+use crate::retry::{Verdict, classify};
 use crate::store::{AwsOptions, Location};
 
 pub use crate::config::lookup::{
@@ -221,7 +222,29 @@ impl Loaded {
 }
 
 /// Read a lookup: its rows (`data`, held in `budget`) or only its schema.
+///
+/// A table of the lake is sluice's own output, so a failure reading it whose
+/// cause cannot be told is taken for a storage fault, worth another try (the
+/// functions' retries are bounded): DataFusion prints some storage errors
+/// into its own messages (its Parquet footer fetch), which hides their kind.
 pub async fn load(
+    lookup: &Lookup,
+    sources: Sources<'_>,
+    data: bool,
+    budget: &Budget,
+) -> Result<Loaded> {
+    let read = read(lookup, sources, data, budget).await;
+    match (&lookup.source, read) {
+        (LookupSource::Table(_), Err(e @ Error::Read { .. }))
+            if classify(&e) == Verdict::Unknown =>
+        {
+            Err(Error::Unavailable(crate::error::describe(&e)))
+        }
+        (_, read) => read,
+    }
+}
+
+async fn read(
     lookup: &Lookup,
     sources: Sources<'_>,
     data: bool,
@@ -326,8 +349,24 @@ async fn open(
     }
 }
 
-fn read_error(lookup: &Lookup, url: &str, e: impl std::fmt::Display) -> Error {
-    Error::read(url, format!("lookup '{}': {e}", lookup.name))
+/// A failure reading `lookup`: names it, and keeps the cause, so that a
+/// storage fault stays worth a retry ([`Error::is_retryable`]).
+#[derive(Debug, thiserror::Error)]
+#[error("lookup '{lookup}': {source}")]
+struct LookupFailed {
+    lookup: String,
+    #[source]
+    source: crate::error::Cause,
+}
+
+fn read_error(lookup: &Lookup, url: &str, e: impl Into<crate::error::Cause>) -> Error {
+    Error::read(
+        url,
+        LookupFailed {
+            lookup: lookup.name.clone(),
+            source: e.into(),
+        },
+    )
 }
 
 /// The listing URL of a `source`, with its bucket's store registered.

@@ -46,12 +46,18 @@ pub async fn lake_context(
             false,
         );
     let ctx = SessionContext::new_with_config(config);
-    if lake.url.starts_with("s3://") {
-        let base = url::Url::parse(&lake.url).map_err(|e| Error::Config(e.to_string()))?;
-        let bucket_url = url::Url::parse(&format!("s3://{}", base.host_str().unwrap_or_default()))
-            .map_err(|e| Error::Config(e.to_string()))?;
-        ctx.register_object_store(&bucket_url, lake.store.clone());
-    }
+    // Every table is read through the lake's own store (its retries, its
+    // credentials), whatever the scheme: a bucket, the file system's root,
+    // or memory.
+    let base = url::Url::parse(&lake.url)
+        .map_err(|e| Error::Config(format!("the lake's URL {}: {e}", lake.url)))?;
+    let store_url = url::Url::parse(&format!(
+        "{}://{}",
+        base.scheme(),
+        base.host_str().unwrap_or_default()
+    ))
+    .map_err(|e| Error::Config(format!("the lake's URL {}: {e}", lake.url)))?;
+    ctx.register_object_store(&store_url, lake.store.clone());
     let delta_tables = register_delta_tables(&ctx, lake, as_of).await?;
     for table in catalog.tables().await? {
         if delta_tables.contains(&table.name) {
@@ -76,6 +82,12 @@ pub async fn lake_context(
         let state = ctx.state();
         let schema = match options.infer_schema(&state, &table_url).await {
             Ok(s) => s,
+            // A storage failure (transient: worth a retry; or an answer such
+            // as access denied) is the caller's error, naming the table's
+            // folder; only a table with no files to read yet is skipped.
+            Err(e) if crate::retry::classify(&e) != crate::retry::Verdict::Unknown => {
+                return Err(Error::read(&url, e));
+            }
             Err(e) => {
                 tracing::warn!(table = %table.name, error = %e, "table has no readable files yet; skipped");
                 continue;

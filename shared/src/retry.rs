@@ -184,6 +184,11 @@ fn verdict_of(e: &(dyn std::error::Error + 'static)) -> Verdict {
             _ => Verdict::Unknown,
         };
     }
+    // delta-rs's kernel keeps the storage error it met without naming it
+    // as its source: follow it by hand.
+    if let Some(delta_kernel::Error::ObjectStore(inner)) = e.downcast_ref::<delta_kernel::Error>() {
+        return classify(inner);
+    }
     if let Some(e) = e.downcast_ref::<HttpError>() {
         return match e.kind() {
             HttpErrorKind::Connect

@@ -524,3 +524,157 @@ fn explain_shows_the_lookup_as_the_build_side_and_bad_joins_are_config_errors() 
         assert_lake_empty(dir);
     }
 }
+
+/// A load whose lookup is a table of the lake (Hive, then Delta), crashed
+/// at each of its store calls in turn (the lookup's catalog and log reads,
+/// its file reads, the chunk writes, commits and catalog updates), then with
+/// each call's answer lost in turn, then run again cleanly: the lake's
+/// orders are the rows of a load that never failed, which are DuckDB's own
+/// join of the raw files. A lookup read that failed part way must fail the
+/// run, never join against the rows it did read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_at_any_call_of_a_load_joining_a_lake_table_then_a_rerun_equals_duckdbs_join() {
+    use std::sync::Arc;
+
+    use object_store::ObjectStore;
+    use object_store::memory::InMemory;
+    use sluice::catalog::LocalCatalog;
+    use sluice::config::Pipeline;
+    use sluice::fault::{Faults, FaultyStore};
+    use sluice::lookup::Sources;
+    use sluice::pipeline::Engine;
+    use sluice::store::{AwsOptions, Location};
+    use sluice_tests::memory::{copy_of, crashes_then_lost_answers, lake_on, load_with};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    copy_orders(dir, &["orders-00000.jsonl"]);
+    let customers = repo_root().join("examples/enrichment/ref/customers.csv");
+    std::fs::create_dir_all(dir.join("ref/customers")).unwrap();
+    std::fs::copy(&customers, dir.join("ref/customers/customers.csv")).unwrap();
+    let orders_input = Location::open(dir.join("raw").to_str().unwrap(), false).unwrap();
+    let customers_input = Location::open(dir.join("ref").to_str().unwrap(), false).unwrap();
+    let orders_config = std::fs::read_to_string(pipeline_in(dir, |t| {
+        t.replace(
+            &format!(
+                "source = {:?}\nformat = \"csv\"\nmax_size = \"64MiB\"",
+                dir.join("customers.csv").to_str().unwrap()
+            ),
+            "table = \"customers\"",
+        )
+        .replace(
+            "[lookups.schema]\nid = \"int64\"\nname = \"string\"\nsegment = \"string\"\ncountry = \"string\"\nsince = \"date\"\n",
+            "",
+        )
+    }))
+    .unwrap();
+    assert!(orders_config.contains("table = \"customers\""));
+    let orders = Pipeline::from_toml(&orders_config).unwrap();
+    // The orders' engine is read (its lookup with it) from the lake it loads
+    // into, as a Lambda container or `sluice run` does.
+    let load = |lake: Location| {
+        let (orders, input) = (orders.clone(), orders_input.clone());
+        async move {
+            let catalog = LocalCatalog::new(&lake);
+            let aws = AwsOptions::default();
+            let sources = Sources {
+                lake: &lake,
+                catalog: &catalog,
+                aws: &aws,
+            };
+            let engine = Arc::new(Engine::load(orders, sources, true).await?);
+            load_with(&engine, &input, &lake, 1, 100 << 10, true).await
+        }
+    };
+    // Every row of every Parquet file under `orders/`, sorted.
+    let rows = |store: Arc<dyn ObjectStore>| async move {
+        let mut rows = Vec::new();
+        for m in sluice_tests::list_under(store.as_ref(), "orders").await {
+            if m.location.as_ref().ends_with(".parquet") {
+                let bytes = sluice_tests::object_bytes(store.as_ref(), &m.location).await;
+                rows.extend(sluice_tests::parquet_json_rows(bytes));
+            }
+        }
+        rows.sort();
+        rows
+    };
+
+    for format in ["hive", "delta"] {
+        // The lake with the customers table in it, and nothing else.
+        let base: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let customers_table = Pipeline::from_toml(&format!(
+            "[lake]\nroot = \"unused\"\ntable_format = \"{format}\"\n[input]\nroot = \"unused\"\n\
+             [[tables]]\nname = \"customers\"\nsource = \"customers/\"\nformat = \"csv\"\n\
+             [tables.schema]\nid = \"int64\"\nname = \"string\"\nsegment = \"string\"\n\
+             country = \"string\"\nsince = \"date\"\n"
+        ))
+        .unwrap();
+        let engine = Arc::new(Engine::new(customers_table).await.unwrap());
+        load_with(
+            &engine,
+            &customers_input,
+            &lake_on(base.clone()),
+            1,
+            1 << 20,
+            true,
+        )
+        .await
+        .unwrap();
+
+        // A load that never failed: its calls, and its rows, which DuckDB
+        // confirms are its own join of the raw files.
+        let counted = Arc::new(FaultyStore::new(copy_of(&base).await, Faults::None));
+        load(lake_on(counted.clone())).await.unwrap();
+        let calls = counted.calls();
+        let clean = rows(counted.clone()).await;
+        let on_disk = dir.join(format!("lake-{format}"));
+        for m in sluice_tests::list_under(counted.as_ref(), "orders").await {
+            let bytes = sluice_tests::object_bytes(counted.as_ref(), &m.location).await;
+            let path = on_disk.join(m.location.as_ref());
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+        }
+        let raw = dir.join("raw/orders/orders-00000.jsonl");
+        let equal = assert_same_rows(
+            dir,
+            &lake_orders(&on_disk),
+            &oracle(raw.to_str().unwrap(), customers.to_str().unwrap()),
+        );
+        assert_eq!(equal, clean.len() as u64);
+        assert!(calls > 20, "{format}: {calls} store calls");
+        println!("{format} lookup: {calls} store calls, each crashed at, each answer lost");
+
+        for (n, fault, kind) in crashes_then_lost_answers(calls) {
+            let store = copy_of(&base).await;
+            let faulty = Arc::new(FaultyStore::new(store.clone(), fault).with_kind(kind));
+            let first = load(lake_on(faulty)).await;
+            if let Faults::CrashAt(_) = fault {
+                assert!(
+                    first.is_err(),
+                    "{format}: call {n}: the crash went unnoticed"
+                );
+            }
+            // Every fault here is transient: a Lambda must retry it, never
+            // drop the chunk as a configuration error.
+            if let Err(e) = &first {
+                assert!(
+                    e.is_retryable(),
+                    "{format} {fault:?} {kind:?} at call {n}: not retryable: {e}"
+                );
+            }
+            load(lake_on(store.clone()))
+                .await
+                .unwrap_or_else(|e| panic!("{format} {fault:?} {kind:?}: the rerun failed: {e}"));
+            let got = rows(store).await;
+            if got != clean {
+                let extra: Vec<_> = got.iter().filter(|r| !clean.contains(r)).take(2).collect();
+                let missing: Vec<_> = clean.iter().filter(|r| !got.contains(r)).take(2).collect();
+                panic!(
+                    "{format} {fault:?} {kind:?} at call {n} of {calls} ({first:?}): {} rows, {} wanted; extra {extra:?}; missing {missing:?}",
+                    got.len(),
+                    clean.len()
+                );
+            }
+        }
+    }
+}
