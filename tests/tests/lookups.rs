@@ -211,6 +211,35 @@ fn pipeline_in(dir: &Path, change: impl Fn(String) -> String) -> std::path::Path
     path
 }
 
+/// A pipeline loading the example's customers CSV (`customers/` under
+/// `raw`) into a table `customers` of `format` in `lake`.
+fn customers_table(lake: &str, format: &str, raw: &str) -> String {
+    format!(
+        "[lake]\nroot = {lake:?}\ntable_format = \"{format}\"\n[input]\nroot = {raw:?}\n\
+         [[tables]]\nname = \"customers\"\nsource = \"customers/\"\nformat = \"csv\"\n\
+         [tables.schema]\nid = \"int64\"\nname = \"string\"\nsegment = \"string\"\n\
+         country = \"string\"\nsince = \"date\"\n"
+    )
+}
+
+/// The example's pipeline in `dir` with its customers lookup read from the
+/// lake's table `customers` instead of a CSV file.
+fn joining_the_lakes_customers(dir: &Path) -> std::path::PathBuf {
+    pipeline_in(dir, |t| {
+        t.replace(
+            &format!(
+                "source = {:?}\nformat = \"csv\"\nmax_size = \"64MiB\"",
+                dir.join("customers.csv").to_str().unwrap()
+            ),
+            "table = \"customers\"",
+        )
+        .replace(
+            "[lookups.schema]\nid = \"int64\"\nname = \"string\"\nsegment = \"string\"\ncountry = \"string\"\nsince = \"date\"\n",
+            "",
+        )
+    })
+}
+
 fn copy_orders(dir: &Path, files: &[&str]) {
     std::fs::create_dir_all(dir.join("raw/orders")).unwrap();
     for f in files {
@@ -318,31 +347,16 @@ fn a_table_of_the_lake_is_a_lookup() {
         let load = dir.join("customers.toml");
         std::fs::write(
             &load,
-            format!(
-                "[lake]\nroot = {lake:?}\ntable_format = \"{format}\"\n[input]\nroot = {raw:?}\n\
-                 [[tables]]\nname = \"customers\"\nsource = \"customers/\"\nformat = \"csv\"\n\
-                 [tables.schema]\nid = \"int64\"\nname = \"string\"\nsegment = \"string\"\n\
-                 country = \"string\"\nsince = \"date\"\n",
-                lake = dir.join("lake").to_str().unwrap(),
-                raw = dir.join("raw").to_str().unwrap(),
+            customers_table(
+                dir.join("lake").to_str().unwrap(),
+                format,
+                dir.join("raw").to_str().unwrap(),
             ),
         )
         .unwrap();
         sluice(&["run", "--config", load.to_str().unwrap()]);
         // ...then the orders (a Hive table) join it.
-        let config = pipeline_in(dir, |t| {
-            t.replace(
-                &format!(
-                    "source = {:?}\nformat = \"csv\"\nmax_size = \"64MiB\"",
-                    dir.join("customers.csv").to_str().unwrap()
-                ),
-                "table = \"customers\"",
-            )
-            .replace(
-                "[lookups.schema]\nid = \"int64\"\nname = \"string\"\nsegment = \"string\"\ncountry = \"string\"\nsince = \"date\"\n",
-                "",
-            )
-        });
+        let config = joining_the_lakes_customers(dir);
         let text = std::fs::read_to_string(&config).unwrap();
         assert!(text.contains("table = \"customers\""), "{text}");
         assert!(!text.contains("since = \"date\""), "{text}");
@@ -554,20 +568,7 @@ async fn a_crash_at_any_call_of_a_load_joining_a_lake_table_then_a_rerun_equals_
     std::fs::copy(&customers, dir.join("ref/customers/customers.csv")).unwrap();
     let orders_input = Location::open(dir.join("raw").to_str().unwrap(), false).unwrap();
     let customers_input = Location::open(dir.join("ref").to_str().unwrap(), false).unwrap();
-    let orders_config = std::fs::read_to_string(pipeline_in(dir, |t| {
-        t.replace(
-            &format!(
-                "source = {:?}\nformat = \"csv\"\nmax_size = \"64MiB\"",
-                dir.join("customers.csv").to_str().unwrap()
-            ),
-            "table = \"customers\"",
-        )
-        .replace(
-            "[lookups.schema]\nid = \"int64\"\nname = \"string\"\nsegment = \"string\"\ncountry = \"string\"\nsince = \"date\"\n",
-            "",
-        )
-    }))
-    .unwrap();
+    let orders_config = std::fs::read_to_string(joining_the_lakes_customers(dir)).unwrap();
     assert!(orders_config.contains("table = \"customers\""));
     let orders = Pipeline::from_toml(&orders_config).unwrap();
     // The orders' engine is read (its lookup with it) from the lake it loads
@@ -602,13 +603,8 @@ async fn a_crash_at_any_call_of_a_load_joining_a_lake_table_then_a_rerun_equals_
     for format in ["hive", "delta"] {
         // The lake with the customers table in it, and nothing else.
         let base: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let customers_table = Pipeline::from_toml(&format!(
-            "[lake]\nroot = \"unused\"\ntable_format = \"{format}\"\n[input]\nroot = \"unused\"\n\
-             [[tables]]\nname = \"customers\"\nsource = \"customers/\"\nformat = \"csv\"\n\
-             [tables.schema]\nid = \"int64\"\nname = \"string\"\nsegment = \"string\"\n\
-             country = \"string\"\nsince = \"date\"\n"
-        ))
-        .unwrap();
+        let customers_table =
+            Pipeline::from_toml(&customers_table("unused", format, "unused")).unwrap();
         let engine = Arc::new(Engine::new(customers_table).await.unwrap());
         load_with(
             &engine,
