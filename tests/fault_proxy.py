@@ -166,6 +166,9 @@ class Handler(BaseHTTPRequestHandler):
                     counts[f"lost_{klass}"] += 1
             else:
                 counts["forwarded"] += 1
+                # By method too: a test can tell a HEAD per object from a listing.
+                key = f"forwarded_{self.command}"
+                counts[key] = counts.get(key, 0) + 1
             if klass == "complete" and self.upload_id() in state["completed"]:
                 return self.answer(404, S3_NO_SUCH_UPLOAD, "application/xml")
         if kind == "throttle":

@@ -955,6 +955,70 @@ async fn planner_takes_every_event_shape_in_events() {
     assert_eq!(d.error_type, "Sluice.Permanent");
 }
 
+/// A backfill of a prefix plans every object from the listing alone: its
+/// keys, sizes and ETags, with no HEAD per object (the planner's answer and
+/// the manifest name every object; the proxy in front of S3 counts the
+/// requests it forwards, by method).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_is_planned_from_its_listing_with_no_head_per_object() {
+    let w = World::new().await;
+    let line = std::fs::read_to_string(repo_root().join(RAW).join("events-00000.jsonl"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    for n in 0..40 {
+        w.put(
+            &w.raw,
+            &format!("raw/clickstream/part-{n:03}.jsonl"),
+            format!("{line}\n").repeat(n + 1).into_bytes(),
+        )
+        .await;
+    }
+    let proxy = sluice_tests::moto::FaultProxy::start(0);
+    let deps = w
+        .deps_with(1 << 20, |s| s.aws.endpoint = Some(proxy.endpoint.clone()))
+        .await;
+    let before = proxy.counts();
+    let planned = invoke!(
+        deps.planner,
+        planner::handle,
+        json!({"bucket": w.raw, "prefix": "raw/clickstream/"}),
+    )
+    .await
+    .unwrap();
+    let after = proxy.counts();
+    assert_eq!(planned["objects"], 40, "{planned}");
+    let heads = |c: &Value| c["forwarded_HEAD"].as_u64().unwrap_or(0);
+    assert_eq!(heads(&after), heads(&before), "{before} then {after}");
+    let tasks: Vec<TaskSpec> = serde_json::from_slice(
+        &w.get(&w.lake, planned["manifest"]["key"].as_str().unwrap())
+            .await,
+    )
+    .unwrap();
+    let mut sizes: Vec<(String, u64)> = tasks
+        .iter()
+        .map(|t| (t.source.url.clone(), t.source.size))
+        .collect();
+    sizes.sort();
+    let want: Vec<(String, u64)> = (0..40)
+        .map(|n| {
+            (
+                format!("s3://{}/raw/clickstream/part-{n:03}.jsonl", w.raw),
+                ((line.len() + 1) * (n + 1)) as u64,
+            )
+        })
+        .collect();
+    assert_eq!(sizes, want);
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t.source.e_tag.is_some() && t.source.modified.is_some()),
+        "every version told apart by its ETag and time: {tasks:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn glue_catalog_keeps_the_catalog_contract() {
     let w = World::new().await;

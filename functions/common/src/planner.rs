@@ -114,7 +114,7 @@ async fn plan_event(deps: &Deps, event: &Value) -> Result<Planned, FunctionError
                 info!(event = %what, "ignored: carries no work");
                 planned.response.ignored.push(what);
             }
-            Target::Object(o) => plan_one(deps, &o, &mut planned).await?,
+            Target::Object(o) => plan_one(deps, &o, None, &mut planned).await?,
             Target::Prefix { bucket, prefix } => {
                 let url = format!("s3://{bucket}/{prefix}");
                 let Some(relative) = under_input(deps, &url).or_else(|| {
@@ -145,17 +145,18 @@ async fn plan_event(deps: &Deps, event: &Value) -> Result<Planned, FunctionError
                         // failed listing is retried.
                         FunctionError::from(sluice::Error::read(format!("{url} (listing)"), e))
                     })?;
+                // The listing gives each object's size, ETag and time: no
+                // HEAD per object (a backfill lists 10^5-10^6 of them).
                 for meta in metas {
-                    let key = meta.location.as_ref().to_string();
                     let o = ObjectRef {
                         bucket: bucket.clone(),
-                        key,
+                        key: meta.location.as_ref().to_string(),
                         size: Some(meta.size),
-                        e_tag: meta.e_tag,
-                        version: meta.version,
+                        e_tag: meta.e_tag.clone(),
+                        version: meta.version.clone(),
                         sequencer: None,
                     };
-                    plan_one(deps, &o, &mut planned).await?;
+                    plan_one(deps, &o, Some(meta), &mut planned).await?;
                 }
             }
         }
@@ -169,7 +170,15 @@ fn under_input<'a>(deps: &Deps, url: &'a str) -> Option<&'a str> {
         .and_then(|r| r.strip_prefix('/'))
 }
 
-async fn plan_one(deps: &Deps, o: &ObjectRef, planned: &mut Planned) -> Result<(), FunctionError> {
+/// Plan one object: `listed` is what a listing said of it (then it is not
+/// asked again); an event's object is asked with a HEAD, for the version
+/// that is there now.
+async fn plan_one(
+    deps: &Deps,
+    o: &ObjectRef,
+    listed: Option<object_store::ObjectMeta>,
+    planned: &mut Planned,
+) -> Result<(), FunctionError> {
     let url = o.url();
     let span = info_span!("object", object = %url);
     async {
@@ -197,7 +206,11 @@ async fn plan_one(deps: &Deps, o: &ObjectRef, planned: &mut Planned) -> Result<(
             return Ok(());
         };
         let path = deps.input.child(relative)?;
-        let meta = match deps.input.store.head(&path).await {
+        let asked = match listed {
+            Some(meta) => Ok(meta),
+            None => deps.input.store.head(&path).await,
+        };
+        let meta = match asked {
             Ok(m) => m,
             Err(object_store::Error::NotFound { .. }) => {
                 skip(planned, "no longer exists".into());
