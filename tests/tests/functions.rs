@@ -245,6 +245,12 @@ impl World {
             .unwrap_or_else(|e| panic!("uploading s3://{bucket}/{key}: {e}"));
     }
 
+    /// The tasks of the manifest a planner's answer `planned` names.
+    async fn manifest_tasks(&self, planned: &Value) -> Vec<Value> {
+        let key = planned["manifest"]["key"].as_str().expect("a manifest");
+        serde_json::from_slice(&self.get(&self.lake, key).await).unwrap()
+    }
+
     async fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
         let got = self
             .aws
@@ -944,9 +950,7 @@ async fn planner_takes_every_event_shape_in_events() {
     )
     .await
     .unwrap();
-    let key = r["manifest"]["key"].as_str().unwrap();
-    let bytes = w.get(&w.lake, key).await;
-    let task = serde_json::from_slice::<Vec<Value>>(&bytes).unwrap()[0].clone();
+    let task = w.manifest_tasks(&r).await[0].clone();
     let e = invoke!(deps.transform, transform::handle, task)
         .await
         .unwrap_err();
@@ -992,11 +996,8 @@ async fn a_prefix_is_planned_from_its_listing_with_no_head_per_object() {
     assert_eq!(planned["objects"], 40, "{planned}");
     let heads = |c: &Value| c["forwarded_HEAD"].as_u64().unwrap_or(0);
     assert_eq!(heads(&after), heads(&before), "{before} then {after}");
-    let tasks: Vec<TaskSpec> = serde_json::from_slice(
-        &w.get(&w.lake, planned["manifest"]["key"].as_str().unwrap())
-            .await,
-    )
-    .unwrap();
+    let tasks: Vec<TaskSpec> =
+        serde_json::from_value(Value::Array(w.manifest_tasks(&planned).await)).unwrap();
     let mut sizes: Vec<(String, u64)> = tasks
         .iter()
         .map(|t| (t.source.url.clone(), t.source.size))
@@ -1119,8 +1120,7 @@ async fn the_catalog_queues_partitions_and_the_compactor_merges_them_in_s3_and_g
     .await
     .unwrap();
     let manifest = planned["manifest"].clone();
-    let tasks: Vec<Value> =
-        serde_json::from_slice(&w.get(&w.lake, manifest["key"].as_str().unwrap()).await).unwrap();
+    let tasks = w.manifest_tasks(&planned).await;
     for t in &tasks {
         invoke!(deps.transform, transform::handle, t.clone())
             .await
