@@ -240,6 +240,9 @@ def main():
             SLUICE_GLUE_DATABASE=DATABASE,
             SLUICE_CHUNK_SIZE="256KiB",
             SLUICE_COMPACT_MIN_FILES="2",
+            # Pages of 3 tasks: every backfill below spans several pages
+            # (manifests, Maps, Register and Compact calls).
+            SLUICE_PLAN_PAGE="3",
             RUST_LOG="info",
         )
         env_file = work / "lambda.env"
@@ -323,23 +326,36 @@ def main():
         check(d["status"] == "SUCCEEDED", f"backfill execution succeeded ({took:.1f} s)",
               json.dumps({k: str(v) for k, v in d.items()})[:3000])
         out = json.loads(d["output"])
-        plan, register = out["plan"], out["register"]
-        check(plan["objects"] == 5 and plan["skipped_total"] == 1,
-              "the planner planned 5 objects and skipped _SUCCESS", plan)
-        tasks = plan["tasks"]
-        check(tasks >= 8, f"the planner cut them into {tasks} chunk tasks", plan)
-        manifest = json.loads(
-            s3.get_object(Bucket=LAKE_BUCKET, Key=plan["manifest"]["key"])["Body"].read()
-        )
-        check(len(manifest) == tasks, "the manifest the Map read holds every task", len(manifest))
+        totals = out["totals"]
+        check(totals["objects"] == 5 and totals["skipped_total"] == 1,
+              "the planner planned 5 objects and skipped _SUCCESS", totals)
+        tasks = totals["tasks"]
+        check(tasks >= 8, f"the planner cut them into {tasks} chunk tasks", totals)
+        plans = forwarder.of("planner")
+        pages = len(plans)
+        check(pages >= 3 and totals["pages"] == pages and out["plan"]["next"] is None,
+              f"the plan came in {pages} pages of at most 3 tasks, the last one saying so",
+              [c["output"] for c in plans])
+        afters = [c["input"].get("after") for c in plans]
+        check(afters == [""] + [c["output"]["next"] for c in plans[:-1]],
+              "each page started after the last key the page before it looked at", afters)
+        manifests = [c["output"]["manifest"] for c in plans]
+        pages_tasks = [json.loads(s3.get_object(Bucket=LAKE_BUCKET, Key=m["key"])["Body"].read())
+                       for m in manifests]
+        check(all(len(t) == m["tasks"] for t, m in zip(pages_tasks, manifests)),
+              "each page's manifest holds its page's tasks", [len(t) for t in pages_tasks])
+        manifest = [t for page in pages_tasks for t in page]
+        check(len(manifest) == tasks
+              and len({json.dumps(t, sort_keys=True) for t in manifest}) == tasks,
+              "the manifests hold every task once", len(manifest))
 
-        # Every Map item, as the forwarder saw it: each task of the manifest
+        # Every Map item, as the forwarder saw it: each task of the manifests
         # went to the transform once, and its answer names its own commit
         # record (this server's history has no per-item events).
         items = forwarder.of("transform")
         inputs = sorted(json.dumps(c["input"], sort_keys=True) for c in items)
         check(inputs == sorted(json.dumps(t, sort_keys=True) for t in manifest),
-              f"the Map ran each of the {tasks} tasks once, as the planner wrote it",
+              f"the Maps ran each of the {tasks} tasks once, as the planner wrote it",
               f"{len(items)} transform calls")
         failed = [c for c in items if c["error"]]
         check(not failed, "every Map item succeeded", failed[:2])
@@ -348,20 +364,23 @@ def main():
               and all(c["output"]["rows_rejected"] == 0 and c["output"]["files"] > 0 for c in items),
               "every item's output names its own commit record, no rejected rows",
               [c["output"] for c in items][:2])
-        check(len(forwarder.of("planner")) == 1 and len(forwarder.of("catalog")) == 1
-              and len(forwarder.of("compactor")) == 1,
-              "the workflow invoked the planner, the catalog and the compactor once each",
+        registers = forwarder.of("catalog")
+        compacts = forwarder.of("compactor")
+        check(len(registers) == pages and len(compacts) == pages
+              and [c["input"]["manifest"] for c in registers] == manifests,
+              "the workflow registered and compacted each page once, with that page's manifest",
               [c["function"] for c in forwarder.calls])
-        check(register["commits"] == tasks and register["missing_total"] == 0
-              and register["tables"] == ["clickstream"] and register["partitions_added"] > 0,
-              f"the Register step registered {register['commits']} commit records, "
-              f"{register['partitions_added']} partitions", register)
+        check(totals["commits"] == tasks and totals["missing_total"] == 0
+              and all(c["output"]["tables"] == ["clickstream"] for c in registers)
+              and totals["partitions_added"] > 0,
+              f"the Register steps registered {totals['commits']} commit records, "
+              f"{totals['partitions_added']} partitions", totals)
 
-        compact = out["compact"]["report"]
-        check(compact["total"] == register["partitions_added"] and compact["compacted"] > 0
-              and "next" not in compact,
-              f"the Compact step merged {compact['inputs']} files into {compact['outputs']} "
-              f"in {compact['compacted']} of {compact['total']} partitions (an output and its inputs were both listed for at most {compact['max_overlap_ms']} ms)", compact)
+        reports = [c["output"] for c in compacts]
+        check(all("next" not in r for r in reports) and sum(r["compacted"] for r in reports) > 0,
+              f"the Compact steps merged {sum(r['inputs'] for r in reports)} files into "
+              f"{sum(r['outputs'] for r in reports)} (an output and its inputs were both listed "
+              f"for at most {max(r['max_overlap_ms'] for r in reports)} ms)", reports)
 
         # 6. Glue: the table and its partitions, where the files are.
         table = glue.get_table(DatabaseName=DATABASE, Name="clickstream")["Table"]
@@ -379,7 +398,7 @@ def main():
         folders = {k.rsplit("/", 1)[0] + "/" for k in keys if k.endswith(".parquet")}
         locations = {p["StorageDescriptor"]["Location"].removeprefix(f"s3://{LAKE_BUCKET}/")
                      for p in partitions}
-        check(len(partitions) == register["partitions_added"] and locations == folders,
+        check(len(partitions) == totals["partitions_added"] and locations == folders,
               f"{len(partitions)} Glue partitions, each at a folder of Parquet files",
               f"{sorted(locations ^ folders)[:5]}")
         per_folder = {}
@@ -390,7 +409,8 @@ def main():
               "after the backfill every partition holds one file",
               {f: n for f, n in per_folder.items() if n != 1})
         with_figures = [p for p in partitions if "numFiles" in p.get("Parameters", {})]
-        check(len(with_figures) == compact["compacted"]
+        # (A partition two pages wrote to is compacted by both.)
+        check(0 < len(with_figures) <= sum(r["compacted"] for r in reports)
               and all(p["Parameters"]["numFiles"] == "1" for p in with_figures),
               "Glue has the file and row counts of every compacted partition",
               [p.get("Parameters") for p in partitions][:3])
@@ -438,10 +458,10 @@ def main():
         out = json.loads(d.get("output") or "{}")
         keys2 = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
             Bucket=LAKE_BUCKET, Prefix="clickstream/") for o in page.get("Contents", [])]
-        check(d["status"] == "SUCCEEDED" and out["register"]["partitions_added"] == 0
-              and len(keys2) == before,
+        check(d["status"] == "SUCCEEDED" and out["totals"]["partitions_added"] == 0
+              and out["totals"]["commits"] == tasks and len(keys2) == before,
               "a second backfill of the same prefix adds no partition and no file",
-              f"{d['status']} {out.get('register')} {len(keys2)} vs {before}")
+              f"{d['status']} {out.get('totals')} {len(keys2)} vs {before}")
 
         # 9. A chunk that fails (a gzip cut short): the Map still "succeeds"
         #    on this server with tolerance 0 or not, but the execution must fail,
@@ -486,16 +506,21 @@ def main():
             if d["status"] != "SUCCEEDED":
                 sys.stdout.write((work / "watch.log").read_text()[-4000:])
             out = json.loads(d.get("output") or "{}")
-            register = out.get("register", {})
-            merged = register.get("cdc", {})
+            totals = out.get("totals", {})
+            # Merged page by page: what every Register call merged, summed.
+            registers = [c["output"] for c in forwarder.of("catalog")]
+            tables = sorted({t for r in registers for t in r.get("tables", [])})
+            merged = {k: sum(r.get("cdc", {}).get(k, 0) for r in registers)
+                      for k in ("changes", "upserted", "deleted", "stale")}
             if attempt == "backfill-cdc":
-                check(d["status"] == "SUCCEEDED" and register.get("tables") == list(CDC_TABLES)
-                      and merged.get("changes", 0) > 0 and register.get("missing_total") == 0,
-                      f"a backfill of CDC change files merges them: {merged}",
-                      f"{d['status']} {d.get('cause', '')[:500]} {register}")
+                check(d["status"] == "SUCCEEDED" and tables == sorted(CDC_TABLES)
+                      and merged["changes"] > 0 and totals.get("missing_total") == 0
+                      and totals.get("pages", 0) > 1,
+                      f"a backfill of CDC change files merges them, in {totals.get('pages')} pages: {merged}",
+                      f"{d['status']} {d.get('cause', '')[:500]} {totals} {registers}")
             else:
-                check(d["status"] == "SUCCEEDED" and merged.get("changes") == 0,
-                      "a second backfill of the same change files merges nothing", f"{d['status']} {register}")
+                check(d["status"] == "SUCCEEDED" and merged["changes"] == 0,
+                      "a second backfill of the same change files merges nothing", f"{d['status']} {registers}")
             read = subprocess.run([delta_python, "-c", READ_DELTA, LAKE_BUCKET, *CDC_TABLES],
                                   capture_output=True, text=True, env=dict(os.environ))
             check(read.returncode == 0, "Python deltalake reads the CDC tables in S3", read.stderr[-2000:])
@@ -507,7 +532,7 @@ def main():
 
         # 11. The Compact loop's cap: the definition's CompactFrom and
         #     CompactCap states, fed a compactor answer that always says "go
-        #     on", stop after 100 calls and go on to AllChunksCommitted.
+        #     on", stop after 100 calls and go on to MorePages.
         states = json.loads(definition)["States"]
         settings = {k: v for k, v in states["Settings"]["Parameters"].items() if not k.endswith(".$")}
         loop = {
@@ -520,7 +545,7 @@ def main():
                             "Next": "CompactFrom"},
                 "CompactFrom": states["CompactFrom"],
                 "CompactCap": states["CompactCap"],
-                "AllChunksCommitted": {"Type": "Succeed"},
+                "MorePages": {"Type": "Succeed"},
             },
         }
         capped = sfn.create_state_machine(name="sluice-compact-cap", definition=json.dumps(loop),

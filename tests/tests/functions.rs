@@ -1020,6 +1020,169 @@ async fn a_prefix_is_planned_from_its_listing_with_no_head_per_object() {
     );
 }
 
+/// A backfill planned and registered in pages: 40 objects (and two that
+/// are skipped) planned 7 a page give manifests that together hold every
+/// object's task once, each page starting after the last key the page
+/// before it looked at, down to an empty last page; the same prefix sent
+/// through the queue goes out page by page in one invocation. Transformed,
+/// then registered one page's manifest at a time, the lake holds every raw
+/// row once (DuckDB) and Glue a partition for each folder of Parquet files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_planned_and_registered_in_pages_loses_and_doubles_nothing() {
+    let w = World::new().await;
+    let lines: Vec<String> =
+        std::fs::read_to_string(repo_root().join(RAW).join("events-00000.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| format!("{l}\n"))
+            .collect();
+    let local = tempfile::tempdir().unwrap();
+    let mut from = 0;
+    for n in 0..40 {
+        // Part n holds the next n + 1 lines of the example.
+        let body: String = lines[from..from + n + 1].concat();
+        from += n + 1;
+        std::fs::write(local.path().join(format!("part-{n:03}.jsonl")), &body).unwrap();
+        w.put(
+            &w.raw,
+            &format!("raw/clickstream/part-{n:03}.jsonl"),
+            body.into_bytes(),
+        )
+        .await;
+    }
+    w.put(&w.raw, "raw/clickstream/_SUCCESS", Vec::new()).await;
+    w.put(
+        &w.raw,
+        "raw/clickstream/.staging/part.jsonl",
+        lines[0].clone().into_bytes(),
+    )
+    .await;
+    let deps = w.deps(1 << 20).await;
+    let prefix = json!({"bucket": w.raw, "prefix": "raw/clickstream/"});
+
+    let whole = invoke!(deps.planner, planner::handle, prefix.clone())
+        .await
+        .unwrap();
+    assert_eq!(whole["next"], Value::Null, "one page: {whole}");
+    let mut want: Vec<String> = w
+        .manifest_tasks(&whole)
+        .await
+        .iter()
+        .map(Value::to_string)
+        .collect();
+    want.sort();
+    assert_eq!(want.len(), 40);
+
+    // 42 objects listed, 7 a page: six full pages, then an empty one.
+    let mut pages = Vec::new();
+    let mut after = Value::Null;
+    loop {
+        let mut event = prefix.clone();
+        event["after"] = after.clone();
+        event["page_tasks"] = json!(7);
+        let page = invoke!(deps.planner, planner::handle, event).await.unwrap();
+        after = page["next"].clone();
+        pages.push(page);
+        if after.is_null() {
+            break;
+        }
+        assert!(pages.len() < 10, "the pages never end: {pages:?}");
+    }
+    let sizes: Vec<u64> = pages
+        .iter()
+        .map(|p| p["tasks"].as_u64().unwrap() + p["skipped_total"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes, [7, 7, 7, 7, 7, 7, 0], "{pages:?}");
+    let nexts: Vec<&str> = pages[..6]
+        .iter()
+        .map(|p| p["next"].as_str().unwrap())
+        .collect();
+    // (`.staging/` and `_SUCCESS` sort first, and are skipped.)
+    assert_eq!(nexts[0], "raw/clickstream/part-004.jsonl");
+    assert_eq!(nexts[5], "raw/clickstream/part-039.jsonl");
+    assert!(nexts.windows(2).all(|k| k[0] < k[1]), "{nexts:?}");
+    let mut paged = Vec::new();
+    for page in &pages {
+        let tasks = w.manifest_tasks(page).await;
+        assert_eq!(tasks.len() as u64, page["tasks"].as_u64().unwrap());
+        paged.extend(tasks.iter().map(Value::to_string));
+    }
+    paged.sort();
+    assert_eq!(
+        paged, want,
+        "the pages hold the whole plan's tasks, once each"
+    );
+
+    // Through the queue: one invocation sends every page.
+    let message = json!({"bucket": w.raw, "prefix": "raw/clickstream/", "page_tasks": 7});
+    let queued = invoke!(
+        deps.planner,
+        planner::handle,
+        sqs_event(&[("m-1".into(), message.to_string())])
+    )
+    .await
+    .unwrap();
+    assert_eq!(failures(&queued), Vec::<String>::new());
+    let mut sent: Vec<String> = w
+        .drain()
+        .await
+        .into_iter()
+        .map(|(_, body)| serde_json::from_str::<Value>(&body).unwrap().to_string())
+        .collect();
+    sent.sort();
+    assert_eq!(
+        sent, want,
+        "the queue got the whole plan's tasks, once each"
+    );
+
+    for task in w.manifest_tasks(&whole).await {
+        invoke!(deps.transform, transform::handle, task)
+            .await
+            .expect("transform");
+    }
+    let mut commits = 0;
+    for page in &pages {
+        let registered = invoke!(
+            deps.catalog,
+            catalog::handle,
+            json!({"manifest": page["manifest"]})
+        )
+        .await
+        .unwrap();
+        assert_eq!(registered["missing_total"], 0, "{registered}");
+        assert_eq!(registered["commits"], page["tasks"], "{registered}");
+        commits += registered["commits"].as_u64().unwrap();
+    }
+    assert_eq!(commits, 40);
+    let lake = tempfile::tempdir().unwrap();
+    download(&w.lake, "clickstream", &lake.path().join("clickstream"));
+    check_clickstream_matches(
+        lake.path(),
+        &format!("{}/*.jsonl", local.path().display()),
+        false,
+    );
+    let mut folders: Vec<String> = w
+        .keys(&w.lake, "clickstream/")
+        .await
+        .iter()
+        .filter(|k| k.ends_with(".parquet"))
+        .map(|k| format!("s3://{}/{}/", w.lake, k.rsplit_once('/').unwrap().0))
+        .collect();
+    folders.sort();
+    folders.dedup();
+    let mut partitions: Vec<String> = w
+        .glue_partitions("clickstream")
+        .await
+        .iter()
+        .map(|p| {
+            let sd = p.storage_descriptor().unwrap();
+            sd.location().unwrap().to_string()
+        })
+        .collect();
+    partitions.sort();
+    assert_eq!(partitions, folders, "a Glue partition for each folder");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn glue_catalog_keeps_the_catalog_contract() {
     let w = World::new().await;

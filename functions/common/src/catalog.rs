@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Instant;
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sluice::catalog::commit_entries;
@@ -153,10 +153,18 @@ pub async fn manifest_records(
         ))
     })?;
     let mut records = Vec::with_capacity(tasks.len());
-    for t in &tasks {
-        let path = t.commit_path();
-        let url = format!("{}/{path}", deps.lake.url);
-        match get(deps, &path).await? {
+    // The records are read [`READ_CONCURRENCY`] at a time, in the
+    // manifest's order: 10,000 of them in seconds, not minutes.
+    let mut read = futures::stream::iter(&tasks)
+        .map(|t| async move {
+            let path = t.commit_path();
+            let url = format!("{}/{path}", deps.lake.url);
+            let bytes = get(deps, &path).await?;
+            Ok::<_, FunctionError>((t, url, bytes))
+        })
+        .buffered(READ_CONCURRENCY);
+    while let Some((t, url, bytes)) = read.try_next().await? {
+        match bytes {
             Some(bytes) => records.push(CommitRecord::from_json(&bytes, &url)?),
             None => {
                 response.missing_total += 1;
@@ -182,6 +190,9 @@ pub async fn manifest_records(
     }
     Ok(records)
 }
+
+/// Commit records read at once (GETs of the lake's bucket in flight).
+pub const READ_CONCURRENCY: usize = 32;
 
 /// An object of the lake, or `None` if there is none.
 async fn get(deps: &Deps, relative: &str) -> Result<Option<Vec<u8>>, FunctionError> {
@@ -235,17 +246,19 @@ async fn load(
             }
         }
     }
-    let mut records = Vec::with_capacity(urls.len());
-    for url in urls {
-        let relative = &url[deps.lake.url.len() + 1..];
-        // A commit record is only ever replaced, never deleted, by the
-        // transform: a missing one is an event that raced its PUT.
-        let bytes = get(deps, relative).await?.ok_or_else(|| {
-            FunctionError::retryable(format!("commit record {url} does not exist (yet)"))
-        })?;
-        records.push(CommitRecord::from_json(&bytes, &url)?);
-    }
-    Ok(records)
+    futures::stream::iter(urls)
+        .map(|url| async move {
+            let relative = &url[deps.lake.url.len() + 1..];
+            // A commit record is only ever replaced, never deleted, by the
+            // transform: a missing one is an event that raced its PUT.
+            let bytes = get(deps, relative).await?.ok_or_else(|| {
+                FunctionError::retryable(format!("commit record {url} does not exist (yet)"))
+            })?;
+            Ok(CommitRecord::from_json(&bytes, &url)?)
+        })
+        .buffered(READ_CONCURRENCY)
+        .try_collect()
+        .await
 }
 
 /// Queue for the compactor each partition that the records of the

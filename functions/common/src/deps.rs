@@ -27,6 +27,9 @@ pub struct Settings {
     pub chunk_queue_url: Option<String>,
     /// Target chunk size in bytes (`SLUICE_CHUNK_SIZE`, e.g. `128MiB`).
     pub chunk_size: u64,
+    /// Tasks per page of a prefix's plan (`SLUICE_PLAN_PAGE`; 0 is the
+    /// default, [`crate::planner::DEFAULT_PAGE_TASKS`]).
+    pub plan_page: usize,
     /// Overrides `[lake] catalog`: register tables in this Glue database
     /// (`SLUICE_GLUE_DATABASE`, which the deployment template sets).
     pub glue_database: Option<String>,
@@ -62,6 +65,12 @@ impl Settings {
                 .as_u64()
                 .max(1),
         };
+        let plan_page = match var("SLUICE_PLAN_PAGE") {
+            None => 0,
+            Some(s) => s.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                anyhow::anyhow!("SLUICE_PLAN_PAGE={s:?}: not a positive number of tasks")
+            })?,
+        };
         let mut compact = CompactOptions::default();
         if let Some(s) = var("SLUICE_COMPACT_TARGET_SIZE") {
             compact.target_size = s
@@ -87,6 +96,7 @@ impl Settings {
             input: var("SLUICE_INPUT"),
             chunk_queue_url: var("SLUICE_CHUNK_QUEUE_URL"),
             chunk_size,
+            plan_page,
             glue_database: var("SLUICE_GLUE_DATABASE"),
             aws: AwsOptions::default(),
             pipeline_only: false,
@@ -106,6 +116,8 @@ pub struct Deps {
     pub sqs: aws_sdk_sqs::Client,
     pub chunk_queue_url: Option<String>,
     pub chunk_size: u64,
+    /// Tasks per page of a prefix's plan.
+    pub plan_page: usize,
     pub read: ReadOptions,
     pub compaction_queue_url: Option<String>,
     pub compact: CompactOptions,
@@ -182,6 +194,10 @@ impl Deps {
             sqs,
             chunk_queue_url: settings.chunk_queue_url.clone(),
             chunk_size: settings.chunk_size,
+            plan_page: match settings.plan_page {
+                0 => crate::planner::DEFAULT_PAGE_TASKS,
+                n => n,
+            },
             read: ReadOptions::default(),
             compaction_queue_url: settings.compaction_queue_url.clone(),
             compact: settings.compact.clone(),

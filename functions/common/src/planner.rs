@@ -7,10 +7,20 @@
 //! `_sluice/manifests/`: a JSON array, one task per line, which a Distributed
 //! Map's `ItemReader` reads with `InputType: JSON`; the answer says where. An object that matches no table, is
 //! hidden, or lies outside the input root is skipped and logged, not an error.
+//!
+//! A prefix is planned in pages: the listing is read as it comes (1,000 keys
+//! a call), the objects of a page planned [`PLAN_CONCURRENCY`] at a time, and
+//! a page ends once it holds `page_tasks` tasks or has looked at as many
+//! objects (`SLUICE_PLAN_PAGE`, [`DEFAULT_PAGE_TASKS`]). A direct payload
+//! gets one page, one manifest, and the key to start after in `next` (`null`
+//! after the last page), which the next call takes as `"after"`; tasks sent
+//! to the queue go page by page within the invocation. So no invocation holds
+//! more than a page, and a million objects are a hundred calls of 10,000.
 
 use std::time::Instant;
 
 use futures::TryStreamExt;
+use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -44,6 +54,9 @@ pub struct PlanResponse {
     pub skipped_total: usize,
     /// Events that carry no work (`s3:TestEvent`, deletes), each with what it was.
     pub ignored: Vec<String>,
+    /// For a prefix planned in pages: the last key this page looked at, where
+    /// the next call starts (`"after"`); `null` once the listing is done.
+    pub next: Option<String>,
 }
 
 use sluice::layout::MANIFESTS_DIR;
@@ -52,20 +65,76 @@ use sluice::layout::MANIFESTS_DIR;
 /// small (a Step Functions state holds at most 256 KB).
 pub const LISTED: usize = 50;
 
+/// A page of a prefix's plan: at most this many tasks (and objects looked
+/// at), unless `SLUICE_PLAN_PAGE` or the payload's `page_tasks` says
+/// otherwise. 10,000 tasks are a manifest of about 5 MB, a Register call of
+/// well under a minute, and a planner call of seconds.
+pub const DEFAULT_PAGE_TASKS: usize = 10_000;
+
+/// Objects of a listing planned at once (a Parquet object's footer is read
+/// to cut it; a text object needs no call).
+pub const PLAN_CONCURRENCY: usize = 16;
+
+/// Where a prefix's plan starts and how big its page is: the fields a direct
+/// payload may carry beside `{"bucket", "prefix"}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+struct Paging {
+    /// Plan the keys after this one (the previous page's `next`).
+    after: Option<String>,
+    /// Tasks (and objects looked at) per page.
+    page_tasks: Option<usize>,
+}
+
+impl Paging {
+    /// Take the paging fields out of a direct payload.
+    fn take(event: &mut Value) -> Result<Paging, FunctionError> {
+        let Some(fields) = event.as_object_mut() else {
+            return Ok(Paging::default());
+        };
+        let mut paging = serde_json::Map::new();
+        for k in ["after", "page_tasks"] {
+            if let Some(v) = fields.remove(k) {
+                paging.insert(k.to_string(), v);
+            }
+        }
+        serde_json::from_value(Value::Object(paging)).map_err(|e| {
+            FunctionError::permanent(format!(
+                "\"after\" must be a key (or null) and \"page_tasks\" a positive number: {e}"
+            ))
+        })
+    }
+}
+
 /// Handle one invocation.
 pub async fn handle(deps: &Deps, event: Value) -> Result<Value, FunctionError> {
     let started = Instant::now();
     if let Some(messages) = sqs_messages(&event) {
         let (done, failures) = crate::for_each_message(messages, "message", |m| async move {
-            let planned = plan_event(deps, &m.json()?).await?;
-            let queued = send(deps, &planned.tasks).await?;
-            Ok((planned, queued))
+            let mut event = m.json()?;
+            let mut paging = Paging::take(&mut event)?;
+            // Page by page: only one page's tasks are ever held.
+            let mut all = Planned::default();
+            let mut queued = 0;
+            loop {
+                let planned = plan_event(deps, &event, &paging).await?;
+                queued += send(deps, &planned.tasks).await?;
+                all.response.objects += planned.response.objects;
+                all.tasks_total += planned.tasks.len();
+                all.response.skipped_total += planned.response.skipped_total;
+                all.response.ignored.extend(planned.response.ignored);
+                match planned.response.next {
+                    Some(next) => paging.after = Some(next),
+                    None => break,
+                }
+            }
+            Ok((all, queued))
         })
         .await;
         let mut total = PlanResponse::default();
         for (_, (planned, queued)) in done {
             total.objects += planned.response.objects;
-            total.tasks += planned.tasks.len();
+            total.tasks += planned.tasks_total;
             total.queued += queued;
             total.skipped_total += planned.response.skipped_total;
             total.ignored.extend(planned.response.ignored);
@@ -74,13 +143,31 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Value, FunctionError> {
         return Ok(crate::sqs_batch_response(failures));
     }
     let direct = ["bucket", "url"].iter().any(|k| event.get(k).is_some());
-    let planned = plan_event(deps, &event).await?;
-    let mut response = planned.response;
-    response.tasks = planned.tasks.len();
-    if direct || deps.chunk_queue_url.is_none() {
-        response.manifest = Some(write_manifest(deps, &planned.tasks).await?);
-    } else {
-        response.queued = send(deps, &planned.tasks).await?;
+    let mut event = event;
+    let mut paging = Paging::take(&mut event)?;
+    let mut response = PlanResponse::default();
+    loop {
+        let planned = plan_event(deps, &event, &paging).await?;
+        response.objects += planned.response.objects;
+        response.tasks += planned.tasks.len();
+        response.skipped_total += planned.response.skipped_total;
+        for s in planned.response.skipped {
+            if response.skipped.len() < LISTED {
+                response.skipped.push(s);
+            }
+        }
+        response.ignored.extend(planned.response.ignored);
+        response.next = planned.response.next;
+        if direct || deps.chunk_queue_url.is_none() {
+            // One page, one manifest: the caller asks for the next.
+            response.manifest = Some(write_manifest(deps, &planned.tasks).await?);
+            break;
+        }
+        response.queued += send(deps, &planned.tasks).await?;
+        match response.next.take() {
+            Some(next) => paging.after = Some(next),
+            None => break,
+        }
     }
     emit(&response, 0, started);
     Ok(crate::answer("planned", &response))
@@ -96,25 +183,52 @@ fn emit(r: &PlanResponse, failed: usize, started: Instant) {
         .emit();
 }
 
+#[derive(Default)]
 struct Planned {
     response: PlanResponse,
     tasks: Vec<TaskSpec>,
+    /// Tasks of earlier pages, already sent.
+    tasks_total: usize,
 }
 
-/// Plan every object an (unwrapped) event names.
-async fn plan_event(deps: &Deps, event: &Value) -> Result<Planned, FunctionError> {
+/// What planning one object came to.
+enum Outcome {
+    Skipped(String),
+    Tasks(Vec<TaskSpec>),
+}
+
+impl Planned {
+    fn add(&mut self, url: &str, outcome: Outcome) {
+        match outcome {
+            Outcome::Skipped(why) => {
+                self.response.skipped_total += 1;
+                if self.response.skipped.len() < LISTED {
+                    self.response.skipped.push(format!("{url}: {why}"));
+                }
+            }
+            Outcome::Tasks(tasks) => {
+                self.response.objects += 1;
+                self.tasks.extend(tasks);
+            }
+        }
+    }
+}
+
+/// Plan every object an (unwrapped) event names; a prefix, one page of it.
+async fn plan_event(deps: &Deps, event: &Value, paging: &Paging) -> Result<Planned, FunctionError> {
     let targets = decode(event).map_err(|e| FunctionError::permanent(e.to_string()))?;
-    let mut planned = Planned {
-        response: PlanResponse::default(),
-        tasks: Vec::new(),
-    };
+    let page = paging.page_tasks.unwrap_or(deps.plan_page).max(1);
+    let mut planned = Planned::default();
     for target in targets {
         match target {
             Target::Ignored(what) => {
                 info!(event = %what, "ignored: carries no work");
                 planned.response.ignored.push(what);
             }
-            Target::Object(o) => plan_one(deps, &o, None, &mut planned).await?,
+            Target::Object(o) => {
+                let outcome = plan_one(deps, &o, None).await?;
+                planned.add(&o.url(), outcome);
+            }
             Target::Prefix { bucket, prefix } => {
                 let url = format!("s3://{bucket}/{prefix}");
                 let Some(relative) = under_input(deps, &url).or_else(|| {
@@ -134,29 +248,50 @@ async fn plan_event(deps: &Deps, event: &Value) -> Result<Planned, FunctionError
                     deps.input.child(relative)?
                 };
                 let prefix = (!prefix.as_ref().is_empty()).then_some(prefix);
-                let metas: Vec<_> = deps
-                    .input
-                    .store
-                    .list(prefix.as_ref())
-                    .try_collect()
-                    .await
+                let listing = match &paging.after {
+                    Some(after) if !after.is_empty() => {
+                        let after = Path::parse(after).map_err(|e| {
+                            FunctionError::permanent(format!(
+                                "\"after\": {after:?} is not a key: {e}"
+                            ))
+                        })?;
+                        deps.input.store.list_with_offset(prefix.as_ref(), &after)
+                    }
+                    _ => deps.input.store.list(prefix.as_ref()),
+                };
+                // The listing gives each object's size, ETag and time: no
+                // HEAD per object (a backfill lists 10^5-10^6 of them).
+                let mut outcomes = listing
                     .map_err(|e| {
                         // The store's error itself, so that a throttled or
                         // failed listing is retried.
                         FunctionError::from(sluice::Error::read(format!("{url} (listing)"), e))
-                    })?;
-                // The listing gives each object's size, ETag and time: no
-                // HEAD per object (a backfill lists 10^5-10^6 of them).
-                for meta in metas {
-                    let o = ObjectRef {
-                        bucket: bucket.clone(),
-                        key: meta.location.as_ref().to_string(),
-                        size: Some(meta.size),
-                        e_tag: meta.e_tag.clone(),
-                        version: meta.version.clone(),
-                        sequencer: None,
-                    };
-                    plan_one(deps, &o, Some(meta), &mut planned).await?;
+                    })
+                    .map_ok(|meta| {
+                        let o = ObjectRef {
+                            bucket: bucket.clone(),
+                            key: meta.location.as_ref().to_string(),
+                            size: Some(meta.size),
+                            e_tag: meta.e_tag.clone(),
+                            version: meta.version.clone(),
+                            sequencer: None,
+                        };
+                        async move {
+                            let outcome = plan_one(deps, &o, Some(meta)).await?;
+                            Ok::<_, FunctionError>((o, outcome))
+                        }
+                    })
+                    .try_buffered(PLAN_CONCURRENCY);
+                let mut looked_at = 0;
+                while let Some((o, outcome)) = outcomes.try_next().await? {
+                    planned.add(&o.url(), outcome);
+                    looked_at += 1;
+                    if planned.tasks.len() >= page || looked_at >= page {
+                        // What is in flight beyond this key is planned again
+                        // by the next page.
+                        planned.response.next = Some(o.key);
+                        break;
+                    }
                 }
             }
         }
@@ -177,33 +312,23 @@ async fn plan_one(
     deps: &Deps,
     o: &ObjectRef,
     listed: Option<object_store::ObjectMeta>,
-    planned: &mut Planned,
-) -> Result<(), FunctionError> {
+) -> Result<Outcome, FunctionError> {
     let url = o.url();
     let span = info_span!("object", object = %url);
     async {
-        let skip = |planned: &mut Planned, why: String| {
+        let skip = |why: String| {
             info!(reason = %why, "skipped");
-            planned.response.skipped_total += 1;
-            if planned.response.skipped.len() < LISTED {
-                planned.response.skipped.push(format!("{url}: {why}"));
-            }
+            Ok(Outcome::Skipped(why))
         };
         let Some(relative) = under_input(deps, &url).filter(|r| !r.is_empty()) else {
-            skip(
-                planned,
-                format!("not under the input root {}", deps.input.url),
-            );
-            return Ok(());
+            return skip(format!("not under the input root {}", deps.input.url));
         };
         if hidden(relative) {
-            skip(planned, "hidden (a path segment starts with . or _)".into());
-            return Ok(());
+            return skip("hidden (a path segment starts with . or _)".into());
         }
         let engine = deps.engine();
         let Some(table) = engine.pipeline.table_for(relative) else {
-            skip(planned, "matches no table's source".into());
-            return Ok(());
+            return skip("matches no table's source".into());
         };
         let path = deps.input.child(relative)?;
         let asked = match listed {
@@ -213,8 +338,7 @@ async fn plan_one(
         let meta = match asked {
             Ok(m) => m,
             Err(object_store::Error::NotFound { .. }) => {
-                skip(planned, "no longer exists".into());
-                return Ok(());
+                return skip("no longer exists".into());
             }
             Err(e) => return Err(FunctionError::from(sluice::Error::Store(e))),
         };
@@ -232,11 +356,9 @@ async fn plan_one(
         let tasks = plan_object(table, &object, deps.chunk_size).await?;
         let n = tasks.len();
         info!(table = %table.name, bytes = object.size, chunks = n, "planned object");
-        planned.response.objects += 1;
-        planned
-            .tasks
-            .extend(tasks.iter().map(|t| TaskSpec::of(t, n)));
-        Ok(())
+        Ok(Outcome::Tasks(
+            tasks.iter().map(|t| TaskSpec::of(t, n)).collect(),
+        ))
     }
     .instrument(span)
     .await

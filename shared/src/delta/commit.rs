@@ -21,6 +21,10 @@ use crate::sources::{self, Standing};
 use crate::store::Location;
 use crate::write::compaction_output_name;
 
+/// Reads of the lake in flight at once while a batch is planned (ledger
+/// listings, HEADs of new files).
+const READ_CONCURRENCY: usize = 32;
+
 /// What one [`commit`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Committed {
@@ -85,17 +89,25 @@ pub async fn commit_batch(
     let mut retired: BTreeMap<String, CommitRecord> = BTreeMap::new();
     let mut forget = Vec::new();
     let mut waiting = 0;
-    let mut standings: HashMap<(String, String), Standing> = HashMap::new();
+    // The standing of each source version in the batch, read
+    // [`READ_CONCURRENCY`] at a time (a backfill's batch holds 10^4 sources).
+    let mut firsts: HashMap<(String, String), &CommitRecord> = HashMap::new();
+    for record in &records {
+        firsts
+            .entry((record.source.url.clone(), version_key(&record.source)))
+            .or_insert(record);
+    }
+    let reads: Vec<_> = firsts
+        .into_iter()
+        .map(|(version, record)| standing_of(lake, version, record))
+        .collect();
+    let standings: HashMap<(String, String), Standing> = futures::stream::iter(reads)
+        .buffer_unordered(READ_CONCURRENCY)
+        .try_collect()
+        .await?;
     for record in records {
         let version = (record.source.url.clone(), version_key(&record.source));
-        let standing = match standings.get(&version) {
-            Some(s) => s.clone(),
-            None => {
-                let s = sources::standing(lake, &record).await?;
-                standings.insert(version, s.clone());
-                s
-            }
-        };
+        let standing = standings[&version].clone();
         match standing {
             Standing::Only => {
                 adds.insert(record.chunk_id.clone(), record);
@@ -254,12 +266,26 @@ pub(super) async fn commit_once(
     let mut schema: StructType = snapshot.schema().as_ref().clone();
     let now = Utc::now().timestamp_millis();
     let taken = taken(table, snapshot, log.as_ref(), records).await?;
-    let mut txns = Vec::new();
     for record in records {
         check_keys(table, record, &keys)?;
-        if taken.contains(&record.chunk_id)
-            || !is_new(lake, table, record, &active, &tombstones).await?
-        {
+    }
+    // Whether each record not taken is new (a HEAD of its first file when
+    // the log does not name it), [`READ_CONCURRENCY`] at a time.
+    let checks: Vec<_> = records
+        .iter()
+        .filter(|r| !taken.contains(&r.chunk_id))
+        .map(|r| new_chunk(lake, table, r, &active, &tombstones))
+        .collect();
+    let new: HashSet<&str> = futures::stream::iter(checks)
+        .buffer_unordered(READ_CONCURRENCY)
+        .try_collect::<Vec<Option<&str>>>()
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut txns = Vec::new();
+    for record in records {
+        if !new.contains(record.chunk_id.as_str()) {
             done.chunks_skipped += 1;
             continue;
         }
@@ -440,6 +466,27 @@ pub(super) fn check_keys(table: &str, record: &CommitRecord, keys: &[String]) ->
 /// Whether none of the record's files was ever in the table, and its files
 /// are still there to add: for chunks committed before the table recorded
 /// chunks as `txn` actions ([`taken`]), and a second guard besides them.
+/// `record`'s source version and its standing.
+async fn standing_of(
+    lake: &Location,
+    version: (String, String),
+    record: &CommitRecord,
+) -> Result<((String, String), Standing)> {
+    Ok((version, sources::standing(lake, record).await?))
+}
+
+/// `record`'s chunk id if it is new to the table ([`is_new`]).
+async fn new_chunk<'a>(
+    lake: &Location,
+    table: &str,
+    record: &'a CommitRecord,
+    active: &HashMap<String, i64>,
+    tombstones: &HashSet<String>,
+) -> Result<Option<&'a str>> {
+    let new = is_new(lake, table, record, active, tombstones).await?;
+    Ok(new.then_some(record.chunk_id.as_str()))
+}
+
 pub(super) async fn is_new(
     lake: &Location,
     table: &str,

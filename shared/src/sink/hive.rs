@@ -1,6 +1,8 @@
 //! A Hive table: a chunk is visible once its files are written; the
 //! catalog learns of the table and its partitions when a batch is published.
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 
 use super::{Batch, Compaction, Origin, Published, Staged, TableSink, Upkeep, Vacuum};
@@ -45,13 +47,15 @@ impl TableSink for Hive {
         } = batch;
         let mut defs: Vec<TableDef> = Vec::new();
         let mut parts: Vec<PartitionDef> = Vec::new();
+        // A page of a backfill is 10^4 records: found by hash, not by scan.
+        let mut seen: HashSet<String> = HashSet::new();
         for r in records {
             let (def, ps) = commit_entries(r);
             if !defs.contains(&def) {
                 defs.push(def);
             }
             for p in ps {
-                if !parts.iter().any(|q| q.path == p.path) {
+                if seen.insert(p.path.clone()) {
                     parts.push(p);
                 }
             }
