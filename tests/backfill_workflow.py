@@ -334,7 +334,7 @@ def main():
         plans = forwarder.of("planner")
         pages = len(plans)
         check(pages >= 3 and totals["pages"] == pages and out["plan"]["next"] is None,
-              f"the plan came in {pages} pages of at most 3 tasks, the last one saying so",
+              f"the plan came in {pages} pages (a page closes at 3 tasks), the last one saying so",
               [c["output"] for c in plans])
         afters = [c["input"].get("after") for c in plans]
         check(afters == [""] + [c["output"]["next"] for c in plans[:-1]],
