@@ -265,23 +265,32 @@ pub(super) async fn commit_once(
     let mut chunk_ids = Vec::new();
     let mut schema: StructType = snapshot.schema().as_ref().clone();
     let now = Utc::now().timestamp_millis();
-    let taken = taken(table, snapshot, log.as_ref(), records).await?;
     for record in records {
         check_keys(table, record, &keys)?;
     }
-    // Whether each record not taken is new (a HEAD of its first file when
-    // the log does not name it), [`READ_CONCURRENCY`] at a time.
-    let checks: Vec<_> = records
+    // A record whose files the log names is not new, whatever else: only
+    // the others are looked up by their `txn` action (each lookup replays
+    // the log's `txn` actions) and then by a HEAD of their first file,
+    // [`READ_CONCURRENCY`] at a time.
+    let mut unseen = Vec::new();
+    for record in records {
+        if !in_log(table, record, &active, &tombstones)? {
+            unseen.push(record.clone());
+        }
+    }
+    let taken = taken(table, snapshot, log.as_ref(), &unseen).await?;
+    let checks: Vec<_> = unseen
         .iter()
         .filter(|r| !taken.contains(&r.chunk_id))
         .map(|r| new_chunk(lake, table, r, &active, &tombstones))
         .collect();
-    let new: HashSet<&str> = futures::stream::iter(checks)
+    let new: HashSet<String> = futures::stream::iter(checks)
         .buffer_unordered(READ_CONCURRENCY)
         .try_collect::<Vec<Option<&str>>>()
         .await?
         .into_iter()
         .flatten()
+        .map(str::to_string)
         .collect();
     let mut txns = Vec::new();
     for record in records {
@@ -487,6 +496,26 @@ async fn new_chunk<'a>(
     Ok(new.then_some(record.chunk_id.as_str()))
 }
 
+/// Whether the log names one of `record`'s files (as active or removed),
+/// or the record has none: then it is not new to the table.
+fn in_log(
+    table: &str,
+    record: &CommitRecord,
+    active: &HashMap<String, i64>,
+    tombstones: &HashSet<String>,
+) -> Result<bool> {
+    if record.files.is_empty() {
+        return Ok(true);
+    }
+    for f in &record.files {
+        let path = relative(table, &f.path)?;
+        if active.contains_key(&path) || tombstones.contains(&path) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 pub(super) async fn is_new(
     lake: &Location,
     table: &str,
@@ -494,15 +523,12 @@ pub(super) async fn is_new(
     active: &HashMap<String, i64>,
     tombstones: &HashSet<String>,
 ) -> Result<bool> {
+    if in_log(table, record, active, tombstones)? {
+        return Ok(false);
+    }
     let Some(first) = record.files.first() else {
         return Ok(false);
     };
-    for f in &record.files {
-        let path = relative(table, &f.path)?;
-        if active.contains_key(&path) || tombstones.contains(&path) {
-            return Ok(false);
-        }
-    }
     let path = lake.child(&first.path)?;
     match lake.store.head(&path).await {
         Ok(_) => Ok(true),

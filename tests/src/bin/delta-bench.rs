@@ -2,10 +2,11 @@
 //! visible one commit each and in batches, seconds and store calls; opening
 //! the table after those commits, with its checkpoints and without them.
 //!
-//!   cargo run --release -p sluice-tests --bin delta-bench -- [records] [batch]
+//!   cargo run --release -p sluice-tests --bin delta-bench -- [records] [batch] [batched]
 //!
-//! Defaults: 1000 records, batches of 100. The lake is a local folder; every
-//! store call is counted.
+//! Defaults: 1000 records, batches of 100; `batched` leaves out the commits
+//! of one record each (a backfill's scale: 100000 10000 batched). The lake
+//! is a local folder; every store call is counted.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -146,10 +147,15 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.get(1).map_or(1000, |a| a.parse().expect("records"));
     let batch: usize = args.get(2).map_or(100, |a| a.parse().expect("batch"));
+    let sizes: Vec<usize> = match args.get(3).map(String::as_str) {
+        Some("batched") => vec![batch],
+        None => vec![1, batch],
+        Some(other) => panic!("{other:?}: the third argument is `batched` or nothing"),
+    };
     println!(
         "delta committer: {n} commit records of one 10-row file each, one table, local folder"
     );
-    for size in [1, batch] {
+    for size in sizes {
         let dir = tempfile::tempdir().unwrap();
         let (lake, counted) = lake(dir.path());
         let recs = records(&lake, n).await;
@@ -176,6 +182,22 @@ async fn main() {
         println!(
             "    opening the table ({files} files) with its checkpoints: {:.1} ms, {calls} store calls",
             secs * 1e3
+        );
+        let log = dir.path().join("bench/_delta_log");
+        let (mut entries, mut checkpoints, mut bytes) = (0, 0, 0);
+        for e in std::fs::read_dir(&log).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().to_string();
+            bytes += e.metadata().unwrap().len();
+            if name.contains(".checkpoint") {
+                checkpoints += 1;
+            } else if name.ends_with(".json") {
+                entries += 1;
+            }
+        }
+        println!(
+            "    the log: {entries} commits, {checkpoints} checkpoint files, {:.1} MB in all",
+            bytes as f64 / 1e6
         );
         // Without checkpoints: every JSON entry is read.
         let log = dir.path().join("bench/_delta_log");
