@@ -981,6 +981,72 @@ async fn records_redelivered_after_compaction_checkpoint_and_vacuum_add_nothing(
     }
 }
 
+/// The committer reads every chunk's `txn` action in one pass over the log
+/// (`delta::txns`); it must find exactly the application ids delta-rs's
+/// kernel finds one at a time, whether the actions are in JSON commits, in
+/// a checkpoint, or in both (commits after the checkpoint), and no others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_one_pass_txn_read_finds_what_the_kernel_finds_id_by_id() {
+    let (engine, text) = engine_and_example().await;
+    let lines = one_day(&text, 240);
+    let (first, second) = lines.split_at(120);
+    let lake = lake_on(Arc::new(InMemory::new()));
+    let check = async |when: &str, want_at_least: usize| {
+        let t = delta::open(&lake, "clickstream", AsOf::Latest)
+            .await
+            .unwrap()
+            .unwrap();
+        let snapshot = t.snapshot().unwrap();
+        let log = t.log_store();
+        let (_, _, records) = table_state(&lake).await;
+        let read = delta::txns::app_ids("clickstream", snapshot, log.as_ref())
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{when}: the log is in the shape it reads"));
+        let mut asked: Vec<String> = records
+            .iter()
+            .map(|r| delta::chunk_app_id(&r.chunk_id))
+            .collect();
+        asked.push(delta::chunk_app_id("never-committed"));
+        let mut kernel = std::collections::BTreeSet::new();
+        for id in &asked {
+            if snapshot
+                .transaction_version(log.as_ref(), id)
+                .await
+                .unwrap()
+                .is_some()
+            {
+                kernel.insert(id.clone());
+            }
+        }
+        let read: std::collections::BTreeSet<String> = read.into_iter().collect();
+        assert_eq!(read, kernel, "{when}");
+        assert!(kernel.len() >= want_at_least, "{when}: {kernel:?}");
+        kernel.len()
+    };
+    let (_a, input) = raw_files(first, 40);
+    load(&engine, &input, &lake).await.unwrap();
+    let in_json = check("in JSON commits", 3).await;
+    let t = delta::open(&lake, "clickstream", AsOf::Latest)
+        .await
+        .unwrap()
+        .unwrap();
+    deltalake::checkpoints::create_checkpoint(&t, None)
+        .await
+        .unwrap();
+    assert_eq!(check("in a checkpoint", in_json).await, in_json);
+    // New sources (other file names) after the checkpoint.
+    let (_b, input) = raw_folder(
+        second
+            .chunks(40)
+            .enumerate()
+            .map(|(i, part)| (format!("later-{i}.jsonl"), part)),
+    );
+    load(&engine, &input, &lake).await.unwrap();
+    let both = check("in a checkpoint and the commits after it", in_json + 3).await;
+    assert!(both > in_json);
+}
+
 /// A re-upload of a file whose first version is in a Delta table, its load
 /// crashed at each store call in turn (then each call's answer lost), and
 /// at that moment a committer run over every commit record there is (a

@@ -208,6 +208,18 @@ pub(super) async fn taken(
     log: &dyn LogStore,
     records: &[CommitRecord],
 ) -> Result<HashSet<String>> {
+    if records.is_empty() {
+        return Ok(HashSet::new());
+    }
+    // Every app id at once ([`super::txns`]), rather than one log replay
+    // per record.
+    if let Some(all) = super::txns::app_ids(table, snapshot, log).await? {
+        return Ok(records
+            .iter()
+            .filter(|r| all.contains(&chunk_app_id(&r.chunk_id)))
+            .map(|r| r.chunk_id.clone())
+            .collect());
+    }
     let ids: HashSet<&str> = records.iter().map(|r| r.chunk_id.as_str()).collect();
     let lookups: Vec<_> = ids.into_iter().map(|id| took(snapshot, log, id)).collect();
     let found: Vec<Option<String>> = futures::stream::iter(lookups)

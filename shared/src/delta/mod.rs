@@ -32,7 +32,8 @@
 //! batch is planned again from the new snapshot.
 //!
 //! One module per operation, as delta-rs keeps `operations/`: [`table`]
-//! (open, create, files), [`commit`] (the committer), [`lease`] (one
+//! (open, create, files), [`commit`] (the committer), [`txns`] (the chunks
+//! a table took, read in one pass), [`lease`] (one
 //! committer per table), [`optimize`], [`vacuum`], [`register`], and
 //! [`merge`] (a CDC table's staged changes merged by key).
 
@@ -43,6 +44,7 @@ pub mod merge;
 pub mod optimize;
 pub mod register;
 pub mod table;
+pub mod txns;
 pub mod vacuum;
 
 pub use commit::*;
