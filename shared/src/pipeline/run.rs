@@ -107,20 +107,18 @@ impl FailedChunk {
 }
 
 impl Summary {
-    /// Count the rows, files and partitions of the chunks `records`.
-    fn count(&mut self, records: &[CommitRecord]) {
-        let mut partitions = HashSet::new();
-        for r in records {
-            self.rows_in += r.rows_in;
-            self.rows_out += r.rows_out;
-            self.rows_rejected += r.rows_rejected;
-            self.values_discarded += r.values_discarded;
-            self.tombstones += r.tombstones;
-            for f in &r.files {
-                self.files_out += 1;
-                self.bytes_out += f.bytes;
-                partitions.insert((r.table.as_str(), f.partition_path.as_str()));
-            }
+    /// Count the rows, files and partitions of a finished chunk's record;
+    /// `partitions` holds the (table, partition) pairs seen so far.
+    fn count(&mut self, r: &CommitRecord, partitions: &mut HashSet<(String, String)>) {
+        self.rows_in += r.rows_in;
+        self.rows_out += r.rows_out;
+        self.rows_rejected += r.rows_rejected;
+        self.values_discarded += r.values_discarded;
+        self.tombstones += r.tombstones;
+        for f in &r.files {
+            self.files_out += 1;
+            self.bytes_out += f.bytes;
+            partitions.insert((r.table.clone(), f.partition_path.clone()));
         }
         self.partitions = partitions.len() as u64;
     }
@@ -303,7 +301,11 @@ pub async fn run(
     // files' rows behind). Under `fail_fast` no chunk is started after the
     // first failure.
     let stop = Arc::new(AtomicBool::new(false));
-    let outcomes: Vec<(ChunkTask, Result<CommitRecord>)> = futures::stream::iter(tasks)
+    // Each outcome is counted as it comes and let go (a run of 10^5 files
+    // must not hold 10^5 commit records); only failures are kept.
+    let mut partitions = HashSet::new();
+    let mut failures: Vec<(ChunkTask, Error)> = Vec::new();
+    let mut outcomes = futures::stream::iter(tasks)
         .take_while(|_| futures::future::ready(!(options.fail_fast && stop.load(Ordering::SeqCst))))
         .map(|task| {
             spawn_chunk(
@@ -316,9 +318,14 @@ pub async fn run(
                 finished.clone(),
             )
         })
-        .buffer_unordered(options.workers.max(1))
-        .collect()
-        .await;
+        .buffer_unordered(options.workers.max(1));
+    while let Some((task, outcome)) = outcomes.next().await {
+        match outcome {
+            Ok(record) => summary.count(&record, &mut partitions),
+            Err(e) => failures.push((task, e)),
+        }
+    }
+    drop(outcomes);
     drop(finished);
     let done = committer.await.map_err(|e| {
         Error::Unavailable(format!(
@@ -327,7 +334,6 @@ pub async fn run(
     })?;
     summary.delta_commits = done.commits;
     summary.cdc = done.cdc;
-    let mut records = Vec::new();
     let mut first_error = None;
     for (batch, e) in done.failed {
         for record in batch {
@@ -342,19 +348,14 @@ pub async fn run(
         }
         first_error.get_or_insert(e);
     }
-    for (task, outcome) in outcomes {
-        match outcome {
-            Ok(record) => records.push(record),
-            Err(e) => {
-                summary.failed.push(FailedChunk::of(
-                    &task.table,
-                    &task.object.url,
-                    Some(task.chunk.index),
-                    &e,
-                ));
-                first_error.get_or_insert(e);
-            }
-        }
+    for (task, e) in failures {
+        summary.failed.push(FailedChunk::of(
+            &task.table,
+            &task.object.url,
+            Some(task.chunk.index),
+            &e,
+        ));
+        first_error.get_or_insert(e);
     }
     if options.fail_fast
         && let Some(e) = first_error
@@ -364,7 +365,6 @@ pub async fn run(
     summary
         .failed
         .sort_by(|a, b| (&a.file, a.chunk).cmp(&(&b.file, b.chunk)));
-    summary.count(&records);
     summary.chunks_skipped = counters.chunks_skipped.load(Ordering::Relaxed);
     summary.chunks_replaced = counters.chunks_replaced.load(Ordering::Relaxed);
     summary.seconds = started.elapsed().as_secs_f64();
