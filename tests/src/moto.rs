@@ -100,6 +100,23 @@ impl Moto {
         );
     }
 
+    /// A Glue database no other test of this run uses (`<prefix>_<pid>_<n>`),
+    /// created as the stack creates it; its name.
+    pub async fn create_database(&self, glue: &aws_sdk_glue::Client, prefix: &str) -> String {
+        let database = self.unique(prefix).replace('-', "_");
+        glue.create_database()
+            .database_input(
+                aws_sdk_glue::types::DatabaseInput::builder()
+                    .name(&database)
+                    .build()
+                    .expect("a database input"),
+            )
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("creating Glue database {database}: {e}"));
+        database
+    }
+
     /// One plain HTTP request to the server; the whole response.
     fn request(&self, method: &str, path: &str, body: &str) -> String {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("moto listens");

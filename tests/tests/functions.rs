@@ -171,17 +171,7 @@ impl World {
             queues.insert(q.into(), json!({"Ref": url, "Arn": arn}));
         }
         // The stack creates the database (CreateGlueDatabase); no function may.
-        let database = m.unique("db").replace('-', "_");
-        glue.create_database()
-            .database_input(
-                aws_sdk_glue::types::DatabaseInput::builder()
-                    .name(&database)
-                    .build()
-                    .unwrap(),
-            )
-            .send()
-            .await
-            .expect("database created");
+        let database = m.create_database(&glue, "db").await;
         let mut params = json!({
             "RawBucketName": raw,
             "LakeBucketName": lake,

@@ -75,17 +75,7 @@ async fn run(delta: bool, n: usize, lines: &[String]) {
     m.create_bucket(&lake);
     let aws = m.aws();
     let glue = aws_sdk_glue::Client::new(&aws.sdk_config().await);
-    let database = m.unique("bench_db").replace('-', "_");
-    glue.create_database()
-        .database_input(
-            aws_sdk_glue::types::DatabaseInput::builder()
-                .name(&database)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .expect("database created");
+    let database = m.create_database(&glue, "bench_db").await;
 
     // N objects of LINES lines each, uploaded straight to moto (not measured).
     let store = aws.s3(&raw).unwrap();
