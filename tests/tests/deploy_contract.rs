@@ -15,7 +15,7 @@ use sluice::messages::{Manifest, ManifestPayload};
 use sluice::plan::Chunk;
 use sluice_functions::catalog::CatalogResponse;
 use sluice_functions::compactor::{CompactorResponse, ManifestRequest};
-use sluice_functions::planner::PlanResponse;
+use sluice_functions::planner::{self, PlanResponse};
 use sluice_functions::transform::TaskResult;
 use sluice_tests::{python_json, repo_root};
 
@@ -188,7 +188,12 @@ fn eval(template: &Value, doc: &Value) -> Value {
                         {
                             let (p, n) = args.split_once(',').unwrap();
                             let base = path(doc, p.trim()).as_i64().expect("a number");
-                            json!(base + n.trim().parse::<i64>().unwrap())
+                            let n = n.trim();
+                            let add = match n.parse::<i64>() {
+                                Ok(k) => k,
+                                Err(_) => path(doc, n).as_i64().expect("a number"),
+                            };
+                            json!(base + add)
                         } else if expr.starts_with("States.") {
                             Value::Null
                         } else {
@@ -295,16 +300,22 @@ fn the_backfill_state_machine_passes_each_function_its_own_input_type() {
         },
         chunks: 2,
     };
+    // Two pages: the first planner call says where the second starts.
+    let planner_calls = std::cell::Cell::new(0);
     let compactor_calls = std::cell::Cell::new(0);
     let answers = |binary: &str| -> Value {
         match binary {
-            "planner" => serde_json::to_value(PlanResponse {
-                objects: 1,
-                tasks: 2,
-                manifest: Some(manifest.clone()),
-                ..PlanResponse::default()
-            })
-            .unwrap(),
+            "planner" => {
+                planner_calls.set(planner_calls.get() + 1);
+                serde_json::to_value(PlanResponse {
+                    objects: 1,
+                    tasks: 2,
+                    manifest: Some(manifest.clone()),
+                    next: (planner_calls.get() == 1).then(|| "raw/clickstream/k".to_string()),
+                    ..PlanResponse::default()
+                })
+                .unwrap()
+            }
             "transform" => serde_json::to_value(TaskResult {
                 table: "clickstream".into(),
                 source: item.source.url.clone(),
@@ -341,8 +352,20 @@ fn the_backfill_state_machine_passes_each_function_its_own_input_type() {
     };
     let check_input = |binary: &str, payload: &Value| match binary {
         "planner" => {
-            let targets =
-                decode(payload).unwrap_or_else(|e| panic!("planner input {payload}: {e}"));
+            let mut event = payload.clone();
+            let paging = planner::Paging::take(&mut event)
+                .unwrap_or_else(|e| panic!("planner input {payload}: {e}"));
+            let want = if planner_calls.get() == 0 {
+                ""
+            } else {
+                "raw/clickstream/k"
+            };
+            assert_eq!(
+                paging.after.as_deref(),
+                Some(want),
+                "each page starts after the last key of the page before it"
+            );
+            let targets = decode(&event).unwrap_or_else(|e| panic!("planner input {payload}: {e}"));
             assert!(
                 matches!(&targets[..], [Target::Prefix { bucket, prefix }]
                     if bucket == "raw-bucket" && prefix == "raw/clickstream/"),
@@ -369,10 +392,11 @@ fn the_backfill_state_machine_passes_each_function_its_own_input_type() {
                 r.payload.manifest, manifest,
                 "the compactor gets the manifest"
             );
-            let want = if compactor_calls.get() == 0 { 0 } else { 5 };
+            // Page 1: from 0, then from 5 where it stopped; page 2: from 0.
+            let want = if compactor_calls.get() == 1 { 5 } else { 0 };
             assert_eq!(
                 r.start, want,
-                "each Compact call starts where the last stopped"
+                "each Compact call starts where the last stopped, each page from 0"
             );
             assert_eq!(r.min_age.as_deref(), Some("0s"));
         }
@@ -387,9 +411,10 @@ fn the_backfill_state_machine_passes_each_function_its_own_input_type() {
         let s = &states[&at];
         let next = match s["Type"].as_str().unwrap() {
             "Pass" => {
-                let v = match s["InputPath"].as_str() {
-                    Some(p) => path(&doc, p).clone(),
-                    None => eval(&s["Parameters"], &doc),
+                let v = match (s["InputPath"].as_str(), s.get("Result")) {
+                    (Some(p), _) => path(&doc, p).clone(),
+                    (None, Some(result)) => result.clone(),
+                    (None, None) => eval(&s["Parameters"], &doc),
                 };
                 set(&mut doc, s["ResultPath"].as_str().unwrap(), v);
                 s["Next"].as_str()
@@ -412,14 +437,17 @@ fn the_backfill_state_machine_passes_each_function_its_own_input_type() {
                 let mut next = s["Default"].as_str();
                 for c in s["Choices"].as_array().unwrap() {
                     let variable = c["Variable"].as_str().unwrap();
-                    let taken = match c["IsPresent"].as_bool() {
-                        Some(present) => {
+                    let taken = match (c["IsPresent"].as_bool(), c["IsString"].as_bool()) {
+                        (Some(present), _) => {
                             path_opt(&doc, variable).is_some_and(|v| !v.is_null()) == present
                         }
-                        None => {
-                            let bound = c["NumericGreaterThan"]
-                                .as_f64()
-                                .expect("only NumericGreaterThan and IsPresent are modelled here");
+                        (None, Some(string)) => {
+                            path_opt(&doc, variable).is_some_and(Value::is_string) == string
+                        }
+                        (None, None) => {
+                            let bound = c["NumericGreaterThan"].as_f64().expect(
+                                "only NumericGreaterThan, IsPresent and IsString are modelled here",
+                            );
                             path(&doc, variable).as_f64().expect("a number") > bound
                         }
                     };
@@ -467,6 +495,22 @@ fn the_backfill_state_machine_passes_each_function_its_own_input_type() {
     assert_eq!(at, "Done", "the happy path ends in Done");
     assert_eq!(
         invoked,
-        ["planner", "transform", "catalog", "compactor", "compactor"]
+        [
+            "planner",
+            "transform",
+            "catalog",
+            "compactor",
+            "compactor",
+            "planner",
+            "transform",
+            "catalog",
+            "compactor"
+        ]
+    );
+    assert_eq!(
+        doc["totals"],
+        json!({"pages": 2, "objects": 2, "tasks": 4, "skipped_total": 0, "commits": 4,
+               "partitions_added": 6, "missing_total": 0}),
+        "the pages summed"
     );
 }

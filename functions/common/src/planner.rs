@@ -77,18 +77,18 @@ pub const PLAN_CONCURRENCY: usize = 16;
 
 /// Where a prefix's plan starts and how big its page is: the fields a direct
 /// payload may carry beside `{"bucket", "prefix"}`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
-struct Paging {
+pub struct Paging {
     /// Plan the keys after this one (the previous page's `next`).
-    after: Option<String>,
+    pub after: Option<String>,
     /// Tasks (and objects looked at) per page.
-    page_tasks: Option<usize>,
+    pub page_tasks: Option<usize>,
 }
 
 impl Paging {
-    /// Take the paging fields out of a direct payload.
-    fn take(event: &mut Value) -> Result<Paging, FunctionError> {
+    /// Take the paging fields out of a direct payload (the rest is the event).
+    pub fn take(event: &mut Value) -> Result<Paging, FunctionError> {
         let Some(fields) = event.as_object_mut() else {
             return Ok(Paging::default());
         };
