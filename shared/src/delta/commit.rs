@@ -183,7 +183,8 @@ pub async fn held(
         .try_collect()
         .await
         .map_err(|e| error(table, e))?;
-    let mut out = taken(table, snapshot, t.log_store().as_ref(), records).await?;
+    let refs: Vec<&CommitRecord> = records.iter().collect();
+    let mut out = taken(table, snapshot, t.log_store().as_ref(), &refs).await?;
     for r in records {
         if !out.contains(&r.chunk_id) && !is_new(lake, table, r, &active, &tombstones).await? {
             out.insert(r.chunk_id.clone());
@@ -206,7 +207,7 @@ pub(super) async fn taken(
     table: &str,
     snapshot: &DeltaTableState,
     log: &dyn LogStore,
-    records: &[CommitRecord],
+    records: &[&CommitRecord],
 ) -> Result<HashSet<String>> {
     if records.is_empty() {
         return Ok(HashSet::new());
@@ -287,22 +288,21 @@ pub(super) async fn commit_once(
     let mut unseen = Vec::new();
     for record in records {
         if !in_log(table, record, &active, &tombstones)? {
-            unseen.push(record.clone());
+            unseen.push(record);
         }
     }
     let taken = taken(table, snapshot, log.as_ref(), &unseen).await?;
     let checks: Vec<_> = unseen
         .iter()
         .filter(|r| !taken.contains(&r.chunk_id))
-        .map(|r| new_chunk(lake, table, r, &active, &tombstones))
+        .map(|r| new_chunk(lake, r))
         .collect();
-    let new: HashSet<String> = futures::stream::iter(checks)
+    let new: HashSet<&str> = futures::stream::iter(checks)
         .buffer_unordered(READ_CONCURRENCY)
         .try_collect::<Vec<Option<&str>>>()
         .await?
         .into_iter()
         .flatten()
-        .map(str::to_string)
         .collect();
     let mut txns = Vec::new();
     for record in records {
@@ -496,16 +496,11 @@ async fn standing_of(
     Ok((version, sources::standing(lake, record).await?))
 }
 
-/// `record`'s chunk id if it is new to the table ([`is_new`]).
-async fn new_chunk<'a>(
-    lake: &Location,
-    table: &str,
-    record: &'a CommitRecord,
-    active: &HashMap<String, i64>,
-    tombstones: &HashSet<String>,
-) -> Result<Option<&'a str>> {
-    let new = is_new(lake, table, record, active, tombstones).await?;
-    Ok(new.then_some(record.chunk_id.as_str()))
+/// The chunk id of `record`, which the log does not name, if its files are
+/// still there ([`files_there`]).
+async fn new_chunk<'a>(lake: &Location, record: &'a CommitRecord) -> Result<Option<&'a str>> {
+    let there = files_there(lake, record).await?;
+    Ok(there.then_some(record.chunk_id.as_str()))
 }
 
 /// Whether the log names one of `record`'s files (as active or removed),
@@ -538,6 +533,13 @@ pub(super) async fn is_new(
     if in_log(table, record, active, tombstones)? {
         return Ok(false);
     }
+    files_there(lake, record).await
+}
+
+/// Whether the first file of `record` is still in the lake (a HEAD): a
+/// record whose files VACUUM deleted long ago is not added again.
+async fn files_there(lake: &Location, record: &CommitRecord) -> Result<bool> {
+    let table = record.table.as_str();
     let Some(first) = record.files.first() else {
         return Ok(false);
     };
