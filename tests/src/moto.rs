@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use sluice::store::AwsOptions;
@@ -22,6 +22,18 @@ pub struct Moto {
     _child: Mutex<Child>,
 }
 
+/// Set by [`index_listings`]: start the server with an S3 LIST that costs
+/// what S3's does (tests/moto_indexed_list.py).
+static INDEXED_LISTINGS: AtomicBool = AtomicBool::new(false);
+
+/// Have the server, when it starts, answer S3 LISTs from a sorted index of
+/// each bucket's keys instead of walking the whole bucket for each one, as
+/// moto does. For benchmarks of how the product's work grows with the
+/// bucket; call it before the first [`moto`]. The tests keep moto as it is.
+pub fn index_listings() {
+    INDEXED_LISTINGS.store(true, Ordering::SeqCst);
+}
+
 /// The server of this test process, started on first use.
 pub fn moto() -> &'static Moto {
     static MOTO: OnceLock<Moto> = OnceLock::new();
@@ -29,6 +41,10 @@ pub fn moto() -> &'static Moto {
         let script = repo_root().join("tests/moto_server.py");
         let mut child = Command::new(python())
             .arg(&script)
+            .env(
+                "SLUICE_MOTO_INDEXED_LIST",
+                if INDEXED_LISTINGS.load(Ordering::SeqCst) { "1" } else { "0" },
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -2694,3 +2694,22 @@ async fn the_functions_write_and_register_only_the_tables_the_stack_names() {
     let names: Vec<&str> = tables.table_list().iter().map(|t| t.name()).collect();
     assert_eq!(names, ["clickstream"]);
 }
+
+/// backfill-bench has moto answer S3 LISTs from a sorted index of the
+/// bucket's keys (moto walks the whole bucket per listing); that index
+/// answers every listing (V1 and V2, prefix, delimiter, start-after,
+/// max-keys, after puts, overwrites and deletes) as moto itself does.
+#[test]
+fn the_benchmarks_indexed_listing_answers_as_moto_does() {
+    let out = std::process::Command::new(sluice_tests::python())
+        .arg(repo_root().join("tests/moto_indexed_list.py"))
+        .arg("check")
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
