@@ -173,6 +173,30 @@ impl fmt::Display for FaultyStore {
     }
 }
 
+impl FaultyStore {
+    /// `inner`, a listing, failed at its start when the schedule says so.
+    fn listing(
+        &self,
+        inner: BoxStream<'static, Result<ObjectMeta>>,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
+        let (n, fail) = self.next();
+        let kind = self.kind;
+        let hook = self.hook.clone();
+        futures::stream::once(async move {
+            if let Some(h) = &hook {
+                h(n).await;
+            }
+            if fail {
+                futures::stream::once(async move { Err(injected("list", n, kind)) }).boxed()
+            } else {
+                inner
+            }
+        })
+        .flatten()
+        .boxed()
+    }
+}
+
 #[async_trait]
 impl ObjectStore for FaultyStore {
     async fn put_opts(
@@ -259,22 +283,15 @@ impl ObjectStore for FaultyStore {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        let (n, fail) = self.next();
-        let kind = self.kind;
-        let hook = self.hook.clone();
-        let inner = self.inner.list(prefix);
-        futures::stream::once(async move {
-            if let Some(h) = &hook {
-                h(n).await;
-            }
-            if fail {
-                futures::stream::once(async move { Err(injected("list", n, kind)) }).boxed()
-            } else {
-                inner
-            }
-        })
-        .flatten()
-        .boxed()
+        self.listing(self.inner.list(prefix))
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.listing(self.inner.list_with_offset(prefix, offset))
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {

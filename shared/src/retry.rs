@@ -451,9 +451,48 @@ impl ObjectStore for RetryStore {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.listing(prefix, None)
+    }
+
+    /// The store's own listing from `offset` (S3's `start-after`): without
+    /// it, object_store's default lists the whole prefix and drops the keys
+    /// up to `offset`, so each page of a backfill listed every page before it.
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.listing(prefix, Some(offset))
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        let at = prefix.map(|p| p.to_string()).unwrap_or_default();
+        retry("list", &at, || self.inner.list_with_delimiter(prefix)).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        retry("copy", from.as_ref(), || {
+            self.inner.copy_opts(from, to, options.clone())
+        })
+        .await
+    }
+}
+
+impl RetryStore {
+    /// A listing of `prefix` (after `offset`, if given) that, when the
+    /// store fails part-way with a transient error, starts again after the
+    /// last key it gave, within the storage retry policy.
+    fn listing(
+        &self,
+        prefix: Option<&Path>,
+        offset: Option<&Path>,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
         let inner = self.inner.clone();
         let prefix = prefix.cloned();
-        let first = inner.list(prefix.as_ref());
+        let first = match offset {
+            Some(offset) => inner.list_with_offset(prefix.as_ref(), offset),
+            None => inner.list(prefix.as_ref()),
+        };
         struct State {
             inner: Arc<dyn ObjectStore>,
             prefix: Option<Path>,
@@ -466,7 +505,7 @@ impl ObjectStore for RetryStore {
             inner,
             prefix,
             stream: first,
-            last: None,
+            last: offset.cloned(),
             attempt: 1,
             started: std::time::Instant::now(),
         };
@@ -501,18 +540,6 @@ impl ObjectStore for RetryStore {
             }
         })
         .boxed()
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        let at = prefix.map(|p| p.to_string()).unwrap_or_default();
-        retry("list", &at, || self.inner.list_with_delimiter(prefix)).await
-    }
-
-    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        retry("copy", from.as_ref(), || {
-            self.inner.copy_opts(from, to, options.clone())
-        })
-        .await
     }
 }
 
@@ -585,6 +612,43 @@ mod tests {
     struct Flaky {
         inner: InMemory,
         breaks: AtomicU32,
+        /// Listings to fail before their first item.
+        cold_breaks: AtomicU32,
+        /// Listings asked of this store: whole, and from an offset.
+        lists: AtomicU32,
+        offset_lists: AtomicU32,
+    }
+
+    impl Flaky {
+        fn new() -> Flaky {
+            Flaky {
+                inner: InMemory::new(),
+                breaks: AtomicU32::new(0),
+                cold_breaks: AtomicU32::new(0),
+                lists: AtomicU32::new(0),
+                offset_lists: AtomicU32::new(0),
+            }
+        }
+
+        /// `items`, broken before its first item while cold breaks are
+        /// left, then after its first item while breaks are left.
+        fn breaking(
+            &self,
+            items: BoxStream<'static, Result<ObjectMeta>>,
+        ) -> BoxStream<'static, Result<ObjectMeta>> {
+            if self.cold_breaks.load(Ordering::SeqCst) > 0 {
+                self.cold_breaks.fetch_sub(1, Ordering::SeqCst);
+                return futures::stream::once(async { Err(body_error()) }).boxed();
+            }
+            if self.breaks.load(Ordering::SeqCst) > 0 {
+                self.breaks.fetch_sub(1, Ordering::SeqCst);
+                return items
+                    .take(1)
+                    .chain(futures::stream::once(async { Err(body_error()) }))
+                    .boxed();
+            }
+            items
+        }
     }
 
     impl fmt::Display for Flaky {
@@ -633,15 +697,16 @@ mod tests {
             self.inner.delete_stream(l)
         }
         fn list(&self, p: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-            let items = self.inner.list(p);
-            if self.breaks.load(Ordering::SeqCst) > 0 {
-                self.breaks.fetch_sub(1, Ordering::SeqCst);
-                return items
-                    .take(1)
-                    .chain(futures::stream::once(async { Err(body_error()) }))
-                    .boxed();
-            }
-            items
+            self.lists.fetch_add(1, Ordering::SeqCst);
+            self.breaking(self.inner.list(p))
+        }
+        fn list_with_offset(
+            &self,
+            p: Option<&Path>,
+            offset: &Path,
+        ) -> BoxStream<'static, Result<ObjectMeta>> {
+            self.offset_lists.fetch_add(1, Ordering::SeqCst);
+            self.breaking(self.inner.list_with_offset(p, offset))
         }
         async fn list_with_delimiter(&self, p: Option<&Path>) -> Result<ListResult> {
             self.inner.list_with_delimiter(p).await
@@ -653,10 +718,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_broken_listing_resumes_after_its_last_key_and_gets_retry() {
-        let flaky = Arc::new(Flaky {
-            inner: InMemory::new(),
-            breaks: AtomicU32::new(0),
-        });
+        let flaky = Arc::new(Flaky::new());
         for k in ["a", "b", "c", "d"] {
             flaky.put(&Path::from(k), "x".into()).await.unwrap();
         }
@@ -685,6 +747,39 @@ mod tests {
             store.get(&Path::from("zz")).await,
             Err(object_store::Error::NotFound { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_listing_from_an_offset_is_the_stores_own_and_resumes_after_its_last_key() {
+        // A backfill's later pages list from the previous page's last key:
+        // the store is asked for that (S3's start-after), not for the whole
+        // prefix to be filtered here, also when a break makes it start again.
+        let flaky = Arc::new(Flaky::new());
+        for k in ["a", "b", "c", "d", "e"] {
+            flaky.put(&Path::from(k), "x".into()).await.unwrap();
+        }
+        let store = RetryStore::new(flaky.clone());
+        let after = |store: &RetryStore| {
+            store
+                .list_with_offset(None, &Path::from("b"))
+                .map(|m| m.unwrap().location.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(after(&store).await, ["c", "d", "e"]);
+        assert_eq!(flaky.lists.load(Ordering::SeqCst), 0);
+        assert_eq!(flaky.offset_lists.load(Ordering::SeqCst), 1);
+        flaky.breaks.store(2, Ordering::SeqCst);
+        assert_eq!(
+            after(&store).await,
+            ["c", "d", "e"],
+            "each key once, in order"
+        );
+        assert_eq!(flaky.offset_lists.load(Ordering::SeqCst), 4);
+        // Broken before it gave a key: it starts again from the offset.
+        flaky.cold_breaks.store(1, Ordering::SeqCst);
+        assert_eq!(after(&store).await, ["c", "d", "e"]);
+        assert_eq!(flaky.lists.load(Ordering::SeqCst), 0);
+        assert_eq!(flaky.offset_lists.load(Ordering::SeqCst), 6);
     }
 
     #[test]
