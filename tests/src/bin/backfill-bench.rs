@@ -5,7 +5,7 @@
 //! page). Prints each step's time and calls per 1,000 objects, so that how
 //! they grow with N can be read off.
 //!
-//!   cargo run -p sluice-tests --bin backfill-bench -- [hive|delta] N...
+//!   cargo run -p sluice-tests --bin backfill-bench -- [hive|delta|plan] N...
 //!
 //! Every call reaches moto through tests/fault_proxy.py (no faults), which
 //! counts them by method (S3: GET, PUT, HEAD, DELETE; Glue: POST). The
@@ -70,7 +70,7 @@ async fn measure<T>(
     )
 }
 
-async fn run(delta: bool, n: usize, lines: &[String]) {
+async fn run(delta: bool, plan_only: bool, n: usize, lines: &[String]) {
     let m = moto();
     let raw = m.unique("bench-raw");
     let lake = m.unique("bench-lake");
@@ -154,6 +154,10 @@ async fn run(delta: bool, n: usize, lines: &[String]) {
         (pages, calls)
     })
     .await;
+    if plan_only {
+        print_steps("plan", n, &[&plan]);
+        return;
+    }
     let lake_store = aws.s3(&lake).unwrap();
     let mut tasks: Vec<Value> = Vec::new();
     for page in &pages {
@@ -196,8 +200,30 @@ async fn run(delta: bool, n: usize, lines: &[String]) {
     .await;
     assert_eq!(registered as usize, n, "every chunk registered");
 
-    let what = if delta { "delta" } else { "hive" };
-    for s in [&plan, &transform_step, &register] {
+    print_steps(
+        if delta { "delta" } else { "hive" },
+        n,
+        &[&plan, &transform_step, &register],
+    );
+    if delta {
+        let location = sluice::store::Location::open_with(&format!("s3://{lake}"), true, &aws)
+            .expect("the lake");
+        let t = Instant::now();
+        let table = sluice::delta::open(&location, "clickstream", sluice::delta::AsOf::Latest)
+            .await
+            .expect("open")
+            .expect("a table");
+        let version = table.version().unwrap_or_default();
+        println!(
+            "delta {n:>7} opening the table after the backfill: {:.2} s (version {version})",
+            t.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// Prints each step's time and calls, in all and per 1,000 objects.
+fn print_steps(what: &str, n: usize, steps: &[&Step]) {
+    for s in steps {
         let total: u64 = s.calls.iter().sum();
         let per = |x: f64| x * 1000.0 / n as f64;
         println!(
@@ -215,29 +241,17 @@ async fn run(delta: bool, n: usize, lines: &[String]) {
             s.calls[4],
         );
     }
-    if delta {
-        let location = sluice::store::Location::open_with(&format!("s3://{lake}"), true, &aws)
-            .expect("the lake");
-        let t = Instant::now();
-        let table = sluice::delta::open(&location, "clickstream", sluice::delta::AsOf::Latest)
-            .await
-            .expect("open")
-            .expect("a table");
-        let version = table.version().unwrap_or_default();
-        println!(
-            "delta {n:>7} opening the table after the backfill: {:.2} s (version {version})",
-            t.elapsed().as_secs_f64()
-        );
-    }
 }
 
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let delta = match args.first().map(String::as_str) {
-        Some("hive") => false,
-        Some("delta") => true,
-        _ => panic!("usage: backfill-bench hive|delta N..."),
+    // `plan`: the plan step alone (of a Hive table), for the planner's pages.
+    let (delta, plan_only) = match args.first().map(String::as_str) {
+        Some("hive") => (false, false),
+        Some("delta") => (true, false),
+        Some("plan") => (false, true),
+        _ => panic!("usage: backfill-bench hive|delta|plan N..."),
     };
     index_listings();
     let sizes: Vec<usize> = args[1..]
@@ -256,6 +270,6 @@ async fn main() {
         sluice_functions::planner::DEFAULT_PAGE_TASKS
     );
     for n in sizes {
-        run(delta, n, &lines).await;
+        run(delta, plan_only, n, &lines).await;
     }
 }
