@@ -83,7 +83,10 @@ def _entries(bucket, prefix, delimiter, after, limit):
         start = max(start, bisect.bisect_right(names, after))
     out = []
     last_folder = None
-    for name in names[start:]:
+    # By index: `names[start:]` would copy the rest of the bucket's names,
+    # which costs as much as the walk this replaces.
+    for at in range(start, len(names)):
+        name = names[at]
         if not name.startswith(prefix):
             break
         if limit is not None and len(out) >= limit:
