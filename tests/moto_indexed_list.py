@@ -15,7 +15,7 @@ V2, from a binary search to the prefix (and to the start-after key or
 continuation token), stopping one entry after the page. What it returns is
 what moto returns: the same keys and common prefixes, in the same order, the
 same truncation and tokens. `python tests/moto_indexed_list.py check`
-compares the two on random buckets; `tests/tests/versions.rs` runs it.
+compares the two on random buckets; `tests/tests/functions.rs` runs it.
 
 Only the benchmark turns it on (`SLUICE_MOTO_INDEXED_LIST=1`, read by
 tests/moto_server.py); the tests keep moto as it is."""

@@ -117,6 +117,28 @@ impl FaultyStore {
             Ok(())
         }
     }
+
+    /// `inner`, a listing, failed at its start when the schedule says so.
+    fn listing(
+        &self,
+        inner: BoxStream<'static, Result<ObjectMeta>>,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
+        let (n, fail) = self.next();
+        let kind = self.kind;
+        let hook = self.hook.clone();
+        futures::stream::once(async move {
+            if let Some(h) = &hook {
+                h(n).await;
+            }
+            if fail {
+                futures::stream::once(async move { Err(injected("list", n, kind)) }).boxed()
+            } else {
+                inner
+            }
+        })
+        .flatten()
+        .boxed()
+    }
 }
 
 fn fails(faults: Faults, n: u64) -> bool {
@@ -170,30 +192,6 @@ impl fmt::Debug for FaultyStore {
 impl fmt::Display for FaultyStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "FaultyStore({})", self.inner)
-    }
-}
-
-impl FaultyStore {
-    /// `inner`, a listing, failed at its start when the schedule says so.
-    fn listing(
-        &self,
-        inner: BoxStream<'static, Result<ObjectMeta>>,
-    ) -> BoxStream<'static, Result<ObjectMeta>> {
-        let (n, fail) = self.next();
-        let kind = self.kind;
-        let hook = self.hook.clone();
-        futures::stream::once(async move {
-            if let Some(h) = &hook {
-                h(n).await;
-            }
-            if fail {
-                futures::stream::once(async move { Err(injected("list", n, kind)) }).boxed()
-            } else {
-                inner
-            }
-        })
-        .flatten()
-        .boxed()
     }
 }
 

@@ -338,6 +338,18 @@ impl MultipartUpload for CheckedUpload {
     }
 }
 
+/// `store`'s listing of `prefix`, of the keys after `after` if given.
+fn list_after(
+    store: &dyn ObjectStore,
+    prefix: Option<&Path>,
+    after: Option<&Path>,
+) -> BoxStream<'static, Result<ObjectMeta>> {
+    match after {
+        Some(after) => store.list_with_offset(prefix, after),
+        None => store.list(prefix),
+    }
+}
+
 /// Retries transient failures of idempotent calls; see the module docs.
 #[derive(Debug)]
 pub struct RetryStore {
@@ -347,6 +359,64 @@ pub struct RetryStore {
 impl RetryStore {
     pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
         RetryStore { inner }
+    }
+
+    /// A listing of `prefix` (after `offset`, if given) that, when the
+    /// store fails part-way with a transient error, starts again after the
+    /// last key it gave, within the storage retry policy.
+    fn listing(
+        &self,
+        prefix: Option<&Path>,
+        offset: Option<&Path>,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
+        let inner = self.inner.clone();
+        let prefix = prefix.cloned();
+        let first = list_after(inner.as_ref(), prefix.as_ref(), offset);
+        struct State {
+            inner: Arc<dyn ObjectStore>,
+            prefix: Option<Path>,
+            stream: BoxStream<'static, Result<ObjectMeta>>,
+            last: Option<Path>,
+            attempt: u32,
+            started: std::time::Instant,
+        }
+        let state = State {
+            inner,
+            prefix,
+            stream: first,
+            last: offset.cloned(),
+            attempt: 1,
+            started: std::time::Instant::now(),
+        };
+        futures::stream::unfold(state, |mut s| async move {
+            loop {
+                match s.stream.next().await {
+                    None => return None,
+                    Some(Ok(meta)) => {
+                        s.last = Some(meta.location.clone());
+                        s.attempt = 1;
+                        s.started = std::time::Instant::now();
+                        return Some((Ok(meta), s));
+                    }
+                    Some(Err(e))
+                        if Policy::STORAGE.again(s.attempt, s.started) && transient(&e) =>
+                    {
+                        let wait = Policy::STORAGE.wait(s.attempt);
+                        tracing::warn!(op = "list", attempt = s.attempt, wait_ms = wait.as_millis() as u64, error = %e, "retrying a listing after the last key it gave");
+                        s.attempt += 1;
+                        tokio::time::sleep(wait).await;
+                        s.stream =
+                            list_after(s.inner.as_ref(), s.prefix.as_ref(), s.last.as_ref());
+                    }
+                    Some(Err(e)) => {
+                        // Nothing after an error that is not retried.
+                        s.stream = futures::stream::empty().boxed();
+                        return Some((Err(e), s));
+                    }
+                }
+            }
+        })
+        .boxed()
     }
 }
 
@@ -475,71 +545,6 @@ impl ObjectStore for RetryStore {
             self.inner.copy_opts(from, to, options.clone())
         })
         .await
-    }
-}
-
-impl RetryStore {
-    /// A listing of `prefix` (after `offset`, if given) that, when the
-    /// store fails part-way with a transient error, starts again after the
-    /// last key it gave, within the storage retry policy.
-    fn listing(
-        &self,
-        prefix: Option<&Path>,
-        offset: Option<&Path>,
-    ) -> BoxStream<'static, Result<ObjectMeta>> {
-        let inner = self.inner.clone();
-        let prefix = prefix.cloned();
-        let first = match offset {
-            Some(offset) => inner.list_with_offset(prefix.as_ref(), offset),
-            None => inner.list(prefix.as_ref()),
-        };
-        struct State {
-            inner: Arc<dyn ObjectStore>,
-            prefix: Option<Path>,
-            stream: BoxStream<'static, Result<ObjectMeta>>,
-            last: Option<Path>,
-            attempt: u32,
-            started: std::time::Instant,
-        }
-        let state = State {
-            inner,
-            prefix,
-            stream: first,
-            last: offset.cloned(),
-            attempt: 1,
-            started: std::time::Instant::now(),
-        };
-        futures::stream::unfold(state, |mut s| async move {
-            loop {
-                match s.stream.next().await {
-                    None => return None,
-                    Some(Ok(meta)) => {
-                        s.last = Some(meta.location.clone());
-                        s.attempt = 1;
-                        s.started = std::time::Instant::now();
-                        return Some((Ok(meta), s));
-                    }
-                    Some(Err(e))
-                        if Policy::STORAGE.again(s.attempt, s.started) && transient(&e) =>
-                    {
-                        let wait = Policy::STORAGE.wait(s.attempt);
-                        tracing::warn!(op = "list", attempt = s.attempt, wait_ms = wait.as_millis() as u64, error = %e, "retrying a listing after the last key it gave");
-                        s.attempt += 1;
-                        tokio::time::sleep(wait).await;
-                        s.stream = match &s.last {
-                            Some(last) => s.inner.list_with_offset(s.prefix.as_ref(), last),
-                            None => s.inner.list(s.prefix.as_ref()),
-                        };
-                    }
-                    Some(Err(e)) => {
-                        // Nothing after an error that is not retried.
-                        s.stream = futures::stream::empty().boxed();
-                        return Some((Err(e), s));
-                    }
-                }
-            }
-        })
-        .boxed()
     }
 }
 
