@@ -17,17 +17,12 @@ partitioned by (dt, event_type), zstd Parquet):
 - `plain`, bench/plain.toml: every column as read, plus the date of event_time.
 """
 import argparse
-import http.server
-import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "bench", "data")
@@ -137,52 +132,27 @@ def run_peer(engine, job, fmt, path, threads, out):
     return wall, cpu, rss, out
 
 
-class _RuntimeApi(http.server.BaseHTTPRequestHandler):
-    """Answers nothing: records when a function first asks for an event."""
-    first_poll = None
-
-    def do_GET(self):
-        if "/runtime/invocation/next" in self.path and _RuntimeApi.first_poll is None:
-            _RuntimeApi.first_poll = time.perf_counter()
-        time.sleep(5)
-
-    def log_message(self, *args):
-        pass
-
-
 def cold_starts(size, runs=10):
-    """Median ms from process start to the first poll of the Runtime API, per function."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RuntimeApi)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    """Median ms from process start to the first poll of the Runtime API, per
+    function (bench/functions.py's Runtime API stub; settings from a local
+    file here, from S3 there)."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    from functions import run_function
+
     lake = tempfile.mkdtemp()
     config = os.path.join(lake, "sluice.toml")
     with open(os.path.join(ROOT, "bench", "ingest.toml")) as f:
         text = f.read()
     with open(config, "w") as f:
         f.write(f'[lake]\nroot = "{lake}/lake"\n[input]\nroot = "{DATA}/raw-{size}"\n' + text)
-    env = dict(os.environ, AWS_LAMBDA_RUNTIME_API=f"127.0.0.1:{server.server_address[1]}",
-               AWS_LAMBDA_FUNCTION_NAME="bench", AWS_LAMBDA_FUNCTION_MEMORY_SIZE="1769",
+    env = dict(os.environ, AWS_LAMBDA_FUNCTION_NAME="bench", AWS_LAMBDA_FUNCTION_MEMORY_SIZE="1769",
                AWS_LAMBDA_FUNCTION_VERSION="$LATEST", AWS_REGION="us-east-1", AWS_ACCESS_KEY_ID="x",
                AWS_SECRET_ACCESS_KEY="x", AWS_EC2_METADATA_DISABLED="true", SLUICE_CONFIG=config,
                RUST_LOG="warn")
     result = {}
     for name in ("planner", "transform", "catalog"):
-        times = []
-        for _ in range(runs):
-            _RuntimeApi.first_poll = None
-            start = time.perf_counter()
-            p = subprocess.Popen([os.path.join(RELEASE, name)], env=env, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.PIPE)
-            while _RuntimeApi.first_poll is None and p.poll() is None and time.perf_counter() - start < 10:
-                time.sleep(0.0005)
-            if _RuntimeApi.first_poll is None:
-                p.kill()
-                sys.exit(f"{name} never polled the Runtime API: {p.stderr.read().decode()[-2000:]}")
-            times.append((_RuntimeApi.first_poll - start) * 1000)
-            p.kill()
-            p.wait()
+        times = [run_function(os.path.join(RELEASE, name), env, [])[0] * 1000 for _ in range(runs)]
         result[name] = statistics.median(times)
-    server.shutdown()
     shutil.rmtree(lake, ignore_errors=True)
     return result
 
