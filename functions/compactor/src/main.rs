@@ -4,6 +4,11 @@
 //! event handed to [`sluice_functions::compactor::handle`] with the
 //! invocation's deadline, so that long work stops in time and says where to go on.
 
+// jemalloc, as in the sluice command: glibc's per-thread arenas held twice
+// the memory at the same live heap (bench/README.md, "Memory").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     sluice_functions::serve("compactor", |deps, event, deadline| {

@@ -3,6 +3,11 @@
 //! clients built once ([`sluice_functions::serve`]), and every event handed to
 //! [`sluice_functions::planner::handle`].
 
+// jemalloc, as in the sluice command: glibc's per-thread arenas held twice
+// the memory at the same live heap (bench/README.md, "Memory").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     sluice_functions::serve("planner", |deps, event, _deadline| {
