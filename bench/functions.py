@@ -176,12 +176,14 @@ def run_function(binary, env, events):
     env = dict(env, AWS_LAMBDA_RUNTIME_API=f"127.0.0.1:{runtime.port}")
     started = time.perf_counter()
     # One core, as a function of up to 1,769 MB has one vCPU.
-    proc = subprocess.Popen(["taskset", "-c", "0", str(binary)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    # Its log goes to a file: a pipe nobody reads would stall it once full.
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(["taskset", "-c", "0", str(binary)], env=env, stdout=log, stderr=log)
     try:
         while runtime.first_poll is None:
-            if proc.poll() is not None:
-                sys.exit(f"{binary} exited before polling: {proc.stderr.read().decode(errors='replace')[-2000:]}")
+            if proc.poll() is not None or time.perf_counter() - started > 60:
+                log.seek(0)
+                sys.exit(f"{binary} did not poll the Runtime API: {log.read().decode(errors='replace')[-2000:]}")
             time.sleep(0.0005)
         init = runtime.first_poll - started
         answers = [runtime.invoke(e) for e in events]
@@ -190,6 +192,7 @@ def run_function(binary, env, events):
     finally:
         proc.kill()
         proc.wait()
+        log.close()
         runtime.stop()
 
 
