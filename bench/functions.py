@@ -31,6 +31,7 @@ import json
 import os
 import queue
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -162,7 +163,6 @@ def lay_out(endpoint, big):
     assert "glue_database" in config and "clickstream_live" in config
     s3.put_object(Bucket="example-lake-bucket", Key="_sluice/config/sluice.toml", Body=config.encode())
     boto3.client("glue", endpoint_url=endpoint).create_database(DatabaseInput={"Name": "sluice_local"})
-    return s3
 
 
 def event(name):
@@ -211,14 +211,13 @@ def main():
         subprocess.run([args.sluice, "generate", "--out", str(work / "gen"), "--size", f"{args.big_mb}MB"],
                        check=True, stdout=subprocess.DEVNULL)
         big = next((work / "gen").rglob("*.jsonl"))
-    for k, v in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
-                 ("AWS_DEFAULT_REGION", "us-east-1")):
-        os.environ.setdefault(k, v)
+    # moto's credentials and region, for boto3 here and the functions alike.
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_REGION="us-east-1",
+                      AWS_DEFAULT_REGION="us-east-1")
     moto, endpoint = start_moto()
     try:
         lay_out(endpoint, big)
-        base = dict(os.environ, AWS_ENDPOINT_URL=endpoint, AWS_ALLOW_HTTP="true", AWS_REGION="us-east-1",
-                    AWS_DEFAULT_REGION="us-east-1", AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+        base = dict(os.environ, AWS_ENDPOINT_URL=endpoint, AWS_ALLOW_HTTP="true",
                     AWS_EC2_METADATA_DISABLED="true", RUST_LOG="warn",
                     SLUICE_CONFIG="s3://example-lake-bucket/_sluice/config/sluice.toml",
                     AWS_LAMBDA_FUNCTION_VERSION="$LATEST",
@@ -236,17 +235,13 @@ def main():
         for name, ev in plan:
             env = dict(base, AWS_LAMBDA_FUNCTION_NAME=f"sluice-{name}",
                        AWS_LAMBDA_FUNCTION_MEMORY_SIZE=str(memory[name]))
-            inits = []
-            first = None
-            for i in range(args.starts):
-                # The first start does the work; the others start, answer a
-                # cheap event (a test event, or the same work already done) and stop.
-                init, answers, rss = run_function(bins / name, env, [event(ev)])
-                inits.append(init)
-                if i == 0:
-                    first = (answers[0][0], rss)
+            # The first start does the work; the others start, answer a
+            # cheap event (a test event, or the same work already done) and stop.
+            starts = [run_function(bins / name, env, [event(ev)]) for _ in range(args.starts)]
+            inits = [init for init, _, _ in starts]
+            _, [(took, _)], rss = starts[0]
             print(f"{name:<10} {statistics.median(inits) * 1000:>9.0f} ms {max(inits) * 1000:>6.0f} ms "
-                  f"{first[0] * 1000:>9.0f} ms {first[1]:>6.0f} MB {memory[name]:>8} MB")
+                  f"{took * 1000:>9.0f} ms {rss:>6.0f} MB {memory[name]:>8} MB")
         if big:
             size = big.stat().st_size
             task = {"table": "clickstream",
@@ -262,6 +257,7 @@ def main():
     finally:
         moto.stdin.close()
         moto.wait()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
