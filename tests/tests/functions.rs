@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 use sluice::catalog::Catalog;
 use sluice::messages::TaskSpec;
 use sluice::store::AwsOptions;
-use sluice_functions::{Deps, Settings, catalog, compactor, planner, transform};
+use sluice_functions::{
+    Committer, Deps, Planner, Settings, Transformer, catalog, compactor, planner, transform,
+};
 use sluice_tests::moto::{Stack, moto};
 use sluice_tests::{check_lake_matches_raw, compare_script, python_json, repo_root, sluice_bin};
 
@@ -346,13 +348,16 @@ impl World {
                 .then(|| self.compaction_queue_url.clone()),
             chunk_size,
             aws: self.stack.aws(function),
-            pipeline_only: !matches!(function, "TransformFunction" | "StreamFunction"),
             ..Settings::default()
         };
         change(&mut settings);
-        let deps = Deps::new(&settings)
-            .await
-            .unwrap_or_else(|e| panic!("{function} starts: {e:#}"));
+        // Each function's parts, as its `main` names them.
+        let deps = match function {
+            "PlannerFunction" => Deps::new(&settings, Planner).await,
+            "TransformFunction" | "StreamFunction" => Deps::new(&settings, Transformer).await,
+            _ => Deps::new(&settings, Committer).await,
+        }
+        .unwrap_or_else(|e| panic!("{function} starts: {e:#}"));
         let (memory, timeout) = self.stack.limits(function);
         Function {
             deps,

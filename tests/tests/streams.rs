@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use sluice::fault::{FaultKind, Faults, FaultyStore};
-use sluice_functions::{Deps, Settings};
+use sluice_functions::{Deps, Settings, Transformer};
 use sluice_tests::moto::moto;
 use sluice_tests::{
     assert_same_rows, check_lake_matches_raw, compare_script, files_under, python, python_json,
@@ -39,7 +39,7 @@ async fn deps_with(config: &Path, lake: &Path) -> Deps {
         lake: Some(lake.to_string_lossy().into_owned()),
         ..Settings::default()
     };
-    Deps::new(&settings)
+    Deps::new(&settings, Transformer)
         .await
         .expect("the stream function starts")
 }
@@ -568,7 +568,7 @@ async fn a_batch_the_mapping_gave_up_on_is_replayed_from_its_failure_record_once
             ..Settings::default()
         };
         async move {
-            Deps::new(&settings)
+            Deps::new(&settings, Transformer)
                 .await
                 .expect("the stream function starts")
         }
@@ -741,7 +741,7 @@ async fn published_delta_rows(config: &Path, lake: &Path) -> Vec<String> {
         .sink("clickstream")
         .publish(sluice::sink::Batch::new(
             &deps.lake,
-            deps.catalog.as_ref(),
+            deps.catalog(),
             &records,
         ))
         .await

@@ -11,8 +11,10 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    sluice_functions::serve("catalog", |deps, event, _deadline| {
-        sluice_functions::catalog::handle(deps, event)
-    })
+    sluice_functions::serve(
+        "catalog",
+        sluice_functions::Committer,
+        |deps, event, _deadline| sluice_functions::catalog::handle(deps, event),
+    )
     .await
 }

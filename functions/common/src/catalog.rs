@@ -362,7 +362,7 @@ async fn register(
     for (table, batch) in by_table {
         let sink = engine.sink(table);
         let published = sink
-            .publish(Batch::new(&deps.lake, deps.catalog.as_ref(), &batch).leased(COMMITTER_LEASE))
+            .publish(Batch::new(&deps.lake, deps.catalog(), &batch).leased(COMMITTER_LEASE))
             .instrument(info_span!("table", table = %table))
             .await;
         match published {

@@ -152,7 +152,7 @@ pub async fn handle(
     } else if event.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event") {
         let mut all = Vec::new();
         let mut tables = Vec::new();
-        for t in deps.catalog.tables().await? {
+        for t in deps.catalog().tables().await? {
             let sink = for_definition(&t);
             if sink.compacts_whole_table() {
                 // A Delta table is compacted whole, as one task.
@@ -164,7 +164,7 @@ pub async fn handle(
                 continue;
             }
             tables.push((t.name.clone(), sink));
-            for p in deps.catalog.partitions(&t.name).await? {
+            for p in deps.catalog().partitions(&t.name).await? {
                 all.push(PartitionTask {
                     table: t.name.clone(),
                     partition: p.path,
@@ -304,7 +304,7 @@ async fn one(
     let span = info_span!("partition", table = %table.name, partition = %partition);
     let job = Compaction {
         lake: &deps.lake,
-        catalog: deps.catalog.as_ref(),
+        catalog: deps.catalog(),
         table,
         partition: p.as_ref(),
         options,
@@ -323,7 +323,7 @@ async fn one(
 }
 
 async fn table_def(deps: &Deps, name: &str) -> Result<TableDef, FunctionError> {
-    deps.catalog
+    deps.catalog()
         .table(name)
         .await?
         .ok_or_else(|| FunctionError::permanent(format!("no table '{name}' in the catalog")))

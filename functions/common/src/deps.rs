@@ -1,7 +1,9 @@
 //! What a function reads once at start-up ([`Settings`], from the
-//! environment) and builds once ([`Deps`]: the engine, the stores, the
-//! catalog and the SQS client), then shares across invocations.
+//! environment) and builds once ([`Deps`]: the stores, the SQS client, and
+//! the [`Parts`] its function uses: the catalog, the engine), then shares
+//! across invocations.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use sluice::catalog::Catalog;
@@ -12,6 +14,89 @@ use sluice::pipeline::Engine;
 use sluice::plan::DEFAULT_CHUNK_SIZE;
 use sluice::read::ReadOptions;
 use sluice::store::{AwsOptions, Location, read_text};
+
+/// What a function opens at start besides its stores and SQS client. Each
+/// function's `main` names its own ([`Planner`], [`Transformer`],
+/// [`Committer`]) as a type, so its binary links only the code those parts
+/// reach: a choice made on a value at run time would link every part into
+/// every function (DataFusion, delta-rs and the Glue client into the
+/// planner, which calls none of them).
+pub trait Parts {
+    /// The catalog the pipeline names (Glue, or the lake's own), if the
+    /// function reads or writes one.
+    fn catalog(
+        kind: &CatalogKind,
+        lake: &Location,
+        aws: &AwsOptions,
+    ) -> impl Future<Output = sluice::Result<Option<Arc<dyn Catalog>>>> + Send;
+
+    /// The engine, if the function uses one: the tables' sinks, and for a
+    /// function that transforms, their SQL planned and their lookups read.
+    /// `sources` is none when the function opened no catalog.
+    fn engine(
+        pipeline: Pipeline,
+        sources: Option<Sources<'_>>,
+    ) -> impl Future<Output = sluice::Result<Option<Engine>>> + Send;
+}
+
+/// The planner's parts: none. It matches files to tables by the pipeline
+/// alone and registers nothing.
+pub struct Planner;
+
+/// The transform's and the stream function's parts: the catalog, and the
+/// engine with every table's SQL planned and its lookups' rows read.
+pub struct Transformer;
+
+/// The catalog's and the compactor's parts: the catalog, and each table's
+/// sink (their SQL is never planned, their lookups never read, so these
+/// functions need no access to where lookups are).
+pub struct Committer;
+
+impl Parts for Planner {
+    async fn catalog(
+        _: &CatalogKind,
+        _: &Location,
+        _: &AwsOptions,
+    ) -> sluice::Result<Option<Arc<dyn Catalog>>> {
+        Ok(None)
+    }
+
+    async fn engine(_: Pipeline, _: Option<Sources<'_>>) -> sluice::Result<Option<Engine>> {
+        Ok(None)
+    }
+}
+
+impl Parts for Transformer {
+    async fn catalog(
+        kind: &CatalogKind,
+        lake: &Location,
+        aws: &AwsOptions,
+    ) -> sluice::Result<Option<Arc<dyn Catalog>>> {
+        sluice::connect::catalog(kind, lake, aws).await.map(Some)
+    }
+
+    async fn engine(
+        pipeline: Pipeline,
+        sources: Option<Sources<'_>>,
+    ) -> sluice::Result<Option<Engine>> {
+        let sources = sources.expect("the transform's parts open a catalog");
+        Engine::load(pipeline, sources, true).await.map(Some)
+    }
+}
+
+impl Parts for Committer {
+    async fn catalog(
+        kind: &CatalogKind,
+        lake: &Location,
+        aws: &AwsOptions,
+    ) -> sluice::Result<Option<Arc<dyn Catalog>>> {
+        sluice::connect::catalog(kind, lake, aws).await.map(Some)
+    }
+
+    async fn engine(pipeline: Pipeline, _: Option<Sources<'_>>) -> sluice::Result<Option<Engine>> {
+        Ok(Some(Engine::unplanned(pipeline)))
+    }
+}
 
 /// A function's settings.
 #[derive(Debug, Clone, Default)]
@@ -41,11 +126,6 @@ pub struct Settings {
     pub compact: CompactOptions,
     /// How to reach AWS (from the environment in the functions; explicit in tests).
     pub aws: AwsOptions,
-    /// A function that never transforms (planner, catalog, compactor): it
-    /// matches files to tables and commits what the transforms wrote, so it
-    /// reads only the pipeline file, neither planning the tables' SQL nor
-    /// reading their `[[lookups]]` (and needs no access to where they are).
-    pub pipeline_only: bool,
 }
 
 impl Settings {
@@ -99,20 +179,23 @@ impl Settings {
             plan_page,
             glue_database: var("SLUICE_GLUE_DATABASE"),
             aws: AwsOptions::default(),
-            pipeline_only: false,
         })
     }
 }
 
 /// Everything a handler needs, built once per container.
 pub struct Deps {
-    /// The engine; replaced between chunks when a lookup changes (see [`Deps::engine`]).
-    engine: std::sync::RwLock<Arc<Engine>>,
+    /// The pipeline as read at start.
+    pipeline: Arc<Pipeline>,
+    /// The engine, if the function's [`Parts`] have one; replaced between
+    /// chunks when a lookup changes (see [`Deps::fresh_engine`]).
+    engine: Option<std::sync::RwLock<Arc<Engine>>>,
     /// Where raw files are (`[input] root`): events about other places are skipped.
     pub input: Location,
     /// The lake (warehouse) root.
     pub lake: Location,
-    pub catalog: Arc<dyn Catalog>,
+    /// The catalog, if the function's [`Parts`] have one.
+    catalog: Option<Arc<dyn Catalog>>,
     pub sqs: aws_sdk_sqs::Client,
     pub chunk_queue_url: Option<String>,
     pub chunk_size: u64,
@@ -125,8 +208,9 @@ pub struct Deps {
 }
 
 impl Deps {
-    /// Load the pipeline and open everything it names.
-    pub async fn new(settings: &Settings) -> sluice::Result<Deps> {
+    /// Load the pipeline and open what it names that the function's `parts`
+    /// use.
+    pub async fn new<P: Parts>(settings: &Settings, _parts: P) -> sluice::Result<Deps> {
         let text = read_text(&settings.config, &settings.aws).await?;
         let mut pipeline = Pipeline::from_toml(&text).map_err(|e| {
             sluice::Error::Config(format!(
@@ -173,20 +257,18 @@ impl Deps {
                 )));
             }
         };
-        let catalog = sluice::connect::catalog(&pipeline.catalog, &lake, &settings.aws).await?;
+        let catalog = P::catalog(&pipeline.catalog, &lake, &settings.aws).await?;
         let sqs = aws_sdk_sqs::Client::new(&settings.aws.sdk_config().await);
-        let sources = Sources {
+        let sources = catalog.as_ref().map(|catalog| Sources {
             lake: &lake,
             catalog: catalog.as_ref(),
             aws: &settings.aws,
-        };
-        let engine = if settings.pipeline_only {
-            Engine::unplanned(pipeline)
-        } else {
-            Engine::load(pipeline, sources, true).await?
-        };
+        });
+        let read = Arc::new(pipeline.clone());
+        let engine = P::engine(pipeline, sources).await?;
         Ok(Deps {
-            engine: std::sync::RwLock::new(Arc::new(engine)),
+            pipeline: read,
+            engine: engine.map(|e| std::sync::RwLock::new(Arc::new(e))),
             aws: settings.aws.clone(),
             input,
             lake,
@@ -204,9 +286,28 @@ impl Deps {
         })
     }
 
-    /// The engine as it stands.
+    /// The pipeline as read at start.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// The engine as it stands. Only for functions whose [`Parts`] have one
+    /// (not the planner's): anything else is a bug in the function's code.
     pub fn engine(&self) -> Arc<Engine> {
-        self.engine.read().expect("not poisoned").clone()
+        self.engine
+            .as_ref()
+            .expect("this function's parts have no engine")
+            .read()
+            .expect("not poisoned")
+            .clone()
+    }
+
+    /// The catalog. Only for functions whose [`Parts`] open one (not the
+    /// planner's): anything else is a bug in the function's code.
+    pub fn catalog(&self) -> &dyn Catalog {
+        self.catalog
+            .as_deref()
+            .expect("this function's parts have no catalog")
     }
 
     /// The engine for the next chunk: with every lookup whose source changed
@@ -218,14 +319,15 @@ impl Deps {
         }
         let sources = Sources {
             lake: &self.lake,
-            catalog: self.catalog.as_ref(),
+            catalog: self.catalog(),
             aws: &self.aws,
         };
         match engine.refreshed(sources).await? {
             None => Ok(engine),
             Some(new) => {
                 let new = Arc::new(new);
-                *self.engine.write().expect("not poisoned") = new.clone();
+                let slot = self.engine.as_ref().expect("it gave the engine above");
+                *slot.write().expect("not poisoned") = new.clone();
                 Ok(new)
             }
         }

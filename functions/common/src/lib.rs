@@ -30,25 +30,28 @@ pub mod planner;
 pub mod stream;
 pub mod transform;
 
-pub use deps::{Deps, Settings};
+pub use deps::{Committer, Deps, Parts, Planner, Settings, Transformer};
 pub use error::FunctionError;
 use sluice::retry::Policy;
 
 /// What every function binary's `main` does: JSON logs, the settings read
-/// from the environment once, the engine and clients built once (failing the
-/// start with a message naming the function), then every event handed to
-/// `handler` with the invocation's deadline (none where an emulator sets none).
-pub async fn serve<F, Fut>(function: &'static str, handler: F) -> Result<(), lambda_runtime::Error>
+/// from the environment once, the clients and the function's [`Parts`] built
+/// once (failing the start with a message naming the function), then every
+/// event handed to `handler` with the invocation's deadline (none where an
+/// emulator sets none).
+pub async fn serve<P, F, Fut>(
+    function: &'static str,
+    parts: P,
+    handler: F,
+) -> Result<(), lambda_runtime::Error>
 where
+    P: Parts,
     F: Fn(&'static Deps, serde_json::Value, Option<std::time::Instant>) -> Fut,
     Fut: std::future::Future<Output = Result<serde_json::Value, FunctionError>>,
 {
     logging::init();
-    let mut settings = Settings::from_env()?;
-    // Only the transform and the stream function run the tables' SQL, and
-    // so read their lookups.
-    settings.pipeline_only = !matches!(function, "transform" | "stream");
-    let deps = Deps::new(&settings)
+    let settings = Settings::from_env()?;
+    let deps = Deps::new(&settings, parts)
         .await
         .map_err(|e| anyhow::anyhow!("{function}: cannot start: {e}"))?;
     // Built once and kept for the life of the process, as Lambda reuses it.

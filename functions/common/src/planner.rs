@@ -326,8 +326,7 @@ async fn plan_one(
         if hidden(relative) {
             return skip("hidden (a path segment starts with . or _)".into());
         }
-        let engine = deps.engine();
-        let Some(table) = engine.pipeline.table_for(relative) else {
+        let Some(table) = deps.pipeline().table_for(relative) else {
             return skip("matches no table's source".into());
         };
         let path = deps.input.child(relative)?;

@@ -12,8 +12,10 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    sluice_functions::serve("compactor", |deps, event, deadline| {
-        sluice_functions::compactor::handle(deps, event, deadline)
-    })
+    sluice_functions::serve(
+        "compactor",
+        sluice_functions::Committer,
+        |deps, event, deadline| sluice_functions::compactor::handle(deps, event, deadline),
+    )
     .await
 }

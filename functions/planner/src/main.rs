@@ -11,8 +11,10 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    sluice_functions::serve("planner", |deps, event, _deadline| {
-        sluice_functions::planner::handle(deps, event)
-    })
+    sluice_functions::serve(
+        "planner",
+        sluice_functions::Planner,
+        |deps, event, _deadline| sluice_functions::planner::handle(deps, event),
+    )
     .await
 }

@@ -11,8 +11,10 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    sluice_functions::serve("stream", |deps, event, deadline| {
-        sluice_functions::stream::handle(deps, event, deadline)
-    })
+    sluice_functions::serve(
+        "stream",
+        sluice_functions::Transformer,
+        |deps, event, deadline| sluice_functions::stream::handle(deps, event, deadline),
+    )
     .await
 }

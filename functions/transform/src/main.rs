@@ -11,8 +11,10 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    sluice_functions::serve("transform", |deps, event, _deadline| {
-        sluice_functions::transform::handle(deps, event)
-    })
+    sluice_functions::serve(
+        "transform",
+        sluice_functions::Transformer,
+        |deps, event, _deadline| sluice_functions::transform::handle(deps, event),
+    )
     .await
 }

@@ -22,7 +22,9 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
 use serde_json::{Value, json};
-use sluice_functions::{Deps, Settings, catalog, planner, transform};
+use sluice_functions::{
+    Committer, Deps, Planner, Settings, Transformer, catalog, planner, transform,
+};
 use sluice_tests::moto::{FaultProxy, index_listings, moto};
 use sluice_tests::repo_root;
 
@@ -123,19 +125,18 @@ async fn run(delta: bool, plan_only: bool, n: usize, lines: &[String]) {
     );
     std::fs::write(&config, pipeline).unwrap();
     let proxy = FaultProxy::start(0);
-    let settings = |pipeline_only: bool| Settings {
+    let settings = Settings {
         config: config.display().to_string(),
         lake: Some(format!("s3://{lake}")),
         input: Some(format!("s3://{raw}/raw/")),
         glue_database: Some(database.clone()),
         aws: proxy.aws(),
-        pipeline_only,
         chunk_size: sluice::plan::DEFAULT_CHUNK_SIZE,
         ..Settings::default()
     };
-    let planner_deps = Deps::new(&settings(true)).await.expect("planner");
-    let transform_deps = Deps::new(&settings(false)).await.expect("transform");
-    let catalog_deps = Deps::new(&settings(true)).await.expect("catalog");
+    let planner_deps = Deps::new(&settings, Planner).await.expect("planner");
+    let transform_deps = Deps::new(&settings, Transformer).await.expect("transform");
+    let catalog_deps = Deps::new(&settings, Committer).await.expect("catalog");
 
     // Plan: one call per page, each starting after the last.
     let (pages, plan) = measure(&proxy, "plan", async {

@@ -17,7 +17,7 @@ use base64::Engine as _;
 use serde_json::json;
 use sluice::pipeline::{Counters, Engine, RunOptions};
 use sluice::store::Location;
-use sluice_functions::{Deps, Settings};
+use sluice_functions::{Deps, Settings, Transformer};
 use sluice_tests::repo_root;
 
 /// Lambda arm64 price per GB-second and per request (us-east-1, first tier).
@@ -82,14 +82,17 @@ async fn run(file: &str, work: &std::path::Path, batch: usize) {
 
     // 1. The stream function.
     let stream_lake = work.join("stream-lake");
-    let deps = Deps::new(&Settings {
-        config: repo_root()
-            .join("examples/streams/sluice.toml")
-            .to_string_lossy()
-            .into_owned(),
-        lake: Some(stream_lake.to_string_lossy().into_owned()),
-        ..Settings::default()
-    })
+    let deps = Deps::new(
+        &Settings {
+            config: repo_root()
+                .join("examples/streams/sluice.toml")
+                .to_string_lossy()
+                .into_owned(),
+            lake: Some(stream_lake.to_string_lossy().into_owned()),
+            ..Settings::default()
+        },
+        Transformer,
+    )
     .await
     .expect("the stream function starts");
     let mut per_batch = Vec::new();
