@@ -1,7 +1,13 @@
 //! The planner Lambda function: settings from the environment once
-//! (`SLUICE_CONFIG` and friends, see functions/README.md), the engine and
-//! clients built once ([`sluice_functions::serve`]), and every event handed to
+//! (`SLUICE_CONFIG` and friends, see functions/README.md), the clients built
+//! once ([`sluice_functions::serve`]; its parts, [`sluice_functions::Planner`],
+//! are none: no catalog, no engine), and every event handed to
 //! [`sluice_functions::planner::handle`].
+
+// The function's future holds the start-up's (generic over its parts,
+// so laid out in this crate) and the handler's: deeper than the default
+// limit of the compiler's layout query in a release build.
+#![recursion_limit = "256"]
 
 // jemalloc, as in the sluice command: the transform ran a 128 MB chunk 4-17%
 // faster than with glibc's malloc (bench/README.md, "Cold start, first event
