@@ -21,7 +21,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     sluice_functions::serve(
         "compactor",
         sluice_functions::Committer,
-        |deps, event, deadline| sluice_functions::compactor::handle(deps, event, deadline),
+        sluice_functions::compactor::handle,
     )
     .await
 }

@@ -20,7 +20,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     sluice_functions::serve(
         "stream",
         sluice_functions::Transformer,
-        |deps, event, deadline| sluice_functions::stream::handle(deps, event, deadline),
+        sluice_functions::stream::handle,
     )
     .await
 }
