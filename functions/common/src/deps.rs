@@ -23,12 +23,14 @@ use sluice::store::{AwsOptions, Location, read_text};
 /// planner, which calls none of them).
 pub trait Parts {
     /// The catalog the pipeline names (Glue, or the lake's own), if the
-    /// function reads or writes one.
+    /// function reads or writes one: by default it does.
     fn catalog(
         kind: &CatalogKind,
         lake: &Location,
         aws: &AwsOptions,
-    ) -> impl Future<Output = sluice::Result<Option<Arc<dyn Catalog>>>> + Send;
+    ) -> impl Future<Output = sluice::Result<Option<Arc<dyn Catalog>>>> + Send {
+        async move { sluice::connect::catalog(kind, lake, aws).await.map(Some) }
+    }
 
     /// The engine, if the function uses one: the tables' sinks, and for a
     /// function that transforms, their SQL planned and their lookups read.
@@ -67,14 +69,6 @@ impl Parts for Planner {
 }
 
 impl Parts for Transformer {
-    async fn catalog(
-        kind: &CatalogKind,
-        lake: &Location,
-        aws: &AwsOptions,
-    ) -> sluice::Result<Option<Arc<dyn Catalog>>> {
-        sluice::connect::catalog(kind, lake, aws).await.map(Some)
-    }
-
     async fn engine(
         pipeline: Pipeline,
         sources: Option<Sources<'_>>,
@@ -85,14 +79,6 @@ impl Parts for Transformer {
 }
 
 impl Parts for Committer {
-    async fn catalog(
-        kind: &CatalogKind,
-        lake: &Location,
-        aws: &AwsOptions,
-    ) -> sluice::Result<Option<Arc<dyn Catalog>>> {
-        sluice::connect::catalog(kind, lake, aws).await.map(Some)
-    }
-
     async fn engine(pipeline: Pipeline, _: Option<Sources<'_>>) -> sluice::Result<Option<Engine>> {
         Ok(Some(Engine::unplanned(pipeline)))
     }

@@ -4,9 +4,9 @@
 //! are none: no catalog, no engine), and every event handed to
 //! [`sluice_functions::planner::handle`].
 
-// The function's future holds the start-up's (generic over its parts,
-// so laid out in this crate) and the handler's: deeper than the default
-// limit of the compiler's layout query in a release build.
+// Since `serve` became generic over the function's parts, a release build
+// overflows the default depth of the compiler's query for the layout of
+// `main`'s future (boxing the start-up future did not avoid it).
 #![recursion_limit = "256"]
 
 // jemalloc, as in the sluice command: the transform ran a 128 MB chunk 4-17%
