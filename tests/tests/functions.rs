@@ -15,7 +15,8 @@ use sluice::catalog::Catalog;
 use sluice::messages::TaskSpec;
 use sluice::store::AwsOptions;
 use sluice_functions::{
-    Committer, Deps, Planner, Settings, Transformer, catalog, compactor, planner, transform,
+    Committer, Compactor, Deps, Planner, Settings, Transformer, catalog, compactor, planner,
+    transform,
 };
 use sluice_tests::moto::{Stack, moto};
 use sluice_tests::{check_lake_matches_raw, compare_script, python_json, repo_root, sluice_bin};
@@ -355,6 +356,7 @@ impl World {
         let deps = match function {
             "PlannerFunction" => Deps::new(&settings, Planner).await,
             "TransformFunction" | "StreamFunction" => Deps::new(&settings, Transformer).await,
+            "CompactorFunction" => Deps::new(&settings, Compactor).await,
             _ => Deps::new(&settings, Committer).await,
         }
         .unwrap_or_else(|e| panic!("{function} starts: {e:#}"));

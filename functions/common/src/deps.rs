@@ -17,7 +17,7 @@ use sluice::store::{AwsOptions, Location, read_text};
 
 /// What a function opens at start besides its stores and SQS client. Each
 /// function's `main` names its own ([`Planner`], [`Transformer`],
-/// [`Committer`]) as a type, so its binary links only the code those parts
+/// [`Committer`], [`Compactor`]) as a type, so its binary links only the code those parts
 /// reach: a choice made on a value at run time would link every part into
 /// every function (DataFusion, delta-rs and the Glue client into the
 /// planner, which calls none of them).
@@ -49,10 +49,16 @@ pub struct Planner;
 /// engine with every table's SQL planned and its lookups' rows read.
 pub struct Transformer;
 
-/// The catalog's and the compactor's parts: the catalog, and each table's
-/// sink (their SQL is never planned, their lookups never read, so these
-/// functions need no access to where lookups are).
+/// The catalog function's parts: the catalog, and each table's sink (its SQL
+/// is never planned, its lookups never read, so the function needs no access
+/// to where lookups are).
 pub struct Committer;
+
+/// The compactor's parts: the catalog alone. It finds each table's
+/// definition there and compacts through [`sluice::sink::for_definition`],
+/// never through a table's sink, so the sinks' commits and merges (DataFusion
+/// plans) stay out of its binary.
+pub struct Compactor;
 
 impl Parts for Planner {
     async fn catalog(
@@ -75,6 +81,12 @@ impl Parts for Transformer {
     ) -> sluice::Result<Option<Engine>> {
         let sources = sources.expect("the transform's parts open a catalog");
         Engine::load(pipeline, sources, true).await.map(Some)
+    }
+}
+
+impl Parts for Compactor {
+    async fn engine(_: Pipeline, _: Option<Sources<'_>>) -> sluice::Result<Option<Engine>> {
+        Ok(None)
     }
 }
 

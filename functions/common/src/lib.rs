@@ -30,7 +30,7 @@ pub mod planner;
 pub mod stream;
 pub mod transform;
 
-pub use deps::{Committer, Deps, Parts, Planner, Settings, Transformer};
+pub use deps::{Committer, Compactor, Deps, Parts, Planner, Settings, Transformer};
 pub use error::FunctionError;
 use sluice::retry::Policy;
 

@@ -1,7 +1,6 @@
 //! The compactor Lambda function: settings from the environment once
 //! (`SLUICE_CONFIG`, `SLUICE_COMPACT_*` and friends, see functions/README.md),
-//! the clients and its parts ([`sluice_functions::Committer`]: the catalog,
-//! the tables' sinks) built once ([`sluice_functions::serve`]), and every
+//! the clients and its parts ([`sluice_functions::Compactor`]: the catalog) built once ([`sluice_functions::serve`]), and every
 //! event handed to [`sluice_functions::compactor::handle`] with the
 //! invocation's deadline, so that long work stops in time and says where to go on.
 
@@ -20,7 +19,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 async fn main() -> Result<(), lambda_runtime::Error> {
     sluice_functions::serve(
         "compactor",
-        sluice_functions::Committer,
+        sluice_functions::Compactor,
         sluice_functions::compactor::handle,
     )
     .await
