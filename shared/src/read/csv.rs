@@ -65,18 +65,6 @@ enum Span {
     Unquoted(u32, u32),
 }
 
-/// The position of the quote that closes a value opened before `from`: the
-/// first quote not doubled. `None` when the line ends first.
-fn closing_quote(body: &[u8], mut from: usize, quote: u8) -> Option<usize> {
-    loop {
-        let q = from + memchr::memchr(quote, &body[from..])?;
-        if body.get(q + 1) != Some(&quote) {
-            return Some(q);
-        }
-        from = q + 2;
-    }
-}
-
 fn core_reader(o: &CsvOptions) -> Reader {
     ReaderBuilder::new()
         .delimiter(o.delimiter)
@@ -217,45 +205,57 @@ impl CsvDecoder {
         if body.is_empty() {
             return Some(text);
         }
-        let mut at = 0;
-        loop {
-            let end = if body.get(at) == Some(&quote) {
-                let close = closing_quote(body, at + 1, quote)?;
-                let inner = &text[at + 1..close];
-                if memchr::memchr(quote, inner.as_bytes()).is_none() {
-                    self.spans.push(Span::Line(at as u32 + 1, close as u32));
-                } else {
-                    let start = self.unquoted.len() as u32;
-                    let q = char::from(quote);
-                    // Every quote inside is doubled (the first one alone
-                    // closed the value): one of each pair is kept.
-                    for (i, piece) in inner.split(q).enumerate() {
-                        if i % 2 == 1 {
-                            self.unquoted.push(q);
-                        }
-                        self.unquoted.push_str(piece);
-                    }
-                    self.spans
-                        .push(Span::Unquoted(start, self.unquoted.len() as u32));
+        // One pass over the line for the bytes that matter (delimiters,
+        // quotes, carriage returns); the values are what lies between.
+        let mut hits = memchr::memchr3_iter(delimiter, quote, b'\r', body).peekable();
+        let mut start = 0;
+        while let Some(at) = hits.next() {
+            if body[at] == delimiter {
+                self.spans.push(Span::Line(start as u32, at as u32));
+                start = at + 1;
+                continue;
+            }
+            if body[at] != quote || at != start {
+                // A quote inside an unquoted value, or a lone `\r`.
+                return None;
+            }
+            // A quoted value: it ends at the first quote not doubled, which
+            // must end the line or come right before a delimiter.
+            let mut doubled = false;
+            let close = loop {
+                let q = hits.find(|&h| body[h] == quote)?;
+                if hits.next_if(|&h| h == q + 1 && body[h] == quote).is_some() {
+                    doubled = true;
+                    continue;
                 }
-                let after = close + 1;
-                if after < body.len() && body[after] != delimiter {
-                    return None;
-                }
-                after
-            } else {
-                let end = memchr::memchr(delimiter, &body[at..]).map_or(body.len(), |i| at + i);
-                if memchr::memchr2(quote, b'\r', &body[at..end]).is_some() {
-                    return None;
-                }
-                self.spans.push(Span::Line(at as u32, end as u32));
-                end
+                break q;
             };
-            if end == body.len() {
+            let span = if doubled {
+                self.unquote(&text[at + 1..close])
+            } else {
+                Span::Line(at as u32 + 1, close as u32)
+            };
+            self.spans.push(span);
+            if close + 1 == body.len() {
                 return Some(text);
             }
-            at = end + 1;
+            hits.next_if(|&h| h == close + 1 && body[h] == delimiter)?;
+            start = close + 2;
         }
+        self.spans.push(Span::Line(start as u32, body.len() as u32));
+        Some(text)
+    }
+
+    /// Keep one quote of each pair in `inner` (every quote in a quoted
+    /// value is doubled, or it would have closed the value).
+    fn unquote(&mut self, mut inner: &str) -> Span {
+        let start = self.unquoted.len() as u32;
+        while let Some(i) = memchr::memchr(self.options.quote, inner.as_bytes()) {
+            self.unquoted.push_str(&inner[..=i]);
+            inner = &inner[i + 2..];
+        }
+        self.unquoted.push_str(inner);
+        Span::Unquoted(start, self.unquoted.len() as u32)
     }
 
     fn take_strings(&mut self) -> Result<Vec<String>, String> {
