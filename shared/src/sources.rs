@@ -164,6 +164,19 @@ async fn read_entry(lake: &Location, path: &object_store::path::Path) -> Result<
         .map_err(|err| Error::Catalog(format!("bad source record {}: {err}", lake.url_of(path))))
 }
 
+/// A ledger entry, or none when it is gone since it was listed: another
+/// settle of the same source (a second worker, a concurrent invocation)
+/// retired its version first.
+async fn entry_if_present(
+    lake: &Location,
+    path: &object_store::path::Path,
+) -> Result<Option<Entry>> {
+    match read_entry(lake, path).await {
+        Err(Error::Store(object_store::Error::NotFound { .. })) => Ok(None),
+        other => other.map(Some),
+    }
+}
+
 /// The versions of `url` in the ledger: one listing, and one entry read a
 /// version; nothing more read when there is one version only.
 async fn versions(lake: &Location, table: &str, url: &str) -> Result<Vec<Version>> {
@@ -195,10 +208,17 @@ async fn versions(lake: &Location, table: &str, url: &str) -> Result<Vec<Version
             .collect());
     }
     let mut heads = Vec::new();
-    for entries in found.values() {
-        heads.push(read_entry(lake, &entries[0].0).await?);
+    let mut present = BTreeMap::new();
+    for (hash, entries) in found {
+        for (path, _) in &entries {
+            if let Some(head) = entry_if_present(lake, path).await? {
+                heads.push(head);
+                present.insert(hash, entries);
+                break;
+            }
+        }
     }
-    Ok(found
+    Ok(present
         .into_iter()
         .zip(orders(&heads))
         .zip(&heads)
@@ -238,7 +258,9 @@ pub async fn settle(lake: &Location, table: &str, url: &str) -> Result<Settled> 
             continue;
         }
         for (path, _) in &v.entries {
-            let entry = read_entry(lake, path).await?;
+            let Some(entry) = entry_if_present(lake, path).await? else {
+                continue; // retired by a settle that ran beside this one
+            };
             let (deleted, rewritten) = retire(lake, table, &entry).await?;
             done.files_deleted += deleted;
             done.outputs_rewritten += rewritten;
@@ -396,6 +418,51 @@ mod tests {
             left.push(read_entry(&lake, &m.location).await.unwrap().version);
         }
         left
+    }
+
+    #[tokio::test]
+    async fn a_settle_beside_another_that_retires_the_old_version_first_succeeds() {
+        // Two workers settle one source at once: the other one retires the
+        // old version between this one's listing and its reads. This one
+        // failed its chunk on the entry it had listed ("not found").
+        use crate::fault::{Faults, FaultyStore, Hook};
+        use futures::FutureExt;
+        use std::sync::Arc;
+        let inner = Location::memory();
+        for e in [
+            version(URL, "aaaa", "2026-12-06T05:00:00Z", None),
+            version(URL, "bbbb", "2026-12-06T06:00:00Z", None),
+        ] {
+            let path = inner.child(&entry_path("t", &e)).unwrap();
+            inner
+                .store
+                .put(&path, PutPayload::from(serde_json::to_vec(&e).unwrap()))
+                .await
+                .unwrap();
+        }
+        let other = inner.clone();
+        let hook: Hook = Arc::new(move |call| {
+            let other = other.clone();
+            async move {
+                if call == 2 {
+                    let done = settle(&other, "t", URL).await.unwrap();
+                    assert_eq!(done.chunks_retired, 1);
+                }
+            }
+            .boxed()
+        });
+        let lake = Location {
+            store: Arc::new(FaultyStore::new(inner.store.clone(), Faults::None).with_hook(hook)),
+            ..inner.clone()
+        };
+        settle(&lake, "t", URL).await.unwrap();
+        let dir = inner.child(&source_dir("t", URL)).unwrap();
+        let left: Vec<_> = inner.store.list(Some(&dir)).try_collect().await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(
+            read_entry(&inner, &left[0].location).await.unwrap().version,
+            "e:bbbb"
+        );
     }
 
     const URL: &str = "s3://raw/t/a.jsonl";
