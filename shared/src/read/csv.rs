@@ -49,7 +49,7 @@ pub struct CsvDecoder {
     /// Whether a line may be split by [`CsvDecoder::split_fast`]: once
     /// `csv-core` has read a record (so no byte-order mark is left to
     /// strip), while no record is part-read.
-    plain_ok: bool,
+    fast_ok: bool,
     /// The values of the line `split_fast` split last.
     spans: Vec<Span>,
     /// The text of its quoted values that held doubled quotes, unquoted.
@@ -116,7 +116,7 @@ impl CsvDecoder {
             pending: Vec::new(),
             abandoned: Vec::new(),
             cut_short: false,
-            plain_ok: false,
+            fast_ok: false,
             spans: Vec::new(),
             unquoted: String::new(),
         };
@@ -177,10 +177,10 @@ impl CsvDecoder {
     }
 
     /// A fresh `csv-core` reader, as at the start of a file: it strips a
-    /// byte-order mark again, so the plain split waits for its first record.
+    /// byte-order mark again, so the fast split waits for its first record.
     fn restart(&mut self) {
         self.reader = core_reader(&self.options);
-        self.plain_ok = false;
+        self.fast_ok = false;
     }
 
     /// Split a whole line (ending in `\n`) into its values by scanning for
@@ -194,7 +194,7 @@ impl CsvDecoder {
     fn split_fast<'l>(&mut self, line: &'l [u8]) -> Option<&'l str> {
         let fresh = self.pending.is_empty() && self.out_len == 0 && self.ends_len == 0;
         let (delimiter, quote) = (self.options.delimiter, self.options.quote);
-        if !self.plain_ok || !fresh || !delimiter.is_ascii() || !quote.is_ascii() {
+        if !self.fast_ok || !fresh || !delimiter.is_ascii() || !quote.is_ascii() {
             return None;
         }
         let body = line.strip_suffix(b"\n")?;
@@ -386,6 +386,8 @@ impl CsvDecoder {
     }
 
     fn complete(&mut self, out: &mut BatchBuilder) -> Result<bool, String> {
+        // csv-core has read a record: no byte-order mark is left to strip.
+        self.fast_ok = true;
         let Some(mapping) = self.mapping.take() else {
             // The file's first record: without its names no record can be
             // placed, so a header that cannot be read fails the file (as it
@@ -394,10 +396,8 @@ impl CsvDecoder {
                 .take_strings()
                 .inspect_err(|_| self.bad_header = true)?;
             self.set_header(&names, out);
-            self.plain_ok = true;
             return Ok(false);
         };
-        self.plain_ok = true;
         let fields = std::mem::take(&mut self.fields);
         let ends = std::mem::take(&mut self.ends);
         let r = self.shape().put_row(
@@ -507,8 +507,6 @@ impl RowShape<'_> {
         Ok(true)
     }
 }
-
-impl CsvDecoder {}
 
 #[cfg(test)]
 mod tests {
@@ -624,7 +622,7 @@ mod tests {
         let mut outcomes = Vec::new();
         for l in lines {
             if core_only {
-                d.plain_ok = false;
+                d.fast_ok = false;
             }
             outcomes.push(d.decode_line(l, &mut b));
         }
