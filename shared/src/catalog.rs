@@ -8,7 +8,7 @@
 //! `sluice run` processes on one lake can therefore never corrupt it.
 
 use async_trait::async_trait;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::commit::{ColumnDef, CommitRecord};
 use crate::config::TableFormat;
 use crate::error::{Error, Result};
-use crate::store::Location;
+use crate::store::{Location, REQUESTS_AT_ONCE};
 
 use crate::layout::CATALOG_DIR;
 
@@ -285,25 +285,32 @@ impl Catalog for LocalCatalog {
     }
 
     async fn add_partitions(&self, table: &str, partitions: &[PartitionDef]) -> Result<usize> {
-        let mut added = 0;
-        for p in partitions {
-            let id = partition_id(p);
-            let path = self
-                .lake
-                .child(&format!("{CATALOG_DIR}/{table}/partitions/{id}.json"))?;
+        // One create-only PUT per partition, up to REQUESTS_AT_ONCE at once.
+        let create_one = |p: &PartitionDef| {
+            let path = self.lake.child(&format!(
+                "{CATALOG_DIR}/{table}/partitions/{}.json",
+                partition_id(p)
+            ));
             let body = serde_json::to_vec(p).expect("serializes");
-            match self
-                .lake
-                .store
-                .put_opts(&path, PutPayload::from(body), create())
-                .await
-            {
-                Ok(_) => added += 1,
-                Err(object_store::Error::AlreadyExists { .. }) => {}
-                Err(e) => return Err(e.into()),
+            async move {
+                match self
+                    .lake
+                    .store
+                    .put_opts(&path?, PutPayload::from(body), create())
+                    .await
+                {
+                    Ok(_) => Ok(true),
+                    Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+                    Err(e) => Err(Error::from(e)),
+                }
             }
-        }
-        Ok(added)
+        };
+        let created: Vec<bool> = futures::stream::iter(partitions)
+            .map(create_one)
+            .buffer_unordered(REQUESTS_AT_ONCE)
+            .try_collect()
+            .await?;
+        Ok(created.into_iter().filter(|c| *c).count())
     }
 
     async fn table(&self, name: &str) -> Result<Option<TableDef>> {

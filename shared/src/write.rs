@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use arrow::datatypes::{DataType, Int64Type};
+use futures::StreamExt;
 use object_store::buffered::BufWriter;
 use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::Encoding;
@@ -21,7 +22,7 @@ use crate::commit::FileInfo;
 use crate::config::ParquetOptions;
 use crate::error::{Error, Result};
 use crate::partition::{PartitionSlice, partition_path};
-use crate::store::Location;
+use crate::store::{Location, REQUESTS_AT_ONCE};
 
 /// Writer settings for a table.
 pub fn writer_properties(o: &ParquetOptions) -> WriterProperties {
@@ -108,6 +109,31 @@ fn distinct_ratio(column: &dyn Array) -> Option<f64> {
 
 fn cast_i64(column: &dyn Array) -> Option<ArrayRef> {
     arrow::compute::cast(column, &DataType::Int64).ok()
+}
+
+/// Finish `file` (its last row group and footer, then its upload) and
+/// describe it.
+async fn close_file(file: OpenFile, schema: &SchemaRef) -> Result<FileInfo> {
+    let OpenFile {
+        mut writer,
+        relative,
+        values,
+        partition_path,
+        rows,
+    } = file;
+    let footer = writer
+        .finish()
+        .await
+        .map_err(|e| Error::write(&relative, e))?;
+    let bytes = writer.bytes_written() as u64;
+    Ok(FileInfo {
+        stats: Some(crate::stats::from_footer(&footer, schema)),
+        path: relative,
+        partition: values,
+        partition_path,
+        rows,
+        bytes,
+    })
 }
 
 struct OpenFile {
@@ -265,36 +291,40 @@ impl ChunkWriter {
     }
 
     async fn close(&mut self, file: OpenFile) -> Result<()> {
-        let OpenFile {
-            writer,
-            relative,
-            values,
-            partition_path,
-            rows,
-        } = file;
-        let mut writer = writer;
-        let footer = writer
-            .finish()
-            .await
-            .map_err(|e| Error::write(&relative, e))?;
-        let bytes = writer.bytes_written() as u64;
-        self.done.push(FileInfo {
-            path: relative,
-            partition: values,
-            partition_path,
-            rows,
-            bytes,
-            stats: Some(crate::stats::from_footer(&footer, &self.schema)),
-        });
+        let info = close_file(file, &self.schema).await?;
+        self.done.push(info);
         Ok(())
     }
 
-    /// Close every open file; the files written, in a stable order.
+    /// Close every open file; the files written, in a stable order. Up to
+    /// [`REQUESTS_AT_ONCE`] files close at once: closing a file is mostly its
+    /// upload, one request to storage, and a stream batch or a chunk spread
+    /// over many partitions ends with one file open for each.
+    ///
+    /// After a failure no further file starts closing, but those already
+    /// closing finish before the error is returned: an upload dropped halfway
+    /// may still land after the caller has deleted the chunk's files, and
+    /// stay there, in no commit record.
     pub async fn finish(mut self) -> Result<Vec<FileInfo>> {
-        let mut open: Vec<_> = std::mem::take(&mut self.open).into_values().collect();
-        open.sort_by(|a, b| a.relative.cmp(&b.relative));
-        for f in open {
-            self.close(f).await?;
+        let schema = self.schema.clone();
+        let mut waiting = std::mem::take(&mut self.open).into_values();
+        let mut closing = futures::stream::FuturesUnordered::new();
+        let mut failed = None;
+        loop {
+            while failed.is_none() && closing.len() < REQUESTS_AT_ONCE {
+                let Some(file) = waiting.next() else { break };
+                closing.push(close_file(file, &schema));
+            }
+            match closing.next().await {
+                Some(Ok(info)) => self.done.push(info),
+                Some(Err(e)) => {
+                    failed.get_or_insert(e);
+                }
+                None => break,
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         let mut done = std::mem::take(&mut self.done);
         done.sort_by(|a, b| a.path.cmp(&b.path));
@@ -427,5 +457,122 @@ mod tests {
             let rows: usize = reader.build().unwrap().map(|b| b.unwrap().num_rows()).sum();
             assert_eq!(rows, 40_000);
         }
+    }
+
+    #[tokio::test]
+    async fn the_files_of_a_chunk_close_at_once_each_described_by_its_own_footer() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use futures::FutureExt;
+        use object_store::ObjectStoreExt;
+
+        use crate::fault::{Faults, FaultyStore, Hook};
+        use crate::partition::PartitionSlice;
+        // Every request waits 20 ms as on S3; count how many wait at once.
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let hook: Hook = {
+            let (waiting, most) = (waiting.clone(), most.clone());
+            Arc::new(move |_| {
+                let (waiting, most) = (waiting.clone(), most.clone());
+                async move {
+                    let now = waiting.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    waiting.fetch_sub(1, Ordering::SeqCst);
+                }
+                .boxed()
+            })
+        };
+        let memory = Location::memory();
+        let lake = Location {
+            store: Arc::new(FaultyStore::new(memory.store.clone(), Faults::None).with_hook(hook)),
+            ..memory.clone()
+        };
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let mut w = ChunkWriter::new(&lake, "t", "c", &["k".into()], schema.clone(), &options());
+        let parts = 40i64;
+        for part in 0..parts {
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(Int64Array::from_iter_values(
+                    (0..=part).map(|i| part * 1000 + i),
+                ))],
+            )
+            .unwrap();
+            w.write(PartitionSlice {
+                values: vec![Some(format!("p{part:02}"))],
+                batch,
+            })
+            .await
+            .unwrap();
+        }
+        let files = w.finish().await.unwrap();
+        assert_eq!(most.load(Ordering::SeqCst), REQUESTS_AT_ONCE);
+        assert_eq!(files.len(), parts as usize);
+        // In order of path, each with its own partition, rows and bytes.
+        for (part, f) in (0..parts).zip(&files) {
+            let value = format!("p{part:02}");
+            assert_eq!(f.path, format!("t/k={value}/part-c-00000.parquet"));
+            assert_eq!(f.partition, vec![Some(value.clone())]);
+            assert_eq!(f.partition_path, format!("k={value}"));
+            assert_eq!(f.rows, part as u64 + 1);
+            let bytes = memory
+                .store
+                .get(&memory.child(&f.path).unwrap())
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            assert_eq!(f.bytes, bytes.len() as u64, "{}", f.path);
+            let stats = f.stats.as_ref().unwrap();
+            assert_eq!(stats.num_records, part as u64 + 1);
+            assert_eq!(stats.min_values["n"], serde_json::json!(part * 1000));
+            assert_eq!(stats.max_values["n"], serde_json::json!(part * 1000 + part));
+        }
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_close_the_uploads_under_way_finish_and_no_more_start() {
+        use futures::FutureExt;
+
+        use crate::fault::{Faults, FaultyStore, Hook};
+        use crate::partition::PartitionSlice;
+        // Call 3 fails at once; every other waits 20 ms, as on S3.
+        let hook: Hook = Arc::new(|n| {
+            async move {
+                if n != 3 {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+            .boxed()
+        });
+        let memory = Location::memory();
+        let faulty =
+            Arc::new(FaultyStore::new(memory.store.clone(), Faults::Once(3)).with_hook(hook));
+        let lake = Location {
+            store: faulty.clone(),
+            ..memory.clone()
+        };
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let mut w = ChunkWriter::new(&lake, "t", "c", &["k".into()], schema.clone(), &options());
+        for part in 0..40i64 {
+            let batch =
+                RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![part]))])
+                    .unwrap();
+            w.write(PartitionSlice {
+                values: vec![Some(format!("p{part:02}"))],
+                batch,
+            })
+            .await
+            .unwrap();
+        }
+        let e = w.finish().await.unwrap_err();
+        assert!(e.to_string().contains("injected fault: put, call 3"), "{e}");
+        // The first REQUESTS_AT_ONCE uploads started; all but the failed one landed.
+        assert_eq!(faulty.calls(), REQUESTS_AT_ONCE as u64);
+        let landed = memory.store.list(None).count().await;
+        assert_eq!(landed, REQUESTS_AT_ONCE - 1);
     }
 }

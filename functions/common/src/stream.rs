@@ -18,7 +18,6 @@ use aws_lambda_events::kinesis::KinesisEvent;
 use aws_lambda_events::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 use base64::Engine as _;
 use bytes::Bytes;
-use serde::Deserialize;
 use serde_json::Value;
 use sluice::pipeline::Counters;
 use sluice::stream::{Batch, Kind, Outcome, Record, first_unloaded, load_batch};
@@ -32,11 +31,34 @@ use crate::metrics::{Record as Metrics, Unit};
 const MAX_RUN: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// What the stream function is invoked with.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 enum StreamEvent {
     Kinesis(KinesisEvent),
     Kafka(KafkaEvent),
+}
+
+impl StreamEvent {
+    /// The event, told apart by its list of records: `Records` for Kinesis,
+    /// `records` for Kafka. (An untagged enum would buffer the whole event in
+    /// serde's `Content` and try each kind: 12% of a 10,000-record batch's time.)
+    fn from_value(event: Value) -> Result<Self, FunctionError> {
+        let bad = |kind: &str, e: serde_json::Error| {
+            FunctionError::permanent(format!("not a {kind} event: {e}"))
+        };
+        if event.get("Records").is_some() {
+            serde_json::from_value(event)
+                .map(StreamEvent::Kinesis)
+                .map_err(|e| bad("Kinesis", e))
+        } else if event.get("records").is_some() {
+            serde_json::from_value(event)
+                .map(StreamEvent::Kafka)
+                .map_err(|e| bad("Kafka", e))
+        } else {
+            Err(FunctionError::permanent(
+                "not a Kinesis or Kafka event: it has neither `Records` (Kinesis) nor `records` (Kafka)",
+            ))
+        }
+    }
 }
 
 /// Handle one invocation; `deadline` is when Lambda stops it (none where an
@@ -48,8 +70,7 @@ pub async fn handle(
 ) -> Result<Value, FunctionError> {
     let left = deadline.map_or(MAX_RUN, |d| d.saturating_duration_since(Instant::now()));
     let until = chrono::Utc::now() + left;
-    let event: StreamEvent = serde_json::from_value(event)
-        .map_err(|e| FunctionError::permanent(format!("not a Kinesis or Kafka event: {e}")))?;
+    let event = StreamEvent::from_value(event)?;
     match event {
         StreamEvent::Kinesis(e) => {
             let batches = kinesis_batches(e)?;
@@ -258,4 +279,43 @@ async fn load(
     }
     .instrument(span)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(file: &str) -> Value {
+        let path = format!("{}/../../events/{file}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("the sample event")).unwrap()
+    }
+
+    #[test]
+    fn an_event_is_told_kinesis_or_kafka_by_its_records() {
+        match StreamEvent::from_value(event("kinesis.json")).unwrap() {
+            StreamEvent::Kinesis(e) => assert_eq!(e.records.len(), 21),
+            other => panic!("read as {other:?}"),
+        }
+        match StreamEvent::from_value(event("msk.json")).unwrap() {
+            StreamEvent::Kafka(e) => {
+                assert_eq!(e.records.values().map(Vec::len).sum::<usize>(), 22)
+            }
+            other => panic!("read as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_event_of_neither_kind_says_what_it_lacks() {
+        // An S3 event has `Records` too: it fails as a Kinesis event, naming the field.
+        let e = StreamEvent::from_value(event("s3-put.json")).unwrap_err();
+        assert!(!e.retryable);
+        assert!(
+            e.message
+                .starts_with("not a Kinesis event: missing field `kinesis`"),
+            "{}",
+            e.message
+        );
+        let e = StreamEvent::from_value(serde_json::json!({"detail": {}})).unwrap_err();
+        assert!(e.message.contains("neither `Records`"), "{}", e.message);
+    }
 }

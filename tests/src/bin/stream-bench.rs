@@ -5,13 +5,20 @@
 //! file path (`sluice run`'s engine, one worker) on the same rows, in the
 //! same process; then the cost per TB at Lambda arm64 prices.
 //!
-//!   cargo run --release -p sluice-tests --bin stream-bench -- <file.jsonl> <work dir> [batch]
+//!   cargo run --release -p sluice-tests --bin stream-bench -- <file.jsonl> <work dir> [batch] [latency ms]
 //!
 //! `file.jsonl` is clickstream records (`sluice generate`); the lakes go
-//! under `work dir`. Prints one JSON document.
+//! under `work dir`. With a latency, every request to either lake waits that
+//! long first (a model of S3, whose small PUTs and GETs take tens of
+//! milliseconds; a local folder answers in microseconds). Prints one JSON
+//! document.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use object_store::ObjectStore;
+use sluice::fault::{Faults, FaultyStore};
 
 use base64::Engine as _;
 use serde_json::json;
@@ -61,15 +68,30 @@ fn main() {
         }
     };
     let batch: usize = args.get(3).map_or(10_000, |b| b.parse().expect("a number"));
+    let latency = std::time::Duration::from_millis(
+        args.get(4)
+            .map_or(0, |ms| ms.parse().expect("milliseconds")),
+    );
     // One core: everything on this thread.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(run(&file, &work, batch));
+    rt.block_on(run(&file, &work, batch, latency));
 }
 
-async fn run(file: &str, work: &std::path::Path, batch: usize) {
+/// `store`, with every request made to wait `latency` first.
+fn slowed(store: Arc<dyn ObjectStore>, latency: Duration) -> Arc<dyn ObjectStore> {
+    if latency.is_zero() {
+        return store;
+    }
+    Arc::new(
+        FaultyStore::new(store, Faults::None)
+            .with_hook(Arc::new(move |_| tokio::time::sleep(latency).boxed())),
+    )
+}
+
+async fn run(file: &str, work: &std::path::Path, batch: usize, latency: Duration) {
     let text = std::fs::read_to_string(file).expect("the records file");
     let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
     let bytes: u64 = lines.iter().map(|l| l.len() as u64 + 1).sum();
@@ -82,7 +104,7 @@ async fn run(file: &str, work: &std::path::Path, batch: usize) {
 
     // 1. The stream function.
     let stream_lake = work.join("stream-lake");
-    let deps = Deps::new(
+    let mut deps = Deps::new(
         &Settings {
             config: repo_root()
                 .join("examples/streams/sluice.toml")
@@ -95,6 +117,7 @@ async fn run(file: &str, work: &std::path::Path, batch: usize) {
     )
     .await
     .expect("the stream function starts");
+    deps.lake.store = slowed(deps.lake.store.clone(), latency);
     let mut per_batch = Vec::new();
     let mut files = 0usize;
     let started = Instant::now();
@@ -124,7 +147,8 @@ async fn run(file: &str, work: &std::path::Path, batch: usize) {
         std::fs::read_to_string(repo_root().join("examples/clickstream/sluice.toml")).unwrap();
     let pipeline = sluice::config::Pipeline::from_toml(&config).unwrap();
     let engine = Arc::new(Engine::new(pipeline.clone()).await.unwrap());
-    let file_lake = Location::open(&work.join("file-lake").to_string_lossy(), true).unwrap();
+    let mut file_lake = Location::open(&work.join("file-lake").to_string_lossy(), true).unwrap();
+    file_lake.store = slowed(file_lake.store.clone(), latency);
     let input = Location::open(&input.to_string_lossy(), false).unwrap();
     let catalog = sluice::connect::catalog(
         &pipeline.catalog,
@@ -164,6 +188,7 @@ async fn run(file: &str, work: &std::path::Path, batch: usize) {
             "mb": (mb * 10.0).round() / 10.0,
             "batch_records": batch,
             "batches": events.len(),
+            "request_latency_ms": latency.as_millis() as u64,
             "stream": {
                 "seconds": stream_secs,
                 "records_per_s": (lines.len() as f64 / stream_secs).round(),
