@@ -37,16 +37,19 @@ use sluice::retry::Policy;
 /// What every function binary's `main` does: JSON logs, the settings read
 /// from the environment once, the clients and the function's [`Parts`] built
 /// once (failing the start with a message naming the function), then every
-/// event handed to `handler` with the invocation's deadline (none where an
-/// emulator sets none).
-pub async fn serve<P, F, Fut>(
+/// event, read from the invocation's bytes as an `E` (a JSON `Value`, or the
+/// event type itself where reading it through a `Value` costs: the stream
+/// function's), handed to `handler` with the invocation's deadline (none
+/// where an emulator sets none).
+pub async fn serve<P, E, F, Fut>(
     function: &'static str,
     parts: P,
     handler: F,
 ) -> Result<(), lambda_runtime::Error>
 where
     P: Parts,
-    F: Fn(&'static Deps, serde_json::Value, Option<std::time::Instant>) -> Fut,
+    E: serde::de::DeserializeOwned + Send + 'static,
+    F: Fn(&'static Deps, E, Option<std::time::Instant>) -> Fut,
     Fut: std::future::Future<Output = Result<serde_json::Value, FunctionError>>,
 {
     logging::init();
@@ -58,7 +61,7 @@ where
     let deps: &'static Deps = Box::leak(Box::new(deps));
     let handler = &handler;
     lambda_runtime::run(lambda_runtime::service_fn(
-        move |event: lambda_runtime::LambdaEvent<serde_json::Value>| async move {
+        move |event: lambda_runtime::LambdaEvent<E>| async move {
             handler(deps, event.payload, deadline(event.context.deadline)).await
         },
     ))

@@ -13,11 +13,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use aws_lambda_events::kafka::KafkaEvent;
-use aws_lambda_events::kinesis::KinesisEvent;
+use std::collections::HashMap;
+
+use aws_lambda_events::kafka::{KafkaEvent, KafkaRecord};
+use aws_lambda_events::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 use base64::Engine as _;
 use bytes::Bytes;
+use serde::Deserialize;
 use serde_json::Value;
 use sluice::pipeline::Counters;
 use sluice::stream::{Batch, Kind, Outcome, Record, first_unloaded, load_batch};
@@ -31,46 +34,73 @@ use crate::metrics::{Record as Metrics, Unit};
 const MAX_RUN: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// What the stream function is invoked with.
-#[derive(Debug)]
-enum StreamEvent {
+///
+/// Read straight from the invocation's bytes by the function's `main`
+/// ([`crate::serve`]); told apart by the event's list of records: `Records`
+/// for Kinesis, `records` for Kafka. Bytes to a JSON `Value`, then to the
+/// event through serde's untagged enum (which buffers the whole event to try
+/// each kind), took a quarter of a 10,000-record batch's time.
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "EventOnTheWire")]
+pub enum StreamEvent {
     Kinesis(KinesisEvent),
     Kafka(KafkaEvent),
 }
 
-impl StreamEvent {
-    /// The event, told apart by its list of records: `Records` for Kinesis,
-    /// `records` for Kafka. (An untagged enum would buffer the whole event in
-    /// serde's `Content` and try each kind: 12% of a 10,000-record batch's time.)
-    fn from_value(event: Value) -> Result<Self, FunctionError> {
-        let bad = |kind: &str, e: serde_json::Error| {
-            FunctionError::permanent(format!("not a {kind} event: {e}"))
-        };
-        if event.get("Records").is_some() {
-            serde_json::from_value(event)
-                .map(StreamEvent::Kinesis)
-                .map_err(|e| bad("Kinesis", e))
-        } else if event.get("records").is_some() {
-            serde_json::from_value(event)
-                .map(StreamEvent::Kafka)
-                .map_err(|e| bad("Kafka", e))
+/// The fields of either kind of event, read in one pass.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EventOnTheWire {
+    #[serde(rename = "Records")]
+    kinesis: Option<Vec<KinesisEventRecord>>,
+    records: Option<HashMap<String, Vec<KafkaRecord>>>,
+    event_source: Option<String>,
+    event_source_arn: Option<String>,
+    bootstrap_servers: Option<String>,
+}
+
+impl TryFrom<EventOnTheWire> for StreamEvent {
+    type Error = &'static str;
+
+    fn try_from(e: EventOnTheWire) -> Result<Self, Self::Error> {
+        if let Some(records) = e.kinesis {
+            let mut event = KinesisEvent::default();
+            event.records = records;
+            Ok(StreamEvent::Kinesis(event))
+        } else if let Some(records) = e.records {
+            let mut event = KafkaEvent::default();
+            event.records = records;
+            event.event_source = e.event_source;
+            event.event_source_arn = e.event_source_arn;
+            event.bootstrap_servers = e.bootstrap_servers;
+            Ok(StreamEvent::Kafka(event))
         } else {
-            Err(FunctionError::permanent(
-                "not a Kinesis or Kafka event: it has neither `Records` (Kinesis) nor `records` (Kafka)",
-            ))
+            Err("it has neither `Records` (Kinesis) nor `records` (Kafka)")
         }
     }
 }
 
-/// Handle one invocation; `deadline` is when Lambda stops it (none where an
-/// emulator sets none: then Lambda's longest run, 15 minutes, from now).
+/// Handle one invocation given as JSON (as the tests and local emulators
+/// give it); see [`handle_event`].
 pub async fn handle(
     deps: &Deps,
     event: Value,
     deadline: Option<Instant>,
 ) -> Result<Value, FunctionError> {
+    let event = StreamEvent::deserialize(event)
+        .map_err(|e| FunctionError::permanent(format!("not a Kinesis or Kafka event: {e}")))?;
+    handle_event(deps, event, deadline).await
+}
+
+/// Handle one invocation; `deadline` is when Lambda stops it (none where an
+/// emulator sets none: then Lambda's longest run, 15 minutes, from now).
+pub async fn handle_event(
+    deps: &Deps,
+    event: StreamEvent,
+    deadline: Option<Instant>,
+) -> Result<Value, FunctionError> {
     let left = deadline.map_or(MAX_RUN, |d| d.saturating_duration_since(Instant::now()));
     let until = chrono::Utc::now() + left;
-    let event = StreamEvent::from_value(event)?;
     match event {
         StreamEvent::Kinesis(e) => {
             let batches = kinesis_batches(e)?;
@@ -292,13 +322,19 @@ mod tests {
 
     #[test]
     fn an_event_is_told_kinesis_or_kafka_by_its_records() {
-        match StreamEvent::from_value(event("kinesis.json")).unwrap() {
+        let read = |file: &str| serde_json::from_value::<StreamEvent>(event(file));
+        match read("kinesis.json").unwrap() {
             StreamEvent::Kinesis(e) => assert_eq!(e.records.len(), 21),
             other => panic!("read as {other:?}"),
         }
-        match StreamEvent::from_value(event("msk.json")).unwrap() {
+        match read("msk.json").unwrap() {
             StreamEvent::Kafka(e) => {
-                assert_eq!(e.records.values().map(Vec::len).sum::<usize>(), 22)
+                assert_eq!(e.records.values().map(Vec::len).sum::<usize>(), 22);
+                assert_eq!(e.event_source.as_deref(), Some("aws:kafka"));
+                assert!(
+                    e.event_source_arn
+                        .is_some_and(|a| a.starts_with("arn:aws:kafka:"))
+                );
             }
             other => panic!("read as {other:?}"),
         }
@@ -306,16 +342,23 @@ mod tests {
 
     #[test]
     fn an_event_of_neither_kind_says_what_it_lacks() {
+        let read = |text: &str| {
+            serde_json::from_str::<StreamEvent>(text)
+                .unwrap_err()
+                .to_string()
+        };
         // An S3 event has `Records` too: it fails as a Kinesis event, naming the field.
-        let e = StreamEvent::from_value(event("s3-put.json")).unwrap_err();
-        assert!(!e.retryable);
+        let s3 = std::fs::read_to_string(format!(
+            "{}/../../events/s3-put.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let e = read(&s3);
+        assert!(e.starts_with("missing field `kinesis`"), "{e}");
+        let e = read(r#"{"detail": {}}"#);
         assert!(
-            e.message
-                .starts_with("not a Kinesis event: missing field `kinesis`"),
-            "{}",
-            e.message
+            e.contains("neither `Records` (Kinesis) nor `records` (Kafka)"),
+            "{e}"
         );
-        let e = StreamEvent::from_value(serde_json::json!({"detail": {}})).unwrap_err();
-        assert!(e.message.contains("neither `Records`"), "{}", e.message);
     }
 }

@@ -2,7 +2,8 @@
 //! (`SLUICE_CONFIG` and friends, see functions/README.md), the clients and
 //! its parts ([`sluice_functions::Transformer`]: the catalog, the engine with
 //! the tables' SQL planned) built once ([`sluice_functions::serve`]), and
-//! every Kinesis or Kafka batch handed to [`sluice_functions::stream::handle`].
+//! every Kinesis or Kafka batch handed to [`sluice_functions::stream::handle_event`],
+//! read from the invocation's bytes as a [`sluice_functions::stream::StreamEvent`].
 
 // Since `serve` became generic over the function's parts, a release build
 // overflows the default depth of the compiler's query for the layout of
@@ -20,7 +21,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     sluice_functions::serve(
         "stream",
         sluice_functions::Transformer,
-        sluice_functions::stream::handle,
+        sluice_functions::stream::handle_event,
     )
     .await
 }

@@ -24,6 +24,7 @@ use base64::Engine as _;
 use serde_json::json;
 use sluice::pipeline::{Counters, Engine, RunOptions};
 use sluice::store::Location;
+use sluice_functions::stream::StreamEvent;
 use sluice_functions::{Deps, Settings, Transformer};
 use sluice_tests::repo_root;
 
@@ -123,8 +124,9 @@ async fn run(file: &str, work: &std::path::Path, batch: usize, latency: Duration
     let started = Instant::now();
     for e in &events {
         let t = Instant::now();
-        let value: serde_json::Value = serde_json::from_str(e).unwrap();
-        let r = sluice_functions::stream::handle(&deps, value, None)
+        // As the function's runtime reads the invocation's bytes.
+        let event: StreamEvent = serde_json::from_str(e).unwrap();
+        let r = sluice_functions::stream::handle_event(&deps, event, None)
             .await
             .expect("the batch loads");
         assert_eq!(r["batchItemFailures"], json!([]), "{r}");
