@@ -23,6 +23,11 @@ Not measured here: Lambda's own part of a cold start (fetching and unpacking
 the package, starting the microVM), which grows with the package's size.
 
     python bench/functions.py --bin target/release [--starts 5] [--big-mb 128] [--sluice target/release/sluice]
+        [--functions planner,transform,...] [--runner "qemu-aarch64 -L /usr/aarch64-linux-gnu"]
+
+`--runner` starts each binary through that command: an arm64 cross build
+under qemu's user-mode emulator (Debian's qemu-user), to compare two builds
+of it with each other in one run; its times are the emulator's, not arm64's.
 """
 
 import argparse
@@ -31,6 +36,7 @@ import json
 import os
 import queue
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -169,6 +175,9 @@ def event(name):
     return json.loads((ROOT / "events" / name).read_text())
 
 
+RUNNER = []
+
+
 def run_function(binary, env, events):
     """Start `binary`, wait for its first poll, hand it `events` one by one:
     (init s, [(s, response)], peak RSS MB)."""
@@ -178,7 +187,7 @@ def run_function(binary, env, events):
     # One core, as a function of up to 1,769 MB has one vCPU.
     # Its log goes to a file: a pipe nobody reads would stall it once full.
     log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(["taskset", "-c", "0", str(binary)], env=env, stdout=log, stderr=log)
+    proc = subprocess.Popen(["taskset", "-c", "0", *RUNNER, str(binary)], env=env, stdout=log, stderr=log)
     try:
         while runtime.first_poll is None:
             if proc.poll() is not None or time.perf_counter() - started > 60:
@@ -202,7 +211,11 @@ def main():
     ap.add_argument("--starts", type=int, default=5)
     ap.add_argument("--big-mb", type=int, default=128)
     ap.add_argument("--sluice", default=str(ROOT / "target/release/sluice"))
+    ap.add_argument("--functions", default="planner,transform,catalog,compactor,stream")
+    ap.add_argument("--runner", default="")
     args = ap.parse_args()
+    RUNNER.extend(shlex.split(args.runner))
+    only = set(args.functions.split(","))
     bins = Path(args.bin)
     memory = memory_defaults()
     work = Path(tempfile.mkdtemp())
@@ -232,7 +245,7 @@ def main():
         ]
         print(f"{'function':<10} {'init median':>12} {'init max':>9} {'first event':>12} {'peak RSS':>9} "
               f"{'MemorySize':>11}")
-        for name, ev in plan:
+        for name, ev in [(n, e) for n, e in plan if n in only]:
             env = dict(base, AWS_LAMBDA_FUNCTION_NAME=f"sluice-{name}",
                        AWS_LAMBDA_FUNCTION_MEMORY_SIZE=str(memory[name]))
             # The first start does the work; the others start, answer a
@@ -242,7 +255,7 @@ def main():
             _, [(took, _)], rss = starts[0]
             print(f"{name:<10} {statistics.median(inits) * 1000:>9.0f} ms {max(inits) * 1000:>6.0f} ms "
                   f"{took * 1000:>9.0f} ms {rss:>6.0f} MB {memory[name]:>8} MB")
-        if big:
+        if big and "transform" in only:
             size = big.stat().st_size
             task = {"table": "clickstream",
                     "source": {"url": "s3://example-raw-bucket/raw/clickstream/big.jsonl", "size": size,
