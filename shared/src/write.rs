@@ -247,7 +247,8 @@ impl ChunkWriter {
         let size = file.writer.bytes_written() + file.writer.in_progress_size();
         if size as u64 >= self.target_bytes {
             let file = self.open.remove(&ppath).expect("present");
-            self.close(file).await?;
+            let info = close_file(file, &self.schema).await?;
+            self.done.push(info);
         }
         Ok(())
     }
@@ -288,12 +289,6 @@ impl ChunkWriter {
                 .await
                 .map_err(|e| Error::write(&file.relative, e))?;
         }
-    }
-
-    async fn close(&mut self, file: OpenFile) -> Result<()> {
-        let info = close_file(file, &self.schema).await?;
-        self.done.push(info);
-        Ok(())
     }
 
     /// Close every open file; the files written, in a stable order. Up to
@@ -459,6 +454,45 @@ mod tests {
         }
     }
 
+    /// A lake in memory behind a fault store that runs `hook` before every
+    /// call; and the memory lake itself, to read what landed.
+    fn lake_with_hook(
+        faults: crate::fault::Faults,
+        hook: crate::fault::Hook,
+    ) -> (Location, Location, Arc<crate::fault::FaultyStore>) {
+        let memory = Location::memory();
+        let faulty =
+            Arc::new(crate::fault::FaultyStore::new(memory.store.clone(), faults).with_hook(hook));
+        let lake = Location {
+            store: faulty.clone(),
+            ..memory.clone()
+        };
+        (lake, memory, faulty)
+    }
+
+    /// A writer with one file open in each of `parts` partitions (`k=p00`,
+    /// `k=p01`, …) of one `n` column, holding `rows(part)`.
+    async fn write_partitions(
+        lake: &Location,
+        parts: i64,
+        rows: impl Fn(i64) -> Vec<i64>,
+    ) -> ChunkWriter {
+        use crate::partition::PartitionSlice;
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let mut w = ChunkWriter::new(lake, "t", "c", &["k".into()], schema.clone(), &options());
+        for part in 0..parts {
+            let column = Arc::new(Int64Array::from(rows(part)));
+            let batch = RecordBatch::try_new(schema.clone(), vec![column]).unwrap();
+            w.write(PartitionSlice {
+                values: vec![Some(format!("p{part:02}"))],
+                batch,
+            })
+            .await
+            .unwrap();
+        }
+        w
+    }
+
     #[tokio::test]
     async fn the_files_of_a_chunk_close_at_once_each_described_by_its_own_footer() {
         use std::sync::atomic::{AtomicUsize, Ordering};
@@ -466,8 +500,7 @@ mod tests {
         use futures::FutureExt;
         use object_store::ObjectStoreExt;
 
-        use crate::fault::{Faults, FaultyStore, Hook};
-        use crate::partition::PartitionSlice;
+        use crate::fault::{Faults, Hook};
         // Every request waits 20 ms as on S3; count how many wait at once.
         let waiting = Arc::new(AtomicUsize::new(0));
         let most = Arc::new(AtomicUsize::new(0));
@@ -484,29 +517,12 @@ mod tests {
                 .boxed()
             })
         };
-        let memory = Location::memory();
-        let lake = Location {
-            store: Arc::new(FaultyStore::new(memory.store.clone(), Faults::None).with_hook(hook)),
-            ..memory.clone()
-        };
-        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
-        let mut w = ChunkWriter::new(&lake, "t", "c", &["k".into()], schema.clone(), &options());
+        let (lake, memory, _) = lake_with_hook(Faults::None, hook);
         let parts = 40i64;
-        for part in 0..parts {
-            let batch = RecordBatch::try_new(
-                schema.clone(),
-                vec![Arc::new(Int64Array::from_iter_values(
-                    (0..=part).map(|i| part * 1000 + i),
-                ))],
-            )
-            .unwrap();
-            w.write(PartitionSlice {
-                values: vec![Some(format!("p{part:02}"))],
-                batch,
-            })
-            .await
-            .unwrap();
-        }
+        let w = write_partitions(&lake, parts, |part| {
+            (0..=part).map(|i| part * 1000 + i).collect()
+        })
+        .await;
         let files = w.finish().await.unwrap();
         assert_eq!(most.load(Ordering::SeqCst), REQUESTS_AT_ONCE);
         assert_eq!(files.len(), parts as usize);
@@ -537,8 +553,7 @@ mod tests {
     async fn after_a_failed_close_the_uploads_under_way_finish_and_no_more_start() {
         use futures::FutureExt;
 
-        use crate::fault::{Faults, FaultyStore, Hook};
-        use crate::partition::PartitionSlice;
+        use crate::fault::{Faults, Hook};
         // Call 3 fails at once; every other waits 20 ms, as on S3.
         let hook: Hook = Arc::new(|n| {
             async move {
@@ -548,26 +563,8 @@ mod tests {
             }
             .boxed()
         });
-        let memory = Location::memory();
-        let faulty =
-            Arc::new(FaultyStore::new(memory.store.clone(), Faults::Once(3)).with_hook(hook));
-        let lake = Location {
-            store: faulty.clone(),
-            ..memory.clone()
-        };
-        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
-        let mut w = ChunkWriter::new(&lake, "t", "c", &["k".into()], schema.clone(), &options());
-        for part in 0..40i64 {
-            let batch =
-                RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![part]))])
-                    .unwrap();
-            w.write(PartitionSlice {
-                values: vec![Some(format!("p{part:02}"))],
-                batch,
-            })
-            .await
-            .unwrap();
-        }
+        let (lake, memory, faulty) = lake_with_hook(Faults::Once(3), hook);
+        let w = write_partitions(&lake, 40, |part| vec![part]).await;
         let e = w.finish().await.unwrap_err();
         assert!(e.to_string().contains("injected fault: put, call 3"), "{e}");
         // The first REQUESTS_AT_ONCE uploads started; all but the failed one landed.

@@ -10,10 +10,9 @@
 //! Kafka: a failure fails the invocation, and the whole batch comes again;
 //! the partitions it had loaded find their records loaded and skip them.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
-
-use std::collections::HashMap;
 
 use aws_lambda_events::kafka::{KafkaEvent, KafkaRecord};
 use aws_lambda_events::kinesis::{KinesisEvent, KinesisEventRecord};

@@ -16,12 +16,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use futures::FutureExt;
 use object_store::ObjectStore;
-use sluice::fault::{Faults, FaultyStore};
-
-use base64::Engine as _;
 use serde_json::json;
+use sluice::fault::{Faults, FaultyStore};
 use sluice::pipeline::{Counters, Engine, RunOptions};
 use sluice::store::Location;
 use sluice_functions::stream::StreamEvent;
@@ -69,7 +68,7 @@ fn main() {
         }
     };
     let batch: usize = args.get(3).map_or(10_000, |b| b.parse().expect("a number"));
-    let latency = std::time::Duration::from_millis(
+    let latency = Duration::from_millis(
         args.get(4)
             .map_or(0, |ms| ms.parse().expect("milliseconds")),
     );
