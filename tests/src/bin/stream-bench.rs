@@ -5,13 +5,16 @@
 //! file path (`sluice run`'s engine, one worker) on the same rows, in the
 //! same process; then the cost per TB at Lambda arm64 prices.
 //!
-//!   cargo run --release -p sluice-tests --bin stream-bench -- <file.jsonl> <work dir> [batch] [latency ms]
+//!   cargo run --release -p sluice-tests --bin stream-bench -- <file.jsonl> <work dir> [batch] [latency ms] [generated|arrival]
 //!
 //! `file.jsonl` is clickstream records (`sluice generate`); the lakes go
 //! under `work dir`. With a latency, every request to either lake waits that
 //! long first (a model of S3, whose small PUTs and GETs take tens of
-//! milliseconds; a local folder answers in microseconds). Prints one JSON
-//! document.
+//! milliseconds; a local folder answers in microseconds). The records go in
+//! the order generated, their event times scattered over a week, so every
+//! batch touches every day; with `arrival`, in the order of their event
+//! times, as a stream delivers them, so a batch touches one day or two. Both
+//! paths get the same rows in the same order. Prints one JSON document.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +29,11 @@ use sluice::store::Location;
 use sluice_functions::stream::StreamEvent;
 use sluice_functions::{Deps, Settings, Transformer};
 use sluice_tests::repo_root;
+
+// The stream function's allocator (functions/stream/src/main.rs), so the
+// handler allocates here as it does on Lambda.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Lambda arm64 price per GB-second and per request (us-east-1, first tier).
 const GB_SECOND: f64 = 0.000_013_333_4;
@@ -63,7 +71,9 @@ fn main() {
     let (file, work) = match (args.get(1), args.get(2)) {
         (Some(f), Some(w)) => (f.clone(), std::path::PathBuf::from(w)),
         _ => {
-            eprintln!("usage: stream-bench <file.jsonl> <work dir> [batch records]");
+            eprintln!(
+                "usage: stream-bench <file.jsonl> <work dir> [batch records] [latency ms] [generated|arrival]"
+            );
             std::process::exit(2);
         }
     };
@@ -72,12 +82,20 @@ fn main() {
         args.get(4)
             .map_or(0, |ms| ms.parse().expect("milliseconds")),
     );
+    let arrival = match args.get(5).map(String::as_str) {
+        None | Some("generated") => false,
+        Some("arrival") => true,
+        Some(other) => {
+            eprintln!("stream-bench: order {other:?} is neither `generated` nor `arrival`");
+            std::process::exit(2);
+        }
+    };
     // One core: everything on this thread.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(run(&file, &work, batch, latency));
+    rt.block_on(run(&file, &work, batch, latency, arrival));
 }
 
 /// `store`, with every request made to wait `latency` first.
@@ -91,9 +109,21 @@ fn slowed(store: Arc<dyn ObjectStore>, latency: Duration) -> Arc<dyn ObjectStore
     )
 }
 
-async fn run(file: &str, work: &std::path::Path, batch: usize, latency: Duration) {
+/// A clickstream record's `event_time`, which sorts as text (ISO 8601, UTC).
+fn event_time(line: &str) -> &str {
+    let key = "\"event_time\":\"";
+    line.find(key)
+        .map(|i| &line[i + key.len()..])
+        .and_then(|rest| rest.split_once('"'))
+        .map_or("", |(time, _)| time)
+}
+
+async fn run(file: &str, work: &std::path::Path, batch: usize, latency: Duration, arrival: bool) {
     let text = std::fs::read_to_string(file).expect("the records file");
-    let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    let mut lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    if arrival {
+        lines.sort_by_key(|l| event_time(l));
+    }
     let bytes: u64 = lines.iter().map(|l| l.len() as u64 + 1).sum();
     // The events, built before the clock starts (Lambda hands them over).
     let events: Vec<String> = lines
@@ -143,7 +173,9 @@ async fn run(file: &str, work: &std::path::Path, batch: usize, latency: Duration
     // (the same SQL), one worker, 128 MiB chunks.
     let input = work.join("raw");
     std::fs::create_dir_all(input.join("clickstream")).unwrap();
-    std::fs::copy(file, input.join("clickstream/records.jsonl")).unwrap();
+    let mut records = lines.join("\n");
+    records.push('\n');
+    std::fs::write(input.join("clickstream/records.jsonl"), records).unwrap();
     let config =
         std::fs::read_to_string(repo_root().join("examples/clickstream/sluice.toml")).unwrap();
     let pipeline = sluice::config::Pipeline::from_toml(&config).unwrap();
@@ -190,6 +222,7 @@ async fn run(file: &str, work: &std::path::Path, batch: usize, latency: Duration
             "batch_records": batch,
             "batches": events.len(),
             "request_latency_ms": latency.as_millis() as u64,
+            "order": if arrival { "arrival" } else { "generated" },
             "stream": {
                 "seconds": stream_secs,
                 "records_per_s": (lines.len() as f64 / stream_secs).round(),
