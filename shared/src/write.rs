@@ -52,6 +52,11 @@ const MIN_SAMPLE_ROWS: usize = 1000;
 /// written without a dictionary (a dictionary of unique values only adds its
 /// indices); integers and timestamps among them use delta encoding.
 const DICTIONARY_MAX_DISTINCT: f64 = 0.5;
+/// The most distinct values a sample's count reserves room for up front (a
+/// batch's worth; growing the set took 5% of a stream batch). A Delta merge
+/// samples every row it writes, in one batch, and a column of few values
+/// should not reserve room for half their number.
+const SAMPLE_SET_ROOM: usize = 1 << 14;
 
 /// Writer settings for a table, with per-column encodings chosen from a
 /// sample of its rows: no dictionary for nearly-unique columns (ids, hashes,
@@ -95,7 +100,7 @@ fn nearly_unique(column: &dyn Array) -> Option<bool> {
         // distinct / non_null > MAX  <=>  distinct > floor(non_null * MAX)
         let limit = (non_null as f64 * DICTIONARY_MAX_DISTINCT) as usize;
         let mut seen: HashSet<T, foldhash::fast::FixedState> =
-            HashSet::with_capacity_and_hasher((limit + 1).min(1 << 14), Default::default());
+            HashSet::with_capacity_and_hasher((limit + 1).min(SAMPLE_SET_ROOM), Default::default());
         for v in values.flatten() {
             if seen.insert(v) && seen.len() > limit {
                 return Some(true);
