@@ -49,6 +49,7 @@
 pub mod kpl;
 pub mod replay;
 
+use std::borrow::Cow;
 use std::io::Read;
 use std::sync::Arc;
 
@@ -419,7 +420,7 @@ const MAX_BATCH_TEXT: usize = 1 << 30;
 
 /// A record's payload as text lines: decompressed (gzip, zstd) or
 /// deaggregated (KPL), or as it is.
-fn decode(data: &[u8], room: usize) -> std::result::Result<Vec<Vec<u8>>, String> {
+fn decode(data: &[u8], room: usize) -> std::result::Result<Vec<Cow<'_, [u8]>>, String> {
     fn inflate(r: impl Read, what: &str, room: usize) -> std::result::Result<Vec<u8>, String> {
         let mut out = Vec::new();
         r.take(room as u64 + 1)
@@ -433,26 +434,37 @@ fn decode(data: &[u8], room: usize) -> std::result::Result<Vec<Vec<u8>>, String>
         Ok(out)
     }
     if kpl::is_aggregated(data) {
-        kpl::deaggregate(data)
+        Ok(kpl::deaggregate(data)?
+            .into_iter()
+            .map(Cow::Owned)
+            .collect())
     } else if data.starts_with(&[0x1f, 0x8b]) {
-        Ok(vec![inflate(
+        Ok(vec![Cow::Owned(inflate(
             flate2::read::MultiGzDecoder::new(data),
             "gzip",
             room,
-        )?])
+        )?)])
     } else if data.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         let d = zstd::stream::read::Decoder::new(data)
             .map_err(|e| format!("cannot decompress the zstd record: {e}"))?;
-        Ok(vec![inflate(d, "zstd", room)?])
+        Ok(vec![Cow::Owned(inflate(d, "zstd", room)?)])
     } else {
-        Ok(vec![data.to_vec()])
+        Ok(vec![Cow::Borrowed(data)])
     }
 }
 
 /// The chunk's text: every record's lines, a newline after each.
 fn text(table: &Table, url: &str, records: &[&Record]) -> (Vec<u8>, RecordIndex, usize) {
-    let mut out = Vec::new();
+    // Room for every record as it is and a newline (a stream's records are
+    // mostly plain text): one allocation, no copy on growing.
+    let plain: usize = records
+        .iter()
+        .filter_map(|r| r.data.as_ref())
+        .map(|d| d.len() + 1)
+        .sum();
+    let mut out = Vec::with_capacity(plain.min(MAX_BATCH_TEXT));
     let mut index = RecordIndex::default();
+    index.starts.reserve(records.len());
     let mut null_values = 0;
     for r in records {
         let Some(data) = &r.data else {
