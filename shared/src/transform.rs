@@ -28,10 +28,13 @@ use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
+use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::joins::HashJoinExec;
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
-use datafusion::physical_plan::{ExecutionPlan, displayable};
+use datafusion::physical_plan::{ExecutionPlan, displayable, execute_stream};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::config::Table;
@@ -47,32 +50,53 @@ pub struct Transform {
     output_schema: SchemaRef,
     /// The lookups registered beside `input` (all of the pipeline's).
     lookups: Vec<Arc<Loaded>>,
+    /// The SQL's plan, planned once, when it can run again for every chunk
+    /// ([`runs_again`]); else each chunk plans the SQL.
+    planned: Option<Planned>,
 }
 
-/// A one-shot partition stream: hands out the chunk's batch stream once.
-struct OneShot {
-    schema: SchemaRef,
-    stream: Mutex<Option<SendableRecordBatchStream>>,
+/// A physical plan and the task context it runs in, less the chunk.
+#[derive(Clone)]
+struct Planned {
+    plan: Arc<dyn ExecutionPlan>,
+    task: Arc<TaskContext>,
 }
 
-impl std::fmt::Debug for OneShot {
+impl std::fmt::Debug for Planned {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("OneShot")
+        f.write_str("Planned")
     }
 }
 
-impl PartitionStream for OneShot {
+/// A chunk's input, handed to its plan's `input` through the task context
+/// it runs in ([`InputSlot`]), so that one plan serves chunk after chunk,
+/// and chunks at once.
+struct ChunkInput(Mutex<Option<SendableRecordBatchStream>>);
+
+/// `input`'s one partition: the chunk of the task context it is run in, once.
+struct InputSlot {
+    schema: SchemaRef,
+}
+
+impl std::fmt::Debug for InputSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InputSlot")
+    }
+}
+
+impl PartitionStream for InputSlot {
     fn schema(&self) -> &SchemaRef {
         &self.schema
     }
-    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        match self.stream.lock().expect("not poisoned").take() {
+    fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let input = ctx.session_config().get_extension::<ChunkInput>();
+        match input.and_then(|i| i.0.lock().expect("not poisoned").take()) {
             Some(s) => s,
             None => Box::pin(RecordBatchStreamAdapter::new(
                 self.schema.clone(),
                 futures::stream::once(async {
                     Err(datafusion::error::DataFusionError::Execution(
-                        "the chunk's input was already read".into(),
+                        "the chunk's input was already read, or not given".into(),
                     ))
                 }),
             )),
@@ -212,9 +236,13 @@ impl Transform {
     /// output schema; check the partition columns are in it.
     pub async fn plan(table: &Table, lookups: &[Arc<Loaded>]) -> Result<Transform> {
         let input_schema = table.input_schema();
-        let output_schema = match &table.sql {
-            None => input_schema.clone(),
-            Some(sql) => physical_plan(table, sql, lookups).await?.schema(),
+        let (output_schema, planned) = match &table.sql {
+            None => (input_schema.clone(), None),
+            Some(sql) => {
+                let planned = physical_plan(table, sql, lookups).await?;
+                let schema = planned.plan.schema();
+                (schema, runs_again(&planned.plan).then_some(planned))
+            }
         };
         for p in &table.partition_by {
             let field = output_schema.field_with_name(p).map_err(|_| {
@@ -276,6 +304,7 @@ impl Transform {
             input_schema,
             output_schema,
             lookups: lookups.to_vec(),
+            planned,
         })
     }
 
@@ -284,7 +313,7 @@ impl Transform {
         let Some(sql) = &self.sql else {
             return Ok(None);
         };
-        let plan = physical_plan(table, sql, &self.lookups).await?;
+        let plan = physical_plan(table, sql, &self.lookups).await?.plan;
         let mut out = String::new();
         render(&plan, &self.lookups, 0, &mut out);
         Ok(Some(out))
@@ -316,16 +345,32 @@ impl Transform {
                 ),
             ));
         }
-        let ctx = context(&self.lookups)?;
-        register_input(&ctx, self.input_schema.clone(), input)
-            .map_err(|e| Error::transform(&self.table, e))?;
-        let df = ctx
-            .sql(sql)
-            .await
-            .map_err(|e| Error::transform(&self.table, e))?;
-        df.execute_stream()
-            .await
-            .map_err(|e| Error::transform(&self.table, e))
+        let failed = |e| Error::transform(&self.table, e);
+        let Planned { plan, task } = match &self.planned {
+            // Its state (metrics, a join's built side) reset for this chunk.
+            Some(p) => Planned {
+                plan: reset_plan_states(p.plan.clone()).map_err(failed)?,
+                task: p.task.clone(),
+            },
+            None => plan_sql(context(&self.lookups)?, self.input_schema.clone(), sql)
+                .await
+                .map_err(failed)?,
+        };
+        let config = task
+            .session_config()
+            .clone()
+            .with_extension(Arc::new(ChunkInput(Mutex::new(Some(input)))));
+        let task = Arc::new(TaskContext::new(
+            task.task_id(),
+            task.session_id(),
+            config,
+            task.scalar_functions().clone(),
+            task.higher_order_functions().clone(),
+            task.aggregate_functions().clone(),
+            task.window_functions().clone(),
+            task.runtime_env(),
+        ));
+        execute_stream(plan, task).map_err(failed)
     }
 }
 
@@ -354,21 +399,22 @@ fn render(plan: &Arc<dyn ExecutionPlan>, lookups: &[Arc<Loaded>], depth: usize, 
     }
 }
 
-/// The table's SQL planned over an empty `input` and the lookups, its joins checked.
-async fn physical_plan(
-    table: &Table,
-    sql: &str,
-    lookups: &[Arc<Loaded>],
-) -> Result<Arc<dyn ExecutionPlan>> {
-    let input_schema = table.input_schema();
-    let ctx = context(lookups)?;
-    let empty = futures::stream::empty();
-    register_input(
-        &ctx,
-        input_schema.clone(),
-        Box::pin(RecordBatchStreamAdapter::new(input_schema.clone(), empty)),
-    )
-    .map_err(|e| Error::transform(&table.name, e))?;
+/// Whether `plan` may run again, for chunk after chunk, once its state is
+/// reset ([`reset_plan_states`]): made only of nodes that keep nothing from
+/// one run to the next but metrics. A join (whose dynamic filters DataFusion
+/// cannot reset), a sort (its top-k filter), an aggregate or a window is
+/// planned again for every chunk.
+fn runs_again(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let stateless = plan.downcast_ref::<ProjectionExec>().is_some()
+        || plan.downcast_ref::<FilterExec>().is_some()
+        || plan
+            .downcast_ref::<StreamingTableExec>()
+            .is_some_and(|s| s.limit().is_none());
+    stateless && plan.children().into_iter().all(runs_again)
+}
+
+/// The table's SQL planned, its joins checked; invalid SQL is named as such.
+async fn physical_plan(table: &Table, sql: &str, lookups: &[Arc<Loaded>]) -> Result<Planned> {
     let invalid = |e: datafusion::error::DataFusionError| {
         let mut message = format!("invalid sql: {e}");
         if message.contains("not found") {
@@ -382,24 +428,32 @@ async fn physical_plan(
         }
         Error::transform(&table.name, message)
     };
-    let df = ctx.sql(sql).await.map_err(invalid)?;
-    let plan = df.create_physical_plan().await.map_err(invalid)?;
-    check_joins(&table.name, &plan)?;
-    Ok(plan)
+    let planned = plan_sql(context(lookups)?, table.input_schema(), sql)
+        .await
+        .map_err(invalid)?;
+    check_joins(&table.name, &planned.plan)?;
+    Ok(planned)
 }
 
-fn register_input(
-    ctx: &SessionContext,
+/// `sql` planned in `ctx` (a chunk's [`context`]), over an `input` of
+/// `schema` whose rows come from the task context the plan is run in.
+async fn plan_sql(
+    ctx: SessionContext,
     schema: SchemaRef,
-    stream: SendableRecordBatchStream,
-) -> datafusion::error::Result<()> {
-    let part = Arc::new(OneShot {
+    sql: &str,
+) -> datafusion::error::Result<Planned> {
+    let slot = Arc::new(InputSlot {
         schema: schema.clone(),
-        stream: Mutex::new(Some(stream)),
     });
-    let table = StreamingTable::try_new(schema, vec![part])?;
-    ctx.register_table("input", Arc::new(table))?;
-    Ok(())
+    ctx.register_table(
+        "input",
+        Arc::new(StreamingTable::try_new(schema, vec![slot])?),
+    )?;
+    let plan = ctx.sql(sql).await?.create_physical_plan().await?;
+    Ok(Planned {
+        plan,
+        task: ctx.task_ctx(),
+    })
 }
 
 #[cfg(test)]
@@ -477,7 +531,8 @@ mod tests {
         let lookups = vec![customers()];
         let plan = physical_plan(&t, t.sql.as_deref().unwrap(), &lookups)
             .await
-            .unwrap();
+            .unwrap()
+            .plan;
         let mut found = Vec::new();
         joins(&plan, &mut found);
         assert_eq!(found, vec![(false, true, JoinType::Right)]);
@@ -540,7 +595,8 @@ mod tests {
         );
         let plan = physical_plan(&t, t.sql.as_deref().unwrap(), &[customers()])
             .await
-            .unwrap();
+            .unwrap()
+            .plan;
         let mut found = Vec::new();
         joins(&plan, &mut found);
         assert_eq!(found, vec![(false, true, JoinType::Inner)]);
@@ -604,5 +660,103 @@ mod tests {
             e.contains("lookup 'customers' was read without its rows"),
             "{e}"
         );
+    }
+
+    /// A chunk of `ids` (customer = id * 10, the last one null).
+    fn chunk(table: &Table, ids: std::ops::Range<i64>) -> SendableRecordBatchStream {
+        let schema = table.input_schema();
+        let n = ids.end - ids.start;
+        let customers: Vec<Option<i64>> = ids
+            .clone()
+            .map(|i| (i < ids.end - 1).then_some(i * 10))
+            .collect();
+        let batch = arrow::array::RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(ids)),
+                Arc::new(Int64Array::from(customers)),
+            ],
+        )
+        .unwrap();
+        assert_eq!(batch.num_rows() as i64, n);
+        Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            futures::stream::iter(vec![Ok(batch)]),
+        ))
+    }
+
+    /// The rows of a transform's output, as (id, c).
+    async fn rows(out: SendableRecordBatchStream) -> Vec<(i64, Option<i64>)> {
+        let batches: Vec<_> = out.try_collect().await.unwrap();
+        let mut rows = Vec::new();
+        for b in batches {
+            let id = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+            let c = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+            rows.extend(
+                (0..b.num_rows()).map(|i| (id.value(i), c.is_valid(i).then(|| c.value(i)))),
+            );
+        }
+        rows
+    }
+
+    #[tokio::test]
+    async fn a_projection_and_filter_is_planned_once_and_runs_each_chunk_on_its_own_rows() {
+        let t = orders("SELECT id, customer + 1 AS c FROM input WHERE id % 2 = 0");
+        let transform = Transform::plan(&t, &[]).await.unwrap();
+        let planned = transform.planned.clone().expect("planned once");
+        let expected = |ids: std::ops::Range<i64>| -> Vec<(i64, Option<i64>)> {
+            let last = ids.end - 1;
+            ids.filter(|i| i % 2 == 0)
+                .map(|i| (i, (i < last).then_some(i * 10 + 1)))
+                .collect()
+        };
+        // Chunk after chunk, then two at once (as the workers run them).
+        for ids in [0..5, 100..108, 7..8] {
+            assert_eq!(
+                rows(transform.run(chunk(&t, ids.clone())).await.unwrap()).await,
+                expected(ids)
+            );
+        }
+        let (a, b) = (
+            transform.run(chunk(&t, 0..6)).await.unwrap(),
+            transform.run(chunk(&t, 50..53)).await.unwrap(),
+        );
+        let (a, b) = futures::join!(rows(a), rows(b));
+        assert_eq!((a, b), (expected(0..6), expected(50..53)));
+        // Each run ran a copy with its own state: the plan kept has run none.
+        let mut metrics = Vec::new();
+        let _ = planned.plan.clone().transform_down(|p| {
+            metrics.extend(
+                p.metrics()
+                    .into_iter()
+                    .flat_map(|m| m.iter().cloned().collect::<Vec<_>>()),
+            );
+            Ok(Transformed::no(p))
+        });
+        assert!(metrics.is_empty(), "the plan kept has run: {metrics:?}");
+    }
+
+    #[tokio::test]
+    async fn a_join_or_an_aggregate_is_planned_again_for_each_chunk() {
+        for sql in [
+            "SELECT o.id, c.segment FROM input o LEFT JOIN customers c ON o.customer = c.cid",
+            "SELECT customer, count(*) AS n FROM input GROUP BY customer",
+            "SELECT id, customer FROM input ORDER BY id LIMIT 2",
+        ] {
+            let transform = Transform::plan(&orders(sql), &[customers()]).await.unwrap();
+            assert!(transform.planned.is_none(), "{sql}");
+        }
+        // Planned again, it gives each chunk its own rows.
+        let t = orders("SELECT id, customer FROM input ORDER BY id DESC LIMIT 2");
+        let transform = Transform::plan(&t, &[]).await.unwrap();
+        for (ids, expected) in [
+            (0..5, vec![(4, None), (3, Some(30))]),
+            (10..12, vec![(11, None), (10, Some(100))]),
+        ] {
+            assert_eq!(
+                rows(transform.run(chunk(&t, ids)).await.unwrap()).await,
+                expected
+            );
+        }
     }
 }
