@@ -21,11 +21,12 @@ use std::sync::{Arc, Mutex};
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::common::JoinType;
-use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::config::ConfigOptions;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::physical_plan::execution_plan::reset_plan_states;
@@ -60,6 +61,9 @@ pub struct Transform {
 struct Planned {
     plan: Arc<dyn ExecutionPlan>,
     task: Arc<TaskContext>,
+    /// Whether every function the SQL calls is immutable (the same result
+    /// for the same arguments, whenever it runs); see [`runs_again`].
+    immutable: bool,
 }
 
 impl std::fmt::Debug for Planned {
@@ -241,7 +245,7 @@ impl Transform {
             Some(sql) => {
                 let planned = physical_plan(table, sql, lookups).await?;
                 let schema = planned.plan.schema();
-                (schema, runs_again(&planned.plan).then_some(planned))
+                (schema, runs_again(&planned).then_some(planned))
             }
         };
         for p in &table.partition_by {
@@ -346,11 +350,11 @@ impl Transform {
             ));
         }
         let failed = |e| Error::transform(&self.table, e);
-        let Planned { plan, task } = match &self.planned {
-            // Its state (metrics, a join's built side) reset for this chunk.
+        let Planned { plan, task, .. } = match &self.planned {
+            // With its state (its metrics) reset for this chunk.
             Some(p) => Planned {
                 plan: reset_plan_states(p.plan.clone()).map_err(failed)?,
-                task: p.task.clone(),
+                ..p.clone()
             },
             None => plan_sql(context(&self.lookups)?, self.input_schema.clone(), sql)
                 .await
@@ -399,18 +403,44 @@ fn render(plan: &Arc<dyn ExecutionPlan>, lookups: &[Arc<Loaded>], depth: usize, 
     }
 }
 
-/// Whether `plan` may run again, for chunk after chunk, once its state is
-/// reset ([`reset_plan_states`]): made only of nodes that keep nothing from
-/// one run to the next but metrics. A join (whose dynamic filters DataFusion
-/// cannot reset), a sort (its top-k filter), an aggregate or a window is
-/// planned again for every chunk.
-fn runs_again(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    let stateless = plan.downcast_ref::<ProjectionExec>().is_some()
-        || plan.downcast_ref::<FilterExec>().is_some()
-        || plan
-            .downcast_ref::<StreamingTableExec>()
-            .is_some_and(|s| s.limit().is_none());
-    stateless && plan.children().into_iter().all(runs_again)
+/// Whether a plan may run again, for chunk after chunk, once its state is
+/// reset ([`reset_plan_states`]):
+/// - made only of nodes that keep nothing from one run to the next but
+///   metrics. A join (whose dynamic filters DataFusion cannot reset), a sort
+///   (its top-k filter), an aggregate or a window is planned again for
+///   every chunk;
+/// - calling only immutable functions. DataFusion folds a stable one
+///   (`now()`, `current_date`) to its value when it plans: a plan kept
+///   would give every chunk the time of the first.
+fn runs_again(planned: &Planned) -> bool {
+    fn stateless(plan: &Arc<dyn ExecutionPlan>) -> bool {
+        let node = plan.downcast_ref::<ProjectionExec>().is_some()
+            || plan.downcast_ref::<FilterExec>().is_some()
+            || plan
+                .downcast_ref::<StreamingTableExec>()
+                .is_some_and(|s| s.limit().is_none());
+        node && plan.children().into_iter().all(stateless)
+    }
+    planned.immutable && stateless(&planned.plan)
+}
+
+/// Whether every scalar function `plan` calls is immutable.
+fn calls_only_immutable(plan: &LogicalPlan) -> datafusion::error::Result<bool> {
+    let mut immutable = true;
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                if let Expr::ScalarFunction(f) = e
+                    && f.func.signature().volatility != Volatility::Immutable
+                {
+                    immutable = false;
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })?;
+    Ok(immutable)
 }
 
 /// The table's SQL planned, its joins checked; invalid SQL is named as such.
@@ -449,10 +479,12 @@ async fn plan_sql(
         "input",
         Arc::new(StreamingTable::try_new(schema, vec![slot])?),
     )?;
-    let plan = ctx.sql(sql).await?.create_physical_plan().await?;
+    let df = ctx.sql(sql).await?;
+    let immutable = calls_only_immutable(df.logical_plan())?;
     Ok(Planned {
-        plan,
+        plan: df.create_physical_plan().await?,
         task: ctx.task_ctx(),
+        immutable,
     })
 }
 
@@ -737,15 +769,40 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_join_or_an_aggregate_is_planned_again_for_each_chunk() {
+    async fn a_join_an_aggregate_or_the_clock_is_planned_again_for_each_chunk() {
         for sql in [
             "SELECT o.id, c.segment FROM input o LEFT JOIN customers c ON o.customer = c.cid",
             "SELECT customer, count(*) AS n FROM input GROUP BY customer",
             "SELECT id, customer FROM input ORDER BY id LIMIT 2",
+            "SELECT id, now() AS loaded_at FROM input",
+            "SELECT id FROM input WHERE id > (SELECT 1 + extract(hour FROM current_time()))",
+            "SELECT id, random() AS r FROM input",
         ] {
             let transform = Transform::plan(&orders(sql), &[customers()]).await.unwrap();
             assert!(transform.planned.is_none(), "{sql}");
         }
+        // `now()` is each chunk's time, not the first chunk's.
+        let t = orders("SELECT id, now() AS loaded_at FROM input");
+        let transform = Transform::plan(&t, &[]).await.unwrap();
+        let mut times = Vec::new();
+        for ids in [0..2, 2..4] {
+            let out: Vec<_> = transform
+                .run(chunk(&t, ids))
+                .await
+                .unwrap()
+                .try_collect()
+                .await
+                .unwrap();
+            let at = out[0]
+                .column(1)
+                .as_any()
+                .downcast_ref::<arrow::array::TimestampNanosecondArray>()
+                .unwrap()
+                .value(0);
+            times.push(at);
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(times[1] > times[0], "{times:?}");
         // Planned again, it gives each chunk its own rows.
         let t = orders("SELECT id, customer FROM input ORDER BY id DESC LIMIT 2");
         let transform = Transform::plan(&t, &[]).await.unwrap();
